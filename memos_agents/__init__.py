@@ -1,0 +1,52 @@
+"""memos-agents: a memory operating system for LLM agents, after MemOS (MemTensor, 2025).
+
+Importing this package loads no model and touches no file.
+"""
+
+from memos_agents.config import MemOSConfig
+from memos_agents.cube import AclEntry, CubeHeader, MemCube, Permission
+from memos_agents.errors import MemOSError
+from memos_agents.operation.reader import MemReader, ReadMode
+from memos_agents.operation.scheduler import MemScheduler
+from memos_agents.os import AddResult, ChatResult, MemOS
+from memos_agents.schema import (
+    Edge,
+    LifecycleState,
+    MemoryItem,
+    MemoryQuery,
+    MemoryType,
+    Message,
+    NodeKind,
+    RelationType,
+    ScoredMemory,
+    SearchFilters,
+    Sources,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AclEntry",
+    "AddResult",
+    "ChatResult",
+    "CubeHeader",
+    "Edge",
+    "LifecycleState",
+    "MemCube",
+    "MemOS",
+    "MemOSConfig",
+    "MemOSError",
+    "MemReader",
+    "MemScheduler",
+    "MemoryItem",
+    "MemoryQuery",
+    "MemoryType",
+    "Message",
+    "NodeKind",
+    "Permission",
+    "ReadMode",
+    "RelationType",
+    "ScoredMemory",
+    "SearchFilters",
+    "Sources",
+]

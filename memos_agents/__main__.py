@@ -1,0 +1,5 @@
+"""``python -m memos_agents`` runs the ``memos`` CLI."""
+
+from memos_agents.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Benchmarks (``memos bench ...``): results are written as files, never asserted in unit tests."""

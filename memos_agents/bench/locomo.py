@@ -1,0 +1,215 @@
+"""``memos bench locomo``: evidence recall, context size, search latency and ingestion cost on LoCoMo.
+
+Protocol (see ``shared/data/README.md``): one cube per conversation, fast-mode ingestion of every
+turn (one ``add`` per session), then each question of categories 1-4 with non-empty evidence is
+searched. For a question with evidence set E and results R, recall = |E ∩ ⋃ src(R_i)| / |E|, where
+src are the dia_ids an item came from.
+
+* ``recall_at[k]``: over the top-k results.
+* ``recall_within_tokens[B]``: over what ``search(token_budget=B)`` returns, i.e. results taken in
+  rank order while their rendered prompt lines (date + text, tiktoken cl100k_base) fit in B tokens.
+* ``mean_context_tokens_at[k]``: mean rendered tokens of the top-k.
+* ``search_ms``: wall time of one ``MemOS.search`` (top_k = largest k) per question, after warm-up.
+* ``ingest``: wall time of all ``add`` calls, and ``embed_only_seconds``, the embedder alone on the
+  same texts in the same batches, measured in the same run, for the ratio.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from memos_agents.bench.locomo_data import STANDARD_CATEGORIES, Conversation, evidence_recall, load_locomo
+from memos_agents.os import MemOS
+
+BENCH_USER = "bench"
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    pos = (len(ordered) - 1) * q
+    lo, hi = int(pos), min(int(pos) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def ingest_conversation(mos: MemOS, conv: Conversation, cube_id: str, on_session: Callable[[int], None] | None = None) -> float:
+    """Create ``cube_id`` (replacing an old one) and add every session; returns seconds spent in ``add``."""
+    if any(h.cube_id == cube_id for h in mos.store.list_cubes()):
+        mos.delete_cube(cube_id, BENCH_USER)
+    mos.create_cube(cube_id, BENCH_USER, source=f"locomo:{conv.sample_id}", description=" & ".join(conv.speakers))
+    spent = 0.0
+    for session in conv.sessions:
+        t0 = time.perf_counter()
+        mos.add(session.turns, BENCH_USER, cube_id)
+        spent += time.perf_counter() - t0
+        if on_session is not None:
+            on_session(len(session.turns))
+    return spent
+
+
+def run_locomo_bench(
+    data: str | Path,
+    *,
+    ks: Sequence[int] = (5, 10, 20),
+    budgets: Sequence[int] = (1000,),
+    mos_factory: Callable[[Path], MemOS],
+    home: str | Path | None = None,
+    conversations: int | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Run the benchmark and return the results dict (see the module docstring).
+
+    Args:
+        data: LoCoMo JSON file.
+        ks: Cut-offs for recall@k (default 5, 10, 20).
+        budgets: Token budgets for recall within tokens (default 1000).
+        mos_factory: Builds the MemOS under test from a home directory (store and embedder choice).
+        home: Home directory (default: a temporary one, removed afterwards).
+        conversations: Only the first N conversations (default: all).
+        progress: Called as ``progress(phase, done, total)``.
+    """
+    convs = load_locomo(data)[: conversations or None]
+    ks = sorted(set(ks))
+    with tempfile.TemporaryDirectory(prefix="memos-bench-") as tmp:
+        mos = mos_factory(Path(home) if home else Path(tmp))
+        with mos:
+            mos.embedder.embed(["warm-up"])  # load the model outside every timed region
+            total_turns = sum(c.turn_count for c in convs)
+            done = 0
+            ingest_s = 0.0
+            for conv in convs:
+                def tick(n: int) -> None:
+                    nonlocal done
+                    done += n
+                    if progress:
+                        progress("ingest", done, total_turns)
+
+                ingest_s += ingest_conversation(mos, conv, conv.sample_id, tick)
+            embed_s = 0.0
+            for conv in convs:
+                for session in conv.sessions:
+                    texts = mos.reader.index_texts(session.turns, [mos.reader._turn_item(m, BENCH_USER) for m in session.turns])
+                    t0 = time.perf_counter()
+                    mos.embedder.embed(texts)
+                    embed_s += time.perf_counter() - t0
+            questions = [(c, q) for c in convs for q in c.qa if q.category in STANDARD_CATEGORIES and q.evidence]
+            for conv, q in questions[:10]:  # warm-up
+                mos.search(q.question, BENCH_USER, [conv.sample_id], top_k=max(ks))
+            rows = []
+            latencies = []
+            for n, (conv, q) in enumerate(questions):
+                t0 = time.perf_counter()
+                hits = mos.search(q.question, BENCH_USER, [conv.sample_id], top_k=max(ks))
+                latencies.append((time.perf_counter() - t0) * 1000)
+                row: dict[str, Any] = {"category": q.category}
+                for k in ks:
+                    row[f"r@{k}"] = evidence_recall(q.evidence, [h.item.sources.message_ids for h in hits[:k]])
+                    row[f"tok@{k}"] = sum(h.tokens for h in hits[:k])
+                for b in budgets:
+                    within = mos.search(q.question, BENCH_USER, [conv.sample_id], top_k=200, token_budget=b)
+                    row[f"b@{b}"] = evidence_recall(q.evidence, [h.item.sources.message_ids for h in within])
+                rows.append(row)
+                if progress:
+                    progress("search", n + 1, len(questions))
+
+    def summarize(subset: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "questions": len(subset),
+            "recall_at": {str(k): round(statistics.fmean(r[f"r@{k}"] for r in subset), 4) for k in ks},
+            "recall_within_tokens": {str(b): round(statistics.fmean(r[f"b@{b}"] for r in subset), 4) for b in budgets},
+            "mean_context_tokens_at": {str(k): round(statistics.fmean(r[f"tok@{k}"] for r in subset), 1) for k in ks},
+        }
+
+    results: dict[str, Any] = summarize(rows)
+    results["by_category"] = {
+        str(c): summarize([r for r in rows if r["category"] == c]) for c in STANDARD_CATEGORIES if any(r["category"] == c for r in rows)
+    }
+    results["search_ms"] = {
+        "p50": round(_percentile(latencies, 0.5), 2),
+        "p95": round(_percentile(latencies, 0.95), 2),
+        "mean": round(statistics.fmean(latencies), 2),
+    }
+    results["ingest"] = {
+        "turns": total_turns,
+        "seconds": round(ingest_s, 3),
+        "turns_per_s": round(total_turns / ingest_s, 1) if ingest_s else None,
+        "embed_only_seconds": round(embed_s, 3),
+        "ratio_to_embed_only": round(ingest_s / embed_s, 3) if embed_s else None,
+    }
+    results["setup"] = {
+        "data": str(data),
+        "conversations": [c.sample_id for c in convs],
+        "embedder": mos.embedder.model_name,
+        "store": type(mos.store).__name__,
+        "mode": "fast",
+        "tokenizer": mos.config.tokenizer_encoding,
+    }
+    return results
+
+
+def write_results(results: dict[str, Any], out: str | Path) -> list[Path]:
+    """Write ``results.json``, ``results.md`` and ``recall.png`` under ``out``; returns the paths."""
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / "results.json", out_dir / "results.md"]
+    paths[0].write_text(json.dumps(results, indent=2))
+    ks = list(results["recall_at"])
+    budgets = list(results["recall_within_tokens"])
+    lines = [
+        "# LoCoMo evidence recall (memos bench locomo)",
+        "",
+        f"Data: `{results['setup']['data']}` ({', '.join(results['setup']['conversations'])}); "
+        f"embedder {results['setup']['embedder']}; store {results['setup']['store']}; mode fast.",
+        "",
+        "| category | questions | " + " | ".join(f"recall@{k}" for k in ks) + " | "
+        + " | ".join(f"recall ≤{b} tok" for b in budgets) + " | " + " | ".join(f"tokens@{k}" for k in ks) + " |",
+        "|---" * (2 + 2 * len(ks) + len(budgets)) + "|",
+    ]
+    for name, block in [("all", results), *[(c, b) for c, b in results["by_category"].items()]]:
+        lines.append(
+            f"| {name} | {block['questions']} | "
+            + " | ".join(f"{block['recall_at'][k]:.3f}" for k in ks) + " | "
+            + " | ".join(f"{block['recall_within_tokens'][b]:.3f}" for b in budgets) + " | "
+            + " | ".join(f"{block['mean_context_tokens_at'][k]:.0f}" for k in ks) + " |"
+        )
+    s, i = results["search_ms"], results["ingest"]
+    lines += [
+        "",
+        f"Search latency: p50 {s['p50']} ms, p95 {s['p95']} ms (mean {s['mean']} ms).",
+        f"Ingestion: {i['turns']} turns in {i['seconds']} s ({i['turns_per_s']} turns/s); embedder alone "
+        f"{i['embed_only_seconds']} s; ratio {i['ratio_to_embed_only']}.",
+    ]
+    paths[1].write_text("\n".join(lines) + "\n")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return paths
+    cats = ["all", *results["by_category"]]
+    blocks = [results, *results["by_category"].values()]
+    series = [(f"recall@{k}", [b["recall_at"][k] for b in blocks]) for k in ks]
+    series += [(f"recall ≤{b} tokens", [blk["recall_within_tokens"][b] for blk in blocks]) for b in budgets]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    width = 0.8 / len(series)
+    for n, (label, values) in enumerate(series):
+        ax.bar([x + n * width for x in range(len(cats))], values, width, label=label)
+    ax.set_xticks([x + width * (len(series) - 1) / 2 for x in range(len(cats))])
+    ax.set_xticklabels(["all" if c == "all" else f"cat {c}" for c in cats])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("evidence recall")
+    ax.set_title("LoCoMo evidence recall (categories: 1 multi-hop, 2 temporal, 3 open-domain, 4 single-hop)", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    png = out_dir / "recall.png"
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return [*paths, png]

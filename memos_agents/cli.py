@@ -1,0 +1,284 @@
+"""The ``memos`` command line (typer + rich).
+
+Commands: ``demo``, ``add``, ``search``, ``chat`` (a REPL), ``cube export|import|info|list`` and
+``bench locomo``. Every command takes ``--home`` (default ``$MEMOS_HOME`` or ``~/.memos``).
+Errors of the :class:`~memos_agents.errors.MemOSError` hierarchy print one line and exit with 2.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from memos_agents.config import default_home
+from memos_agents.errors import InvalidInputError, MemOSError
+from memos_agents.operation.reader import ReadMode
+from memos_agents.os import MemOS
+
+app = typer.Typer(help="memos-agents: a memory OS for LLM agents.", no_args_is_help=True, add_completion=False)
+cube_app = typer.Typer(help="Export, import and inspect MemCubes.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks that write their results as files.", no_args_is_help=True)
+app.add_typer(cube_app, name="cube")
+app.add_typer(bench_app, name="bench")
+console = Console()
+
+#: Where the LoCoMo file lies in this project's checkout layout (``../shared/data``).
+DEFAULT_LOCOMO = Path("../shared/data/locomo/locomo_dev7.json")
+
+Home = Annotated[Path | None, typer.Option("--home", help="MemOS home (default: $MEMOS_HOME or ~/.memos).")]
+User = Annotated[str, typer.Option("--user", "-u", help="Caller's user id.")]
+
+
+def _mos(home: Path | None, **config: Any) -> MemOS:
+    return MemOS.from_path(home or default_home(), **config).setup()
+
+
+def _run(fn: Any) -> Any:
+    try:
+        return fn()
+    except MemOSError as exc:
+        console.print(f"[red]error:[/] {type(exc).__name__}: {exc}")
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def demo(
+    data: Annotated[Path, typer.Option(help="LoCoMo JSON file.")] = DEFAULT_LOCOMO,
+    home: Home = None,
+    conversation: Annotated[str, typer.Option(help="LoCoMo sample id.")] = "conv-26",
+    questions: Annotated[int, typer.Option(min=1, help="Questions to answer.")] = 5,
+    max_sessions: Annotated[int | None, typer.Option(min=1, help="Ingest only the first N sessions.")] = None,
+) -> None:
+    """Ingest a real LoCoMo conversation and answer some of its questions with a local model."""
+    from memos_agents.demo import run_demo
+
+    def go() -> None:
+        with _mos(home) as mos:
+            run_demo(mos, data, conversation=conversation, questions=questions, max_sessions=max_sessions, console=console)
+
+    _run(go)
+
+
+@app.command()
+def add(
+    text: Annotated[str, typer.Argument(help="Message text to remember.")],
+    user: User,
+    cube: Annotated[str, typer.Option("--cube", "-c", help="Target cube (created if missing, owned by --user).")],
+    home: Home = None,
+    mode: Annotated[ReadMode, typer.Option(help="fast (no LLM) or fine (LLM extraction).")] = ReadMode.FAST,
+    session: Annotated[str | None, typer.Option(help="Session id.")] = None,
+    speaker: Annotated[str | None, typer.Option(help="Speaker name (default: the user id).")] = None,
+) -> None:
+    """Add one message to a cube."""
+
+    def go() -> None:
+        with _mos(home) as mos:
+            mos.create_cube(cube, user, exist_ok=True)
+            result = mos.add([{"role": "user", "name": speaker or user, "content": text}], user, cube, mode=mode,
+                             session_id=session)
+            console.print(f"stored {len(result.ids)} item(s): {', '.join(result.ids)}"
+                          + (f" ({result.merged} merged)" if result.merged else ""))
+
+    _run(go)
+
+
+def _print_hits(hits: list[Any]) -> None:
+    table = Table()
+    for col in ("#", "score", "tokens", "sources", "event time", "memory"):
+        table.add_column(col)
+    for n, h in enumerate(hits, 1):
+        when = f"{h.item.event_time:%Y-%m-%d}" if h.item.event_time else "-"
+        table.add_row(str(n), f"{h.score:.4f}", str(h.tokens), ", ".join(h.item.sources.message_ids), when, h.item.text)
+    console.print(table)
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="The question.")],
+    user: User,
+    cube: Annotated[list[str] | None, typer.Option("--cube", "-c", help="Cube(s) to search (default: all readable).")] = None,
+    home: Home = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1)] = 10,
+    budget: Annotated[int | None, typer.Option(min=1, help="Token budget of the results.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Search memories."""
+
+    def go() -> None:
+        with _mos(home, llm={"provider": "none"}) as mos:
+            hits = mos.search(query, user, cube, top_k=top_k, token_budget=budget)
+            if as_json:
+                print(json.dumps([json.loads(h.model_dump_json(exclude={"item": {"embedding"}})) for h in hits], indent=2))
+            else:
+                _print_hits(hits)
+
+    _run(go)
+
+
+@app.command()
+def chat(
+    user: User,
+    cube: Annotated[list[str] | None, typer.Option("--cube", "-c", help="Cube(s) to use (default: all readable).")] = None,
+    home: Home = None,
+    budget: Annotated[int, typer.Option(min=1, help="Token budget of the memory context.")] = 1000,
+    remember: Annotated[bool, typer.Option(help="Also store each question in the first cube.")] = False,
+) -> None:
+    """Chat with memory (a REPL; empty line, 'exit' or Ctrl-D ends it)."""
+
+    def go() -> None:
+        with _mos(home) as mos:
+            history: list[dict[str, str]] = []
+            console.print("[dim]memos chat — empty line or 'exit' to quit[/]")
+            while True:
+                try:
+                    line = console.input("[bold]you>[/] ").strip()
+                except EOFError:
+                    break
+                if not line or line in {"exit", "quit"}:
+                    break
+                try:
+                    result = mos.chat(line, user, cube, token_budget=budget, history=history[-6:])
+                except MemOSError as exc:
+                    console.print(f"[red]error:[/] {exc}")
+                    continue
+                console.print(f"[dim]{len(result.memories)} memories, search {result.search_ms:.0f} ms[/]")
+                console.print(f"[bold]memos>[/] {result.answer}")
+                history += [{"role": "user", "content": line}, {"role": "assistant", "content": result.answer}]
+                if remember and cube:
+                    mos.add([{"role": "user", "name": user, "content": line}], user, cube[0])
+
+    _run(go)
+
+
+@cube_app.command("export")
+def cube_export(
+    cube: Annotated[str, typer.Argument(help="Cube id.")],
+    path: Annotated[Path, typer.Argument(help="Archive file to write.")],
+    user: User,
+    home: Home = None,
+) -> None:
+    """Export a cube to one archive file."""
+
+    def go() -> None:
+        with _mos(home, llm={"provider": "none"}) as mos:
+            console.print(f"wrote {mos.export_cube(cube, user, path)}")
+
+    _run(go)
+
+
+@cube_app.command("import")
+def cube_import(
+    path: Annotated[Path, typer.Argument(help="Archive file.")],
+    user: User,
+    home: Home = None,
+    as_id: Annotated[str | None, typer.Option("--as", help="Import under this cube id (owned by --user).")] = None,
+) -> None:
+    """Import a cube from an archive file."""
+
+    def go() -> None:
+        with _mos(home, llm={"provider": "none"}) as mos:
+            header = mos.import_cube(path, user, cube_id=as_id)
+            console.print(f"imported cube {header.cube_id} ({mos.store.count(header.cube_id)} nodes)")
+
+    _run(go)
+
+
+@cube_app.command("info")
+def cube_info(cube: Annotated[str, typer.Argument(help="Cube id.")], user: User, home: Home = None) -> None:
+    """Show a cube's header and counts."""
+
+    def go() -> None:
+        from memos_agents.schema import LifecycleState, NodeKind, SearchFilters
+
+        with _mos(home, llm={"provider": "none"}) as mos:
+            header = mos.get_cube(cube, user)
+            info = json.loads(header.model_dump_json())
+            every = list(LifecycleState)
+            info["counts"] = {
+                "nodes": mos.store.count(cube),
+                "active_memories": mos.store.count(cube, SearchFilters()),
+                "archived_memories": mos.store.count(cube, SearchFilters(statuses=[LifecycleState.ARCHIVED])),
+                "topics": mos.store.count(cube, SearchFilters(statuses=every, node_kinds=[NodeKind.TOPIC])),
+                "edges": len(mos.store.get_edges(cube)),
+            }
+            console.print_json(json.dumps(info))
+
+    _run(go)
+
+
+@cube_app.command("list")
+def cube_list(user: User, home: Home = None) -> None:
+    """List the cubes the user may read."""
+
+    def go() -> None:
+        with _mos(home, llm={"provider": "none"}) as mos:
+            for h in mos.list_cubes(user):
+                console.print(f"{h.cube_id}\towner={h.owner_id}\tv{h.version}\t{h.description}")
+
+    _run(go)
+
+
+def _ints(value: str, what: str) -> list[int]:
+    try:
+        out = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError as exc:
+        raise InvalidInputError(f"{what} must be comma-separated integers, got {value!r}") from exc
+    if not out or min(out) < 1:
+        raise InvalidInputError(f"{what} must be positive integers, got {value!r}")
+    return out
+
+
+@bench_app.command("locomo")
+def bench_locomo(
+    out: Annotated[Path, typer.Option(help="Output directory (results.json, results.md, recall.png).")],
+    data: Annotated[Path, typer.Option(help="LoCoMo JSON file.")] = DEFAULT_LOCOMO,
+    k: Annotated[str, typer.Option("--k", help="Cut-offs for recall@k, comma-separated.")] = "5,10,20",
+    budget: Annotated[str, typer.Option(help="Token budgets, comma-separated.")] = "1000",
+    conversations: Annotated[int | None, typer.Option(min=1, help="Only the first N conversations.")] = None,
+    store: Annotated[str, typer.Option(help="Store backend: sqlite.")] = "sqlite",
+    embedder: Annotated[str, typer.Option(help="sentence-transformers (MiniLM) or hashing.")] = "sentence-transformers",
+) -> None:
+    """Evidence recall, context tokens, search latency and ingestion cost on LoCoMo."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from memos_agents.bench.locomo import run_locomo_bench, write_results
+
+    def go() -> None:
+        if store != "sqlite":
+            raise InvalidInputError(f"unknown store {store!r}; available: sqlite")
+        ks, budgets = _ints(k, "--k"), _ints(budget, "--budget")
+        emb: dict[str, Any] = {"provider": embedder} if embedder != "hashing" else {"provider": "hashing", "dim": 256}
+
+        def factory(home: Path) -> MemOS:
+            return MemOS.from_path(home, embedder=emb, llm={"provider": "none"})
+
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console) as progress:
+            tasks: dict[str, Any] = {}
+
+            def report(phase: str, done: int, total: int) -> None:
+                if phase not in tasks:
+                    tasks[phase] = progress.add_task(phase, total=total)
+                progress.update(tasks[phase], completed=done)
+
+            results = run_locomo_bench(data, ks=ks, budgets=budgets, mos_factory=factory, conversations=conversations,
+                                       progress=report)
+        paths = write_results(results, out)
+        console.print((out / "results.md").read_text())
+        console.print("wrote " + ", ".join(str(p) for p in paths))
+
+    _run(go)
+
+
+def main() -> None:
+    """Entry point of the ``memos`` script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

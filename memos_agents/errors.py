@@ -1,0 +1,87 @@
+"""One exception hierarchy for memos-agents, rooted at :class:`MemOSError`.
+
+Every error that library code raises on purpose derives from :class:`MemOSError`, so callers can
+catch one type. Errors caused by bad input also derive from :class:`ValueError` (or
+:class:`KeyError` / :class:`LookupError` for missing things) so that generic handlers keep working.
+"""
+
+from __future__ import annotations
+
+
+class MemOSError(Exception):
+    """Root of every error raised by memos-agents."""
+
+
+class InvalidInputError(MemOSError, ValueError):
+    """The caller passed a value that can never be valid (empty text, malformed id, bad filter)."""
+
+
+class TextTooLongError(InvalidInputError):
+    """A memory or query text is longer than the configured maximum (in characters)."""
+
+
+class EmbeddingDimensionError(InvalidInputError):
+    """An embedding does not have the dimension the cube/store was created with."""
+
+
+class NotFoundError(MemOSError, LookupError):
+    """Something that was asked for does not exist."""
+
+
+class CubeNotFoundError(NotFoundError):
+    """No MemCube with this id exists in the store."""
+
+
+class MemoryNotFoundError(NotFoundError):
+    """No memory item with this id exists in the given cube."""
+
+
+class CubeExistsError(MemOSError):
+    """A MemCube with this id already exists."""
+
+
+class PermissionDeniedError(MemOSError, PermissionError):
+    """The caller's ACL entry on the cube does not allow this operation."""
+
+
+class VersionConflictError(MemOSError):
+    """An update was based on a version that is no longer current (optimistic concurrency)."""
+
+
+class CubeFormatError(MemOSError, ValueError):
+    """A cube archive is malformed, corrupt, or of an unknown or newer format version."""
+
+
+class StoreError(MemOSError):
+    """The storage backend failed; the write, if any, was rolled back."""
+
+
+class ConfigError(MemOSError, ValueError):
+    """A configuration value is invalid or inconsistent."""
+
+
+class MissingDependencyError(MemOSError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+
+class ModelError(MemOSError):
+    """A model (embedder, LLM, tokenizer) could not be loaded or failed to run."""
+
+
+class LLMResponseError(ModelError):
+    """An LLM answer could not be parsed into the expected pydantic model after all retries."""
+
+
+def require(module: str, extra: str) -> ImportError:
+    """Build the error raised when an optional import fails.
+
+    Args:
+        module: The module that could not be imported.
+        extra: The memos-agents extra that provides it.
+
+    Returns:
+        A :class:`MissingDependencyError` to raise, naming ``pip install "memos-agents[extra]"``.
+    """
+    return MissingDependencyError(
+        f"{module!r} is not installed; install it with: pip install \"memos-agents[{extra}]\""
+    )

@@ -1,0 +1,1 @@
+"""Operation layer: MemReader (messages → memories, queries → MemoryQuery) and MemScheduler."""

@@ -1,0 +1,534 @@
+"""MemOS: the facade that ties store, reader, retrieval, scheduler and models together.
+
+Typical use::
+
+    from memos_agents import MemOS
+
+    with MemOS.from_path("~/.memos") as mos:
+        mos.create_cube("alice-notes", owner_id="alice", exist_ok=True)
+        mos.add([{"role": "user", "content": "I moved to Lisbon in May."}], user_id="alice",
+                cube_id="alice-notes")
+        hits = mos.search("Where does Alice live?", user_id="alice", cube_ids=["alice-notes"])
+
+Every call names the caller (``user_id``) and the cube(s); the cube's ACL is checked before the
+store is touched. Writes are validated completely before anything is written, then go to the store
+as one atomic batch. Each method has an ``a``-prefixed async twin that runs it in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from memos_agents.config import EmbedderProvider, LLMProvider, MemOSConfig
+from memos_agents.cube import AclEntry, CubeHeader, MemCube, Permission, StorageProfile, read_archive, write_archive
+from memos_agents.errors import (
+    ConfigError,
+    CubeNotFoundError,
+    InvalidInputError,
+    MemoryNotFoundError,
+    PermissionDeniedError,
+    TextTooLongError,
+)
+from memos_agents.models.embedders import BaseEmbedder, HashingEmbedder, OpenAIEmbedder, SentenceTransformerEmbedder
+from memos_agents.models.llm import BaseLLM, HFLocalLLM, OpenAICompatibleLLM
+from memos_agents.models.tokens import TokenCounter
+from memos_agents.operation.reader import MemReader, ReadMode
+from memos_agents.operation.scheduler import MemScheduler
+from memos_agents.plaintext.retrieval import HybridRetriever
+from memos_agents.plaintext.stores.base import BaseMemoryStore
+from memos_agents.plaintext.stores.sqlite import SQLiteMemoryStore
+from memos_agents.plaintext.tree import TreeOrganizer
+from memos_agents.prompts import answer as answer_prompt
+from memos_agents.schema import (
+    LifecycleState,
+    MemoryItem,
+    MemoryType,
+    Message,
+    ScoredMemory,
+    SearchFilters,
+    validate_id,
+)
+
+log = logging.getLogger(__name__)
+
+MessageLike = Message | dict[str, Any]
+
+
+@dataclass
+class AddResult:
+    """What :meth:`MemOS.add` stored.
+
+    Attributes:
+        ids: Ids of the new memory items (turns, facts and merged items; not topic nodes).
+        merged: How many new items were merged into existing ones (and archived).
+        failures: Fine-mode extraction failures (also recorded in the cube's event log).
+    """
+
+    ids: list[str] = field(default_factory=list)
+    merged: int = 0
+    failures: list[dict[str, object]] = field(default_factory=list)
+
+
+@dataclass
+class ChatResult:
+    """Answer of :meth:`MemOS.chat` with the memories it was given and timings (ms)."""
+
+    answer: str
+    memories: list[ScoredMemory]
+    search_ms: float
+    generate_ms: float
+
+
+def build_embedder(config: MemOSConfig) -> BaseEmbedder:
+    """Create the embedder a config asks for (no model is loaded until first use)."""
+    e = config.embedder
+    if e.provider == EmbedderProvider.HASHING:
+        return HashingEmbedder(dim=e.dim)
+    if e.provider == EmbedderProvider.OPENAI:
+        if not e.model:
+            raise ConfigError("embedder.model is required for the openai provider")
+        return OpenAIEmbedder(e.model, e.dim, base_url=e.base_url, api_key=e.api_key, batch_size=e.batch_size)
+    return SentenceTransformerEmbedder(e.model, dim=e.dim, batch_size=e.batch_size)
+
+
+def build_llm(config: MemOSConfig) -> BaseLLM | None:
+    """Create the LLM a config asks for, or None for provider ``none`` (nothing is loaded yet)."""
+    c = config.llm
+    if c.provider == LLMProvider.NONE:
+        return None
+    if c.provider == LLMProvider.OPENAI:
+        if not c.model:
+            raise ConfigError("llm.model is required for the openai provider")
+        return OpenAICompatibleLLM(c.model, base_url=c.base_url, api_key=c.api_key)
+    cache = config.model_cache / "smollm2-135m-instruct" if c.model is None else None
+    return HFLocalLLM(c.model, gguf_file=c.gguf_file, cache_dir=cache)
+
+
+class MemOS:
+    """The memory operating system facade.
+
+    Construction does no I/O; call :meth:`setup` (or use it as a context manager) before use.
+
+    Args:
+        config: Settings (default: :class:`~memos_agents.config.MemOSConfig` with ``$MEMOS_HOME``).
+        store: Plaintext store (default: embedded SQLite at ``config.db_path``).
+        embedder: Embedder (default: from ``config.embedder``).
+        llm: LLM for ``chat`` and fine-mode reading (default: from ``config.llm``).
+        token_counter: Token counter for budgets (default: tiktoken ``config.tokenizer_encoding``).
+    """
+
+    def __init__(
+        self,
+        config: MemOSConfig | None = None,
+        *,
+        store: BaseMemoryStore | None = None,
+        embedder: BaseEmbedder | None = None,
+        llm: BaseLLM | None = None,
+        token_counter: TokenCounter | None = None,
+    ) -> None:
+        self.config = config or MemOSConfig()
+        self.store = store or SQLiteMemoryStore(self.config.db_path)
+        self.embedder = embedder or build_embedder(self.config)
+        self.llm = llm if llm is not None else build_llm(self.config)
+        self.reader = MemReader(self.embedder, self.llm, self.config.reader)
+        self.organizer = TreeOrganizer(self.config.reader)
+        self.retriever = HybridRetriever(self.config.retrieval)
+        self.scheduler = MemScheduler(token_counter or TokenCounter(self.config.tokenizer_encoding))
+
+    @classmethod
+    def from_path(cls, home: str | Path, **kwargs: Any) -> MemOS:
+        """Create a MemOS whose embedded store and caches live under ``home``.
+
+        Args:
+            home: The MemOS home directory.
+            **kwargs: Other :class:`MemOSConfig` fields (e.g. ``embedder={"provider": "hashing"}``),
+                or ``store``/``embedder``/``llm``/``token_counter`` instances, which are used as given.
+        """
+        instances = (("store", BaseMemoryStore), ("embedder", BaseEmbedder), ("llm", BaseLLM), ("token_counter", TokenCounter))
+        parts = {k: kwargs.pop(k) for k, kind in instances if isinstance(kwargs.get(k), kind)}
+        return cls(MemOSConfig.model_validate({"home": Path(home), **kwargs}), **parts)
+
+    def setup(self) -> MemOS:
+        """Open the store and apply migrations (idempotent). Returns self."""
+        self.store.setup()
+        return self
+
+    def close(self) -> None:
+        """Close the store."""
+        self.store.close()
+
+    def __enter__(self) -> MemOS:
+        return self.setup()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- cubes -------------------------------------------------------------------------------------
+    def create_cube(
+        self,
+        cube_id: str,
+        owner_id: str,
+        *,
+        description: str = "",
+        source: str | None = None,
+        acl: Sequence[AclEntry] = (),
+        exist_ok: bool = False,
+    ) -> CubeHeader:
+        """Create a plaintext MemCube owned by ``owner_id``.
+
+        Args:
+            cube_id: New cube id.
+            owner_id: Owner (has every permission).
+            description: Free text.
+            source: Provenance of the cube.
+            acl: Extra ACL entries.
+            exist_ok: Return the existing header instead of raising (the caller must be allowed to read it).
+
+        Raises:
+            InvalidInputError: Malformed ids.
+            CubeExistsError: The cube exists and ``exist_ok`` is False.
+        """
+        validate_id(cube_id, "cube_id")
+        validate_id(owner_id, "owner_id")
+        if exist_ok:
+            try:
+                return self._cube_for(cube_id, owner_id, Permission.READ)
+            except CubeNotFoundError:
+                pass
+        header = CubeHeader(
+            cube_id=cube_id,
+            owner_id=owner_id,
+            acl=list(acl),
+            description=description,
+            source=source,
+            model=self.embedder.model_name,
+            storage=StorageProfile(
+                backend=type(self.store).__name__, embedding_model=self.embedder.model_name, embedding_dim=self.embedder.dim
+            ),
+        )
+        self.store.create_cube(header)
+        return header
+
+    def get_cube(self, cube_id: str, user_id: str) -> CubeHeader:
+        """Return a cube's header (needs read permission)."""
+        return self._cube_for(cube_id, user_id, Permission.READ)
+
+    def list_cubes(self, user_id: str) -> list[CubeHeader]:
+        """Return the headers of the cubes ``user_id`` may read."""
+        return [h for h in self.store.list_cubes() if h.allows(user_id, Permission.READ)]
+
+    def delete_cube(self, cube_id: str, user_id: str) -> None:
+        """Delete a cube and everything in it (needs admin permission)."""
+        self._cube_for(cube_id, user_id, Permission.ADMIN)
+        self.store.delete_cube(cube_id)
+
+    def _cube_for(self, cube_id: str, user_id: str, permission: Permission) -> CubeHeader:
+        validate_id(cube_id, "cube_id")
+        validate_id(user_id, "user_id")
+        header = self.store.get_cube(cube_id)
+        if not header.allows(user_id, permission):
+            raise PermissionDeniedError(f"user {user_id!r} may not {permission.value} cube {cube_id!r}")
+        return header
+
+    def _check_embedder(self, header: CubeHeader) -> None:
+        dim = header.storage.embedding_dim
+        if dim is not None and dim != self.embedder.dim:
+            raise ConfigError(
+                f"cube {header.cube_id!r} holds {dim}-d embeddings ({header.storage.embedding_model}); "
+                f"this MemOS embeds with {self.embedder.model_name} ({self.embedder.dim}-d)"
+            )
+
+    def _check_text(self, text: str, what: str) -> None:
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidInputError(f"{what} must be a non-empty string")
+        if len(text) > self.config.max_text_chars:
+            raise TextTooLongError(f"{what} has {len(text)} characters; the limit is {self.config.max_text_chars}")
+
+    # -- writes ------------------------------------------------------------------------------------
+    def _messages(self, messages: Sequence[MessageLike], session_id: str | None) -> list[Message]:
+        if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
+            raise InvalidInputError("messages must be a list of messages")
+        if not messages:
+            raise InvalidInputError("messages must not be empty")
+        out: list[Message] = []
+        for pos, raw in enumerate(messages):
+            try:
+                m = raw if isinstance(raw, Message) else Message.model_validate(raw)
+            except ValidationError as exc:
+                raise InvalidInputError(f"message {pos} is malformed: {exc.errors()[0]['msg']}") from exc
+            self._check_text(m.content, f"message {pos} content")
+            if m.id is not None:
+                validate_id(m.id, f"message {pos} id")
+            if session_id is not None and m.session_id is None:
+                m = m.model_copy(update={"session_id": session_id})
+            out.append(m)
+        return out
+
+    def add(
+        self,
+        messages: Sequence[MessageLike],
+        user_id: str,
+        cube_id: str,
+        *,
+        mode: ReadMode | str = ReadMode.FAST,
+        session_id: str | None = None,
+    ) -> AddResult:
+        """Read messages into memories and store them atomically in the cube's tree.
+
+        Args:
+            messages: Chat messages (``Message`` or dicts with ``role``/``content``, optional
+                ``name`` (speaker), ``id``, ``timestamp``, ``session_id``, ``image_caption``).
+            user_id: The caller; needs write permission; recorded as the items' user.
+            cube_id: Target cube (must exist).
+            mode: ``"fast"`` (no LLM) or ``"fine"`` (LLM fact extraction too).
+            session_id: Session for messages that carry none.
+
+        Returns:
+            The stored ids, how many were merged, and extraction failures.
+
+        Raises:
+            InvalidInputError: Empty/oversized text, malformed ids or messages, unknown mode.
+            CubeNotFoundError: Unknown cube.
+            PermissionDeniedError: No write permission.
+            ConfigError: ``fine`` mode without an LLM, or an embedder that does not match the cube.
+            EmbeddingDimensionError / StoreError: Nothing was written.
+        """
+        try:
+            read_mode = ReadMode(mode)
+        except ValueError as exc:
+            raise InvalidInputError(f"unknown mode {mode!r}; use 'fast' or 'fine'") from exc
+        header = self._cube_for(cube_id, user_id, Permission.WRITE)
+        self._check_embedder(header)
+        if session_id is not None:
+            validate_id(session_id, "session_id")
+        msgs = self._messages(messages, session_id)
+        read = self.reader.read(msgs, user_id=user_id, mode=read_mode)
+        batch = self.organizer.organize(self.store, cube_id, read.items, read.edges)
+        self.store.apply(cube_id, batch)
+        for failure in read.failures:
+            self.store.record_event(cube_id, "extraction_failed", failure)
+        merged = sum(1 for i in read.items if i.status == LifecycleState.ARCHIVED)
+        ids = [i.id for i in batch.add if i.node_kind.value == "memory"]
+        return AddResult(ids=ids, merged=merged, failures=read.failures)
+
+    def get(self, memory_id: str, user_id: str, cube_id: str) -> MemoryItem:
+        """Return one memory (needs read permission).
+
+        Raises:
+            MemoryNotFoundError: No such memory in the cube.
+        """
+        self._cube_for(cube_id, user_id, Permission.READ)
+        validate_id(memory_id, "memory_id")
+        found = self.store.get(cube_id, [memory_id])
+        if not found:
+            raise MemoryNotFoundError(f"no memory {memory_id!r} in cube {cube_id!r}")
+        return found[0]
+
+    def update(
+        self,
+        memory_id: str,
+        user_id: str,
+        cube_id: str,
+        *,
+        text: str | None = None,
+        memory_type: MemoryType | None = None,
+        tags: list[str] | None = None,
+        status: LifecycleState | None = None,
+        expected_version: int | None = None,
+    ) -> MemoryItem:
+        """Change a memory; a new text is re-embedded. The version is incremented.
+
+        Args:
+            memory_id / user_id / cube_id: What to change, who asks (write permission), where.
+            text / memory_type / tags / status: New values (None: unchanged).
+            expected_version: Fail unless the stored version is this (optimistic concurrency).
+
+        Raises:
+            MemoryNotFoundError / VersionConflictError / InvalidInputError / PermissionDeniedError.
+        """
+        header = self._cube_for(cube_id, user_id, Permission.WRITE)
+        self._check_embedder(header)
+        validate_id(memory_id, "memory_id")
+        current = self.store.get(cube_id, [memory_id])
+        if not current:
+            raise MemoryNotFoundError(f"no memory {memory_id!r} in cube {cube_id!r}")
+        item = current[0]
+        changes: dict[str, Any] = {}
+        if expected_version is not None:
+            changes["version"] = expected_version
+        if text is not None:
+            self._check_text(text, "text")
+            changes["text"] = text
+            changes["embedding"] = self.embedder.embed([text])[0].tolist()
+        if memory_type is not None:
+            changes["memory_type"] = MemoryType(memory_type)
+        if tags is not None:
+            changes["tags"] = list(tags)
+        if status is not None:
+            changes["status"] = LifecycleState(status)
+        return self.store.update(cube_id, [item.model_copy(update=changes)])[0]
+
+    def delete(self, memory_ids: Sequence[str], user_id: str, cube_id: str) -> int:
+        """Delete memories and their edges (needs write permission). Returns how many were deleted."""
+        self._cube_for(cube_id, user_id, Permission.WRITE)
+        for mid in memory_ids:
+            validate_id(mid, "memory_id")
+        return self.store.delete(cube_id, list(memory_ids))
+
+    # -- reads -------------------------------------------------------------------------------------
+    def search(
+        self,
+        query: str,
+        user_id: str,
+        cube_ids: Sequence[str] | None = None,
+        *,
+        top_k: int | None = None,
+        filters: SearchFilters | dict[str, Any] | None = None,
+        token_budget: int | None = None,
+    ) -> list[ScoredMemory]:
+        """Hybrid search over the cubes the caller may read.
+
+        Args:
+            query: The question (non-empty, at most ``max_text_chars``).
+            user_id: The caller (read permission on every cube).
+            cube_ids: Cubes to search (None: every cube the caller may read).
+            top_k: Maximum results (default ``config.retrieval.top_k``).
+            filters: :class:`SearchFilters` or a dict of its fields.
+            token_budget: Maximum total tokens of the rendered results (default
+                ``config.default_token_budget``); results that do not fit are skipped.
+
+        Returns:
+            Results best first, each with score, tokens and per-retriever signals.
+
+        Raises:
+            InvalidInputError / CubeNotFoundError / PermissionDeniedError.
+        """
+        self._check_text(query, "query")
+        k = self.config.retrieval.top_k if top_k is None else top_k
+        if k < 1:
+            raise InvalidInputError("top_k must be at least 1")
+        if token_budget is not None and token_budget < 1:
+            raise InvalidInputError("token_budget must be at least 1")
+        try:
+            flt = filters if isinstance(filters, SearchFilters) or filters is None else SearchFilters(**filters)
+        except ValidationError as exc:
+            raise InvalidInputError(f"invalid filters: {exc.errors()[0]['msg']}") from exc
+        if cube_ids is None:
+            cubes = [h.cube_id for h in self.list_cubes(user_id)]
+        else:
+            cubes = list(dict.fromkeys(cube_ids))
+            for cid in cubes:
+                self._check_embedder(self._cube_for(cid, user_id, Permission.READ))
+        if not cubes:
+            return []
+        parsed = self.reader.parse_query(query)
+        vector = self.embedder.embed_query(query)
+        results = self.retriever.search(self.store, cubes, parsed, vector, top_k=k, filters=flt)
+        return self.scheduler.select(results, token_budget if token_budget is not None else self.config.default_token_budget)
+
+    def chat(
+        self,
+        query: str,
+        user_id: str,
+        cube_ids: Sequence[str] | None = None,
+        *,
+        top_k: int | None = None,
+        token_budget: int | None = 1000,
+        history: Sequence[dict[str, str]] = (),
+        max_tokens: int | None = None,
+    ) -> ChatResult:
+        """Answer ``query`` with the LLM, given the memories search finds.
+
+        Args:
+            query / user_id / cube_ids / top_k: As for :meth:`search`.
+            token_budget: Tokens of memory context (default 1000).
+            history: Earlier OpenAI-style messages of this chat.
+            max_tokens: Answer length limit (default ``config.llm.max_tokens``).
+
+        Raises:
+            ConfigError: No LLM configured.
+        """
+        if self.llm is None:
+            raise ConfigError("chat needs an LLM; configure llm.provider")
+        t0 = time.perf_counter()
+        memories = self.search(query, user_id, cube_ids, top_k=top_k, token_budget=token_budget)
+        t1 = time.perf_counter()
+        messages = answer_prompt.build_messages(query, self.scheduler.render_context(memories), history)
+        answer = self.llm.generate(
+            messages, max_tokens=max_tokens or self.config.llm.max_tokens, temperature=self.config.llm.temperature
+        )
+        t2 = time.perf_counter()
+        return ChatResult(answer=answer, memories=memories, search_ms=(t1 - t0) * 1000, generate_ms=(t2 - t1) * 1000)
+
+    # -- archives ----------------------------------------------------------------------------------
+    def export_cube(self, cube_id: str, user_id: str, path: str | Path) -> Path:
+        """Write a cube (header, every item with embedding, every edge) to one archive file."""
+        header = self._cube_for(cube_id, user_id, Permission.READ)
+        items = self.store.list_items(cube_id, with_embeddings=True)
+        edges = self.store.get_edges(cube_id)
+        return write_archive(path, MemCube(header=header, items=items, edges=edges))
+
+    def import_cube(self, path: str | Path, user_id: str, *, cube_id: str | None = None) -> CubeHeader:
+        """Create a cube from an archive, atomically (the cube is removed again if the content fails).
+
+        Args:
+            path: Archive written by :meth:`export_cube`.
+            user_id: The importer; becomes the owner when the archive's owner is someone else
+                and ``cube_id`` renames the cube.
+            cube_id: Import under this id instead of the archive's.
+
+        Raises:
+            CubeFormatError: Unknown/newer format, corrupt archive.
+            CubeExistsError: The target id exists.
+        """
+        validate_id(user_id, "user_id")
+        cube = read_archive(path)
+        header = cube.header
+        if cube_id is not None:
+            validate_id(cube_id, "cube_id")
+            header = header.model_copy(update={"cube_id": cube_id, "owner_id": user_id})
+        elif not header.allows(user_id, Permission.ADMIN):
+            raise PermissionDeniedError(f"user {user_id!r} is not an admin of archived cube {header.cube_id!r}")
+        header = header.model_copy(update={"storage": header.storage.model_copy(update={"backend": type(self.store).__name__})})
+        self.store.create_cube(header)
+        try:
+            self.store.add(header.cube_id, cube.items, cube.edges)
+        except BaseException:
+            self.store.delete_cube(header.cube_id)
+            raise
+        return header
+
+    # -- async twins -------------------------------------------------------------------------------
+    async def aadd(self, messages: Sequence[MessageLike], user_id: str, cube_id: str, **kwargs: Any) -> AddResult:
+        """Async twin of :meth:`add`."""
+        return await asyncio.to_thread(lambda: self.add(messages, user_id, cube_id, **kwargs))
+
+    async def asearch(
+        self, query: str, user_id: str, cube_ids: Sequence[str] | None = None, **kwargs: Any
+    ) -> list[ScoredMemory]:
+        """Async twin of :meth:`search`."""
+        return await asyncio.to_thread(lambda: self.search(query, user_id, cube_ids, **kwargs))
+
+    async def aget(self, memory_id: str, user_id: str, cube_id: str) -> MemoryItem:
+        """Async twin of :meth:`get`."""
+        return await asyncio.to_thread(self.get, memory_id, user_id, cube_id)
+
+    async def aupdate(self, memory_id: str, user_id: str, cube_id: str, **kwargs: Any) -> MemoryItem:
+        """Async twin of :meth:`update`."""
+        return await asyncio.to_thread(lambda: self.update(memory_id, user_id, cube_id, **kwargs))
+
+    async def adelete(self, memory_ids: Sequence[str], user_id: str, cube_id: str) -> int:
+        """Async twin of :meth:`delete`."""
+        return await asyncio.to_thread(self.delete, memory_ids, user_id, cube_id)
+
+    async def achat(self, query: str, user_id: str, cube_ids: Sequence[str] | None = None, **kwargs: Any) -> ChatResult:
+        """Async twin of :meth:`chat`."""
+        return await asyncio.to_thread(lambda: self.chat(query, user_id, cube_ids, **kwargs))

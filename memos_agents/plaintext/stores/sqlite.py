@@ -1,0 +1,721 @@
+"""The embedded default plaintext store: one SQLite file per MemOS home.
+
+* WAL journal, one transaction per write call (``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any
+  error), foreign keys on.
+* BM25 through an FTS5 index (porter stemmer) over item text, key and tags, kept in sync by
+  triggers.
+* Vectors stored as float32 blobs beside each row; exact cosine search in numpy over a per-cube
+  in-memory matrix that is built lazily, extended on ``add`` and dropped on ``update``/``delete``.
+* Versioned migrations recorded in ``schema_migrations``; :meth:`SQLiteMemoryStore.setup` is
+  idempotent.
+
+Known limit: BM25 document statistics (IDF, average length) are computed over the whole file, i.e.
+across cubes; scores are still only ever returned for the caller's cube.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from memos_agents.cube import CubeHeader
+from memos_agents.errors import (
+    CubeExistsError,
+    CubeNotFoundError,
+    EmbeddingDimensionError,
+    InvalidInputError,
+    MemoryNotFoundError,
+    StoreError,
+    VersionConflictError,
+)
+from memos_agents.plaintext.stores.base import (
+    BaseMemoryStore,
+    Direction,
+    Neighbor,
+    StoreCapabilities,
+    WriteBatch,
+    WriteResult,
+)
+from memos_agents.plaintext.text import fts_query
+from memos_agents.schema import (
+    Edge,
+    LifecycleState,
+    MemoryItem,
+    MemoryType,
+    NodeKind,
+    RelationType,
+    SearchFilters,
+    Sources,
+    as_utc,
+    utcnow,
+)
+
+_MIGRATIONS: list[tuple[int, str]] = [
+    (
+        1,
+        """
+        CREATE TABLE cubes (
+            cube_id TEXT PRIMARY KEY,
+            header TEXT NOT NULL,
+            embedding_dim INTEGER
+        );
+        CREATE TABLE items (
+            rowid INTEGER PRIMARY KEY,
+            cube_id TEXT NOT NULL REFERENCES cubes(cube_id) ON DELETE CASCADE,
+            id TEXT NOT NULL,
+            text TEXT NOT NULL,
+            search_text TEXT NOT NULL,
+            memory_type TEXT NOT NULL,
+            node_kind TEXT NOT NULL,
+            key TEXT,
+            tags TEXT NOT NULL,
+            sources TEXT NOT NULL,
+            user_id TEXT,
+            event_time TEXT,
+            event_us INTEGER,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            confidence REAL NOT NULL,
+            status TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            embedding BLOB,
+            metadata TEXT NOT NULL,
+            UNIQUE (cube_id, id)
+        );
+        CREATE INDEX items_by_status ON items(cube_id, status, node_kind);
+        CREATE VIRTUAL TABLE items_fts USING fts5(
+            search_text, content='items', content_rowid='rowid', tokenize='porter unicode61'
+        );
+        CREATE TRIGGER items_ai AFTER INSERT ON items BEGIN
+            INSERT INTO items_fts(rowid, search_text) VALUES (new.rowid, new.search_text);
+        END;
+        CREATE TRIGGER items_ad AFTER DELETE ON items BEGIN
+            INSERT INTO items_fts(items_fts, rowid, search_text) VALUES ('delete', old.rowid, old.search_text);
+        END;
+        CREATE TRIGGER items_au AFTER UPDATE OF search_text ON items BEGIN
+            INSERT INTO items_fts(items_fts, rowid, search_text) VALUES ('delete', old.rowid, old.search_text);
+            INSERT INTO items_fts(rowid, search_text) VALUES (new.rowid, new.search_text);
+        END;
+        CREATE TABLE edges (
+            cube_id TEXT NOT NULL REFERENCES cubes(cube_id) ON DELETE CASCADE,
+            source_id TEXT NOT NULL,
+            target_id TEXT NOT NULL,
+            type TEXT NOT NULL,
+            weight REAL NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (cube_id, source_id, target_id, type)
+        );
+        CREATE INDEX edges_by_target ON edges(cube_id, target_id);
+        CREATE TABLE events (
+            seq INTEGER PRIMARY KEY,
+            cube_id TEXT NOT NULL REFERENCES cubes(cube_id) ON DELETE CASCADE,
+            kind TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        """,
+    ),
+]
+
+#: Schema version this code writes.
+SCHEMA_VERSION = _MIGRATIONS[-1][0]
+
+_ITEM_COLUMNS = (
+    "id, text, memory_type, node_kind, key, tags, sources, user_id, event_time, created_at, "
+    "updated_at, confidence, status, version, metadata, cube_id"
+)
+
+
+def _search_text(item: MemoryItem) -> str:
+    parts = [item.text]
+    if item.key:
+        parts.append(item.key)
+    parts.extend(item.tags)
+    return "\n".join(parts)
+
+
+def _event_us(value: datetime | None) -> int | None:
+    return None if value is None else int(value.timestamp() * 1_000_000)
+
+
+@dataclass
+class _VectorCache:
+    """Per-cube matrix of unit vectors plus the columns filters need."""
+
+    ids: list[str]
+    matrix: np.ndarray  # (n, d) float32, unit rows
+    status: np.ndarray
+    memory_type: np.ndarray
+    node_kind: np.ndarray
+    user_id: np.ndarray
+    event_us: np.ndarray  # int64, INT64_MIN when unknown
+    tags: list[frozenset[str]]
+
+    def extend(self, items: Sequence[MemoryItem]) -> None:
+        rows = [i for i in items if i.embedding is not None]
+        if not rows:
+            return
+        other = _VectorCache.build(rows, self.matrix.shape[1])
+        self.ids.extend(other.ids)
+        self.matrix = np.vstack([self.matrix, other.matrix])
+        for name in ("status", "memory_type", "node_kind", "user_id", "event_us"):
+            setattr(self, name, np.concatenate([getattr(self, name), getattr(other, name)]))
+        self.tags.extend(other.tags)
+
+    @staticmethod
+    def build(items: Sequence[MemoryItem], dim: int) -> _VectorCache:
+        rows = [i for i in items if i.embedding is not None]
+        matrix = np.asarray([i.embedding for i in rows], dtype=np.float32).reshape(len(rows), dim)
+        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+        matrix = matrix / np.where(norms == 0, 1.0, norms)
+        missing = np.iinfo(np.int64).min
+        return _VectorCache(
+            ids=[i.id for i in rows],
+            matrix=matrix,
+            status=np.asarray([i.status.value for i in rows], dtype=object),
+            memory_type=np.asarray([i.memory_type.value for i in rows], dtype=object),
+            node_kind=np.asarray([i.node_kind.value for i in rows], dtype=object),
+            user_id=np.asarray([i.user_id for i in rows], dtype=object),
+            event_us=np.asarray([_event_us(i.event_time) or missing for i in rows], dtype=np.int64),
+            tags=[frozenset(i.tags) for i in rows],
+        )
+
+    def mask(self, filters: SearchFilters) -> np.ndarray:
+        m = np.isin(self.status, [s.value for s in filters.statuses])
+        m &= np.isin(self.node_kind, [k.value for k in filters.node_kinds])
+        if filters.memory_types is not None:
+            m &= np.isin(self.memory_type, [t.value for t in filters.memory_types])
+        if filters.user_id is not None:
+            m &= self.user_id == filters.user_id
+        missing = np.iinfo(np.int64).min
+        if filters.time_from is not None:
+            m &= (self.event_us != missing) & (self.event_us >= _event_us(filters.time_from))
+        if filters.time_to is not None:
+            m &= (self.event_us != missing) & (self.event_us <= _event_us(filters.time_to))
+        if filters.tags_any is not None:
+            wanted = set(filters.tags_any)
+            m &= np.asarray([bool(t & wanted) for t in self.tags], dtype=bool)
+        return m
+
+
+class SQLiteMemoryStore(BaseMemoryStore):
+    """Embedded plaintext store on one SQLite file.
+
+    Construct with :meth:`from_path` (or the constructor); nothing touches the disk until
+    :meth:`setup`. Safe to share between threads (one connection behind a lock).
+
+    Args:
+        path: The database file, or ``":memory:"`` for a private in-memory database.
+    """
+
+    capabilities = StoreCapabilities(
+        supports_vector_search=True,
+        supports_full_text=True,
+        supports_graph_expansion=True,
+        supports_transactions=True,
+        supports_ttl=False,
+    )
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.RLock()
+        self._vectors: dict[str, _VectorCache] = {}
+
+    @classmethod
+    def from_path(cls, path: str | Path) -> SQLiteMemoryStore:
+        """Return a store for the SQLite file at ``path`` (not opened until :meth:`setup`)."""
+        return cls(path)
+
+    # -- connection --------------------------------------------------------------------------
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError("store is not set up: call setup() first")
+        return self._conn
+
+    def setup(self) -> None:
+        """Open the file (creating it), switch to WAL and apply pending migrations. Idempotent."""
+        with self._lock:
+            if self._conn is None:
+                if self.path != ":memory:":
+                    Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA foreign_keys=ON")
+                self._conn = conn
+            conn = self.conn
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT)")
+            applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+            if applied and max(applied) > SCHEMA_VERSION:
+                raise StoreError(f"{self.path} has schema version {max(applied)}, newer than {SCHEMA_VERSION}")
+            for version, script in _MIGRATIONS:
+                if version in applied:
+                    continue
+                with self._tx() as cur:
+                    for statement in _statements(script):
+                        cur.execute(statement)
+                    cur.execute(
+                        "INSERT INTO schema_migrations VALUES (?, ?)", (version, utcnow().isoformat())
+                    )
+
+    def close(self) -> None:
+        """Close the connection. Idempotent."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            self._vectors.clear()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Cursor]:
+        """One write transaction: commit on success, roll back on any exception."""
+        with self._lock:
+            cur = self.conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                yield cur
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            else:
+                cur.execute("COMMIT")
+
+    def _wrap(self, exc: sqlite3.Error) -> StoreError:
+        return StoreError(f"sqlite store {self.path}: {exc}")
+
+    # -- cubes ---------------------------------------------------------------------------------
+    def create_cube(self, header: CubeHeader) -> None:
+        try:
+            with self._tx() as cur:
+                if cur.execute("SELECT 1 FROM cubes WHERE cube_id = ?", (header.cube_id,)).fetchone():
+                    raise CubeExistsError(f"cube {header.cube_id!r} already exists")
+                cur.execute(
+                    "INSERT INTO cubes VALUES (?, ?, ?)",
+                    (header.cube_id, header.model_dump_json(), header.storage.embedding_dim),
+                )
+        except sqlite3.Error as exc:
+            raise self._wrap(exc) from exc
+
+    def get_cube(self, cube_id: str) -> CubeHeader:
+        with self._lock:
+            row = self.conn.execute("SELECT header FROM cubes WHERE cube_id = ?", (cube_id,)).fetchone()
+        if row is None:
+            raise CubeNotFoundError(f"no cube {cube_id!r}")
+        return CubeHeader.model_validate_json(row[0])
+
+    def list_cubes(self) -> list[CubeHeader]:
+        with self._lock:
+            rows = self.conn.execute("SELECT header FROM cubes ORDER BY cube_id").fetchall()
+        return [CubeHeader.model_validate_json(r[0]) for r in rows]
+
+    def update_cube(self, header: CubeHeader) -> CubeHeader:
+        with self._tx() as cur:
+            row = cur.execute("SELECT header FROM cubes WHERE cube_id = ?", (header.cube_id,)).fetchone()
+            if row is None:
+                raise CubeNotFoundError(f"no cube {header.cube_id!r}")
+            current = CubeHeader.model_validate_json(row[0])
+            stored = header.model_copy(update={"version": current.version + 1, "updated_at": utcnow()})
+            cur.execute(
+                "UPDATE cubes SET header = ?, embedding_dim = ? WHERE cube_id = ?",
+                (stored.model_dump_json(), stored.storage.embedding_dim, header.cube_id),
+            )
+        return stored
+
+    def delete_cube(self, cube_id: str) -> None:
+        with self._tx() as cur:
+            if cur.execute("DELETE FROM cubes WHERE cube_id = ?", (cube_id,)).rowcount == 0:
+                raise CubeNotFoundError(f"no cube {cube_id!r}")
+        self._vectors.pop(cube_id, None)
+
+    def _cube_dim(self, cur: sqlite3.Cursor, cube_id: str) -> int | None:
+        row = cur.execute("SELECT embedding_dim FROM cubes WHERE cube_id = ?", (cube_id,)).fetchone()
+        if row is None:
+            raise CubeNotFoundError(f"no cube {cube_id!r}")
+        return int(row[0]) if row[0] is not None else None
+
+    # -- items -----------------------------------------------------------------------------------
+    @staticmethod
+    def _check_dim(items: Sequence[MemoryItem], dim: int | None) -> int | None:
+        for item in items:
+            if item.embedding is None:
+                continue
+            if dim is None:
+                dim = len(item.embedding)
+            if len(item.embedding) != dim:
+                raise EmbeddingDimensionError(
+                    f"item {item.id}: embedding has {len(item.embedding)} dimensions, the cube has {dim}"
+                )
+        return dim
+
+    @staticmethod
+    def _row(item: MemoryItem) -> tuple[Any, ...]:
+        emb = None if item.embedding is None else np.asarray(item.embedding, dtype=np.float32).tobytes()
+        return (
+            item.cube_id,
+            item.id,
+            item.text,
+            _search_text(item),
+            item.memory_type.value,
+            item.node_kind.value,
+            item.key,
+            json.dumps(item.tags),
+            item.sources.model_dump_json(),
+            item.user_id,
+            None if item.event_time is None else item.event_time.isoformat(),
+            _event_us(item.event_time),
+            item.created_at.isoformat(),
+            item.updated_at.isoformat(),
+            item.confidence,
+            item.status.value,
+            item.version,
+            emb,
+            json.dumps(item.metadata),
+        )
+
+    def apply(self, cube_id: str, batch: WriteBatch) -> WriteResult:
+        added = [i.model_copy(update={"cube_id": cube_id}) for i in batch.add]
+        ids = [i.id for i in added]
+        if len(set(ids)) != len(ids):
+            raise InvalidInputError("duplicate item ids in one write")
+        now = utcnow()
+        updated: list[MemoryItem] = []
+        try:
+            with self._tx() as cur:
+                dim = self._cube_dim(cur, cube_id)
+                new_dim = self._check_dim([*added, *batch.update], dim)
+                if new_dim != dim:
+                    cur.execute("UPDATE cubes SET embedding_dim = ? WHERE cube_id = ?", (new_dim, cube_id))
+                try:
+                    cur.executemany(
+                        "INSERT INTO items (cube_id, id, text, search_text, memory_type, node_kind, key, tags, "
+                        "sources, user_id, event_time, event_us, created_at, updated_at, confidence, status, "
+                        "version, embedding, metadata) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        [self._row(i) for i in added],
+                    )
+                except sqlite3.IntegrityError as exc:
+                    raise InvalidInputError(f"an item id already exists in cube {cube_id!r}: {exc}") from exc
+                for item in batch.update:
+                    updated.append(self._update_one(cur, cube_id, item, now))
+                self._insert_edges(cur, cube_id, batch.edges)
+        except sqlite3.Error as exc:
+            raise self._wrap(exc) from exc
+        if updated:
+            self._vectors.pop(cube_id, None)
+        elif cube_id in self._vectors:
+            self._vectors[cube_id].extend(added)
+        return WriteResult(added=ids, updated=updated)
+
+    def _update_one(self, cur: sqlite3.Cursor, cube_id: str, item: MemoryItem, now: datetime) -> MemoryItem:
+        row = cur.execute("SELECT version, embedding FROM items WHERE cube_id = ? AND id = ?", (cube_id, item.id)).fetchone()
+        if row is None:
+            raise MemoryNotFoundError(f"no memory {item.id!r} in cube {cube_id!r}")
+        if row[0] != item.version:
+            raise VersionConflictError(f"memory {item.id!r} is at version {row[0]}, update was based on {item.version}")
+        new = item.model_copy(update={"cube_id": cube_id, "version": row[0] + 1, "updated_at": now})
+        if new.embedding is None and row[1] is not None:
+            new = new.model_copy(update={"embedding": np.frombuffer(row[1], dtype=np.float32).tolist()})
+        r = self._row(new)
+        cur.execute(
+            "UPDATE items SET text=?, search_text=?, memory_type=?, node_kind=?, key=?, tags=?, sources=?, "
+            "user_id=?, event_time=?, event_us=?, created_at=?, updated_at=?, confidence=?, status=?, "
+            "version=?, embedding=?, metadata=? WHERE cube_id = ? AND id = ?",
+            (*r[2:], cube_id, item.id),
+        )
+        return new
+
+    def _insert_edges(self, cur: sqlite3.Cursor, cube_id: str, edges: Sequence[Edge]) -> None:
+        if not edges:
+            return
+        ends = sorted({e.source_id for e in edges} | {e.target_id for e in edges})
+        found: set[str] = set()
+        for chunk in _chunks(ends, 500):
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                r[0]
+                for r in cur.execute(f"SELECT id FROM items WHERE cube_id = ? AND id IN ({marks})", (cube_id, *chunk))
+            )
+        missing = set(ends) - found
+        if missing:
+            raise InvalidInputError(f"edge ends not in cube {cube_id!r}: {sorted(missing)[:5]}")
+        cur.executemany(
+            "INSERT OR REPLACE INTO edges VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (cube_id, e.source_id, e.target_id, RelationType(e.type).value, e.weight, e.created_at.isoformat())
+                for e in edges
+            ],
+        )
+
+    def _items_from_rows(self, rows: Sequence[Sequence[Any]], with_embeddings: bool) -> list[MemoryItem]:
+        out = []
+        for r in rows:
+            emb = None
+            if with_embeddings and r[16] is not None:
+                emb = np.frombuffer(r[16], dtype=np.float32).tolist()
+            out.append(
+                MemoryItem.model_construct(
+                    id=r[0],
+                    text=r[1],
+                    memory_type=MemoryType(r[2]),
+                    node_kind=NodeKind(r[3]),
+                    key=r[4],
+                    tags=json.loads(r[5]),
+                    sources=Sources.model_validate_json(r[6]),
+                    user_id=r[7],
+                    event_time=None if r[8] is None else as_utc(datetime.fromisoformat(r[8])),
+                    created_at=as_utc(datetime.fromisoformat(r[9])),
+                    updated_at=as_utc(datetime.fromisoformat(r[10])),
+                    confidence=r[11],
+                    status=LifecycleState(r[12]),
+                    version=r[13],
+                    metadata=json.loads(r[14]),
+                    cube_id=r[15],
+                    embedding=emb,
+                )
+            )
+        return out
+
+    def _select(self, where: str, params: Sequence[Any], with_embeddings: bool, tail: str = "") -> list[MemoryItem]:
+        with self._lock:
+            rows = self.conn.execute(
+                f"SELECT {_ITEM_COLUMNS}, embedding FROM items WHERE {where} {tail}", tuple(params)
+            ).fetchall()
+        return self._items_from_rows(rows, with_embeddings)
+
+    def get(self, cube_id: str, ids: Sequence[str], *, with_embeddings: bool = False) -> list[MemoryItem]:
+        found: dict[str, MemoryItem] = {}
+        for chunk in _chunks(list(dict.fromkeys(ids)), 500):
+            marks = ",".join("?" * len(chunk))
+            for item in self._select(f"cube_id = ? AND id IN ({marks})", (cube_id, *chunk), with_embeddings):
+                found[item.id] = item
+        return [found[i] for i in ids if i in found]
+
+    def delete(self, cube_id: str, ids: Sequence[str]) -> int:
+        deleted = 0
+        with self._tx() as cur:
+            self._cube_dim(cur, cube_id)
+            for chunk in _chunks(list(ids), 500):
+                marks = ",".join("?" * len(chunk))
+                deleted += cur.execute(
+                    f"DELETE FROM items WHERE cube_id = ? AND id IN ({marks})", (cube_id, *chunk)
+                ).rowcount
+                cur.execute(
+                    f"DELETE FROM edges WHERE cube_id = ? AND (source_id IN ({marks}) OR target_id IN ({marks}))",
+                    (cube_id, *chunk, *chunk),
+                )
+        self._vectors.pop(cube_id, None)
+        return deleted
+
+    @staticmethod
+    def _filter_sql(filters: SearchFilters | None, alias: str = "") -> tuple[str, list[Any]]:
+        if filters is None:
+            return "", []
+        p = alias
+        clauses = [
+            f"{p}status IN ({','.join('?' * len(filters.statuses))})",
+            f"{p}node_kind IN ({','.join('?' * len(filters.node_kinds))})",
+        ]
+        params: list[Any] = [s.value for s in filters.statuses] + [k.value for k in filters.node_kinds]
+        if filters.memory_types is not None:
+            clauses.append(f"{p}memory_type IN ({','.join('?' * len(filters.memory_types))})")
+            params += [t.value for t in filters.memory_types]
+        if filters.user_id is not None:
+            clauses.append(f"{p}user_id = ?")
+            params.append(filters.user_id)
+        if filters.time_from is not None:
+            clauses.append(f"{p}event_us >= ?")
+            params.append(_event_us(filters.time_from))
+        if filters.time_to is not None:
+            clauses.append(f"{p}event_us <= ?")
+            params.append(_event_us(filters.time_to))
+        if filters.tags_any is not None:
+            clauses.append(f"EXISTS (SELECT 1 FROM json_each({p}tags) WHERE json_each.value IN "
+                           f"({','.join('?' * len(filters.tags_any))}))")
+            params += list(filters.tags_any)
+        return " AND " + " AND ".join(clauses), params
+
+    def list_items(
+        self,
+        cube_id: str,
+        filters: SearchFilters | None = None,
+        *,
+        limit: int | None = None,
+        offset: int = 0,
+        with_embeddings: bool = False,
+    ) -> list[MemoryItem]:
+        where, params = self._filter_sql(filters)
+        tail = "ORDER BY rowid LIMIT ? OFFSET ?"
+        return self._select(f"cube_id = ?{where}", [cube_id, *params, -1 if limit is None else limit, offset],
+                            with_embeddings, tail)
+
+    def count(self, cube_id: str, filters: SearchFilters | None = None) -> int:
+        where, params = self._filter_sql(filters)
+        with self._lock:
+            return int(self.conn.execute(f"SELECT COUNT(*) FROM items WHERE cube_id = ?{where}",
+                                         (cube_id, *params)).fetchone()[0])
+
+    # -- edges -------------------------------------------------------------------------------------
+    def add_edges(self, cube_id: str, edges: Sequence[Edge]) -> None:
+        try:
+            with self._tx() as cur:
+                self._cube_dim(cur, cube_id)
+                self._insert_edges(cur, cube_id, edges)
+        except sqlite3.Error as exc:
+            raise self._wrap(exc) from exc
+
+    def get_edges(
+        self,
+        cube_id: str,
+        ids: Sequence[str] | None = None,
+        types: Sequence[RelationType] | None = None,
+        direction: Direction = "both",
+    ) -> list[Edge]:
+        sql = "SELECT source_id, target_id, type, weight, created_at FROM edges WHERE cube_id = ?"
+        params: list[Any] = [cube_id]
+        if types is not None:
+            sql += f" AND type IN ({','.join('?' * len(types))})"
+            params += [RelationType(t).value for t in types]
+        rows: list[Any] = []
+        chunks = [None] if ids is None else _chunks(list(ids), 400)
+        with self._lock:
+            for chunk in chunks:
+                extra, extra_params = "", []
+                if chunk is not None:
+                    marks = ",".join("?" * len(chunk))
+                    conds = {"out": [f"source_id IN ({marks})"], "in": [f"target_id IN ({marks})"],
+                             "both": [f"source_id IN ({marks})", f"target_id IN ({marks})"]}[direction]
+                    extra = " AND (" + " OR ".join(conds) + ")"
+                    extra_params = list(chunk) * len(conds)
+                rows += self.conn.execute(sql + extra + " ORDER BY rowid", (*params, *extra_params)).fetchall()
+        seen: dict[tuple[str, str, str], Edge] = {}
+        for r in rows:
+            seen[(r[0], r[1], r[2])] = Edge(
+                source_id=r[0], target_id=r[1], type=RelationType(r[2]), weight=r[3],
+                created_at=datetime.fromisoformat(r[4]),
+            )
+        return list(seen.values())
+
+    # -- search --------------------------------------------------------------------------------------
+    def _cache(self, cube_id: str) -> _VectorCache | None:
+        cache = self._vectors.get(cube_id)
+        if cache is None:
+            with self._lock:
+                row = self.conn.execute("SELECT embedding_dim FROM cubes WHERE cube_id = ?", (cube_id,)).fetchone()
+                if row is None:
+                    raise CubeNotFoundError(f"no cube {cube_id!r}")
+                if row[0] is None:
+                    return None
+                items = self._select("cube_id = ? AND embedding IS NOT NULL", (cube_id,), True, "ORDER BY rowid")
+                cache = _VectorCache.build(items, int(row[0]))
+                self._vectors[cube_id] = cache
+        return cache
+
+    def vector_search(
+        self, cube_id: str, embedding: Sequence[float], k: int, filters: SearchFilters | None = None
+    ) -> list[tuple[str, float]]:
+        cache = self._cache(cube_id)
+        if cache is None or not cache.ids or k <= 0:
+            return []
+        query = np.asarray(embedding, dtype=np.float32)
+        if query.shape != (cache.matrix.shape[1],):
+            raise EmbeddingDimensionError(
+                f"query embedding has shape {query.shape}, cube {cube_id!r} has dimension {cache.matrix.shape[1]}"
+            )
+        norm = float(np.linalg.norm(query))
+        scores = cache.matrix @ (query / (norm or 1.0))
+        mask = cache.mask(filters or SearchFilters())
+        idx = np.flatnonzero(mask)
+        if idx.size == 0:
+            return []
+        sub = scores[idx]
+        top = idx[np.argsort(-sub, kind="stable")[:k]] if idx.size > k else idx[np.argsort(-sub, kind="stable")]
+        return [(cache.ids[i], float(scores[i])) for i in top]
+
+    def text_search(
+        self, cube_id: str, query: str, k: int, filters: SearchFilters | None = None
+    ) -> list[tuple[str, float]]:
+        match = fts_query(query)
+        if match is None or k <= 0:
+            return []
+        where, params = self._filter_sql(filters or SearchFilters(), alias="i.")
+        with self._lock:
+            rows = self.conn.execute(
+                "SELECT i.id, bm25(items_fts) FROM items_fts JOIN items i ON i.rowid = items_fts.rowid "
+                f"WHERE items_fts MATCH ? AND i.cube_id = ?{where} ORDER BY bm25(items_fts) LIMIT ?",
+                (match, cube_id, *params, k),
+            ).fetchall()
+        return [(r[0], -float(r[1])) for r in rows]
+
+    def expand(
+        self,
+        cube_id: str,
+        ids: Sequence[str],
+        types: Sequence[RelationType],
+        *,
+        depth: int = 1,
+        filters: SearchFilters | None = None,
+    ) -> list[Neighbor]:
+        seen = set(ids)
+        frontier = list(dict.fromkeys(ids))
+        reached: list[Neighbor] = []
+        for level in range(1, depth + 1):
+            if not frontier:
+                break
+            next_frontier: list[str] = []
+            for edge in self.get_edges(cube_id, frontier, types, "both"):
+                for origin, other in ((edge.source_id, edge.target_id), (edge.target_id, edge.source_id)):
+                    if origin in frontier and other not in seen:
+                        seen.add(other)
+                        next_frontier.append(other)
+                        reached.append(Neighbor(id=other, from_id=origin, type=edge.type, depth=level))
+            frontier = next_frontier
+        if filters is not None and reached:
+            ok = {i.id for i in self.get(cube_id, [n.id for n in reached]) if filters.matches(i)}
+            reached = [n for n in reached if n.id in ok]
+        return reached
+
+    # -- events ----------------------------------------------------------------------------------------
+    def record_event(self, cube_id: str, kind: str, payload: dict[str, object]) -> None:
+        with self._tx() as cur:
+            self._cube_dim(cur, cube_id)
+            cur.execute(
+                "INSERT INTO events (cube_id, kind, payload, created_at) VALUES (?, ?, ?, ?)",
+                (cube_id, kind, json.dumps(payload, default=str), utcnow().isoformat()),
+            )
+
+    def list_events(self, cube_id: str, kind: str | None = None) -> list[dict[str, object]]:
+        sql = "SELECT kind, payload, created_at FROM events WHERE cube_id = ?"
+        params: list[Any] = [cube_id]
+        if kind is not None:
+            sql += " AND kind = ?"
+            params.append(kind)
+        with self._lock:
+            rows = self.conn.execute(sql + " ORDER BY seq", params).fetchall()
+        return [{"kind": r[0], "payload": json.loads(r[1]), "created_at": r[2]} for r in rows]
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration script into complete SQL statements (triggers contain semicolons)."""
+    out, buf = [], ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        raise StoreError(f"incomplete statement in migration: {buf.strip()[:80]}")
+    return out
+
+
+def _chunks(values: list[str], size: int) -> list[list[str]]:
+    return [values[i : i + size] for i in range(0, len(values), size)]

@@ -1,0 +1,91 @@
+"""Light text processing shared by the reader and retrieval: terms, stopwords, key phrases.
+
+Key phrases follow RAKE (Rose, Engel, Cramer & Cowley, 2010, "Automatic Keyword Extraction from
+Individual Documents"): candidate phrases are maximal runs of non-stopwords; a word scores
+degree/frequency over the candidates; a phrase scores the sum of its words' scores.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+
+_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'\-]*")
+_SPLIT = re.compile(r"[.!?,;:()\[\]\"\n]+")
+
+#: English stopwords (function words, auxiliaries, chat filler); used for BM25 queries and RAKE.
+STOPWORDS: frozenset[str] = frozenset(
+    """a about above after again against all also am an and any are aren't as at be because been
+    before being below between both but by can can't cannot could couldn't did didn't do does doesn't
+    doing don't down during each few for from further had hadn't has hasn't have haven't having he
+    he'd he'll he's her here here's hers herself him himself his how how's i i'd i'll i'm i've if in
+    into is isn't it it's its itself just let's me more most mustn't my myself no nor not now of off
+    on once only or other ought our ours ourselves out over own really same shan't she she'd she'll
+    she's should shouldn't so some such than that that's the their theirs them themselves then there
+    there's these they they'd they'll they're they've this those through to too under until up very
+    was wasn't we we'd we'll we're we've were weren't what what's when when's where where's which while
+    who who's whom why why's will with won't would wouldn't you you'd you'll you're you've your yours
+    yourself yourselves yeah yes oh ok okay hey hi hello thanks thank wow lol haha um uh like just
+    got get gets getting go going gone went much many lot lots thing things something anything
+    really pretty kind sort stuff way did does done make made know think thought feel felt sure
+    definitely totally awesome great good nice cool amazing glad happy""".split()
+)
+
+
+def words(text: str) -> list[str]:
+    """Return the lower-cased word tokens of ``text``."""
+    return [w.lower().strip("'-") for w in _WORD.findall(text)]
+
+
+def content_terms(text: str) -> list[str]:
+    """Return the distinct non-stopword terms of ``text`` in order of first appearance."""
+    return list(dict.fromkeys(w for w in words(text) if w and w not in STOPWORDS and len(w) > 1))
+
+
+def key_phrases(text: str, max_phrases: int = 5, max_words: int = 4) -> list[str]:
+    """Extract key phrases with RAKE.
+
+    Args:
+        text: Source text.
+        max_phrases: Return at most this many phrases (default 5).
+        max_words: Drop candidate phrases longer than this many words (default 4).
+
+    Returns:
+        Lower-cased phrases, best first.
+    """
+    candidates: list[list[str]] = []
+    for chunk in _SPLIT.split(text):
+        phrase: list[str] = []
+        for w in words(chunk):
+            if not w or w in STOPWORDS or w.isdigit():
+                if phrase:
+                    candidates.append(phrase)
+                phrase = []
+            else:
+                phrase.append(w)
+        if phrase:
+            candidates.append(phrase)
+    candidates = [c for c in candidates if len(c) <= max_words]
+    freq: dict[str, int] = defaultdict(int)
+    degree: dict[str, int] = defaultdict(int)
+    for cand in candidates:
+        for w in cand:
+            freq[w] += 1
+            degree[w] += len(cand)
+    scored: dict[str, float] = {}
+    for cand in candidates:
+        phrase_text = " ".join(cand)
+        scored[phrase_text] = sum(degree[w] / freq[w] for w in cand)
+    return sorted(scored, key=lambda p: -scored[p])[:max_phrases]
+
+
+def fts_query(text: str) -> str | None:
+    """Build an FTS5 MATCH expression: the OR of the quoted content terms of ``text``.
+
+    Returns:
+        The expression, or None when ``text`` has no content term.
+    """
+    terms = content_terms(text)
+    if not terms:
+        return None
+    return " OR ".join('"' + t.replace('"', "") + '"' for t in terms)

@@ -1,0 +1,27 @@
+"""Chat task: answer a question from retrieved memories (the MemScheduler's plaintext context)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+SYSTEM = (
+    "You are a helpful assistant with a long-term memory. Answer the question using the memories given. "
+    "Answer briefly, in one sentence. If the memories do not contain the answer, say you do not know."
+)
+
+
+def build_messages(
+    question: str, context: str, history: Sequence[dict[str, str]] = ()
+) -> list[dict[str, str]]:
+    """Build chat messages: system rules, prior turns, then memories and the question.
+
+    Args:
+        question: The user's question.
+        context: Rendered memories, one per line (see ``MemScheduler.render_context``).
+        history: Earlier OpenAI-style chat messages of this conversation.
+
+    Returns:
+        OpenAI-style messages.
+    """
+    user = f"Memories:\n{context or '(none)'}\n\nQuestion: {question}"
+    return [{"role": "system", "content": SYSTEM}, *history, {"role": "user", "content": user}]

@@ -1,0 +1,86 @@
+"""Fine-mode MemReader task: extract atomic facts from a window of conversation turns as JSON.
+
+After MemOS's MemReader "fine" extraction (MemTensor, 2025): the LLM returns a list of
+self-contained facts, each with a memory type, a short key, tags, the ids of the turns it rests on
+and a confidence. The answer must validate against :class:`FactExtraction`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from memos_agents.schema import Message, MemoryType
+
+SYSTEM = (
+    "You extract long-term memories from a conversation. Return only JSON of the form "
+    '{"facts": [{"text": str, "memory_type": "LongTermMemory"|"UserMemory", "key": str, '
+    '"tags": [str], "source_ids": [str], "confidence": number between 0 and 1}]}. '
+    "Each fact is one self-contained sentence naming the person it is about, with dates made absolute "
+    "from the turn's date. UserMemory is a person's stable trait or preference; LongTermMemory is an event "
+    "or fact. source_ids are the [ids] of the turns the fact comes from. Use an empty list when nothing is "
+    "worth remembering."
+)
+
+
+class ExtractedFact(BaseModel):
+    """One fact as the LLM must return it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    text: str = Field(min_length=1)
+    memory_type: MemoryType = MemoryType.LONG_TERM
+    key: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    source_ids: list[str] = Field(default_factory=list)
+    confidence: float = Field(default=0.8, ge=0.0, le=1.0)
+
+
+class FactExtraction(BaseModel):
+    """The whole JSON answer."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    facts: list[ExtractedFact]
+
+
+def build_messages(turns: Sequence[Message]) -> list[dict[str, str]]:
+    """Render a window of turns into chat messages for the extractor.
+
+    Args:
+        turns: The turns, each with an id (assigned by the reader when the caller gave none).
+
+    Returns:
+        OpenAI-style messages.
+    """
+    lines = []
+    for t in turns:
+        when = f" ({t.timestamp:%d %B %Y})" if t.timestamp else ""
+        caption = f" [shares a photo: {t.image_caption}]" if t.image_caption else ""
+        lines.append(f"[{t.id}]{when} {t.speaker}: {t.content}{caption}")
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n".join(lines)}]
+
+
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
+
+
+def parse(raw: str) -> FactExtraction:
+    """Parse the LLM's answer (bare JSON, or JSON in a code fence, or JSON inside prose).
+
+    Raises:
+        ValueError: No JSON object validating against :class:`FactExtraction` was found.
+    """
+    candidates = [m.group(1) for m in _FENCE.finditer(raw)]
+    start, end = raw.find("{"), raw.rfind("}")
+    if start != -1 and end > start:
+        candidates.append(raw[start : end + 1])
+    errors: list[str] = []
+    for text in candidates:
+        try:
+            return FactExtraction.model_validate(json.loads(text))
+        except (json.JSONDecodeError, ValidationError) as exc:
+            errors.append(str(exc).splitlines()[0])
+    raise ValueError("no valid fact JSON in LLM answer: " + ("; ".join(errors) or "no JSON object found"))

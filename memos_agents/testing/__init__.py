@@ -1,0 +1,1 @@
+"""Shipped test suites (needs pytest). See :mod:`memos_agents.testing.conformance`."""

@@ -1,0 +1,350 @@
+"""Store conformance suite: every plaintext store backend must pass it.
+
+Like ``langchain-tests`` and langgraph's checkpoint conformance: subclass
+:class:`StoreConformanceTests` in your test module and provide a ``store`` fixture that yields a
+set-up, empty-or-shared store; every test uses its own fresh cube ids::
+
+    import pytest
+    from memos_agents.testing.conformance import StoreConformanceTests
+
+    class TestMyStore(StoreConformanceTests):
+        @pytest.fixture
+        def store(self, tmp_path):
+            s = MyStore(...); s.setup(); yield s; s.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+
+from memos_agents.cube import CubeHeader, StorageProfile
+from memos_agents.errors import (
+    CubeExistsError,
+    CubeNotFoundError,
+    EmbeddingDimensionError,
+    InvalidInputError,
+    MemoryNotFoundError,
+    VersionConflictError,
+)
+from memos_agents.plaintext.stores.base import BaseMemoryStore, WriteBatch
+from memos_agents.schema import (
+    Edge,
+    LifecycleState,
+    MemoryItem,
+    MemoryType,
+    NodeKind,
+    RelationType,
+    SearchFilters,
+    Sources,
+)
+
+DIM = 8
+T0 = datetime(2023, 5, 8, 13, 56, tzinfo=timezone.utc)
+
+
+def vec(*hot: int) -> list[float]:
+    """A unit vector of dimension :data:`DIM` with ones at the given positions."""
+    v = np.zeros(DIM, dtype=np.float32)
+    for h in hot:
+        v[h] = 1.0
+    return (v / np.linalg.norm(v)).tolist()
+
+
+def item(text: str, *hot: int, **kw: object) -> MemoryItem:
+    """A memory item with an embedding pointing at ``hot``."""
+    return MemoryItem(text=text, embedding=vec(*(hot or (0,))), **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.conformance
+class StoreConformanceTests:
+    """The behaviour every :class:`BaseMemoryStore` must have. Provide a ``store`` fixture."""
+
+    @pytest.fixture
+    def store(self) -> Iterator[BaseMemoryStore]:  # pragma: no cover - overridden
+        raise NotImplementedError("subclasses provide a set-up store fixture")
+
+    @pytest.fixture
+    def cube(self, store: BaseMemoryStore) -> str:
+        cube_id = "cube-" + uuid.uuid4().hex[:12]
+        store.create_cube(CubeHeader(cube_id=cube_id, owner_id="alice", storage=StorageProfile(embedding_dim=DIM)))
+        return cube_id
+
+    def _other_cube(self, store: BaseMemoryStore) -> str:
+        cube_id = "cube-" + uuid.uuid4().hex[:12]
+        store.create_cube(CubeHeader(cube_id=cube_id, owner_id="bob", storage=StorageProfile(embedding_dim=DIM)))
+        return cube_id
+
+    # -- lifecycle and cubes -----------------------------------------------------------------------
+    def test_setup_is_idempotent(self, store: BaseMemoryStore, cube: str) -> None:
+        store.add(cube, [item("kept across setup")])
+        store.setup()
+        store.setup()
+        assert store.count(cube) == 1
+
+    def test_cube_crud(self, store: BaseMemoryStore, cube: str) -> None:
+        header = store.get_cube(cube)
+        assert header.owner_id == "alice" and header.storage.embedding_dim == DIM
+        with pytest.raises(CubeExistsError):
+            store.create_cube(header)
+        assert cube in [h.cube_id for h in store.list_cubes()]
+        updated = store.update_cube(header.model_copy(update={"description": "notes"}))
+        assert updated.version == header.version + 1
+        assert store.get_cube(cube).description == "notes"
+        store.add(cube, [item("a")])
+        store.delete_cube(cube)
+        with pytest.raises(CubeNotFoundError):
+            store.get_cube(cube)
+        with pytest.raises(CubeNotFoundError):
+            store.delete_cube(cube)
+
+    def test_unknown_cube_is_refused(self, store: BaseMemoryStore) -> None:
+        with pytest.raises(CubeNotFoundError):
+            store.add("no-such-cube", [item("x")])
+        with pytest.raises(CubeNotFoundError):
+            store.get_cube("no-such-cube")
+
+    # -- items -----------------------------------------------------------------------------------
+    def test_roundtrip_is_exact(self, store: BaseMemoryStore, cube: str) -> None:
+        original = MemoryItem(
+            text="Caroline: I went to a LGBTQ support group yesterday.",
+            memory_type=MemoryType.USER,
+            key="lgbtq support group",
+            tags=["lgbtq support group", "yesterday"],
+            sources=Sources(message_ids=["D1:3"], session_ids=["session_1"], speakers=["Caroline"]),
+            user_id="alice",
+            event_time=T0,
+            confidence=0.75,
+            metadata={"role": "user", "n": 3, "ok": True, "x": 1.5, "none": None},
+            embedding=vec(1, 2),
+        )
+        store.add(cube, [original])
+        (got,) = store.get(cube, [original.id], with_embeddings=True)
+        assert got.model_dump(exclude={"embedding"}) == original.model_copy(update={"cube_id": cube}).model_dump(
+            exclude={"embedding"}
+        )
+        assert np.allclose(got.embedding or [], original.embedding or [])
+        (plain,) = store.get(cube, [original.id])
+        assert plain.embedding is None
+
+    def test_get_keeps_order_and_skips_missing(self, store: BaseMemoryStore, cube: str) -> None:
+        a, b = item("a"), item("b")
+        store.add(cube, [a, b])
+        assert [i.id for i in store.get(cube, [b.id, "missing-id", a.id])] == [b.id, a.id]
+
+    def test_wrong_dimension_writes_nothing(self, store: BaseMemoryStore, cube: str) -> None:
+        good = item("good")
+        bad = MemoryItem(text="bad", embedding=[1.0, 0.0])
+        with pytest.raises(EmbeddingDimensionError):
+            store.add(cube, [good, bad])
+        assert store.count(cube) == 0
+
+    def test_duplicate_ids_write_nothing(self, store: BaseMemoryStore, cube: str) -> None:
+        a = item("a")
+        with pytest.raises(InvalidInputError):
+            store.add(cube, [a, a.model_copy(update={"text": "again"})])
+        store.add(cube, [a])
+        with pytest.raises(InvalidInputError):
+            store.add(cube, [item("new"), a])
+        assert store.count(cube) == 1
+
+    def test_dangling_edge_writes_nothing(self, store: BaseMemoryStore, cube: str) -> None:
+        a = item("a")
+        with pytest.raises(InvalidInputError):
+            store.add(cube, [a], [Edge(source_id=a.id, target_id="nowhere", type=RelationType.FOLLOWS)])
+        assert store.count(cube) == 0
+        assert store.get_edges(cube) == []
+
+    def test_failed_batch_rolls_back_updates_too(self, store: BaseMemoryStore, cube: str) -> None:
+        a = item("a")
+        store.add(cube, [a])
+        batch = WriteBatch(
+            add=[item("b")],
+            update=[a.model_copy(update={"text": "changed"})],
+            edges=[Edge(source_id=a.id, target_id="nowhere", type=RelationType.RELATE_TO)],
+        )
+        with pytest.raises(InvalidInputError):
+            store.apply(cube, batch)
+        assert store.count(cube) == 1
+        assert store.get(cube, [a.id])[0].text == "a"
+        assert store.get(cube, [a.id])[0].version == 1
+
+    def test_update_versions(self, store: BaseMemoryStore, cube: str) -> None:
+        a = item("a")
+        store.add(cube, [a])
+        (v2,) = store.update(cube, [a.model_copy(update={"text": "a2"})])
+        assert v2.version == 2 and store.get(cube, [a.id])[0].text == "a2"
+        assert store.get(cube, [a.id], with_embeddings=True)[0].embedding is not None  # kept
+        with pytest.raises(VersionConflictError):
+            store.update(cube, [a.model_copy(update={"text": "stale"})])
+        with pytest.raises(MemoryNotFoundError):
+            store.update(cube, [item("never stored")])
+        assert store.get(cube, [a.id])[0].text == "a2"
+
+    def test_delete_removes_edges(self, store: BaseMemoryStore, cube: str) -> None:
+        a, b = item("a"), item("b")
+        store.add(cube, [a, b], [Edge(source_id=b.id, target_id=a.id, type=RelationType.FOLLOWS)])
+        assert store.delete(cube, [a.id]) == 1
+        assert store.get(cube, [a.id]) == []
+        assert store.get_edges(cube) == []
+        assert store.delete(cube, [a.id]) == 0
+
+    def test_list_and_count_with_filters(self, store: BaseMemoryStore, cube: str) -> None:
+        items = [
+            item("a", user_id="u1"),
+            item("b", user_id="u2", memory_type=MemoryType.USER),
+            item("c", status=LifecycleState.ARCHIVED),
+            item("t", node_kind=NodeKind.TOPIC),
+        ]
+        store.add(cube, items)
+        assert [i.text for i in store.list_items(cube)] == ["a", "b", "c", "t"]
+        assert store.count(cube) == 4
+        assert store.count(cube, SearchFilters()) == 2
+        assert [i.text for i in store.list_items(cube, SearchFilters(user_id="u2"))] == ["b"]
+        assert store.count(cube, SearchFilters(memory_types=[MemoryType.LONG_TERM])) == 1
+        assert [i.text for i in store.list_items(cube, limit=2, offset=1)] == ["b", "c"]
+
+    # -- tenancy --------------------------------------------------------------------------------------
+    def test_cubes_are_isolated(self, store: BaseMemoryStore, cube: str) -> None:
+        other = self._other_cube(store)
+        a = item("secret lisbon apartment", 1)
+        store.add(cube, [a])
+        b = item("public lisbon note", 1)
+        store.add(other, [b])
+        assert store.get(other, [a.id]) == []
+        assert [i for i, _ in store.vector_search(other, vec(1), 10)] == [b.id]
+        assert [i for i, _ in store.text_search(other, "lisbon", 10)] == [b.id]
+        assert store.delete(other, [a.id]) == 0
+        assert store.count(cube) == 1
+        with pytest.raises(InvalidInputError):
+            store.add_edges(other, [Edge(source_id=b.id, target_id=a.id, type=RelationType.RELATE_TO)])
+        assert store.expand(other, [b.id], list(RelationType)) == []
+
+    def test_same_id_in_two_cubes(self, store: BaseMemoryStore, cube: str) -> None:
+        other = self._other_cube(store)
+        a = item("one")
+        store.add(cube, [a])
+        store.add(other, [a.model_copy(update={"text": "two"})])
+        assert store.get(cube, [a.id])[0].text == "one"
+        assert store.get(other, [a.id])[0].text == "two"
+
+    # -- search ---------------------------------------------------------------------------------------
+    def test_vector_search_ranks_by_cosine(self, store: BaseMemoryStore, cube: str) -> None:
+        near, mid, far = item("near", 0), item("mid", 0, 1), item("far", 3)
+        store.add(cube, [far, mid, near])
+        hits = store.vector_search(cube, vec(0), 3)
+        assert [h for h, _ in hits] == [near.id, mid.id, far.id]
+        assert hits[0][1] == pytest.approx(1.0, abs=1e-5)
+        assert hits[1][1] == pytest.approx(float(np.dot(vec(0), vec(0, 1))), abs=1e-5)
+        assert len(store.vector_search(cube, vec(0), 1)) == 1
+        with pytest.raises(EmbeddingDimensionError):
+            store.vector_search(cube, [1.0, 0.0], 3)
+
+    def test_vector_search_filters_before_ranking(self, store: BaseMemoryStore, cube: str) -> None:
+        store.add(
+            cube,
+            [
+                item("archived", 0, status=LifecycleState.ARCHIVED),
+                item("topic", 0, node_kind=NodeKind.TOPIC),
+                item("other user", 0, user_id="u2"),
+                item("old", 0, 1, user_id="u1", event_time=T0 - timedelta(days=30), tags=["trip"]),
+                item("new", 0, 2, user_id="u1", event_time=T0, tags=["work"]),
+            ],
+        )
+
+        def texts(flt: SearchFilters) -> list[str]:
+            hits = store.vector_search(cube, vec(0), 1, flt)
+            return [i.text for i in store.get(cube, [h for h, _ in hits])]
+
+        assert texts(SearchFilters(user_id="u1", time_from=T0 - timedelta(days=1))) == ["new"]
+        assert texts(SearchFilters(user_id="u1", time_to=T0 - timedelta(days=1))) == ["old"]
+        assert texts(SearchFilters(tags_any=["trip"])) == ["old"]
+        assert texts(SearchFilters(statuses=[LifecycleState.ARCHIVED])) == ["archived"]
+        assert texts(SearchFilters(node_kinds=[NodeKind.TOPIC])) == ["topic"]
+        assert texts(SearchFilters(user_id="nobody")) == []
+
+    def test_text_search_bm25(self, store: BaseMemoryStore, cube: str) -> None:
+        a = item("Melanie painted a sunrise over the lake last year")
+        b = item("Caroline went hiking with friends")
+        c = item("A painted sunrise, a painted lake, painted again", status=LifecycleState.ARCHIVED)
+        store.add(cube, [a, b, c])
+        hits = store.text_search(cube, "When did Melanie paint a sunrise?", 10)
+        assert hits and hits[0][0] == a.id
+        assert all(score > 0 for _, score in hits)
+        assert c.id not in [h for h, _ in hits]
+        assert store.text_search(cube, "the and of", 10) == []
+
+    def test_text_search_treats_syntax_as_data(self, store: BaseMemoryStore, cube: str) -> None:
+        evil = "x'); DROP TABLE items; -- MATCH (n) DETACH DELETE n \"NEAR(a b)\" * OR AND {x}"
+        a = item(evil)
+        store.add(cube, [a])
+        assert store.get(cube, [a.id])[0].text == evil
+        hits = store.text_search(cube, evil, 5)
+        assert [h for h, _ in hits] == [a.id]
+        store.text_search(cube, 'NEAR( "unbalanced * ^ -', 5)
+        assert store.count(cube) == 1
+
+    def test_expand_walks_whitelisted_edges(self, store: BaseMemoryStore, cube: str) -> None:
+        a, b, c, d = item("a"), item("b"), item("c"), item("d", status=LifecycleState.ARCHIVED)
+        store.add(
+            cube,
+            [a, b, c, d],
+            [
+                Edge(source_id=b.id, target_id=a.id, type=RelationType.FOLLOWS),
+                Edge(source_id=c.id, target_id=b.id, type=RelationType.FOLLOWS),
+                Edge(source_id=a.id, target_id=d.id, type=RelationType.RELATE_TO),
+            ],
+        )
+        one = store.expand(cube, [a.id], [RelationType.FOLLOWS])
+        assert [(n.id, n.from_id, n.type, n.depth) for n in one] == [(b.id, a.id, RelationType.FOLLOWS, 1)]
+        two = store.expand(cube, [a.id], [RelationType.FOLLOWS], depth=2)
+        assert [(n.id, n.depth) for n in two] == [(b.id, 1), (c.id, 2)]
+        both = store.expand(cube, [a.id], [RelationType.FOLLOWS, RelationType.RELATE_TO])
+        assert {n.id for n in both} == {b.id, d.id}
+        filtered = store.expand(cube, [a.id], [RelationType.FOLLOWS, RelationType.RELATE_TO], filters=SearchFilters())
+        assert {n.id for n in filtered} == {b.id}
+
+    def test_edges_by_direction_and_type(self, store: BaseMemoryStore, cube: str) -> None:
+        a, b, t = item("a"), item("b"), item("topic", node_kind=NodeKind.TOPIC)
+        store.add(
+            cube,
+            [a, b, t],
+            [
+                Edge(source_id=t.id, target_id=a.id, type=RelationType.PARENT),
+                Edge(source_id=t.id, target_id=b.id, type=RelationType.PARENT),
+                Edge(source_id=b.id, target_id=a.id, type=RelationType.FOLLOWS),
+            ],
+        )
+        assert [e.target_id for e in store.get_edges(cube, [t.id], [RelationType.PARENT], "out")] == [a.id, b.id]
+        assert [e.source_id for e in store.get_edges(cube, [a.id], None, "in")] == [t.id, b.id]
+        assert store.get_edges(cube, [a.id], None, "out") == []
+        assert len(store.get_edges(cube)) == 3
+        store.add_edges(cube, [Edge(source_id=b.id, target_id=a.id, type=RelationType.FOLLOWS, weight=0.5)])
+        (follows,) = store.get_edges(cube, [b.id], [RelationType.FOLLOWS], "out")
+        assert follows.weight == 0.5
+
+    # -- events and async -------------------------------------------------------------------------------
+    def test_events(self, store: BaseMemoryStore, cube: str) -> None:
+        store.record_event(cube, "extraction_failed", {"message_ids": ["D1:1"], "errors": ["bad json"]})
+        store.record_event(cube, "other", {})
+        events = store.list_events(cube, "extraction_failed")
+        assert len(events) == 1 and events[0]["payload"] == {"message_ids": ["D1:1"], "errors": ["bad json"]}
+        assert len(store.list_events(cube)) == 2
+
+    def test_async_twins(self, store: BaseMemoryStore, cube: str) -> None:
+        async def scenario() -> None:
+            a = item("async memory about tea", 2)
+            await store.aadd(cube, [a])
+            assert [i.id for i in await store.aget(cube, [a.id])] == [a.id]
+            assert (await store.avector_search(cube, vec(2), 1))[0][0] == a.id
+            assert (await store.atext_search(cube, "tea", 1))[0][0] == a.id
+            (new,) = await store.aupdate(cube, [a.model_copy(update={"text": "async memory about coffee"})])
+            assert new.version == 2
+            assert await store.adelete(cube, [a.id]) == 1
+
+        asyncio.run(scenario())

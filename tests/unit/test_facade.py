@@ -1,0 +1,172 @@
+import asyncio
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from memos_agents import MemOS, Permission
+from memos_agents.config import PRESET_OFFLINE
+from memos_agents.cube import AclEntry
+from memos_agents.errors import (
+    ConfigError,
+    CubeNotFoundError,
+    EmbeddingDimensionError,
+    InvalidInputError,
+    MemOSError,
+    MemoryNotFoundError,
+    PermissionDeniedError,
+    TextTooLongError,
+    VersionConflictError,
+)
+from memos_agents.models.embedders import HashingEmbedder
+from memos_agents.schema import LifecycleState, MemoryItem, NodeKind, RelationType, SearchFilters
+
+pytestmark = pytest.mark.unit
+
+T = datetime(2023, 5, 8, 13, 56, tzinfo=timezone.utc)
+
+
+def turns(session: str, *texts: str, start: int = 1) -> list[dict[str, object]]:
+    speakers = ["Caroline", "Melanie"]
+    return [
+        {"role": "user", "name": speakers[n % 2], "content": t, "id": f"D{session}:{start + n}",
+         "timestamp": T, "session_id": f"session_{session}"}
+        for n, t in enumerate(texts)
+    ]
+
+
+@pytest.fixture
+def mos(tmp_path: Path):
+    with MemOS.from_path(tmp_path, **PRESET_OFFLINE) as m:
+        m.create_cube("c1", "alice")
+        yield m
+
+
+def test_add_builds_the_tree(mos: MemOS) -> None:
+    r1 = mos.add(turns("1", "I went to the LGBTQ support group yesterday.", "That sounds inspiring!",
+                       "I am researching adoption agencies."), "alice", "c1")
+    r2 = mos.add(turns("1", "Which agency did you pick?", start=4), "alice", "c1")
+    assert len(r1.ids) == 3 and len(r2.ids) == 1
+    follows = mos.store.get_edges("c1", types=[RelationType.FOLLOWS])
+    # a chain over both calls: 2->1, 3->2, 4->3
+    assert len(follows) == 3
+    assert {(e.source_id, e.target_id) for e in follows} >= {(r2.ids[0], r1.ids[2])}
+    parents = mos.store.get_edges("c1", ["topic.session_1"], [RelationType.PARENT], "out")
+    assert [e.target_id for e in parents] == [*r1.ids, *r2.ids]
+    (topic,) = mos.store.get("c1", ["topic.session_1"])
+    assert topic.node_kind == NodeKind.TOPIC and "Caroline" in topic.text
+    item = mos.get(r1.ids[0], "alice", "c1")
+    assert item.sources.message_ids == ["D1:1"] and item.sources.speakers == ["Caroline"]
+    assert item.event_time == T and item.key and item.tags
+
+
+def test_near_duplicates_are_merged_not_deleted(mos: MemOS) -> None:
+    first = mos.add(turns("1", "I love painting sunsets at the lake."), "alice", "c1")
+    second = mos.add(turns("2", "I love painting sunsets at the lake."), "alice", "c1")
+    assert second.merged == 1
+    originals = mos.store.get("c1", [first.ids[0], second.ids[0]])
+    assert [o.status for o in originals] == [LifecycleState.ARCHIVED, LifecycleState.ARCHIVED]
+    merged_edges = mos.store.get_edges("c1", types=[RelationType.MERGED_TO])
+    (target,) = {e.target_id for e in merged_edges}
+    merged = mos.get(target, "alice", "c1")
+    assert merged.status == LifecycleState.ACTIVATED
+    assert merged.sources.message_ids == ["D1:1", "D2:1"]
+    hits = mos.search("painting sunsets", "alice", ["c1"])
+    assert [h.item.id for h in hits][:1] == [target]
+
+
+def test_search_filters_and_budget(mos: MemOS) -> None:
+    mos.add(turns("1", *(f"Memory number {n} about hiking trails and mountains." for n in range(12))), "alice", "c1")
+    hits = mos.search("hiking mountains", "alice", ["c1"], top_k=12)
+    assert len(hits) == 12 and all(h.tokens > 0 for h in hits)
+    assert hits == sorted(hits, key=lambda h: -h.score)
+    budget = hits[0].tokens * 3
+    within = mos.search("hiking mountains", "alice", ["c1"], top_k=12, token_budget=budget)
+    assert 0 < len(within) <= 3 and sum(h.tokens for h in within) <= budget
+    assert mos.search("hiking", "alice", ["c1"], filters={"user_id": "someone-else"}) == []
+    assert mos.search("hiking", "alice", ["c1"], filters=SearchFilters(time_from=T.replace(year=2024))) == []
+    assert all(h.item.node_kind == NodeKind.MEMORY for h in hits)
+
+
+def test_search_spans_cubes_and_checks_acl(mos: MemOS) -> None:
+    mos.create_cube("c2", "bob", acl=[AclEntry(principal="alice", permissions=[Permission.READ])])
+    mos.create_cube("c3", "bob")
+    mos.add(turns("1", "Bob's cat is called Pixel."), "bob", "c2")
+    mos.add(turns("1", "Bob's secret diary entry about Pixel."), "bob", "c3")
+    mos.add(turns("1", "Alice adopted a dog named Byte."), "alice", "c1")
+    hits = mos.search("pet names Pixel Byte", "alice")
+    assert {h.item.cube_id for h in hits} == {"c1", "c2"}
+    with pytest.raises(PermissionDeniedError):
+        mos.search("Pixel", "alice", ["c3"])
+    with pytest.raises(PermissionDeniedError):
+        mos.add(turns("1", "Alice writes into Bob's cube."), "alice", "c2")
+    assert [h.cube_id for h in mos.list_cubes("alice")] == ["c1", "c2"]
+
+
+@pytest.mark.parametrize(
+    ("messages", "error"),
+    [
+        ([], InvalidInputError),
+        ("just a string", InvalidInputError),
+        ([{"role": "user", "content": "   "}], InvalidInputError),
+        ([{"role": "user"}], InvalidInputError),
+        ([{"role": "user", "content": "x" * 9000}], TextTooLongError),
+        ([{"role": "user", "content": "ok", "id": "bad id with spaces"}], InvalidInputError),
+    ],
+)
+def test_bad_input_is_refused_and_nothing_is_written(mos: MemOS, messages: object, error: type) -> None:
+    good = {"role": "user", "content": "a valid turn"}
+    payload = [good, *messages] if isinstance(messages, list) and messages else messages
+    with pytest.raises(error):
+        mos.add(payload, "alice", "c1")  # type: ignore[arg-type]
+    assert mos.store.count("c1") == 0
+
+
+def test_typed_errors(mos: MemOS) -> None:
+    with pytest.raises(CubeNotFoundError):
+        mos.add([{"content": "x"}], "alice", "nope")
+    with pytest.raises(InvalidInputError):
+        mos.search("x", "alice", ["bad cube id!"])
+    with pytest.raises(InvalidInputError):
+        mos.search("", "alice", ["c1"])
+    with pytest.raises(InvalidInputError):
+        mos.add([{"content": "x"}], "alice", "c1", mode="turbo")
+    with pytest.raises(MemoryNotFoundError):
+        mos.get("0" * 32, "alice", "c1")
+    with pytest.raises(ConfigError):
+        mos.add([{"content": "x"}], "alice", "c1", mode="fine")  # no LLM configured
+    with pytest.raises(ConfigError):
+        mos.chat("hello?", "alice", ["c1"])
+    with pytest.raises(EmbeddingDimensionError):
+        mos.store.add("c1", [MemoryItem(text="wrong dim", embedding=[0.1] * 3)])
+    assert issubclass(PermissionDeniedError, MemOSError)
+
+
+def test_embedder_mismatch_is_a_config_error(mos: MemOS, tmp_path: Path) -> None:
+    other = MemOS(mos.config, store=mos.store, embedder=HashingEmbedder(dim=64))
+    with pytest.raises(ConfigError):
+        other.add([{"content": "x"}], "alice", "c1")
+
+
+def test_update_reembeds_and_checks_versions(mos: MemOS) -> None:
+    (mid,) = mos.add(turns("1", "I live in Porto."), "alice", "c1").ids
+    updated = mos.update(mid, "alice", "c1", text="I live in Lisbon.", expected_version=1)
+    assert updated.version == 2
+    assert mos.search("Lisbon", "alice", ["c1"])[0].item.id == mid
+    with pytest.raises(VersionConflictError):
+        mos.update(mid, "alice", "c1", text="stale", expected_version=1)
+    assert mos.delete([mid], "alice", "c1") == 1
+    with pytest.raises(MemoryNotFoundError):
+        mos.get(mid, "alice", "c1")
+
+
+def test_async_twins(mos: MemOS) -> None:
+    async def scenario() -> None:
+        result = await mos.aadd(turns("1", "Async tea ceremony memories."), "alice", "c1")
+        hits = await mos.asearch("tea ceremony", "alice", ["c1"])
+        assert hits[0].item.id == result.ids[0]
+        got = await mos.aget(result.ids[0], "alice", "c1")
+        assert got.text.endswith("Async tea ceremony memories.")
+        assert await mos.adelete(result.ids, "alice", "c1") == 1
+
+    asyncio.run(scenario())
