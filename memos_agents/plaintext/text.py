@@ -31,6 +31,13 @@ STOPWORDS: frozenset[str] = frozenset(
     definitely totally awesome great good nice cool amazing glad happy""".split()
 )
 
+#: Extra phrase delimiters for RAKE only: time words and generic verbs that make poor key phrases.
+PHRASE_DELIMITERS: frozenset[str] = STOPWORDS | frozenset(
+    """yesterday today tonight tomorrow last next week weeks weekend month months year years day days ago
+    time times started start starting always never ever still even since recently lately soon already
+    love loved loves want wanted wants need needed try tried trying see saw seen say said tell told""".split()
+)
+
 
 def words(text: str) -> list[str]:
     """Return the lower-cased word tokens of ``text``."""
@@ -48,7 +55,7 @@ def key_phrases(text: str, max_phrases: int = 5, max_words: int = 4) -> list[str
     Args:
         text: Source text.
         max_phrases: Return at most this many phrases (default 5).
-        max_words: Drop candidate phrases longer than this many words (default 4).
+        max_words: Longer candidate phrases are cut into pieces of this many words (default 4).
 
     Returns:
         Lower-cased phrases, best first.
@@ -57,7 +64,7 @@ def key_phrases(text: str, max_phrases: int = 5, max_words: int = 4) -> list[str
     for chunk in _SPLIT.split(text):
         phrase: list[str] = []
         for w in words(chunk):
-            if not w or w in STOPWORDS or w.isdigit():
+            if not w or w in PHRASE_DELIMITERS or w.isdigit():
                 if phrase:
                     candidates.append(phrase)
                 phrase = []
@@ -65,7 +72,7 @@ def key_phrases(text: str, max_phrases: int = 5, max_words: int = 4) -> list[str
                 phrase.append(w)
         if phrase:
             candidates.append(phrase)
-    candidates = [c for c in candidates if len(c) <= max_words]
+    candidates = [c[i : i + max_words] for c in candidates for i in range(0, len(c), max_words)]
     freq: dict[str, int] = defaultdict(int)
     degree: dict[str, int] = defaultdict(int)
     for cand in candidates:
