@@ -59,7 +59,9 @@ def demo(
 
     def go() -> None:
         with _mos(home) as mos:
-            run_demo(mos, data, conversation=conversation, questions=questions, max_sessions=max_sessions, console=console)
+            run_demo(
+                mos, data, conversation=conversation, questions=questions, max_sessions=max_sessions, console=console
+            )
 
     _run(go)
 
@@ -79,10 +81,13 @@ def add(
     def go() -> None:
         with _mos(home) as mos:
             mos.create_cube(cube, user, exist_ok=True)
-            result = mos.add([{"role": "user", "name": speaker or user, "content": text}], user, cube, mode=mode,
-                             session_id=session)
-            console.print(f"stored {len(result.ids)} item(s): {', '.join(result.ids)}"
-                          + (f" ({result.merged} merged)" if result.merged else ""))
+            result = mos.add(
+                [{"role": "user", "name": speaker or user, "content": text}], user, cube, mode=mode, session_id=session
+            )
+            console.print(
+                f"stored {len(result.ids)} item(s): {', '.join(result.ids)}"
+                + (f" ({result.merged} merged)" if result.merged else "")
+            )
 
     _run(go)
 
@@ -101,7 +106,9 @@ def _print_hits(hits: list[Any]) -> None:
 def search(
     query: Annotated[str, typer.Argument(help="The question.")],
     user: User,
-    cube: Annotated[list[str] | None, typer.Option("--cube", "-c", help="Cube(s) to search (default: all readable).")] = None,
+    cube: Annotated[
+        list[str] | None, typer.Option("--cube", "-c", help="Cube(s) to search (default: all readable).")
+    ] = None,
     home: Home = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1)] = 10,
     budget: Annotated[int | None, typer.Option(min=1, help="Token budget of the results.")] = None,
@@ -113,7 +120,9 @@ def search(
         with _mos(home, llm={"provider": "none"}) as mos:
             hits = mos.search(query, user, cube, top_k=top_k, token_budget=budget)
             if as_json:
-                print(json.dumps([json.loads(h.model_dump_json(exclude={"item": {"embedding"}})) for h in hits], indent=2))
+                print(
+                    json.dumps([json.loads(h.model_dump_json(exclude={"item": {"embedding"}})) for h in hits], indent=2)
+                )
             else:
                 _print_hits(hits)
 
@@ -123,7 +132,9 @@ def search(
 @app.command()
 def chat(
     user: User,
-    cube: Annotated[list[str] | None, typer.Option("--cube", "-c", help="Cube(s) to use (default: all readable).")] = None,
+    cube: Annotated[
+        list[str] | None, typer.Option("--cube", "-c", help="Cube(s) to use (default: all readable).")
+    ] = None,
     home: Home = None,
     budget: Annotated[int, typer.Option(min=1, help="Token budget of the memory context.")] = 1000,
     remember: Annotated[bool, typer.Option(help="Also store each question in the first cube.")] = False,
@@ -257,8 +268,9 @@ def bench_locomo(
         def factory(home: Path) -> MemOS:
             return MemOS.from_path(home, embedder=emb, llm={"provider": "none"})
 
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console) as progress:
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+        ) as progress:
             tasks: dict[str, Any] = {}
 
             def report(phase: str, done: int, total: int) -> None:
@@ -266,8 +278,9 @@ def bench_locomo(
                     tasks[phase] = progress.add_task(phase, total=total)
                 progress.update(tasks[phase], completed=done)
 
-            results = run_locomo_bench(data, ks=ks, budgets=budgets, mos_factory=factory, conversations=conversations,
-                                       progress=report)
+            results = run_locomo_bench(
+                data, ks=ks, budgets=budgets, mos_factory=factory, conversations=conversations, progress=report
+            )
         paths = write_results(results, out)
         console.print((out / "results.md").read_text())
         console.print("wrote " + ", ".join(str(p) for p in paths))

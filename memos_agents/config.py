@@ -8,7 +8,7 @@ never loads ``.env`` files.
 from __future__ import annotations
 
 import os
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from memos_agents.schema import RelationType
 
 
-class EmbedderProvider(str, Enum):
+class EmbedderProvider(StrEnum):
     """Where embeddings come from."""
 
     SENTENCE_TRANSFORMERS = "sentence-transformers"
@@ -25,7 +25,7 @@ class EmbedderProvider(str, Enum):
     HASHING = "hashing"
 
 
-class LLMProvider(str, Enum):
+class LLMProvider(StrEnum):
     """Where generation comes from."""
 
     HF = "hf"
@@ -73,6 +73,7 @@ class ReaderConfig(BaseModel):
         fine_window: Turns per LLM extraction call in fine mode (default 8).
         fine_max_retries: Extra attempts after an unparsable LLM answer (default 2).
         key_phrases: Tags kept per item (default 5).
+
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -96,6 +97,7 @@ class RetrievalConfig(BaseModel):
         expand_types: Relation types walked from the seeds.
         neighbor_weight: A neighbour's score as a fraction of its seed's (0.5).
         top_k: Default number of results (10).
+
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -127,6 +129,7 @@ class MemOSConfig(BaseModel):
         tokenizer_encoding: tiktoken encoding for token budgets (``cl100k_base``).
         max_text_chars: Longest accepted memory or query text, in characters (8000).
         default_token_budget: Token budget of ``search`` when none is given (None: unlimited).
+
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -167,5 +170,6 @@ def from_preset(preset: dict[str, Any], **overrides: Any) -> MemOSConfig:
 
     Raises:
         pydantic.ValidationError: An override is invalid.
+
     """
     return MemOSConfig.model_validate({**preset, **overrides})

@@ -22,7 +22,7 @@ import io
 import json
 import zipfile
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -37,7 +37,7 @@ ARCHIVE_FORMAT = "memos-cube"
 ARCHIVE_FORMAT_VERSION = 1
 
 
-class Permission(str, Enum):
+class Permission(StrEnum):
     """What an ACL entry allows on a cube."""
 
     READ = "read"
@@ -114,6 +114,7 @@ class CubeHeader(BaseModel):
         state: Lifecycle state of the cube.
         storage: Storage profile (backend, embedding model and dimension).
         payload: The typed payload descriptor.
+
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -181,6 +182,7 @@ def write_archive(path: str | Path, cube: MemCube) -> Path:
 
     Returns:
         The path written.
+
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -215,6 +217,7 @@ def read_archive(path: str | Path) -> MemCube:
         CubeFormatError: If the file is not a cube archive, its format version is unknown or
             newer than :data:`ARCHIVE_FORMAT_VERSION`, a checksum or count does not match, or a
             record does not validate.
+
     """
     source = Path(path)
     try:

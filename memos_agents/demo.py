@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from memos_agents.bench.locomo import BENCH_USER, ingest_conversation
-from memos_agents.bench.locomo_data import STANDARD_CATEGORIES, QA, evidence_recall, load_locomo
+from memos_agents.bench.locomo_data import QA, STANDARD_CATEGORIES, evidence_recall, load_locomo
 from memos_agents.errors import InvalidInputError
 from memos_agents.os import MemOS
 
@@ -54,13 +54,15 @@ def run_demo(
         data: LoCoMo JSON file.
         conversation: Sample id to ingest (default ``conv-26``).
         questions: How many questions to answer (default 5).
-        top_k / token_budget: Retrieval settings for each answer.
+        top_k: Results retrieved per question (default 10).
+        token_budget: Token budget of each question's memory context (default 1000).
         max_sessions: Ingest only the first N sessions (smoke tests); questions are then drawn
             from those whose evidence lies in them.
         console: Where to print (default: a new rich console).
 
     Raises:
         InvalidInputError: Unknown conversation id or unreadable data.
+
     """
     console = console or Console()
     convs = {c.sample_id: c for c in load_locomo(data)}
@@ -81,7 +83,10 @@ def run_demo(
         )
     )
     with Progress(
-        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
         console=console,
     ) as progress:
         task = progress.add_task("loading embedder", total=conv.turn_count)
@@ -102,9 +107,9 @@ def run_demo(
         search_ms.append(result.search_ms)
         gen_ms.append(result.generate_ms)
         table = Table(show_lines=False, expand=True)
-        for col, kw in (("#", {"width": 3}), ("score", {"width": 7}), ("sources", {"width": 12}),
-                        ("event time", {"width": 12}), ("memory", {"ratio": 1})):
-            table.add_column(col, **kw)
+        for col, width in (("#", 3), ("score", 7), ("sources", 12), ("event time", 12)):
+            table.add_column(col, width=width)
+        table.add_column("memory", ratio=1)
         for rank, m in enumerate(result.memories, 1):
             sources = ", ".join(m.item.sources.message_ids)
             hit = set(m.item.sources.message_ids) & set(q.evidence)
@@ -130,7 +135,8 @@ def run_demo(
     console.print(
         Panel.fit(
             f"questions {len(recalls)} · evidence recall {summary['evidence_recall']:.2f}\n"
-            f"ingestion {conv.turn_count} turns in {ingest_s:.1f} s ({conv.turn_count / max(ingest_s, 1e-9):.0f} turns/s)\n"
+            f"ingestion {conv.turn_count} turns in {ingest_s:.1f} s "
+            f"({conv.turn_count / max(ingest_s, 1e-9):.0f} turns/s)\n"
             f"search p50 {summary['search_ms_p50']:.0f} ms · answer generation mean {summary['generate_s_mean']:.1f} s",
             title="summary",
         )

@@ -81,7 +81,6 @@ def require(module: str, extra: str) -> ImportError:
 
     Returns:
         A :class:`MissingDependencyError` to raise, naming ``pip install "memos-agents[extra]"``.
+
     """
-    return MissingDependencyError(
-        f"{module!r} is not installed; install it with: pip install \"memos-agents[{extra}]\""
-    )
+    return MissingDependencyError(f'{module!r} is not installed; install it with: pip install "memos-agents[{extra}]"')

@@ -70,6 +70,7 @@ class AddResult:
         ids: Ids of the new memory items (turns, facts and merged items; not topic nodes).
         merged: How many new items were merged into existing ones (and archived).
         failures: Fine-mode extraction failures (also recorded in the cube's event log).
+
     """
 
     ids: list[str] = field(default_factory=list)
@@ -123,6 +124,7 @@ class MemOS:
         embedder: Embedder (default: from ``config.embedder``).
         llm: LLM for ``chat`` and fine-mode reading (default: from ``config.llm``).
         token_counter: Token counter for budgets (default: tiktoken ``config.tokenizer_encoding``).
+
     """
 
     def __init__(
@@ -151,8 +153,14 @@ class MemOS:
             home: The MemOS home directory.
             **kwargs: Other :class:`MemOSConfig` fields (e.g. ``embedder={"provider": "hashing"}``),
                 or ``store``/``embedder``/``llm``/``token_counter`` instances, which are used as given.
+
         """
-        instances = (("store", BaseMemoryStore), ("embedder", BaseEmbedder), ("llm", BaseLLM), ("token_counter", TokenCounter))
+        instances = (
+            ("store", BaseMemoryStore),
+            ("embedder", BaseEmbedder),
+            ("llm", BaseLLM),
+            ("token_counter", TokenCounter),
+        )
         parts = {k: kwargs.pop(k) for k, kind in instances if isinstance(kwargs.get(k), kind)}
         return cls(MemOSConfig.model_validate({"home": Path(home), **kwargs}), **parts)
 
@@ -195,6 +203,7 @@ class MemOS:
         Raises:
             InvalidInputError: Malformed ids.
             CubeExistsError: The cube exists and ``exist_ok`` is False.
+
         """
         validate_id(cube_id, "cube_id")
         validate_id(owner_id, "owner_id")
@@ -211,7 +220,9 @@ class MemOS:
             source=source,
             model=self.embedder.model_name,
             storage=StorageProfile(
-                backend=type(self.store).__name__, embedding_model=self.embedder.model_name, embedding_dim=self.embedder.dim
+                backend=type(self.store).__name__,
+                embedding_model=self.embedder.model_name,
+                embedding_dim=self.embedder.dim,
             ),
         )
         self.store.create_cube(header)
@@ -300,6 +311,7 @@ class MemOS:
             PermissionDeniedError: No write permission.
             ConfigError: ``fine`` mode without an LLM, or an embedder that does not match the cube.
             EmbeddingDimensionError / StoreError: Nothing was written.
+
         """
         try:
             read_mode = ReadMode(mode)
@@ -324,6 +336,7 @@ class MemOS:
 
         Raises:
             MemoryNotFoundError: No such memory in the cube.
+
         """
         self._cube_for(cube_id, user_id, Permission.READ)
         validate_id(memory_id, "memory_id")
@@ -347,12 +360,18 @@ class MemOS:
         """Change a memory; a new text is re-embedded. The version is incremented.
 
         Args:
-            memory_id / user_id / cube_id: What to change, who asks (write permission), where.
-            text / memory_type / tags / status: New values (None: unchanged).
+            memory_id: The memory to change.
+            user_id: The caller (write permission).
+            cube_id: The memory's cube.
+            text: New text, re-embedded (None: unchanged).
+            memory_type: New memory type (None: unchanged).
+            tags: New tags (None: unchanged).
+            status: New lifecycle state (None: unchanged).
             expected_version: Fail unless the stored version is this (optimistic concurrency).
 
         Raises:
             MemoryNotFoundError / VersionConflictError / InvalidInputError / PermissionDeniedError.
+
         """
         header = self._cube_for(cube_id, user_id, Permission.WRITE)
         self._check_embedder(header)
@@ -410,6 +429,7 @@ class MemOS:
 
         Raises:
             InvalidInputError / CubeNotFoundError / PermissionDeniedError.
+
         """
         self._check_text(query, "query")
         k = self.config.retrieval.top_k if top_k is None else top_k
@@ -432,7 +452,9 @@ class MemOS:
         parsed = self.reader.parse_query(query)
         vector = self.embedder.embed_query(query)
         results = self.retriever.search(self.store, cubes, parsed, vector, top_k=k, filters=flt)
-        return self.scheduler.select(results, token_budget if token_budget is not None else self.config.default_token_budget)
+        return self.scheduler.select(
+            results, token_budget if token_budget is not None else self.config.default_token_budget
+        )
 
     def chat(
         self,
@@ -448,13 +470,17 @@ class MemOS:
         """Answer ``query`` with the LLM, given the memories search finds.
 
         Args:
-            query / user_id / cube_ids / top_k: As for :meth:`search`.
+            query: The question.
+            user_id: The caller (read permission on every cube).
+            cube_ids: Cubes to use (None: every readable cube).
+            top_k: Maximum memories (default ``config.retrieval.top_k``).
             token_budget: Tokens of memory context (default 1000).
             history: Earlier OpenAI-style messages of this chat.
             max_tokens: Answer length limit (default ``config.llm.max_tokens``).
 
         Raises:
             ConfigError: No LLM configured.
+
         """
         if self.llm is None:
             raise ConfigError("chat needs an LLM; configure llm.provider")
@@ -488,6 +514,7 @@ class MemOS:
         Raises:
             CubeFormatError: Unknown/newer format, corrupt archive.
             CubeExistsError: The target id exists.
+
         """
         validate_id(user_id, "user_id")
         cube = read_archive(path)
@@ -497,7 +524,9 @@ class MemOS:
             header = header.model_copy(update={"cube_id": cube_id, "owner_id": user_id})
         elif not header.allows(user_id, Permission.ADMIN):
             raise PermissionDeniedError(f"user {user_id!r} is not an admin of archived cube {header.cube_id!r}")
-        header = header.model_copy(update={"storage": header.storage.model_copy(update={"backend": type(self.store).__name__})})
+        header = header.model_copy(
+            update={"storage": header.storage.model_copy(update={"backend": type(self.store).__name__})}
+        )
         self.store.create_cube(header)
         try:
             self.store.add(header.cube_id, cube.items, cube.edges)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime, timezone
-from enum import Enum
+from datetime import UTC, datetime
+from enum import Enum, StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -34,6 +34,7 @@ def validate_id(value: str, what: str = "id") -> str:
     Raises:
         InvalidInputError: If ``value`` is not a string of 1-128 characters from
             ``[A-Za-z0-9_.:@-]`` starting with a letter or digit.
+
     """
     if not isinstance(value, str) or not ID_PATTERN.match(value):
         raise InvalidInputError(f"malformed {what}: {value!r} (expected 1-128 chars of [A-Za-z0-9_.:@-])")
@@ -47,7 +48,7 @@ def new_id() -> str:
 
 def utcnow() -> datetime:
     """Return the current time as an aware UTC datetime."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def as_utc(value: datetime | None) -> datetime | None:
@@ -55,11 +56,11 @@ def as_utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
-class MemoryType(str, Enum):
+class MemoryType(StrEnum):
     """Where a plaintext memory lives in the MemOS tree (MemOS §5.2)."""
 
     WORKING = "WorkingMemory"
@@ -67,14 +68,14 @@ class MemoryType(str, Enum):
     USER = "UserMemory"
 
 
-class NodeKind(str, Enum):
+class NodeKind(StrEnum):
     """What a node of the memory tree is: a memory, or a topic that groups memories."""
 
     MEMORY = "memory"
     TOPIC = "topic"
 
 
-class LifecycleState(str, Enum):
+class LifecycleState(StrEnum):
     """Lifecycle of a memory item or cube (MemOS: generated → activated → merged → archived → expired/frozen)."""
 
     GENERATED = "generated"
@@ -85,7 +86,7 @@ class LifecycleState(str, Enum):
     FROZEN = "frozen"
 
 
-class RelationType(str, Enum):
+class RelationType(StrEnum):
     """Whitelisted relation types of the memory graph.
 
     Backends interpolate only these names into queries (Cypher relationship types, SQL values).
@@ -143,6 +144,7 @@ class MemoryItem(BaseModel):
         version: Incremented by the store on every update, starting at 1.
         embedding: Unit-norm float vector of the cube's embedding dimension, or None.
         metadata: Flat JSON-able extras (str/int/float/bool values).
+
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=False)
@@ -241,6 +243,7 @@ class SearchFilters(BaseModel):
         time_from: Only memories whose event time is at or after this (UTC).
         time_to: Only memories whose event time is at or before this (UTC).
         tags_any: Only memories carrying at least one of these tags.
+
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -290,6 +293,7 @@ class ScoredMemory(BaseModel):
         tokens: Tokens of the item as rendered into a prompt (see ``MemScheduler.render``).
         signals: Per-retriever evidence, e.g. ``{"dense": 0.61, "bm25": 7.2, "graph": 0.3}``.
         via: For graph-expanded results, the id of the hit it was reached from.
+
     """
 
     item: MemoryItem

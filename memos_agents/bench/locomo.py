@@ -39,7 +39,9 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
-def ingest_conversation(mos: MemOS, conv: Conversation, cube_id: str, on_session: Callable[[int], None] | None = None) -> float:
+def ingest_conversation(
+    mos: MemOS, conv: Conversation, cube_id: str, on_session: Callable[[int], None] | None = None
+) -> float:
     """Create ``cube_id`` (replacing an old one) and add every session; returns seconds spent in ``add``."""
     if any(h.cube_id == cube_id for h in mos.store.list_cubes()):
         mos.delete_cube(cube_id, BENCH_USER)
@@ -74,6 +76,7 @@ def run_locomo_bench(
         home: Home directory (default: a temporary one, removed afterwards).
         conversations: Only the first N conversations (default: all).
         progress: Called as ``progress(phase, done, total)``.
+
     """
     convs = load_locomo(data)[: conversations or None]
     ks = sorted(set(ks))
@@ -85,6 +88,7 @@ def run_locomo_bench(
             done = 0
             ingest_s = 0.0
             for conv in convs:
+
                 def tick(n: int) -> None:
                     nonlocal done
                     done += n
@@ -95,7 +99,9 @@ def run_locomo_bench(
             embed_s = 0.0
             for conv in convs:
                 for session in conv.sessions:
-                    texts = mos.reader.index_texts(session.turns, [mos.reader._turn_item(m, BENCH_USER) for m in session.turns])
+                    texts = mos.reader.index_texts(
+                        session.turns, [mos.reader._turn_item(m, BENCH_USER) for m in session.turns]
+                    )
                     t0 = time.perf_counter()
                     mos.embedder.embed(texts)
                     embed_s += time.perf_counter() - t0
@@ -129,7 +135,9 @@ def run_locomo_bench(
 
     results: dict[str, Any] = summarize(rows)
     results["by_category"] = {
-        str(c): summarize([r for r in rows if r["category"] == c]) for c in STANDARD_CATEGORIES if any(r["category"] == c for r in rows)
+        str(c): summarize([r for r in rows if r["category"] == c])
+        for c in STANDARD_CATEGORIES
+        if any(r["category"] == c for r in rows)
     }
     results["search_ms"] = {
         "p50": round(_percentile(latencies, 0.5), 2),
@@ -168,16 +176,24 @@ def write_results(results: dict[str, Any], out: str | Path) -> list[Path]:
         f"Data: `{results['setup']['data']}` ({', '.join(results['setup']['conversations'])}); "
         f"embedder {results['setup']['embedder']}; store {results['setup']['store']}; mode fast.",
         "",
-        "| category | questions | " + " | ".join(f"recall@{k}" for k in ks) + " | "
-        + " | ".join(f"recall ≤{b} tok" for b in budgets) + " | " + " | ".join(f"tokens@{k}" for k in ks) + " |",
+        "| category | questions | "
+        + " | ".join(f"recall@{k}" for k in ks)
+        + " | "
+        + " | ".join(f"recall ≤{b} tok" for b in budgets)
+        + " | "
+        + " | ".join(f"tokens@{k}" for k in ks)
+        + " |",
         "|---" * (2 + 2 * len(ks) + len(budgets)) + "|",
     ]
     for name, block in [("all", results), *[(c, b) for c, b in results["by_category"].items()]]:
         lines.append(
             f"| {name} | {block['questions']} | "
-            + " | ".join(f"{block['recall_at'][k]:.3f}" for k in ks) + " | "
-            + " | ".join(f"{block['recall_within_tokens'][b]:.3f}" for b in budgets) + " | "
-            + " | ".join(f"{block['mean_context_tokens_at'][k]:.0f}" for k in ks) + " |"
+            + " | ".join(f"{block['recall_at'][k]:.3f}" for k in ks)
+            + " | "
+            + " | ".join(f"{block['recall_within_tokens'][b]:.3f}" for b in budgets)
+            + " | "
+            + " | ".join(f"{block['mean_context_tokens_at'][k]:.0f}" for k in ks)
+            + " |"
         )
     s, i = results["search_ms"], results["ingest"]
     lines += [
@@ -206,7 +222,9 @@ def write_results(results: dict[str, Any], out: str | Path) -> list[Path]:
     ax.set_xticklabels(["all" if c == "all" else f"cat {c}" for c in cats])
     ax.set_ylim(0, 1)
     ax.set_ylabel("evidence recall")
-    ax.set_title("LoCoMo evidence recall (categories: 1 multi-hop, 2 temporal, 3 open-domain, 4 single-hop)", fontsize=9)
+    ax.set_title(
+        "LoCoMo evidence recall (categories: 1 multi-hop, 2 temporal, 3 open-domain, 4 single-hop)", fontsize=9
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     png = out_dir / "recall.png"

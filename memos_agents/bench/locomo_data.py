@@ -1,4 +1,4 @@
-"""Loader for LoCoMo conversations (Maharana et al., ACL 2024, arXiv 2402.17753).
+r"""Loader for LoCoMo conversations (Maharana et al., ACL 2024, arXiv 2402.17753).
 
 Reads the JSON schema of ``snap-research/LoCoMo`` (``locomo10.json``): each sample has a
 ``conversation`` with ``session_<N>`` turn lists and ``session_<N>_date_time`` strings, and ``qa``
@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from memos_agents.errors import InvalidInputError
@@ -63,7 +63,7 @@ def parse_session_time(value: str | None) -> datetime | None:
     if not value:
         return None
     try:
-        return datetime.strptime(value.strip(), "%I:%M %p on %d %B, %Y").replace(tzinfo=timezone.utc)
+        return datetime.strptime(value.strip(), "%I:%M %p on %d %B, %Y").replace(tzinfo=UTC)
     except ValueError:
         return None
 
@@ -92,6 +92,7 @@ def load_locomo(path: str | Path) -> list[Conversation]:
 
     Raises:
         InvalidInputError: The file is missing or not LoCoMo-shaped.
+
     """
     try:
         data = json.loads(Path(path).read_text())

@@ -1,0 +1,1 @@
+"""Model clients: embedders, LLMs and token counting."""

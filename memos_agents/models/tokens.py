@@ -48,6 +48,7 @@ def get_encoding(name: str = "cl100k_base") -> Any:
     Raises:
         ModelError: Unknown encoding or missing/corrupt bundled file.
         MissingDependencyError: tiktoken is not installed.
+
     """
     if name not in BUNDLED_ENCODINGS:
         raise ModelError(f"encoding {name!r} is not bundled; choose one of {BUNDLED_ENCODINGS}")
@@ -66,6 +67,7 @@ class TokenCounter:
 
     Args:
         encoding: A bundled tiktoken encoding name (default ``cl100k_base``).
+
     """
 
     def __init__(self, encoding: str = "cl100k_base") -> None:

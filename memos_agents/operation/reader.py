@@ -17,22 +17,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 import numpy as np
 
 from memos_agents.config import ReaderConfig
+from memos_agents.errors import ConfigError, ModelError
 from memos_agents.models.embedders import BaseEmbedder
 from memos_agents.models.llm import BaseLLM
 from memos_agents.plaintext.text import content_terms, key_phrases
 from memos_agents.prompts import extract_facts
 from memos_agents.schema import Edge, MemoryItem, MemoryQuery, MemoryType, Message, RelationType, Sources
-from memos_agents.errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
 
 
-class ReadMode(str, Enum):
+class ReadMode(StrEnum):
     """How MemReader turns messages into memories."""
 
     FAST = "fast"
@@ -61,6 +61,7 @@ class MemReader:
         embedder: Embeds item texts (one batch per call).
         llm: Needed for ``fine`` mode only.
         config: Reader settings (defaults: :class:`~memos_agents.config.ReaderConfig`).
+
     """
 
     def __init__(self, embedder: BaseEmbedder, llm: BaseLLM | None = None, config: ReaderConfig | None = None):
@@ -82,6 +83,7 @@ class MemReader:
         Raises:
             ConfigError: ``fine`` mode without an LLM.
             ModelError: The embedder failed.
+
         """
         result = ReadResult(items=[self._turn_item(m, user_id) for m in messages])
         if mode == ReadMode.FINE:
@@ -124,9 +126,7 @@ class MemReader:
         for pos, item in enumerate(items):
             if pos < len(messages) and n:
                 context = [
-                    render_turn(p)
-                    for p in messages[max(0, pos - n) : pos]
-                    if p.session_id == messages[pos].session_id
+                    render_turn(p) for p in messages[max(0, pos - n) : pos] if p.session_id == messages[pos].session_id
                 ]
                 texts.append("\n".join([*context, item.text]))
             else:
@@ -149,9 +149,7 @@ class MemReader:
                 errors.append(str(exc)[:300])
         if parsed is None:
             log.warning("fact extraction failed for %d turns: %s", len(window), errors[-1])
-            result.failures.append(
-                {"task": "extract_facts", "message_ids": [m.id for m in window], "errors": errors}
-            )
+            result.failures.append({"task": "extract_facts", "message_ids": [m.id for m in window], "errors": errors})
             return
         window_ids = [m.id for m in window]
         for fact in parsed.facts:

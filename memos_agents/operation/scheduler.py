@@ -17,6 +17,7 @@ class MemScheduler:
 
     Args:
         counter: Token counter (default: tiktoken ``cl100k_base`` from bundled files).
+
     """
 
     def __init__(self, counter: TokenCounter | None = None) -> None:
@@ -43,6 +44,7 @@ class MemScheduler:
 
         Returns:
             The chosen results, with ``tokens`` filled.
+
         """
         counted = self.count(results)
         if token_budget is None:

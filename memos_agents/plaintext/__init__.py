@@ -1,0 +1,1 @@
+"""Plaintext memory: the tree organiser, hybrid retrieval and the store backends."""

@@ -25,6 +25,7 @@ class HybridRetriever:
 
     Args:
         config: Fusion and expansion constants (see :class:`~memos_agents.config.RetrievalConfig`).
+
     """
 
     def __init__(self, config: RetrievalConfig | None = None) -> None:
@@ -52,6 +53,7 @@ class HybridRetriever:
 
         Returns:
             Scored results without embeddings; ``tokens`` is left 0 (the scheduler fills it).
+
         """
         filters = filters or SearchFilters()
         scored: list[tuple[float, str, str, dict[str, float], str | None]] = []
@@ -82,7 +84,13 @@ class HybridRetriever:
         fused: dict[str, float] = {}
         rankings: list[tuple[str, float, list[tuple[str, float]]]] = []
         if query_vector is not None and cfg.dense_weight > 0:
-            rankings.append(("dense", cfg.dense_weight, store.vector_search(cube_id, query_vector.tolist(), cfg.candidates, filters)))
+            rankings.append(
+                (
+                    "dense",
+                    cfg.dense_weight,
+                    store.vector_search(cube_id, query_vector.tolist(), cfg.candidates, filters),
+                )
+            )
         if cfg.bm25_weight > 0:
             rankings.append(("bm25", cfg.bm25_weight, store.text_search(cube_id, query.text, cfg.candidates, filters)))
         for name, weight, hits in rankings:

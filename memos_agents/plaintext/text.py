@@ -59,6 +59,7 @@ def key_phrases(text: str, max_phrases: int = 5, max_words: int = 4) -> list[str
 
     Returns:
         Lower-cased phrases, best first.
+
     """
     candidates: list[list[str]] = []
     for chunk in _SPLIT.split(text):
@@ -91,6 +92,7 @@ def fts_query(text: str) -> str | None:
 
     Returns:
         The expression, or None when ``text`` has no content term.
+
     """
     terms = content_terms(text)
     if not terms:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 
@@ -36,7 +37,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.:@\-]")
 
 
 def session_key(item: MemoryItem) -> str:
-    """The episode an item belongs to: its first session id, else its event day, else ``"undated"``."""
+    """Return the episode an item belongs to: its first session id, else its event day, else ``"undated"``."""
     if item.sources.session_ids:
         return item.sources.session_ids[0]
     if item.event_time is not None:
@@ -51,7 +52,7 @@ def topic_id(session: str) -> str:
 
 def _unit(v: np.ndarray) -> list[float]:
     n = float(np.linalg.norm(v))
-    return (v / (n or 1.0)).astype(np.float32).tolist()
+    return cast(list[float], (v / (n or 1.0)).astype(np.float32).tolist())
 
 
 class TreeOrganizer:
@@ -59,6 +60,7 @@ class TreeOrganizer:
 
     Args:
         config: Thresholds and key-phrase count (see :class:`~memos_agents.config.ReaderConfig`).
+
     """
 
     def __init__(self, config: ReaderConfig | None = None) -> None:
@@ -78,6 +80,7 @@ class TreeOrganizer:
         Returns:
             A batch adding the items (duplicates archived), merged items and new topic nodes,
             updating archived originals, and adding every edge.
+
         """
         batch = WriteBatch(add=[], update=[], edges=list(edges))
         self._follows(store, cube_id, items, batch)
@@ -101,7 +104,7 @@ class TreeOrganizer:
 
     @staticmethod
     def _last_in_session(store: BaseMemoryStore, cube_id: str, session: str) -> str | None:
-        """The newest stored turn of ``session``: the newest member of its topic node."""
+        """Return the newest stored turn of ``session``: the newest member of its topic node."""
         members = store.get_edges(cube_id, [topic_id(session)], [RelationType.PARENT], "out")
         return members[-1].target_id if members else None
 
@@ -122,7 +125,8 @@ class TreeOrganizer:
         speakers = list(dict.fromkeys(s for m in members for s in m.sources.speakers))
         times = [m.event_time for m in members if m.event_time is not None]
         when = f" on {min(times):%d %B %Y}" if times else ""
-        text = f"Topic {session}{when}: {', '.join(speakers)} talk about {', '.join(p for p, _ in phrases) or 'various things'}"
+        about = ", ".join(p for p, _ in phrases) or "various things"
+        text = f"Topic {session}{when}: {', '.join(speakers)} talk about {about}"
         vectors = [m.embedding for m in members if m.embedding is not None]
         return MemoryItem(
             id=tid,
@@ -147,8 +151,11 @@ class TreeOrganizer:
                 continue
             vec = np.asarray(item.embedding, dtype=np.float32)
             best_score, best, is_stored = -1.0, None, False
-            hits = [(h, sc) for h, sc in store.vector_search(cube_id, item.embedding, 2, SearchFilters())
-                    if h not in archived_now]
+            hits = [
+                (h, sc)
+                for h, sc in store.vector_search(cube_id, item.embedding, 2, SearchFilters())
+                if h not in archived_now
+            ]
             if hits and hits[0][1] >= cfg.relate_threshold:
                 hit_id, score = hits[0]
                 stored = store.get(cube_id, [hit_id], with_embeddings=score >= cfg.merge_threshold)
@@ -193,6 +200,8 @@ class TreeOrganizer:
             event_time=min(times) if times else None,
             confidence=max(a.confidence, b.confidence),
             status=LifecycleState.ACTIVATED,
-            embedding=_unit(np.asarray(a.embedding or [], dtype=np.float32) + np.asarray(b.embedding or [], dtype=np.float32)),
+            embedding=_unit(
+                np.asarray(a.embedding or [], dtype=np.float32) + np.asarray(b.embedding or [], dtype=np.float32)
+            ),
             metadata={"merged_from": 2},
         )

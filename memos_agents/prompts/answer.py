@@ -10,9 +10,7 @@ SYSTEM = (
 )
 
 
-def build_messages(
-    question: str, context: str, history: Sequence[dict[str, str]] = ()
-) -> list[dict[str, str]]:
+def build_messages(question: str, context: str, history: Sequence[dict[str, str]] = ()) -> list[dict[str, str]]:
     """Build chat messages: system rules, prior turns, then memories and the question.
 
     Args:
@@ -22,6 +20,7 @@ def build_messages(
 
     Returns:
         OpenAI-style messages.
+
     """
     user = f"Memories:\n{context or '(none)'}\n\nQuestion: {question}"
     return [{"role": "system", "content": SYSTEM}, *history, {"role": "user", "content": user}]

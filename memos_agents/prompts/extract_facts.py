@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from memos_agents.schema import Message, MemoryType
+from memos_agents.schema import MemoryType, Message
 
 SYSTEM = (
     "You extract long-term memories from a conversation. Return only JSON of the form "
@@ -55,6 +55,7 @@ def build_messages(turns: Sequence[Message]) -> list[dict[str, str]]:
 
     Returns:
         OpenAI-style messages.
+
     """
     lines = []
     for t in turns:
@@ -72,6 +73,7 @@ def parse(raw: str) -> FactExtraction:
 
     Raises:
         ValueError: No JSON object validating against :class:`FactExtraction` was found.
+
     """
     candidates = [m.group(1) for m in _FENCE.finditer(raw)]
     start, end = raw.find("{"), raw.rfind("}")

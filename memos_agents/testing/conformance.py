@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -45,11 +45,11 @@ from memos_agents.schema import (
 )
 
 DIM = 8
-T0 = datetime(2023, 5, 8, 13, 56, tzinfo=timezone.utc)
+T0 = datetime(2023, 5, 8, 13, 56, tzinfo=UTC)
 
 
 def vec(*hot: int) -> list[float]:
-    """A unit vector of dimension :data:`DIM` with ones at the given positions."""
+    """Return a unit vector of dimension :data:`DIM` with ones at the given positions."""
     v = np.zeros(DIM, dtype=np.float32)
     for h in hot:
         v[h] = 1.0
@@ -57,7 +57,7 @@ def vec(*hot: int) -> list[float]:
 
 
 def item(text: str, *hot: int, **kw: object) -> MemoryItem:
-    """A memory item with an embedding pointing at ``hot``."""
+    """Return a memory item with an embedding pointing at ``hot``."""
     return MemoryItem(text=text, embedding=vec(*(hot or (0,))), **kw)  # type: ignore[arg-type]
 
 
@@ -280,7 +280,7 @@ class StoreConformanceTests:
         assert store.text_search(cube, "the and of", 10) == []
 
     def test_text_search_treats_syntax_as_data(self, store: BaseMemoryStore, cube: str) -> None:
-        evil = "x'); DROP TABLE items; -- MATCH (n) DETACH DELETE n \"NEAR(a b)\" * OR AND {x}"
+        evil = 'x\'); DROP TABLE items; -- MATCH (n) DETACH DELETE n "NEAR(a b)" * OR AND {x}'
         a = item(evil)
         store.add(cube, [a])
         assert store.get(cube, [a.id])[0].text == evil

@@ -12,7 +12,10 @@ LOCOMO = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "locom
 
 def memos(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "memos_agents", *args], capture_output=True, text=True, timeout=600,
+        [sys.executable, "-m", "memos_agents", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={"PATH": "/usr/bin:/bin", "HOME": str(home), "HF_HUB_OFFLINE": "1", "COLUMNS": "160"},
     )
 
@@ -20,8 +23,18 @@ def memos(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
 @pytest.mark.smoke
 @pytest.mark.models
 def test_demo_on_a_small_slice(tmp_path: Path) -> None:
-    run = memos("demo", "--data", str(LOCOMO), "--home", str(tmp_path / "home"), "--max-sessions", "2",
-                "--questions", "2", home=tmp_path)
+    run = memos(
+        "demo",
+        "--data",
+        str(LOCOMO),
+        "--home",
+        str(tmp_path / "home"),
+        "--max-sessions",
+        "2",
+        "--questions",
+        "2",
+        home=tmp_path,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     out = run.stdout
     assert "Ingesting LoCoMo conv-26" in out and "summary" in out
@@ -34,8 +47,23 @@ def test_demo_on_a_small_slice(tmp_path: Path) -> None:
 @pytest.mark.smoke
 def test_bench_writes_result_files(tmp_path: Path) -> None:
     out = tmp_path / "bench"
-    run = memos("bench", "locomo", "--data", str(LOCOMO), "--conversations", "1", "--embedder", "hashing",
-                "--k", "5,10", "--budget", "500,1000", "--out", str(out), home=tmp_path)
+    run = memos(
+        "bench",
+        "locomo",
+        "--data",
+        str(LOCOMO),
+        "--conversations",
+        "1",
+        "--embedder",
+        "hashing",
+        "--k",
+        "5,10",
+        "--budget",
+        "500,1000",
+        "--out",
+        str(out),
+        home=tmp_path,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     results = json.loads((out / "results.json").read_text())
     assert results["questions"] > 100
@@ -53,18 +81,22 @@ def test_bench_writes_result_files(tmp_path: Path) -> None:
 @pytest.mark.models
 def test_add_search_export_import_info(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    add = memos("add", "I moved to Lisbon in May.", "--user", "alice", "--cube", "notes", "--home", str(home),
-                home=tmp_path)
+    add = memos(
+        "add", "I moved to Lisbon in May.", "--user", "alice", "--cube", "notes", "--home", str(home), home=tmp_path
+    )
     assert add.returncode == 0, add.stdout + add.stderr
     found = memos("search", "Where did Alice move?", "--user", "alice", "--home", str(home), "--json", home=tmp_path)
     assert found.returncode == 0, found.stderr
     hits = json.loads(found.stdout)
     assert hits and "Lisbon" in hits[0]["item"]["text"]
     archive = tmp_path / "notes.zip"
-    assert memos("cube", "export", "notes", str(archive), "--user", "alice", "--home", str(home),
-                 home=tmp_path).returncode == 0
-    imp = memos("cube", "import", str(archive), "--user", "bob", "--as", "notes-copy", "--home", str(home),
-                home=tmp_path)
+    assert (
+        memos("cube", "export", "notes", str(archive), "--user", "alice", "--home", str(home), home=tmp_path).returncode
+        == 0
+    )
+    imp = memos(
+        "cube", "import", str(archive), "--user", "bob", "--as", "notes-copy", "--home", str(home), home=tmp_path
+    )
     assert imp.returncode == 0 and "notes-copy" in imp.stdout
     info = memos("cube", "info", "notes-copy", "--user", "bob", "--home", str(home), home=tmp_path)
     assert info.returncode == 0 and '"owner_id": "bob"' in info.stdout

@@ -6,7 +6,14 @@ import pytest
 
 from memos_agents import MemOS
 from memos_agents.config import PRESET_OFFLINE
-from memos_agents.cube import ARCHIVE_FORMAT_VERSION, ActivationPayload, CubeHeader, MemCube, read_archive, write_archive
+from memos_agents.cube import (
+    ARCHIVE_FORMAT_VERSION,
+    ActivationPayload,
+    CubeHeader,
+    MemCube,
+    read_archive,
+    write_archive,
+)
 from memos_agents.errors import CubeExistsError, CubeFormatError, PermissionDeniedError
 from memos_agents.schema import MemoryItem
 

@@ -1,5 +1,5 @@
 import asyncio
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -12,8 +12,8 @@ from memos_agents.errors import (
     CubeNotFoundError,
     EmbeddingDimensionError,
     InvalidInputError,
-    MemOSError,
     MemoryNotFoundError,
+    MemOSError,
     PermissionDeniedError,
     TextTooLongError,
     VersionConflictError,
@@ -23,14 +23,20 @@ from memos_agents.schema import LifecycleState, MemoryItem, NodeKind, RelationTy
 
 pytestmark = pytest.mark.unit
 
-T = datetime(2023, 5, 8, 13, 56, tzinfo=timezone.utc)
+T = datetime(2023, 5, 8, 13, 56, tzinfo=UTC)
 
 
 def turns(session: str, *texts: str, start: int = 1) -> list[dict[str, object]]:
     speakers = ["Caroline", "Melanie"]
     return [
-        {"role": "user", "name": speakers[n % 2], "content": t, "id": f"D{session}:{start + n}",
-         "timestamp": T, "session_id": f"session_{session}"}
+        {
+            "role": "user",
+            "name": speakers[n % 2],
+            "content": t,
+            "id": f"D{session}:{start + n}",
+            "timestamp": T,
+            "session_id": f"session_{session}",
+        }
         for n, t in enumerate(texts)
     ]
 
@@ -43,8 +49,16 @@ def mos(tmp_path: Path):
 
 
 def test_add_builds_the_tree(mos: MemOS) -> None:
-    r1 = mos.add(turns("1", "I went to the LGBTQ support group yesterday.", "That sounds inspiring!",
-                       "I am researching adoption agencies."), "alice", "c1")
+    r1 = mos.add(
+        turns(
+            "1",
+            "I went to the LGBTQ support group yesterday.",
+            "That sounds inspiring!",
+            "I am researching adoption agencies.",
+        ),
+        "alice",
+        "c1",
+    )
     r2 = mos.add(turns("1", "Which agency did you pick?", start=4), "alice", "c1")
     assert len(r1.ids) == 3 and len(r2.ids) == 1
     follows = mos.store.get_edges("c1", types=[RelationType.FOLLOWS])

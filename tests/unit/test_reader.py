@@ -57,8 +57,14 @@ def test_fine_mode_extracts_validated_facts() -> None:
     answer = json.dumps(
         {
             "facts": [
-                {"text": "Caroline takes pottery classes.", "memory_type": "UserMemory", "key": "pottery",
-                 "tags": ["Pottery"], "source_ids": ["D1:1", "D9:9"], "confidence": 0.9},
+                {
+                    "text": "Caroline takes pottery classes.",
+                    "memory_type": "UserMemory",
+                    "key": "pottery",
+                    "tags": ["Pottery"],
+                    "source_ids": ["D1:1", "D9:9"],
+                    "confidence": 0.9,
+                },
                 {"text": "Melanie prefers painting landscapes.", "source_ids": []},
             ]
         }
@@ -69,8 +75,10 @@ def test_fine_mode_extracts_validated_facts() -> None:
     fact = result.items[2]
     assert fact.memory_type == MemoryType.USER and fact.sources.message_ids == ["D1:1"] and fact.tags == ["pottery"]
     assert result.items[3].sources.message_ids == ["D1:1", "D1:2"]  # no citation: the whole window
-    assert {(e.source_id, e.type) for e in result.edges} == {(fact.id, RelationType.DERIVED_FROM),
-                                                              (result.items[3].id, RelationType.DERIVED_FROM)}
+    assert {(e.source_id, e.type) for e in result.edges} == {
+        (fact.id, RelationType.DERIVED_FROM),
+        (result.items[3].id, RelationType.DERIVED_FROM),
+    }
     assert "[D1:1]" in llm.prompts[0][1]["content"]
 
 

@@ -81,6 +81,7 @@ class BaseMemoryStore(ABC):
 
         Raises:
             CubeExistsError: If a cube with this id exists.
+
         """
 
     @abstractmethod
@@ -89,6 +90,7 @@ class BaseMemoryStore(ABC):
 
         Raises:
             CubeNotFoundError: If there is no such cube.
+
         """
 
     @abstractmethod
@@ -101,6 +103,7 @@ class BaseMemoryStore(ABC):
 
         Raises:
             CubeNotFoundError: If there is no such cube.
+
         """
 
     @abstractmethod
@@ -109,6 +112,7 @@ class BaseMemoryStore(ABC):
 
         Raises:
             CubeNotFoundError: If there is no such cube.
+
         """
 
     # -- items -----------------------------------------------------------------------------
@@ -128,6 +132,7 @@ class BaseMemoryStore(ABC):
             MemoryNotFoundError: An updated item does not exist.
             VersionConflictError: An updated item's version is not the stored one.
             StoreError: The backend failed; nothing was written.
+
         """
 
     def add(self, cube_id: str, items: Sequence[MemoryItem], edges: Sequence[Edge] = ()) -> list[str]:
@@ -205,6 +210,7 @@ class BaseMemoryStore(ABC):
         Returns:
             Items reached (not in ``ids``) that match ``filters``, each with the item it was first
             reached from, nearest first.
+
         """
 
     # -- events ----------------------------------------------------------------------------

@@ -174,7 +174,7 @@ class _VectorCache:
     @staticmethod
     def build(items: Sequence[MemoryItem], dim: int) -> _VectorCache:
         rows = [i for i in items if i.embedding is not None]
-        matrix = np.asarray([i.embedding for i in rows], dtype=np.float32).reshape(len(rows), dim)
+        matrix: np.ndarray = np.asarray([i.embedding for i in rows], dtype=np.float32).reshape(len(rows), dim)
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
         matrix = matrix / np.where(norms == 0, 1.0, norms)
         missing = np.iinfo(np.int64).min
@@ -215,6 +215,7 @@ class SQLiteMemoryStore(BaseMemoryStore):
 
     Args:
         path: The database file, or ``":memory:"`` for a private in-memory database.
+
     """
 
     capabilities = StoreCapabilities(
@@ -265,9 +266,7 @@ class SQLiteMemoryStore(BaseMemoryStore):
                 with self._tx() as cur:
                     for statement in _statements(script):
                         cur.execute(statement)
-                    cur.execute(
-                        "INSERT INTO schema_migrations VALUES (?, ?)", (version, utcnow().isoformat())
-                    )
+                    cur.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, utcnow().isoformat()))
 
     def close(self) -> None:
         """Close the connection. Idempotent."""
@@ -417,7 +416,9 @@ class SQLiteMemoryStore(BaseMemoryStore):
         return WriteResult(added=ids, updated=updated)
 
     def _update_one(self, cur: sqlite3.Cursor, cube_id: str, item: MemoryItem, now: datetime) -> MemoryItem:
-        row = cur.execute("SELECT version, embedding FROM items WHERE cube_id = ? AND id = ?", (cube_id, item.id)).fetchone()
+        row = cur.execute(
+            "SELECT version, embedding FROM items WHERE cube_id = ? AND id = ?", (cube_id, item.id)
+        ).fetchone()
         if row is None:
             raise MemoryNotFoundError(f"no memory {item.id!r} in cube {cube_id!r}")
         if row[0] != item.version:
@@ -539,8 +540,10 @@ class SQLiteMemoryStore(BaseMemoryStore):
             clauses.append(f"{p}event_us <= ?")
             params.append(_event_us(filters.time_to))
         if filters.tags_any is not None:
-            clauses.append(f"EXISTS (SELECT 1 FROM json_each({p}tags) WHERE json_each.value IN "
-                           f"({','.join('?' * len(filters.tags_any))}))")
+            clauses.append(
+                f"EXISTS (SELECT 1 FROM json_each({p}tags) WHERE json_each.value IN "
+                f"({','.join('?' * len(filters.tags_any))}))"
+            )
             params += list(filters.tags_any)
         return " AND " + " AND ".join(clauses), params
 
@@ -555,14 +558,18 @@ class SQLiteMemoryStore(BaseMemoryStore):
     ) -> list[MemoryItem]:
         where, params = self._filter_sql(filters)
         tail = "ORDER BY rowid LIMIT ? OFFSET ?"
-        return self._select(f"cube_id = ?{where}", [cube_id, *params, -1 if limit is None else limit, offset],
-                            with_embeddings, tail)
+        return self._select(
+            f"cube_id = ?{where}", [cube_id, *params, -1 if limit is None else limit, offset], with_embeddings, tail
+        )
 
     def count(self, cube_id: str, filters: SearchFilters | None = None) -> int:
         where, params = self._filter_sql(filters)
         with self._lock:
-            return int(self.conn.execute(f"SELECT COUNT(*) FROM items WHERE cube_id = ?{where}",
-                                         (cube_id, *params)).fetchone()[0])
+            return int(
+                self.conn.execute(
+                    f"SELECT COUNT(*) FROM items WHERE cube_id = ?{where}", (cube_id, *params)
+                ).fetchone()[0]
+            )
 
     # -- edges -------------------------------------------------------------------------------------
     def add_edges(self, cube_id: str, edges: Sequence[Edge]) -> None:
@@ -592,15 +599,21 @@ class SQLiteMemoryStore(BaseMemoryStore):
                 extra, extra_params = "", []
                 if chunk is not None:
                     marks = ",".join("?" * len(chunk))
-                    conds = {"out": [f"source_id IN ({marks})"], "in": [f"target_id IN ({marks})"],
-                             "both": [f"source_id IN ({marks})", f"target_id IN ({marks})"]}[direction]
+                    conds = {
+                        "out": [f"source_id IN ({marks})"],
+                        "in": [f"target_id IN ({marks})"],
+                        "both": [f"source_id IN ({marks})", f"target_id IN ({marks})"],
+                    }[direction]
                     extra = " AND (" + " OR ".join(conds) + ")"
                     extra_params = list(chunk) * len(conds)
                 rows += self.conn.execute(sql + extra + " ORDER BY rowid", (*params, *extra_params)).fetchall()
         seen: dict[tuple[str, str, str], Edge] = {}
         for r in rows:
             seen[(r[0], r[1], r[2])] = Edge(
-                source_id=r[0], target_id=r[1], type=RelationType(r[2]), weight=r[3],
+                source_id=r[0],
+                target_id=r[1],
+                type=RelationType(r[2]),
+                weight=r[3],
                 created_at=datetime.fromisoformat(r[4]),
             )
         return list(seen.values())
