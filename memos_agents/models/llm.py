@@ -177,11 +177,8 @@ class HFLocalLLM(BaseLLM):
         config.__dict__.pop("quantization_config", None)
         plain = auto_model.from_config(config, dtype=torch.bfloat16)
         plain.load_state_dict(model.state_dict())
-        tmp = Path(
-            tempfile.mkdtemp(
-                prefix=target.name + ".", dir=target.parent.mkdir(parents=True, exist_ok=True) or target.parent
-            )
-        )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
         plain.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         try:

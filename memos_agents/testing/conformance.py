@@ -53,7 +53,7 @@ def vec(*hot: int) -> list[float]:
     v = np.zeros(DIM, dtype=np.float32)
     for h in hot:
         v[h] = 1.0
-    return (v / np.linalg.norm(v)).tolist()
+    return [float(x) for x in v / np.linalg.norm(v)]
 
 
 def item(text: str, *hot: int, **kw: object) -> MemoryItem:
