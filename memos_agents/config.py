@@ -64,9 +64,8 @@ class ReaderConfig(BaseModel):
     """MemReader settings.
 
     Attributes:
-        context_turns: In fast mode, how many preceding turns of the same session are added to a
-            turn's indexed (embedded and BM25) text as context; the item's prompt text stays the
-            turn itself (default 1).
+        window_turns: In fast mode, how many consecutive turns of a session one item holds
+            (sliding, stride 1; default 3; 1 gives one item per turn).
         merge_threshold: Cosine at or above which a new item is merged with an existing one (0.97).
         relate_threshold: Cosine at or above which a RELATE_TO edge links items of different
             sessions (0.8).
@@ -78,7 +77,7 @@ class ReaderConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    context_turns: int = Field(default=1, ge=0, le=8)
+    window_turns: int = Field(default=3, ge=1, le=16)
     merge_threshold: float = Field(default=0.97, gt=0.0, le=1.0)
     relate_threshold: float = Field(default=0.8, gt=0.0, le=1.0)
     fine_window: int = Field(default=8, ge=1)
@@ -86,26 +85,34 @@ class ReaderConfig(BaseModel):
     key_phrases: int = Field(default=5, ge=0)
 
 
+class FusionMethod(StrEnum):
+    """How dense and BM25 rankings are combined."""
+
+    SCORE = "score"  # convex combination of normalised scores (Bruch, Gai & Ingber, ACM TOIS 2023)
+    RRF = "rrf"  # reciprocal rank fusion (Cormack, Clarke & Büttcher, SIGIR 2009)
+
+
 class RetrievalConfig(BaseModel):
     """Hybrid retrieval settings (see :class:`memos_agents.plaintext.retrieval.HybridRetriever`).
 
     Attributes:
-        candidates: Candidates taken from each retriever (dense and BM25) before fusion (50).
-        rrf_k: Reciprocal-rank-fusion constant (60, Cormack et al. 2009).
-        dense_weight / bm25_weight: Weights of each ranking in the fusion (1.0 / 1.0).
+        candidates: Candidates taken from each retriever (dense and BM25) before fusion (100).
+        fusion: ``score`` (default) or ``rrf``.
+        dense_weight / bm25_weight: Weights of each retriever in the fusion (0.4 / 0.6).
+        rrf_k: Reciprocal-rank-fusion constant, for ``fusion="rrf"`` (60).
         expand_top: How many fused hits seed graph expansion (10).
         expand_types: Relation types walked from the seeds.
-        neighbor_weight: A neighbour's score as a fraction of its seed's (0.5).
+        neighbor_weight: A neighbour's score gain as a fraction of its seed's (0.5).
         top_k: Default number of results (10).
-
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    candidates: int = Field(default=50, ge=1)
+    candidates: int = Field(default=100, ge=1)
+    fusion: FusionMethod = FusionMethod.SCORE
+    dense_weight: float = Field(default=0.4, ge=0)
+    bm25_weight: float = Field(default=0.6, ge=0)
     rrf_k: float = Field(default=60.0, gt=0)
-    dense_weight: float = Field(default=1.0, ge=0)
-    bm25_weight: float = Field(default=1.0, ge=0)
     expand_top: int = Field(default=10, ge=0)
     expand_types: list[RelationType] = Field(
         default_factory=lambda: [RelationType.FOLLOWS, RelationType.MERGED_TO, RelationType.DERIVED_FROM]

@@ -451,10 +451,10 @@ class MemOS:
             return []
         parsed = self.reader.parse_query(query)
         vector = self.embedder.embed_query(query)
-        results = self.retriever.search(self.store, cubes, parsed, vector, top_k=k, filters=flt)
-        return self.scheduler.select(
-            results, token_budget if token_budget is not None else self.config.default_token_budget
-        )
+        # overlapping windows are trimmed by the scheduler, so fetch enough candidates to fill top-k
+        results = self.retriever.search(self.store, cubes, parsed, vector, limit=4 * k + 10, filters=flt)
+        budget = token_budget if token_budget is not None else self.config.default_token_budget
+        return self.scheduler.select(results, top_k=k, token_budget=budget)
 
     def chat(
         self,

@@ -293,6 +293,8 @@ class ScoredMemory(BaseModel):
         tokens: Tokens of the item as rendered into a prompt (see ``MemScheduler.render``).
         signals: Per-retriever evidence, e.g. ``{"dense": 0.61, "bm25": 7.2, "graph": 0.3}``.
         via: For graph-expanded results, the id of the hit it was reached from.
+        trimmed: True when the scheduler removed lines already shown by a better result (the
+            stored item is unchanged; ``MemOS.get`` returns it whole).
 
     """
 
@@ -301,6 +303,7 @@ class ScoredMemory(BaseModel):
     tokens: int = 0
     signals: dict[str, float] = Field(default_factory=dict)
     via: str | None = None
+    trimmed: bool = False
 
 
 def jsonable(value: Any) -> Any:

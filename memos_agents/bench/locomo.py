@@ -99,9 +99,7 @@ def run_locomo_bench(
             embed_s = 0.0
             for conv in convs:
                 for session in conv.sessions:
-                    texts = mos.reader.index_texts(
-                        session.turns, [mos.reader._turn_item(m, BENCH_USER) for m in session.turns]
-                    )
+                    texts = mos.reader.embedding_texts(session.turns)
                     t0 = time.perf_counter()
                     mos.embedder.embed(texts)
                     embed_s += time.perf_counter() - t0

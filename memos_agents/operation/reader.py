@@ -2,10 +2,13 @@
 
 After MemOS's MemReader (MemTensor, 2025, §5.3):
 
-* ``fast`` mode uses no LLM: one item per turn, its text the speaker and the turn, its event time
-  the message's (or session's) time, its key and tags RAKE key phrases. The embedded text adds the
-  preceding turn(s) of the same session as context, so that a short reply ("Yes, last Sunday!")
-  is found by what it answers; the prompt text stays the turn itself.
+* ``fast`` mode uses no LLM. Each turn becomes one line (``"Speaker: text"``) and is embedded
+  once. Items are sliding windows of ``window_turns`` consecutive turns of a session (stride 1; a
+  session shorter than the window gives one item), so that a short reply ("Yes, last Sunday!") is
+  stored with what it answers. An item's embedding is the normalised mean of its turns' embeddings
+  (no turn is embedded twice), its sources are its turns' message ids, its event time the first
+  turn's, its key and tags RAKE key phrases. Windows form within one ``add`` call; turns added one
+  call at a time become single-turn items chained by FOLLOWS edges.
 * ``fine`` mode also asks an LLM to extract self-contained facts as JSON validated by
   :class:`~memos_agents.prompts.extract_facts.FactExtraction`. A parse failure is retried, then
   recorded as a failure; the raw turns are stored either way, and each fact is linked to the turns
@@ -49,9 +52,9 @@ class ReadResult:
 
 
 def render_turn(message: Message) -> str:
-    """Render one turn as memory text: ``"Speaker: content [shares a photo: caption]"``."""
+    """Render one turn as one line of memory text: ``"Speaker: content [shares a photo: caption]"``."""
     caption = f" [shares a photo: {message.image_caption}]" if message.image_caption else ""
-    return f"{message.speaker}: {message.content}{caption}"
+    return " ".join(f"{message.speaker}: {message.content}{caption}".split())
 
 
 class MemReader:
@@ -70,7 +73,7 @@ class MemReader:
         self.config = config or ReaderConfig()
 
     def read(self, messages: Sequence[Message], *, user_id: str | None, mode: ReadMode = ReadMode.FAST) -> ReadResult:
-        """Turn messages (already validated, with ids) into embedded items.
+        """Turn messages (already validated) into embedded items.
 
         Args:
             messages: Turns in conversation order.
@@ -83,88 +86,113 @@ class MemReader:
         Raises:
             ConfigError: ``fine`` mode without an LLM.
             ModelError: The embedder failed.
-
         """
-        result = ReadResult(items=[self._turn_item(m, user_id) for m in messages])
+        if mode == ReadMode.FINE and self.llm is None:
+            raise ConfigError("fine mode needs an LLM; configure one or use mode='fast'")
+        lines = self.embedding_texts(messages)
+        turn_vectors = self._embed(lines)
+        result = ReadResult()
+        containing: dict[int, list[MemoryItem]] = {}  # turn position -> windows that hold it
+        for positions in self.windows(messages):
+            item = self._window_item([messages[p] for p in positions], [lines[p] for p in positions], user_id)
+            item.embedding = _unit_mean(turn_vectors[positions])
+            result.items.append(item)
+            for p in positions:
+                containing.setdefault(p, []).append(item)
         if mode == ReadMode.FINE:
-            if self.llm is None:
-                raise ConfigError("fine mode needs an LLM; configure one or use mode='fast'")
-            by_message = {m.id: item for m, item in zip(messages, result.items, strict=True)}
+            facts_from = len(result.items)
             for start in range(0, len(messages), self.config.fine_window):
-                window = list(messages[start : start + self.config.fine_window])
-                self._extract(window, by_message, user_id, result)
-        texts = self.index_texts(messages, result.items)
+                window = list(range(start, min(start + self.config.fine_window, len(messages))))
+                self._extract(messages, window, containing, user_id, result)
+            facts = result.items[facts_from:]
+            for fact, vec in zip(facts, self._embed([f.text for f in facts]), strict=True):
+                fact.embedding = vec.tolist()
+        return result
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
         vectors = self.embedder.embed(texts)
         if vectors.shape != (len(texts), self.embedder.dim):
             raise ModelError(f"embedder returned shape {vectors.shape}, expected {(len(texts), self.embedder.dim)}")
-        for item, vec in zip(result.items, vectors, strict=True):
-            item.embedding = vec.tolist()
-        return result
+        return vectors
 
-    def _turn_item(self, m: Message, user_id: str | None) -> MemoryItem:
-        text = render_turn(m)
-        phrases = key_phrases(f"{m.content} {m.image_caption or ''}", self.config.key_phrases)
+    def embedding_texts(self, messages: Sequence[Message]) -> list[str]:
+        """Return the texts fast mode embeds: one rendered line per turn."""
+        return [render_turn(m) for m in messages]
+
+    def windows(self, messages: Sequence[Message]) -> list[list[int]]:
+        """Return the turn positions of each window item: ``window_turns`` consecutive turns of one session.
+
+        Consecutive messages with the same ``session_id`` form a run; a run of L turns gives
+        ``max(1, L - window_turns + 1)`` windows with stride 1.
+        """
+        size = self.config.window_turns
+        out: list[list[int]] = []
+        run: list[int] = []
+        for pos, m in enumerate([*messages, None]):
+            if run and (m is None or m.session_id != messages[run[0]].session_id):
+                out.extend(run[i : i + size] for i in range(max(1, len(run) - size + 1)))
+                run = []
+            if m is not None:
+                run.append(pos)
+        return out
+
+    def _window_item(self, turns: list[Message], lines: list[str], user_id: str | None) -> MemoryItem:
+        phrases = key_phrases(
+            " . ".join(f"{m.content} {m.image_caption or ''}" for m in turns), self.config.key_phrases
+        )
+        ids = [m.id for m in turns if m.id]
         return MemoryItem(
-            text=text,
+            text="\n".join(lines),
             memory_type=MemoryType.LONG_TERM,
             key=phrases[0] if phrases else None,
             tags=phrases,
             sources=Sources(
-                message_ids=[m.id] if m.id else [],
-                session_ids=[m.session_id] if m.session_id else [],
-                speakers=[m.speaker],
+                message_ids=ids,
+                session_ids=list(dict.fromkeys(m.session_id for m in turns if m.session_id)),
+                speakers=list(dict.fromkeys(m.speaker for m in turns)),
             ),
             user_id=user_id,
-            event_time=m.timestamp,
-            metadata={"role": m.role},
+            event_time=turns[0].timestamp,
+            metadata={"turns": len(turns), "lines_match_sources": len(ids) == len(turns)},
         )
 
-    def index_texts(self, messages: Sequence[Message], items: list[MemoryItem]) -> list[str]:
-        """Texts to embed: turn items get their preceding same-session turns as context."""
-        texts = []
-        n = self.config.context_turns
-        for pos, item in enumerate(items):
-            if pos < len(messages) and n:
-                context = [
-                    render_turn(p) for p in messages[max(0, pos - n) : pos] if p.session_id == messages[pos].session_id
-                ]
-                texts.append("\n".join([*context, item.text]))
-            else:
-                texts.append(item.text)
-        return texts
-
     def _extract(
-        self, window: list[Message], by_message: dict[str | None, MemoryItem], user_id: str | None, result: ReadResult
+        self,
+        messages: Sequence[Message],
+        window: list[int],
+        containing: dict[int, list[MemoryItem]],
+        user_id: str | None,
+        result: ReadResult,
     ) -> None:
         assert self.llm is not None
-        prompt = extract_facts.build_messages(window)
+        turns = [messages[p] for p in window]
+        ids = [m.id or f"T{p}" for m, p in zip(turns, window, strict=True)]
+        prompt = extract_facts.build_messages([m.model_copy(update={"id": i}) for m, i in zip(turns, ids, strict=True)])
         errors: list[str] = []
         parsed = None
         for _attempt in range(self.config.fine_max_retries + 1):
             try:
-                raw = self.llm.generate(prompt, max_tokens=512)
-                parsed = extract_facts.parse(raw)
+                parsed = extract_facts.parse(self.llm.generate(prompt, max_tokens=512))
                 break
             except (ValueError, ModelError) as exc:
                 errors.append(str(exc)[:300])
         if parsed is None:
             log.warning("fact extraction failed for %d turns: %s", len(window), errors[-1])
-            result.failures.append({"task": "extract_facts", "message_ids": [m.id for m in window], "errors": errors})
+            result.failures.append({"task": "extract_facts", "message_ids": [m.id for m in turns], "errors": errors})
             return
-        window_ids = [m.id for m in window]
         for fact in parsed.facts:
-            cited = [i for i in fact.source_ids if i in window_ids] or window_ids
-            turns = [by_message[i] for i in cited if i in by_message]
-            times = [t.event_time for t in turns if t.event_time is not None]
+            cited = [p for p, i in zip(window, ids, strict=True) if i in fact.source_ids] or window
+            sources = list(dict.fromkeys(item.id for p in cited for item in containing.get(p, [])))
+            times = [messages[p].timestamp for p in cited if messages[p].timestamp is not None]
             item = MemoryItem(
                 text=fact.text,
                 memory_type=fact.memory_type if fact.memory_type != MemoryType.WORKING else MemoryType.LONG_TERM,
                 key=fact.key,
                 tags=[t.lower() for t in fact.tags][: max(self.config.key_phrases, 1)],
                 sources=Sources(
-                    message_ids=[i for i in cited if i],
-                    session_ids=list(dict.fromkeys(s for t in turns for s in t.sources.session_ids)),
-                    speakers=list(dict.fromkeys(s for t in turns for s in t.sources.speakers)),
+                    message_ids=[i for i in (messages[p].id for p in cited) if i],
+                    session_ids=list(dict.fromkeys(s for p in cited if (s := messages[p].session_id))),
+                    speakers=list(dict.fromkeys(messages[p].speaker for p in cited)),
                 ),
                 user_id=user_id,
                 event_time=min(times) if times else None,
@@ -172,14 +200,15 @@ class MemReader:
                 metadata={"extracted_by": getattr(self.llm, "model_name", "llm")},
             )
             result.items.append(item)
-            result.edges.extend(Edge(source_id=item.id, target_id=t.id, type=RelationType.DERIVED_FROM) for t in turns)
+            result.edges.extend(Edge(source_id=item.id, target_id=t, type=RelationType.DERIVED_FROM) for t in sources)
 
     def parse_query(self, query: str) -> MemoryQuery:
         """Turn a question into a :class:`MemoryQuery` (its content terms as keywords)."""
         return MemoryQuery(text=query, keywords=content_terms(query))
 
 
-def normalize(vectors: np.ndarray) -> np.ndarray:
-    """Return ``vectors`` with rows scaled to unit L2 norm (zero rows stay zero)."""
-    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    return vectors / np.where(norms == 0, 1.0, norms)
+def _unit_mean(vectors: np.ndarray) -> list[float]:
+    """Return the normalised mean of ``vectors`` (shape ``(n, dim)``) as a list."""
+    mean = vectors.mean(axis=0)
+    norm = float(np.linalg.norm(mean))
+    return [float(x) for x in mean / (norm or 1.0)]

@@ -36,25 +36,58 @@ class MemScheduler:
             result.tokens = n
         return list(results)
 
-    def select(self, results: Sequence[ScoredMemory], token_budget: int | None) -> list[ScoredMemory]:
-        """Keep results in rank order while they fit in ``token_budget`` tokens.
+    @staticmethod
+    def deduplicate(results: Sequence[ScoredMemory]) -> list[ScoredMemory]:
+        """Drop source turns already shown by a better-ranked result.
 
-        A result that does not fit is skipped and later, smaller ones may still be taken (greedy
-        knapsack in rank order). ``None`` keeps everything.
+        Walking results in rank order, a result whose source messages were all shown already is
+        dropped. A window item (one text line per source message) that shares some of them is
+        trimmed to its unseen lines (``trimmed=True``; the stored item is unchanged). Results
+        without message ids are kept as they are.
+        """
+        shown: set[tuple[str, str]] = set()  # (cube, message id): message ids are unique per cube only
+        out: list[ScoredMemory] = []
+        for r in results:
+            ids = r.item.sources.message_ids
+            keys = [(r.item.cube_id, i) for i in ids]
+            fresh = [k for k in keys if k not in shown]
+            if ids and not fresh:
+                continue
+            lines = r.item.text.split("\n")
+            if len(fresh) < len(ids) and r.item.metadata.get("lines_match_sources") and len(lines) == len(ids):
+                keep = [n for n, k in enumerate(keys) if k not in shown]
+                item = r.item.model_copy(
+                    update={
+                        "text": "\n".join(lines[n] for n in keep),
+                        "sources": r.item.sources.model_copy(update={"message_ids": [ids[n] for n in keep]}),
+                    }
+                )
+                r = r.model_copy(update={"item": item, "trimmed": True})
+            shown.update(keys)
+            out.append(r)
+        return out
+
+    def select(
+        self, results: Sequence[ScoredMemory], *, top_k: int | None = None, token_budget: int | None = None
+    ) -> list[ScoredMemory]:
+        """Choose what enters the context: deduplicate, cut to ``top_k``, fit ``token_budget``.
+
+        Results are taken in rank order while they fit in ``token_budget`` tokens; one that does
+        not fit is skipped and later, smaller ones may still be taken. ``None`` means no limit.
 
         Returns:
             The chosen results, with ``tokens`` filled.
-
         """
-        counted = self.count(results)
+        chosen = self.deduplicate(results)[:top_k]
+        counted = self.count(chosen)
         if token_budget is None:
             return counted
-        chosen, used = [], 0
+        kept, used = [], 0
         for r in counted:
             if used + r.tokens <= token_budget:
-                chosen.append(r)
+                kept.append(r)
                 used += r.tokens
-        return chosen
+        return kept
 
     def render_context(self, results: Sequence[ScoredMemory]) -> str:
         """Render chosen results as the memory block of a prompt, one line each, in rank order."""

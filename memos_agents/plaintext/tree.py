@@ -6,8 +6,8 @@
 * **Topics** — every session (or, without one, every event day) has a topic node; its members hang
   under it by PARENT edges. A topic's text names the session, its date, speakers and key phrases;
   its embedding is the normalised mean of its first members' (no extra embedding call).
-* **Near-duplicates merged** — an item whose cosine to an active memory is at least
-  ``merge_threshold`` is merged with it: a new merged item (longer text, union of provenance)
+* **Near-duplicates merged** — an item whose cosine to an active memory that shares none of its
+  source messages is at least ``merge_threshold`` is merged with it: a new merged item (longer text, union of provenance)
   replaces both, the originals are archived (not deleted) and point to it by MERGED_TO.
 * **Related items linked** — RELATE_TO to the most similar active memory of another session when
   the cosine is at least ``relate_threshold``.
@@ -53,6 +53,10 @@ def topic_id(session: str) -> str:
 def _unit(v: np.ndarray) -> list[float]:
     n = float(np.linalg.norm(v))
     return cast(list[float], (v / (n or 1.0)).astype(np.float32).tolist())
+
+
+def _overlap(a: MemoryItem, b: MemoryItem) -> bool:
+    return bool(set(a.sources.message_ids) & set(b.sources.message_ids))
 
 
 class TreeOrganizer:
@@ -153,21 +157,24 @@ class TreeOrganizer:
             best_score, best, is_stored = -1.0, None, False
             hits = [
                 (h, sc)
-                for h, sc in store.vector_search(cube_id, item.embedding, 2, SearchFilters())
-                if h not in archived_now
+                for h, sc in store.vector_search(cube_id, item.embedding, 3, SearchFilters())
+                if h not in archived_now and sc >= cfg.relate_threshold
             ]
-            if hits and hits[0][1] >= cfg.relate_threshold:
-                hit_id, score = hits[0]
-                stored = store.get(cube_id, [hit_id], with_embeddings=score >= cfg.merge_threshold)
-                if stored and score >= cfg.merge_threshold:
-                    best_score, best, is_stored = score, stored[0], True
-                elif stored and session_key(stored[0]) != session_key(item):
+            stored = {i.id: i for i in store.get(cube_id, [h for h, _ in hits], with_embeddings=True)}
+            for hit_id, score in hits:
+                hit = stored.get(hit_id)
+                if hit is None or _overlap(hit, item):
+                    continue  # overlapping windows share turns: neighbours, not duplicates
+                if score >= cfg.merge_threshold:
+                    best_score, best, is_stored = score, hit, True
+                elif session_key(hit) != session_key(item):
                     batch.edges.append(
                         Edge(source_id=item.id, target_id=hit_id, type=RelationType.RELATE_TO, weight=score)
                     )
+                break
             for other, other_vec in pending:
                 score = float(other_vec @ vec)
-                if score > best_score:
+                if score > best_score and not _overlap(other, item):
                     best_score, best, is_stored = score, other, False
             if best is None or best_score < cfg.merge_threshold:
                 pending.append((item, vec))

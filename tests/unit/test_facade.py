@@ -55,28 +55,42 @@ def test_add_builds_the_tree(mos: MemOS) -> None:
             "I went to the LGBTQ support group yesterday.",
             "That sounds inspiring!",
             "I am researching adoption agencies.",
+            "Which agency did you pick?",
         ),
         "alice",
         "c1",
     )
-    r2 = mos.add(turns("1", "Which agency did you pick?", start=4), "alice", "c1")
-    assert len(r1.ids) == 3 and len(r2.ids) == 1
-    follows = mos.store.get_edges("c1", types=[RelationType.FOLLOWS])
-    # a chain over both calls: 2->1, 3->2, 4->3
-    assert len(follows) == 3
-    assert {(e.source_id, e.target_id) for e in follows} >= {(r2.ids[0], r1.ids[2])}
+    r2 = mos.add(turns("1", "The one that supports LGBTQ+ folks.", start=5), "alice", "c1")
+    # 4 turns -> two sliding windows of 3 turns; a lone turn in a later call -> one single-turn item
+    w1, w2 = mos.store.get("c1", r1.ids)
+    assert w1.sources.message_ids == ["D1:1", "D1:2", "D1:3"] and w2.sources.message_ids == ["D1:2", "D1:3", "D1:4"]
+    assert w1.text.splitlines()[1] == "Melanie: That sounds inspiring!"
+    assert w1.sources.speakers == ["Caroline", "Melanie"] and w1.event_time == T and w1.key and w1.tags
+    assert len(r2.ids) == 1 and mos.get(r2.ids[0], "alice", "c1").sources.message_ids == ["D1:5"]
+    follows = {(e.source_id, e.target_id) for e in mos.store.get_edges("c1", types=[RelationType.FOLLOWS])}
+    assert follows == {(w2.id, w1.id), (r2.ids[0], w2.id)}  # the chain continues across calls
     parents = mos.store.get_edges("c1", ["topic.session_1"], [RelationType.PARENT], "out")
     assert [e.target_id for e in parents] == [*r1.ids, *r2.ids]
     (topic,) = mos.store.get("c1", ["topic.session_1"])
     assert topic.node_kind == NodeKind.TOPIC and "Caroline" in topic.text
-    item = mos.get(r1.ids[0], "alice", "c1")
-    assert item.sources.message_ids == ["D1:1"] and item.sources.speakers == ["Caroline"]
-    assert item.event_time == T and item.key and item.tags
+
+
+def test_search_trims_overlapping_windows(mos: MemOS) -> None:
+    mos.add(
+        turns("1", "We adopted a puppy.", "What is its name?", "Its name is Biscuit.", "Cute!", "Bye!"), "alice", "c1"
+    )
+    hits = mos.search("puppy name Biscuit", "alice", ["c1"], top_k=10)
+    shown = [m for h in hits for m in h.item.sources.message_ids]
+    assert len(shown) == len(set(shown)) == 5  # every turn once, no repeats across windows
+    trimmed = [h for h in hits if h.trimmed]
+    assert trimmed and all(len(h.item.text.splitlines()) == len(h.item.sources.message_ids) for h in hits)
+    whole = mos.get(trimmed[0].item.id, "alice", "c1")
+    assert len(whole.sources.message_ids) == 3  # the stored item is unchanged
 
 
 def test_near_duplicates_are_merged_not_deleted(mos: MemOS) -> None:
     first = mos.add(turns("1", "I love painting sunsets at the lake."), "alice", "c1")
-    second = mos.add(turns("2", "I love painting sunsets at the lake."), "alice", "c1")
+    second = mos.add(turns("2", "I love painting sunsets at the lake.", start=1), "alice", "c1")
     assert second.merged == 1
     originals = mos.store.get("c1", [first.ids[0], second.ids[0]])
     assert [o.status for o in originals] == [LifecycleState.ARCHIVED, LifecycleState.ARCHIVED]
@@ -90,7 +104,22 @@ def test_near_duplicates_are_merged_not_deleted(mos: MemOS) -> None:
 
 
 def test_search_filters_and_budget(mos: MemOS) -> None:
-    mos.add(turns("1", *(f"Memory number {n} about hiking trails and mountains." for n in range(12))), "alice", "c1")
+    places = [
+        "Alps",
+        "Andes",
+        "Rockies",
+        "Atlas",
+        "Urals",
+        "Pyrenees",
+        "Carpathians",
+        "Dolomites",
+        "Tatras",
+        "Cascades",
+        "Appalachians",
+        "Himalayas",
+    ]
+    for n, place in enumerate(places):
+        mos.add(turns(str(n), f"We went hiking on mountain trails in the {place}."), "alice", "c1")
     hits = mos.search("hiking mountains", "alice", ["c1"], top_k=12)
     assert len(hits) == 12 and all(h.tokens > 0 for h in hits)
     assert hits == sorted(hits, key=lambda h: -h.score)

@@ -2,6 +2,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from memos_agents import MemOS
@@ -39,18 +40,43 @@ MESSAGES = [
 ]
 
 
-def test_fast_mode_items_and_context() -> None:
-    reader = MemReader(HashingEmbedder(64), config=ReaderConfig(context_turns=1))
-    result = reader.read(MESSAGES, user_id="u", mode=ReadMode.FAST)
-    assert [i.text for i in result.items] == [
+def test_fast_mode_windows_embed_each_turn_once() -> None:
+    class CountingEmbedder(HashingEmbedder):
+        def __init__(self) -> None:
+            super().__init__(64)
+            self.seen: list[str] = []
+
+        def embed(self, texts):  # type: ignore[no-untyped-def]
+            self.seen.extend(texts)
+            return super().embed(texts)
+
+    embedder = CountingEmbedder()
+    messages = [
+        *MESSAGES,
+        Message(name="Caroline", content="Painting sounds\nrelaxing.", id="D1:3", session_id="s1"),
+        Message(name="Melanie", content="It is!", id="D1:4", session_id="s1"),
+        Message(name="Caroline", content="New session, new topic.", id="D2:1", session_id="s2"),
+    ]
+    reader = MemReader(embedder, config=ReaderConfig(window_turns=3))
+    assert reader.windows(messages) == [[0, 1, 2], [1, 2, 3], [4]]
+    result = reader.read(messages, user_id="u", mode=ReadMode.FAST)
+    assert embedder.seen == [
         "Caroline: I started pottery classes last week, I love it.",
         "Melanie: Cool! I prefer painting landscapes.",
+        "Caroline: Painting sounds relaxing.",  # one line per turn, newlines folded
+        "Melanie: It is!",
+        "Caroline: New session, new topic.",
     ]
-    assert result.items[0].key == "pottery classes" or "pottery classes" in result.items[0].tags
-    assert all(i.embedding is not None and len(i.embedding) == 64 for i in result.items)
-    texts = reader.index_texts(MESSAGES, result.items)
-    assert texts[0] == result.items[0].text
-    assert texts[1].startswith("Caroline: I started pottery") and texts[1].endswith("painting landscapes.")
+    first = result.items[0]
+    assert first.text.splitlines() == embedder.seen[:3]
+    assert first.sources.message_ids == ["D1:1", "D1:2", "D1:3"] and first.sources.session_ids == ["s1"]
+    assert first.key and {"pottery classes", "prefer painting landscapes"} <= set(first.tags)
+    turn_vectors = embedder.embed(embedder.seen[:3])
+    mean = turn_vectors.mean(axis=0)
+    assert np.allclose(first.embedding, mean / np.linalg.norm(mean), atol=1e-6)
+    assert result.items[2].sources.message_ids == ["D2:1"]
+    single = MemReader(HashingEmbedder(64), config=ReaderConfig(window_turns=1)).windows(messages)
+    assert single == [[0], [1], [2], [3], [4]]
 
 
 def test_fine_mode_extracts_validated_facts() -> None:
@@ -71,13 +97,14 @@ def test_fine_mode_extracts_validated_facts() -> None:
     )
     llm = ScriptedLLM(["Sure! ```json\n" + answer + "\n```"])
     result = MemReader(HashingEmbedder(64), llm).read(MESSAGES, user_id="u", mode=ReadMode.FINE)
-    assert len(result.items) == 4 and not result.failures
-    fact = result.items[2]
+    assert len(result.items) == 3 and not result.failures
+    window, fact, other = result.items
     assert fact.memory_type == MemoryType.USER and fact.sources.message_ids == ["D1:1"] and fact.tags == ["pottery"]
-    assert result.items[3].sources.message_ids == ["D1:1", "D1:2"]  # no citation: the whole window
-    assert {(e.source_id, e.type) for e in result.edges} == {
-        (fact.id, RelationType.DERIVED_FROM),
-        (result.items[3].id, RelationType.DERIVED_FROM),
+    assert fact.embedding is not None and fact.confidence == 0.9
+    assert other.sources.message_ids == ["D1:1", "D1:2"]  # no citation: the whole window
+    assert {(e.source_id, e.target_id, e.type) for e in result.edges} == {
+        (fact.id, window.id, RelationType.DERIVED_FROM),
+        (other.id, window.id, RelationType.DERIVED_FROM),
     }
     assert "[D1:1]" in llm.prompts[0][1]["content"]
 
@@ -87,7 +114,7 @@ def test_fine_mode_retries_then_records_failure(tmp_path: Path) -> None:
     with MemOS.from_path(tmp_path, embedder=HashingEmbedder(64), llm=llm, **{"reader": {"fine_max_retries": 2}}) as mos:
         mos.create_cube("c", "u")
         result = mos.add(MESSAGES, "u", "c", mode="fine")
-        assert len(result.ids) == 2  # the raw turns are stored anyway
+        assert len(result.ids) == 1  # the raw turns (one window) are stored anyway
         assert len(result.failures) == 1 and len(result.failures[0]["errors"]) == 3  # type: ignore[arg-type]
         events = mos.store.list_events("c", "extraction_failed")
         assert events and events[0]["payload"]["message_ids"] == ["D1:1", "D1:2"]  # type: ignore[index]
@@ -99,7 +126,7 @@ def test_fine_mode_retry_succeeds(tmp_path: Path) -> None:
     with MemOS.from_path(tmp_path, embedder=HashingEmbedder(64), llm=llm) as mos:
         mos.create_cube("c", "u")
         result = mos.add(MESSAGES, "u", "c", mode="fine")
-        assert len(result.ids) == 3 and not result.failures
+        assert len(result.ids) == 2 and not result.failures
         hits = mos.search("pottery", "u", ["c"])
         assert "Caroline does pottery." in [h.item.text for h in hits]
 

@@ -147,6 +147,12 @@ def _event_us(value: datetime | None) -> int | None:
     return None if value is None else int(value.timestamp() * 1_000_000)
 
 
+#: Small integer codes of the enum columns kept in the vector cache (fast numpy masks).
+_CODES: dict[Any, int] = {
+    value: code for enum in (LifecycleState, MemoryType, NodeKind) for code, value in enumerate(enum)
+}
+
+
 @dataclass
 class _VectorCache:
     """Per-cube matrix of unit vectors plus the columns filters need."""
@@ -181,19 +187,19 @@ class _VectorCache:
         return _VectorCache(
             ids=[i.id for i in rows],
             matrix=matrix,
-            status=np.asarray([i.status.value for i in rows], dtype=object),
-            memory_type=np.asarray([i.memory_type.value for i in rows], dtype=object),
-            node_kind=np.asarray([i.node_kind.value for i in rows], dtype=object),
+            status=np.asarray([_CODES[i.status] for i in rows], dtype=np.int16),
+            memory_type=np.asarray([_CODES[i.memory_type] for i in rows], dtype=np.int16),
+            node_kind=np.asarray([_CODES[i.node_kind] for i in rows], dtype=np.int16),
             user_id=np.asarray([i.user_id for i in rows], dtype=object),
             event_us=np.asarray([_event_us(i.event_time) or missing for i in rows], dtype=np.int64),
             tags=[frozenset(i.tags) for i in rows],
         )
 
     def mask(self, filters: SearchFilters) -> np.ndarray:
-        m = np.isin(self.status, [s.value for s in filters.statuses])
-        m &= np.isin(self.node_kind, [k.value for k in filters.node_kinds])
+        m = np.isin(self.status, [_CODES[s] for s in filters.statuses])
+        m &= np.isin(self.node_kind, [_CODES[k] for k in filters.node_kinds])
         if filters.memory_types is not None:
-            m &= np.isin(self.memory_type, [t.value for t in filters.memory_types])
+            m &= np.isin(self.memory_type, [_CODES[t] for t in filters.memory_types])
         if filters.user_id is not None:
             m &= self.user_id == filters.user_id
         missing = np.iinfo(np.int64).min
@@ -471,7 +477,7 @@ class SQLiteMemoryStore(BaseMemoryStore):
                     node_kind=NodeKind(r[3]),
                     key=r[4],
                     tags=json.loads(r[5]),
-                    sources=Sources.model_validate_json(r[6]),
+                    sources=Sources.model_construct(**json.loads(r[6])),
                     user_id=r[7],
                     event_time=None if r[8] is None else as_utc(datetime.fromisoformat(r[8])),
                     created_at=as_utc(datetime.fromisoformat(r[9])),
