@@ -104,6 +104,7 @@ class RetrievalConfig(BaseModel):
         expand_types: Relation types walked from the seeds.
         neighbor_weight: A neighbour's score gain as a fraction of its seed's (0.5).
         top_k: Default number of results (10).
+
     """
 
     model_config = ConfigDict(extra="forbid")

@@ -86,6 +86,7 @@ class MemReader:
         Raises:
             ConfigError: ``fine`` mode without an LLM.
             ModelError: The embedder failed.
+
         """
         if mode == ReadMode.FINE and self.llm is None:
             raise ConfigError("fine mode needs an LLM; configure one or use mode='fast'")
@@ -183,7 +184,7 @@ class MemReader:
         for fact in parsed.facts:
             cited = [p for p, i in zip(window, ids, strict=True) if i in fact.source_ids] or window
             sources = list(dict.fromkeys(item.id for p in cited for item in containing.get(p, [])))
-            times = [messages[p].timestamp for p in cited if messages[p].timestamp is not None]
+            times = [t for p in cited if (t := messages[p].timestamp) is not None]
             item = MemoryItem(
                 text=fact.text,
                 memory_type=fact.memory_type if fact.memory_type != MemoryType.WORKING else MemoryType.LONG_TERM,

@@ -77,6 +77,7 @@ class MemScheduler:
 
         Returns:
             The chosen results, with ``tokens`` filled.
+
         """
         chosen = self.deduplicate(results)[:top_k]
         counted = self.count(chosen)

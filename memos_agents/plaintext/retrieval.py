@@ -13,8 +13,8 @@ The best fused hits then seed a graph expansion over whitelisted relations (FOLL
 DERIVED_FROM by default, as in MemOS's tree retrieval): a neighbour gains ``neighbor_weight`` × its
 seed's score. FOLLOWS is walked only from single-turn seeds: a multi-turn window already holds its
 neighbouring turns, and boosting the overlapping windows around it only repeats them (on LoCoMo it
-cost 0.03 recall within 1,000 tokens). Filters are applied inside the store, before ranking. Results of several cubes are
-merged by score.
+cost 0.03 recall within 1,000 tokens). Filters are applied inside the store, before ranking.
+Results of several cubes are merged by score.
 """
 
 from __future__ import annotations

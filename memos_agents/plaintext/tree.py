@@ -7,8 +7,9 @@
   under it by PARENT edges. A topic's text names the session, its date, speakers and key phrases;
   its embedding is the normalised mean of its first members' (no extra embedding call).
 * **Near-duplicates merged** — an item whose cosine to an active memory that shares none of its
-  source messages is at least ``merge_threshold`` is merged with it: a new merged item (longer text, union of provenance)
-  replaces both, the originals are archived (not deleted) and point to it by MERGED_TO.
+  source messages is at least ``merge_threshold`` is merged with it: a new merged item (longer
+  text, union of provenance) replaces both, the originals are archived (not deleted) and point to
+  it by MERGED_TO.
 * **Related items linked** — RELATE_TO to the most similar active memory of another session when
   the cosine is at least ``relate_threshold``.
 """
