@@ -451,10 +451,16 @@ class MemOS:
             return []
         parsed = self.reader.parse_query(query)
         vector = self.embedder.embed_query(query)
-        # overlapping windows are trimmed by the scheduler, so fetch enough candidates to fill top-k
-        results = self.retriever.search(self.store, cubes, parsed, vector, limit=4 * k + 10, filters=flt)
         budget = token_budget if token_budget is not None else self.config.default_token_budget
-        return self.scheduler.select(results, top_k=k, token_budget=budget)
+        # the scheduler drops turns already shown by better results, so fetch more candidates than
+        # top_k; fetch again with a wider net when overlaps left fewer than top_k
+        limit = 2 * k + 10
+        while True:
+            results = self.retriever.search(self.store, cubes, parsed, vector, limit=limit, filters=flt)
+            chosen = self.scheduler.deduplicate(results)
+            if len(chosen) >= k or len(results) < limit:
+                return self.scheduler.select(chosen, top_k=k, token_budget=budget)
+            limit *= 4
 
     def chat(
         self,

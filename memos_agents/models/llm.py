@@ -58,14 +58,23 @@ class OpenAICompatibleLLM(BaseLLM):
         base_url: Endpoint, e.g. ``"http://127.0.0.1:8080/v1"`` (None: the client's default).
         api_key: Key (None: ``OPENAI_API_KEY``, or a dummy for local servers).
         timeout: Request timeout in seconds (default 60).
+        max_retries: Retries of a failed request by the client (default 2).
 
     """
 
-    def __init__(self, model: str, base_url: str | None = None, api_key: str | None = None, timeout: float = 60.0):
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        max_retries: int = 2,
+    ):
         self.model_name = model
         self.base_url = base_url
         self.api_key = api_key
         self.timeout = timeout
+        self.max_retries = max_retries
         self._client: Any = None
 
     def generate(self, messages: Sequence[ChatMessage], *, max_tokens: int = 256, temperature: float = 0.0) -> str:
@@ -75,7 +84,9 @@ class OpenAICompatibleLLM(BaseLLM):
             except ImportError as exc:
                 raise require("openai", "openai") from exc
             key = self.api_key or os.environ.get("OPENAI_API_KEY") or "not-needed"
-            self._client = openai.OpenAI(base_url=self.base_url, api_key=key, timeout=self.timeout)
+            self._client = openai.OpenAI(
+                base_url=self.base_url, api_key=key, timeout=self.timeout, max_retries=self.max_retries
+            )
         try:
             resp = self._client.chat.completions.create(
                 model=self.model_name, messages=list(messages), max_tokens=max_tokens, temperature=temperature

@@ -64,20 +64,11 @@ class HybridRetriever:
 
         """
         filters = filters or SearchFilters()
-        scored: list[tuple[float, str, str, dict[str, float], str | None]] = []
-        for cube_id in cube_ids:
-            scored.extend(self._search_cube(store, cube_id, query, query_vector, filters))
-        scored.sort(key=lambda r: -r[0])
-        top = scored[:limit]
         out: list[ScoredMemory] = []
-        for cube_id in dict.fromkeys(r[1] for r in top):
-            wanted = [r for r in top if r[1] == cube_id]
-            items = {i.id: i for i in store.get(cube_id, [r[2] for r in wanted])}
-            out.extend(
-                ScoredMemory(item=items[r[2]], score=r[0], signals=r[3], via=r[4]) for r in wanted if r[2] in items
-            )
+        for cube_id in cube_ids:
+            out.extend(self._search_cube(store, cube_id, query, query_vector, filters, limit))
         out.sort(key=lambda r: -r.score)
-        return out
+        return out[:limit]
 
     def _normalised(self, name: str, rank: int, raw: float, hits: list[tuple[str, float]]) -> float:
         if self.config.fusion == FusionMethod.RRF:
@@ -94,29 +85,27 @@ class HybridRetriever:
         query: MemoryQuery,
         query_vector: np.ndarray | None,
         filters: SearchFilters,
-    ) -> list[tuple[float, str, str, dict[str, float], str | None]]:
+        limit: int,
+    ) -> list[ScoredMemory]:
         cfg = self.config
         signals: dict[str, dict[str, float]] = {}
         fused: dict[str, float] = {}
         rankings: list[tuple[str, float, list[tuple[str, float]]]] = []
         if query_vector is not None and cfg.dense_weight > 0:
-            rankings.append(
-                (
-                    "dense",
-                    cfg.dense_weight,
-                    store.vector_search(cube_id, query_vector.tolist(), cfg.candidates, filters),
-                )
-            )
+            dense = store.vector_search(cube_id, query_vector.tolist(), cfg.candidates, filters)
+            rankings.append(("dense", cfg.dense_weight, dense))
         if cfg.bm25_weight > 0:
             rankings.append(("bm25", cfg.bm25_weight, store.text_search(cube_id, query.text, cfg.candidates, filters)))
         for name, weight, hits in rankings:
             for rank, (item_id, raw) in enumerate(hits):
                 fused[item_id] = fused.get(item_id, 0.0) + weight * self._normalised(name, rank, raw, hits)
                 signals.setdefault(item_id, {})[name] = raw
+        ranked = sorted(fused, key=lambda i: -fused[i])
+        items = {i.id: i for i in store.get(cube_id, ranked[:limit])}
         via: dict[str, str] = {}
-        if cfg.expand_top > 0 and cfg.neighbor_weight > 0 and fused and cfg.expand_types:
-            seeds = sorted(fused, key=lambda i: -fused[i])[: cfg.expand_top]
-            windows = {i.id for i in store.get(cube_id, seeds) if int(i.metadata.get("turns") or 1) > 1}
+        if cfg.expand_top > 0 and cfg.neighbor_weight > 0 and ranked and cfg.expand_types:
+            seeds = ranked[: cfg.expand_top]
+            windows = {s for s in seeds if s in items and int(items[s].metadata.get("turns") or 1) > 1}
             bonus: dict[str, float] = {}
             for n in store.expand(cube_id, seeds, cfg.expand_types, depth=1, filters=filters):
                 if n.type == RelationType.FOLLOWS and n.from_id in windows:
@@ -129,4 +118,12 @@ class HybridRetriever:
             for item_id, gain in bonus.items():
                 fused[item_id] = fused.get(item_id, 0.0) + gain
                 signals.setdefault(item_id, {})["graph"] = gain
-        return [(score, cube_id, item_id, signals[item_id], via.get(item_id)) for item_id, score in fused.items()]
+            if bonus:
+                ranked = sorted(fused, key=lambda i: -fused[i])
+                missing = [i for i in ranked[:limit] if i not in items]
+                items.update({i.id: i for i in store.get(cube_id, missing)} if missing else {})
+        return [
+            ScoredMemory(item=items[i], score=fused[i], signals=signals[i], via=via.get(i))
+            for i in ranked[:limit]
+            if i in items
+        ]

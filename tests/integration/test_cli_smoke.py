@@ -104,3 +104,31 @@ def test_add_search_export_import_info(tmp_path: Path) -> None:
     assert denied.returncode == 2 and "PermissionDeniedError" in denied.stdout
     bad = memos("search", "  ", "--user", "alice", "--home", str(home), home=tmp_path)
     assert bad.returncode == 2 and "InvalidInputError" in bad.stdout
+
+
+@pytest.mark.smoke
+@pytest.mark.models
+def test_chat_repl_answers_from_memory(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    add = memos(
+        "add",
+        "My sister Ana lives in Porto and teaches piano.",
+        "--user",
+        "alice",
+        "--cube",
+        "notes",
+        "--home",
+        str(home),
+        home=tmp_path,
+    )
+    assert add.returncode == 0, add.stdout + add.stderr
+    run = subprocess.run(
+        [sys.executable, "-m", "memos_agents", "chat", "--user", "alice", "--cube", "notes", "--home", str(home)],
+        input="Where does my sister live?\nexit\n",
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1", "COLUMNS": "160"},
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "1 memories" in run.stdout and "memos>" in run.stdout

@@ -699,7 +699,18 @@ class SQLiteMemoryStore(BaseMemoryStore):
                         reached.append(Neighbor(id=other, from_id=origin, type=edge.type, depth=level))
             frontier = next_frontier
         if filters is not None and reached:
-            ok = {i.id for i in self.get(cube_id, [n.id for n in reached]) if filters.matches(i)}
+            where, params = self._filter_sql(filters)
+            ok: set[str] = set()
+            with self._lock:
+                for chunk in _chunks([n.id for n in reached], 500):
+                    marks = ",".join("?" * len(chunk))
+                    ok.update(
+                        r[0]
+                        for r in self.conn.execute(
+                            f"SELECT id FROM items WHERE cube_id = ? AND id IN ({marks}){where}",
+                            (cube_id, *chunk, *params),
+                        )
+                    )
             reached = [n for n in reached if n.id in ok]
         return reached
 
