@@ -16,6 +16,7 @@ set-up, empty-or-shared store; every test uses its own fresh cube ids::
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -327,6 +328,36 @@ class StoreConformanceTests:
         store.add_edges(cube, [Edge(source_id=b.id, target_id=a.id, type=RelationType.FOLLOWS, weight=0.5)])
         (follows,) = store.get_edges(cube, [b.id], [RelationType.FOLLOWS], "out")
         assert follows.weight == 0.5
+
+    def test_concurrent_writes_and_searches(self, store: BaseMemoryStore, cube: str) -> None:
+        errors: list[BaseException] = []
+
+        def writer(n: int) -> None:
+            try:
+                for k in range(10):
+                    store.add(cube, [item(f"writer {n} memory {k} about kites", (n + k) % DIM)])
+            except BaseException as exc:
+                errors.append(exc)
+
+        def reader() -> None:
+            try:
+                for _ in range(20):
+                    hits = store.vector_search(cube, vec(1), 5)
+                    assert len({h for h, _ in hits}) == len(hits)
+                    store.text_search(cube, "kites", 5)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=writer, args=(n,)) for n in range(3)]
+        threads += [threading.Thread(target=reader) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert store.count(cube) == 30
+        assert len(store.vector_search(cube, vec(1), 100)) == 30
+        assert len(store.text_search(cube, "kites", 100)) == 30
 
     # -- events and async -------------------------------------------------------------------------------
     def test_events(self, store: BaseMemoryStore, cube: str) -> None:

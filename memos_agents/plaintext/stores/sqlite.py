@@ -166,16 +166,22 @@ class _VectorCache:
     event_us: np.ndarray  # int64, INT64_MIN when unknown
     tags: list[frozenset[str]]
 
-    def extend(self, items: Sequence[MemoryItem]) -> None:
+    def extended(self, items: Sequence[MemoryItem]) -> _VectorCache:
+        """Return a new cache with ``items`` appended (readers of this one are unaffected)."""
         rows = [i for i in items if i.embedding is not None]
         if not rows:
-            return
+            return self
         other = _VectorCache.build(rows, self.matrix.shape[1])
-        self.ids.extend(other.ids)
-        self.matrix = np.vstack([self.matrix, other.matrix])
-        for name in ("status", "memory_type", "node_kind", "user_id", "event_us"):
-            setattr(self, name, np.concatenate([getattr(self, name), getattr(other, name)]))
-        self.tags.extend(other.tags)
+        return _VectorCache(
+            ids=[*self.ids, *other.ids],
+            matrix=np.vstack([self.matrix, other.matrix]),
+            status=np.concatenate([self.status, other.status]),
+            memory_type=np.concatenate([self.memory_type, other.memory_type]),
+            node_kind=np.concatenate([self.node_kind, other.node_kind]),
+            user_id=np.concatenate([self.user_id, other.user_id]),
+            event_us=np.concatenate([self.event_us, other.event_us]),
+            tags=[*self.tags, *other.tags],
+        )
 
     @staticmethod
     def build(items: Sequence[MemoryItem], dim: int) -> _VectorCache:
@@ -338,10 +344,11 @@ class SQLiteMemoryStore(BaseMemoryStore):
         return stored
 
     def delete_cube(self, cube_id: str) -> None:
-        with self._tx() as cur:
-            if cur.execute("DELETE FROM cubes WHERE cube_id = ?", (cube_id,)).rowcount == 0:
-                raise CubeNotFoundError(f"no cube {cube_id!r}")
-        self._vectors.pop(cube_id, None)
+        with self._lock:
+            with self._tx() as cur:
+                if cur.execute("DELETE FROM cubes WHERE cube_id = ?", (cube_id,)).rowcount == 0:
+                    raise CubeNotFoundError(f"no cube {cube_id!r}")
+            self._vectors.pop(cube_id, None)
 
     def _cube_dim(self, cur: sqlite3.Cursor, cube_id: str) -> int | None:
         row = cur.execute("SELECT embedding_dim FROM cubes WHERE cube_id = ?", (cube_id,)).fetchone()
@@ -396,29 +403,31 @@ class SQLiteMemoryStore(BaseMemoryStore):
         now = utcnow()
         updated: list[MemoryItem] = []
         try:
-            with self._tx() as cur:
-                dim = self._cube_dim(cur, cube_id)
-                new_dim = self._check_dim([*added, *batch.update], dim)
-                if new_dim != dim:
-                    cur.execute("UPDATE cubes SET embedding_dim = ? WHERE cube_id = ?", (new_dim, cube_id))
-                try:
-                    cur.executemany(
-                        "INSERT INTO items (cube_id, id, text, search_text, memory_type, node_kind, key, tags, "
-                        "sources, user_id, event_time, event_us, created_at, updated_at, confidence, status, "
-                        "version, embedding, metadata) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                        [self._row(i) for i in added],
-                    )
-                except sqlite3.IntegrityError as exc:
-                    raise InvalidInputError(f"an item id already exists in cube {cube_id!r}: {exc}") from exc
-                for item in batch.update:
-                    updated.append(self._update_one(cur, cube_id, item, now))
-                self._insert_edges(cur, cube_id, batch.edges)
+            with self._lock:
+                with self._tx() as cur:
+                    dim = self._cube_dim(cur, cube_id)
+                    new_dim = self._check_dim([*added, *batch.update], dim)
+                    if new_dim != dim:
+                        cur.execute("UPDATE cubes SET embedding_dim = ? WHERE cube_id = ?", (new_dim, cube_id))
+                    try:
+                        cur.executemany(
+                            "INSERT INTO items (cube_id, id, text, search_text, memory_type, node_kind, key, tags, "
+                            "sources, user_id, event_time, event_us, created_at, updated_at, confidence, status, "
+                            "version, embedding, metadata) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                            [self._row(i) for i in added],
+                        )
+                    except sqlite3.IntegrityError as exc:
+                        raise InvalidInputError(f"an item id already exists in cube {cube_id!r}: {exc}") from exc
+                    for item in batch.update:
+                        updated.append(self._update_one(cur, cube_id, item, now))
+                    self._insert_edges(cur, cube_id, batch.edges)
+                # after COMMIT, still under the lock: readers see rows and cache change together
+                if updated:
+                    self._vectors.pop(cube_id, None)
+                elif cube_id in self._vectors:
+                    self._vectors[cube_id] = self._vectors[cube_id].extended(added)
         except sqlite3.Error as exc:
             raise self._wrap(exc) from exc
-        if updated:
-            self._vectors.pop(cube_id, None)
-        elif cube_id in self._vectors:
-            self._vectors[cube_id].extend(added)
         return WriteResult(added=ids, updated=updated)
 
     def _update_one(self, cur: sqlite3.Cursor, cube_id: str, item: MemoryItem, now: datetime) -> MemoryItem:
