@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from memos_agents.errors import ModelError, require
+from memos_agents.models.openai_client import make_client
 from memos_agents.plaintext.text import words
 
 
@@ -178,11 +179,7 @@ class OpenAIEmbedder(BaseEmbedder):
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if self._client is None:
-            try:
-                import openai
-            except ImportError as exc:
-                raise require("openai", "openai") from exc
-            self._client = openai.OpenAI(base_url=self.base_url, api_key=self.api_key or "not-needed")
+            self._client = make_client(self.base_url, self.api_key)
         rows: list[list[float]] = []
         try:
             for i in range(0, len(texts), self.batch_size):

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from memos_agents.errors import MissingDependencyError, ModelError, require
+from memos_agents.models.openai_client import make_client
 
 ChatMessage = dict[str, str]
 
@@ -79,14 +80,7 @@ class OpenAICompatibleLLM(BaseLLM):
 
     def generate(self, messages: Sequence[ChatMessage], *, max_tokens: int = 256, temperature: float = 0.0) -> str:
         if self._client is None:
-            try:
-                import openai
-            except ImportError as exc:
-                raise require("openai", "openai") from exc
-            key = self.api_key or os.environ.get("OPENAI_API_KEY") or "not-needed"
-            self._client = openai.OpenAI(
-                base_url=self.base_url, api_key=key, timeout=self.timeout, max_retries=self.max_retries
-            )
+            self._client = make_client(self.base_url, self.api_key, self.timeout, self.max_retries)
         try:
             resp = self._client.chat.completions.create(
                 model=self.model_name, messages=list(messages), max_tokens=max_tokens, temperature=temperature
