@@ -1,7 +1,8 @@
 """The ``memos`` command line (typer + rich).
 
 Commands: ``demo``, ``add``, ``search``, ``chat`` (a REPL), ``cube export|import|info|list`` and
-``bench locomo``. Every command takes ``--home`` (default ``$MEMOS_HOME`` or ``~/.memos``).
+``bench locomo``. Every command but ``bench`` (which works in a temporary home) takes ``--home``
+(default ``$MEMOS_HOME`` or ``~/.memos``).
 Errors of the :class:`~memos_agents.errors.MemOSError` hierarchy print one line and exit with 2.
 """
 

@@ -11,8 +11,9 @@ The payload is one of:
 * :class:`ParametricPayload` — a LoRA adapter trained with peft (declared here likewise).
 
 Archives: :func:`write_archive` / :func:`read_archive` store a cube in one zip file holding
-``manifest.json`` (format name and version, header, counts, SHA-256 of each member), ``items.jsonl``
-and ``edges.jsonl``. Readers refuse unknown formats, newer versions and checksum mismatches.
+``manifest.json`` (format name and version, header, counts, SHA-256 of the header and of each
+member), ``items.jsonl`` and ``edges.jsonl``. Readers refuse unknown formats, newer versions and
+checksum mismatches. Checksums catch corruption, not tampering: they are not signatures.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import hashlib
 import io
 import json
 import zipfile
+import zlib
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -173,6 +175,10 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _header_sha(header: object) -> str:
+    return _sha256(json.dumps(header, sort_keys=True, separators=(",", ":")).encode())
+
+
 def write_archive(path: str | Path, cube: MemCube) -> Path:
     """Write ``cube`` to one zip archive.
 
@@ -188,12 +194,13 @@ def write_archive(path: str | Path, cube: MemCube) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     items = "".join(item.model_dump_json() + "\n" for item in cube.items).encode()
     edges = "".join(edge.model_dump_json() + "\n" for edge in cube.edges).encode()
+    header = json.loads(cube.header.model_dump_json())
     manifest = {
         "format": ARCHIVE_FORMAT,
         "format_version": ARCHIVE_FORMAT_VERSION,
-        "header": json.loads(cube.header.model_dump_json()),
+        "header": header,
         "counts": {"items": len(cube.items), "edges": len(cube.edges)},
-        "sha256": {"items.jsonl": _sha256(items), "edges.jsonl": _sha256(edges)},
+        "sha256": {"header": _header_sha(header), "items.jsonl": _sha256(items), "edges.jsonl": _sha256(edges)},
     }
     tmp = target.with_suffix(target.suffix + ".tmp")
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
@@ -234,10 +241,15 @@ def read_archive(path: str | Path) -> MemCube:
                     f"({ARCHIVE_FORMAT_VERSION}); upgrade memos-agents to read it"
                 )
             members = {name: zf.read(name) for name in ("items.jsonl", "edges.jsonl")}
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError) as exc:
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError, zlib.error) as exc:
         raise CubeFormatError(f"{source}: not a readable cube archive ({exc})") from exc
+    sums, counts = manifest.get("sha256"), manifest.get("counts")
+    if not isinstance(sums, dict) or not isinstance(counts, dict):
+        raise CubeFormatError(f"{source}: manifest lacks checksums or counts")
+    if sums.get("header") != _header_sha(manifest.get("header")):
+        raise CubeFormatError(f"{source}: checksum mismatch for the header")
     for name, data in members.items():
-        if manifest.get("sha256", {}).get(name) != _sha256(data):
+        if sums.get(name) != _sha256(data):
             raise CubeFormatError(f"{source}: checksum mismatch for {name}")
     try:
         header = CubeHeader.model_validate(manifest["header"])
@@ -245,7 +257,6 @@ def read_archive(path: str | Path) -> MemCube:
         edges = [Edge.model_validate_json(line) for line in io.BytesIO(members["edges.jsonl"]) if line.strip()]
     except (ValidationError, KeyError) as exc:
         raise CubeFormatError(f"{source}: invalid record ({exc})") from exc
-    counts = manifest.get("counts", {})
     if counts.get("items") != len(items) or counts.get("edges") != len(edges):
         raise CubeFormatError(f"{source}: counts in manifest do not match the content")
     return MemCube(header=header, items=items, edges=edges)

@@ -12,13 +12,16 @@ Typical use::
 
 Every call names the caller (``user_id``) and the cube(s); the cube's ACL is checked before the
 store is touched. Writes are validated completely before anything is written, then go to the store
-as one atomic batch. Each method has an ``a``-prefixed async twin that runs it in a worker thread.
+as one atomic batch. ``add``, ``search``, ``get``, ``update``, ``delete`` and ``chat`` have
+``a``-prefixed async twins that run them in a worker thread; concurrent adds to one cube are
+serialised within the process, so the tree is extended one batch at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -144,6 +147,13 @@ class MemOS:
         self.organizer = TreeOrganizer(self.config.reader)
         self.retriever = HybridRetriever(self.config.retrieval)
         self.scheduler = MemScheduler(token_counter or TokenCounter(self.config.tokenizer_encoding))
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def _write_lock(self, cube_id: str) -> threading.Lock:
+        """Return the lock that serialises tree updates of one cube within this process."""
+        with self._locks_guard:
+            return self._locks.setdefault(cube_id, threading.Lock())
 
     @classmethod
     def from_path(cls, home: str | Path, **kwargs: Any) -> MemOS:
@@ -154,6 +164,9 @@ class MemOS:
             **kwargs: Other :class:`MemOSConfig` fields (e.g. ``embedder={"provider": "hashing"}``),
                 or ``store``/``embedder``/``llm``/``token_counter`` instances, which are used as given.
 
+        Raises:
+            ConfigError: A configuration value is invalid.
+
         """
         instances = (
             ("store", BaseMemoryStore),
@@ -162,7 +175,11 @@ class MemOS:
             ("token_counter", TokenCounter),
         )
         parts = {k: kwargs.pop(k) for k, kind in instances if isinstance(kwargs.get(k), kind)}
-        return cls(MemOSConfig.model_validate({"home": Path(home), **kwargs}), **parts)
+        try:
+            config = MemOSConfig.model_validate({"home": Path(home), **kwargs})
+        except ValidationError as exc:
+            raise ConfigError(f"invalid MemOS configuration: {exc}") from exc
+        return cls(config, **parts)
 
     def setup(self) -> MemOS:
         """Open the store and apply migrations (idempotent). Returns self."""
@@ -323,8 +340,9 @@ class MemOS:
             validate_id(session_id, "session_id")
         msgs = self._messages(messages, session_id)
         read = self.reader.read(msgs, user_id=user_id, mode=read_mode)
-        batch = self.organizer.organize(self.store, cube_id, read.items, read.edges)
-        self.store.apply(cube_id, batch)
+        with self._write_lock(cube_id):  # the tree is read and extended as one step per cube
+            batch = self.organizer.organize(self.store, cube_id, read.items, read.edges)
+            self.store.apply(cube_id, batch)
         for failure in read.failures:
             self.store.record_event(cube_id, "extraction_failed", failure)
         merged = sum(1 for i in read.items if i.status == LifecycleState.ARCHIVED)
@@ -387,17 +405,24 @@ class MemOS:
             self._check_text(text, "text")
             changes["text"] = text
             changes["embedding"] = self.embedder.embed([text])[0].tolist()
-        if memory_type is not None:
-            changes["memory_type"] = MemoryType(memory_type)
+        try:
+            if memory_type is not None:
+                changes["memory_type"] = MemoryType(memory_type)
+            if status is not None:
+                changes["status"] = LifecycleState(status)
+        except ValueError as exc:
+            raise InvalidInputError(str(exc)) from exc
         if tags is not None:
+            if isinstance(tags, str | bytes) or not all(isinstance(t, str) for t in tags):
+                raise InvalidInputError("tags must be a list of strings")
             changes["tags"] = list(tags)
-        if status is not None:
-            changes["status"] = LifecycleState(status)
         return self.store.update(cube_id, [item.model_copy(update=changes)])[0]
 
     def delete(self, memory_ids: Sequence[str], user_id: str, cube_id: str) -> int:
         """Delete memories and their edges (needs write permission). Returns how many were deleted."""
         self._cube_for(cube_id, user_id, Permission.WRITE)
+        if isinstance(memory_ids, str | bytes):
+            raise InvalidInputError("memory_ids must be a list of ids, not a string")
         for mid in memory_ids:
             validate_id(mid, "memory_id")
         return self.store.delete(cube_id, list(memory_ids))
@@ -418,7 +443,8 @@ class MemOS:
         Args:
             query: The question (non-empty, at most ``max_text_chars``).
             user_id: The caller (read permission on every cube).
-            cube_ids: Cubes to search (None: every cube the caller may read).
+            cube_ids: Cubes to search (None: every cube the caller may read whose embedding
+                dimension matches this MemOS's embedder).
             top_k: Maximum results (default ``config.retrieval.top_k``).
             filters: :class:`SearchFilters` or a dict of its fields.
             token_budget: Maximum total tokens of the rendered results (default
@@ -438,11 +464,18 @@ class MemOS:
         if token_budget is not None and token_budget < 1:
             raise InvalidInputError("token_budget must be at least 1")
         try:
-            flt = filters if isinstance(filters, SearchFilters) or filters is None else SearchFilters(**filters)
+            flt = (
+                filters
+                if isinstance(filters, SearchFilters) or filters is None
+                else SearchFilters.model_validate(filters)
+            )
         except ValidationError as exc:
             raise InvalidInputError(f"invalid filters: {exc.errors()[0]['msg']}") from exc
         if cube_ids is None:
-            cubes = [h.cube_id for h in self.list_cubes(user_id)]
+            # every readable cube whose vectors this embedder can search (others need their own embedder)
+            cubes = [
+                h.cube_id for h in self.list_cubes(user_id) if h.storage.embedding_dim in (None, self.embedder.dim)
+            ]
         else:
             cubes = list(dict.fromkeys(cube_ids))
             for cid in cubes:

@@ -6,8 +6,10 @@ searched. For a question with evidence set E and results R, recall = |E ∩ ⋃ 
 src are the dia_ids an item came from.
 
 * ``recall_at[k]``: over the top-k results.
-* ``recall_within_tokens[B]``: over what ``search(token_budget=B)`` returns, i.e. results taken in
-  rank order while their rendered prompt lines (date + text, tiktoken cl100k_base) fit in B tokens.
+* ``recall_within_tokens[B]``: over what ``search(token_budget=B)`` returns: results in rank order,
+  each counted as its rendered prompt text (date + text, tiktoken cl100k_base) plus one separator
+  token, taken while they fit in B tokens; one that does not fit is skipped and smaller later ones
+  may still be taken.
 * ``mean_context_tokens_at[k]``: mean rendered tokens of the top-k.
 * ``search_ms``: wall time of one ``MemOS.search`` (top_k = largest k) per question, after warm-up.
 * ``ingest``: wall time of all ``add`` calls, and ``embed_only_seconds``, the embedder alone on the

@@ -178,6 +178,8 @@ class OpenAIEmbedder(BaseEmbedder):
         self._client: Any = None
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
         if self._client is None:
             self._client = make_client(self.base_url, self.api_key)
         rows: list[list[float]] = []

@@ -106,8 +106,9 @@ class MemReader:
                 window = list(range(start, min(start + self.config.fine_window, len(messages))))
                 self._extract(messages, window, containing, user_id, result)
             facts = result.items[facts_from:]
-            for fact, vec in zip(facts, self._embed([f.text for f in facts]), strict=True):
-                fact.embedding = vec.tolist()
+            if facts:
+                for fact, vec in zip(facts, self._embed([f.text for f in facts]), strict=True):
+                    fact.embedding = vec.tolist()
         return result
 
     def _embed(self, texts: list[str]) -> np.ndarray:

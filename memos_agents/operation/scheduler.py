@@ -30,10 +30,10 @@ class MemScheduler:
         return when + item.text
 
     def count(self, results: Sequence[ScoredMemory]) -> list[ScoredMemory]:
-        """Fill each result's ``tokens`` with the token count of its rendered line (in place)."""
+        """Fill each result's ``tokens``: its rendered text plus the newline that separates it (in place)."""
         counts = self.counter.count_many([self.render(r.item) for r in results])
         for result, n in zip(results, counts, strict=True):
-            result.tokens = n
+            result.tokens = n + 1
         return list(results)
 
     @staticmethod

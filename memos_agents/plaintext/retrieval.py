@@ -29,7 +29,7 @@ from memos_agents.schema import MemoryQuery, RelationType, ScoredMemory, SearchF
 
 
 class HybridRetriever:
-    """Dense + BM25 + graph retrieval with RRF fusion.
+    """Dense + BM25 + graph retrieval, fused by normalised-score combination (default) or RRF.
 
     Args:
         config: Fusion and expansion constants (see :class:`~memos_agents.config.RetrievalConfig`).

@@ -8,9 +8,10 @@ degree/frequency over the candidates; a phrase scores the sum of its words' scor
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import defaultdict
 
-_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'\-]*")
+_WORD = re.compile(r"[^\W_][\w'\-]*")
 _SPLIT = re.compile(r"[.!?,;:()\[\]\"\n]+")
 
 #: English stopwords (function words, auxiliaries, chat filler); used for BM25 queries and RAKE.
@@ -39,9 +40,15 @@ PHRASE_DELIMITERS: frozenset[str] = STOPWORDS | frozenset(
 )
 
 
+def fold(text: str) -> str:
+    """Lower-case and strip diacritics ("Zoë" → "zoe"), as SQLite FTS5's ``unicode61`` tokenizer does."""
+    decomposed = unicodedata.normalize("NFKD", text.lower())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
 def words(text: str) -> list[str]:
-    """Return the lower-cased word tokens of ``text``."""
-    return [w.lower().strip("'-") for w in _WORD.findall(text)]
+    """Return the lower-cased, diacritic-folded word tokens of ``text`` (any script)."""
+    return [w.strip("'-_") for w in _WORD.findall(fold(text))]
 
 
 def content_terms(text: str) -> list[str]:

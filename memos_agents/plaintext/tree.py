@@ -6,12 +6,12 @@
 * **Topics** — every session (or, without one, every event day) has a topic node; its members hang
   under it by PARENT edges. A topic's text names the session, its date, speakers and key phrases;
   its embedding is the normalised mean of its first members' (no extra embedding call).
-* **Near-duplicates merged** — an item whose cosine to an active memory that shares none of its
-  source messages is at least ``merge_threshold`` is merged with it: a new merged item (longer
+* **Near-duplicates merged** — an item whose cosine to an active memory of the same user that
+  shares none of its source messages is at least ``merge_threshold`` is merged with it: a new merged item (longer
   text, union of provenance) replaces both, the originals are archived (not deleted) and point to
   it by MERGED_TO.
-* **Related items linked** — RELATE_TO to the most similar active memory of another session when
-  the cosine is at least ``relate_threshold``.
+* **Related items linked** — RELATE_TO to the most similar non-overlapping active memory of the
+  same user when it lies in another session and the cosine is at least ``relate_threshold``.
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ class TreeOrganizer:
             best_score, best, is_stored = -1.0, None, False
             hits = [
                 (h, sc)
-                for h, sc in store.vector_search(cube_id, item.embedding, 3, SearchFilters())
+                for h, sc in store.vector_search(cube_id, item.embedding, 3, SearchFilters(user_id=item.user_id))
                 if h not in archived_now and sc >= cfg.relate_threshold
             ]
             stored = {i.id: i for i in store.get(cube_id, [h for h, _ in hits], with_embeddings=True)}
@@ -175,7 +175,7 @@ class TreeOrganizer:
                 break
             for other, other_vec in pending:
                 score = float(other_vec @ vec)
-                if score > best_score and not _overlap(other, item):
+                if score > best_score and other.user_id == item.user_id and not _overlap(other, item):
                     best_score, best, is_stored = score, other, False
             if best is None or best_score < cfg.merge_threshold:
                 pending.append((item, vec))

@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from memos_agents.schema import MemoryType, Message
 
@@ -32,6 +32,15 @@ class ExtractedFact(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     text: str = Field(min_length=1)
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("fact text must not be blank")
+        return value
+
     memory_type: MemoryType = MemoryType.LONG_TERM
     key: str | None = None
     tags: list[str] = Field(default_factory=list)

@@ -23,3 +23,21 @@ class TestSQLiteInMemoryStore(StoreConformanceTests):
         s.setup()
         yield s
         s.close()
+
+
+def test_vector_cache_sees_other_connections(tmp_path: Path) -> None:
+    from memos_agents.cube import CubeHeader, StorageProfile
+    from memos_agents.testing.conformance import item, vec
+
+    a, b = SQLiteMemoryStore(tmp_path / "m.db"), SQLiteMemoryStore(tmp_path / "m.db")
+    a.setup()
+    b.setup()
+    a.create_cube(CubeHeader(cube_id="c", owner_id="u", storage=StorageProfile(embedding_dim=8)))
+    first = item("first", 1)
+    a.add("c", [first])
+    assert [h for h, _ in a.vector_search("c", vec(1), 5)] == [first.id]  # cache built in a
+    second = item("second", 1)
+    b.add("c", [second])  # another connection, as another process would
+    assert {h for h, _ in a.vector_search("c", vec(1), 5)} == {first.id, second.id}
+    a.close()
+    b.close()

@@ -99,3 +99,14 @@ def test_declared_payload_types_roundtrip(tmp_path: Path) -> None:
     back = read_archive(write_archive(tmp_path / "kv.zip", cube))
     assert back.header.payload.type == "activation"
     assert back.items[0].text == "hot memory"
+
+
+def test_header_tampering_and_bad_manifest_fields_are_refused(mos: MemOS, tmp_path: Path) -> None:
+    path = mos.export_cube("src", "alice", tmp_path / "src.zip")
+    with zipfile.ZipFile(path) as zf:
+        manifest = json.loads(zf.read("manifest.json"))
+    manifest["header"]["owner_id"] = "mallory"
+    with pytest.raises(CubeFormatError, match="header"):
+        read_archive(_rewrite_manifest(path, tmp_path / "owner.zip", header=manifest["header"]))
+    with pytest.raises(CubeFormatError):
+        read_archive(_rewrite_manifest(path, tmp_path / "sums.zip", sha256="nope"))

@@ -213,3 +213,45 @@ def test_async_twins(mos: MemOS) -> None:
         assert await mos.adelete(result.ids, "alice", "c1") == 1
 
     asyncio.run(scenario())
+
+
+def test_merges_stay_within_one_user(mos: MemOS) -> None:
+    mos.create_cube("shared", "alice", acl=[AclEntry(principal="bob", permissions=[Permission.WRITE])])
+    mos.add(turns("1", "I love painting sunsets at the lake."), "alice", "shared")
+    bob = mos.add(turns("2", "I love painting sunsets at the lake."), "bob", "shared")
+    assert bob.merged == 0
+    hits = mos.search("painting sunsets", "alice", ["shared"], filters={"user_id": "bob"})
+    assert [h.item.id for h in hits] == bob.ids
+
+
+def test_more_bad_input_is_typed(mos: MemOS, tmp_path: Path) -> None:
+    (mid,) = mos.add(turns("1", "A memory."), "alice", "c1").ids
+    with pytest.raises(InvalidInputError):
+        mos.delete(mid, "alice", "c1")  # a string, not a list of ids
+    with pytest.raises(InvalidInputError):
+        mos.update(mid, "alice", "c1", status="bogus")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError):
+        mos.update(mid, "alice", "c1", tags="abc")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError):
+        mos.search("x", "alice", ["c1"], filters=["not", "a", "dict"])  # type: ignore[arg-type]
+    with pytest.raises(ConfigError):
+        MemOS.from_path(tmp_path / "other", retrieval={"top_k": 0})
+    assert mos.get(mid, "alice", "c1").version == 1
+
+
+def test_search_all_skips_cubes_of_another_embedder(mos: MemOS) -> None:
+    mos.add(turns("1", "Alice plays the cello."), "alice", "c1")
+    other = MemOS(mos.config, store=mos.store, embedder=HashingEmbedder(dim=32))
+    other.create_cube("c32", "alice")
+    other.add(turns("1", "Alice plays the cello in a 32-d cube."), "alice", "c32")
+    assert {h.item.cube_id for h in mos.search("cello", "alice")} == {"c1"}
+    assert {h.item.cube_id for h in other.search("cello", "alice")} == {"c32"}
+    with pytest.raises(ConfigError):
+        mos.search("cello", "alice", ["c32"])
+
+
+def test_non_ascii_text_is_searchable(mos: MemOS) -> None:
+    (mid,) = mos.add(turns("1", "Zoë opened a café in Zürich."), "alice", "c1").ids
+    (rid,) = mos.add(turns("2", "Мы ездили в Москву летом."), "alice", "c1").ids
+    assert mos.store.text_search("c1", "Where is Zoe's cafe?", 5)[0][0] == mid
+    assert mos.store.text_search("c1", "Москву", 5)[0][0] == rid

@@ -153,3 +153,12 @@ def test_chat_uses_memories(tmp_path: Path) -> None:
 def test_offline_preset_has_no_llm(tmp_path: Path) -> None:
     mos = MemOS.from_path(tmp_path, **PRESET_OFFLINE)
     assert mos.llm is None
+
+
+def test_blank_fact_is_retried_then_recorded(tmp_path: Path) -> None:
+    blank = '{"facts": [{"text": "   "}]}'
+    llm = ScriptedLLM([blank, blank, blank])
+    with MemOS.from_path(tmp_path, embedder=HashingEmbedder(64), llm=llm) as mos:
+        mos.create_cube("c", "u")
+        result = mos.add(MESSAGES, "u", "c", mode="fine")
+        assert len(result.ids) == 1 and len(result.failures) == 1

@@ -5,7 +5,8 @@
 * BM25 through an FTS5 index (porter stemmer) over item text, key and tags, kept in sync by
   triggers.
 * Vectors stored as float32 blobs beside each row; exact cosine search in numpy over a per-cube
-  in-memory matrix that is built lazily, extended on ``add`` and dropped on ``update``/``delete``.
+  in-memory matrix that is built lazily, extended on ``add`` and dropped on ``update``/``delete``
+  or when another process commits to the file (``PRAGMA data_version``).
 * Versioned migrations recorded in ``schema_migrations``; :meth:`SQLiteMemoryStore.setup` is
   idempotent.
 
@@ -15,15 +16,16 @@ across cubes; scores are still only ever returned for the caller's cube.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -135,6 +137,22 @@ _ITEM_COLUMNS = (
 )
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _store_errors(fn: F) -> F:
+    """Re-raise any ``sqlite3.Error`` escaping ``fn`` as :class:`StoreError` (after its rollback)."""
+
+    @functools.wraps(fn)
+    def wrapper(self: SQLiteMemoryStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite store {self.path}: {exc}") from exc
+
+    return cast(F, wrapper)
+
+
 def _search_text(item: MemoryItem) -> str:
     parts = [item.text]
     if item.key:
@@ -197,7 +215,9 @@ class _VectorCache:
             memory_type=np.asarray([_CODES[i.memory_type] for i in rows], dtype=np.int16),
             node_kind=np.asarray([_CODES[i.node_kind] for i in rows], dtype=np.int16),
             user_id=np.asarray([i.user_id for i in rows], dtype=object),
-            event_us=np.asarray([_event_us(i.event_time) or missing for i in rows], dtype=np.int64),
+            event_us=np.asarray(
+                [missing if i.event_time is None else _event_us(i.event_time) for i in rows], dtype=np.int64
+            ),
             tags=[frozenset(i.tags) for i in rows],
         )
 
@@ -243,6 +263,7 @@ class SQLiteMemoryStore(BaseMemoryStore):
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.RLock()
         self._vectors: dict[str, _VectorCache] = {}
+        self._data_version: int | None = None
 
     @classmethod
     def from_path(cls, path: str | Path) -> SQLiteMemoryStore:
@@ -256,6 +277,7 @@ class SQLiteMemoryStore(BaseMemoryStore):
             raise StoreError("store is not set up: call setup() first")
         return self._conn
 
+    @_store_errors
     def setup(self) -> None:
         """Open the file (creating it), switch to WAL and apply pending migrations. Idempotent."""
         with self._lock:
@@ -306,6 +328,7 @@ class SQLiteMemoryStore(BaseMemoryStore):
         return StoreError(f"sqlite store {self.path}: {exc}")
 
     # -- cubes ---------------------------------------------------------------------------------
+    @_store_errors
     def create_cube(self, header: CubeHeader) -> None:
         try:
             with self._tx() as cur:
@@ -318,6 +341,7 @@ class SQLiteMemoryStore(BaseMemoryStore):
         except sqlite3.Error as exc:
             raise self._wrap(exc) from exc
 
+    @_store_errors
     def get_cube(self, cube_id: str) -> CubeHeader:
         with self._lock:
             row = self.conn.execute("SELECT header FROM cubes WHERE cube_id = ?", (cube_id,)).fetchone()
@@ -325,11 +349,13 @@ class SQLiteMemoryStore(BaseMemoryStore):
             raise CubeNotFoundError(f"no cube {cube_id!r}")
         return CubeHeader.model_validate_json(row[0])
 
+    @_store_errors
     def list_cubes(self) -> list[CubeHeader]:
         with self._lock:
             rows = self.conn.execute("SELECT header FROM cubes ORDER BY cube_id").fetchall()
         return [CubeHeader.model_validate_json(r[0]) for r in rows]
 
+    @_store_errors
     def update_cube(self, header: CubeHeader) -> CubeHeader:
         with self._tx() as cur:
             row = cur.execute("SELECT header FROM cubes WHERE cube_id = ?", (header.cube_id,)).fetchone()
@@ -343,6 +369,7 @@ class SQLiteMemoryStore(BaseMemoryStore):
             )
         return stored
 
+    @_store_errors
     def delete_cube(self, cube_id: str) -> None:
         with self._lock:
             with self._tx() as cur:
@@ -395,6 +422,7 @@ class SQLiteMemoryStore(BaseMemoryStore):
             json.dumps(item.metadata),
         )
 
+    @_store_errors
     def apply(self, cube_id: str, batch: WriteBatch) -> WriteResult:
         added = [i.model_copy(update={"cube_id": cube_id}) for i in batch.add]
         ids = [i.id for i in added]
@@ -508,6 +536,7 @@ class SQLiteMemoryStore(BaseMemoryStore):
             ).fetchall()
         return self._items_from_rows(rows, with_embeddings)
 
+    @_store_errors
     def get(self, cube_id: str, ids: Sequence[str], *, with_embeddings: bool = False) -> list[MemoryItem]:
         found: dict[str, MemoryItem] = {}
         for chunk in _chunks(list(dict.fromkeys(ids)), 500):
@@ -516,20 +545,22 @@ class SQLiteMemoryStore(BaseMemoryStore):
                 found[item.id] = item
         return [found[i] for i in ids if i in found]
 
+    @_store_errors
     def delete(self, cube_id: str, ids: Sequence[str]) -> int:
         deleted = 0
-        with self._tx() as cur:
-            self._cube_dim(cur, cube_id)
-            for chunk in _chunks(list(ids), 500):
-                marks = ",".join("?" * len(chunk))
-                deleted += cur.execute(
-                    f"DELETE FROM items WHERE cube_id = ? AND id IN ({marks})", (cube_id, *chunk)
-                ).rowcount
-                cur.execute(
-                    f"DELETE FROM edges WHERE cube_id = ? AND (source_id IN ({marks}) OR target_id IN ({marks}))",
-                    (cube_id, *chunk, *chunk),
-                )
-        self._vectors.pop(cube_id, None)
+        with self._lock:
+            with self._tx() as cur:
+                self._cube_dim(cur, cube_id)
+                for chunk in _chunks(list(ids), 500):
+                    marks = ",".join("?" * len(chunk))
+                    deleted += cur.execute(
+                        f"DELETE FROM items WHERE cube_id = ? AND id IN ({marks})", (cube_id, *chunk)
+                    ).rowcount
+                    cur.execute(
+                        f"DELETE FROM edges WHERE cube_id = ? AND (source_id IN ({marks}) OR target_id IN ({marks}))",
+                        (cube_id, *chunk, *chunk),
+                    )
+            self._vectors.pop(cube_id, None)
         return deleted
 
     @staticmethod
@@ -562,6 +593,7 @@ class SQLiteMemoryStore(BaseMemoryStore):
             params += list(filters.tags_any)
         return " AND " + " AND ".join(clauses), params
 
+    @_store_errors
     def list_items(
         self,
         cube_id: str,
@@ -577,6 +609,7 @@ class SQLiteMemoryStore(BaseMemoryStore):
             f"cube_id = ?{where}", [cube_id, *params, -1 if limit is None else limit, offset], with_embeddings, tail
         )
 
+    @_store_errors
     def count(self, cube_id: str, filters: SearchFilters | None = None) -> int:
         where, params = self._filter_sql(filters)
         with self._lock:
@@ -587,6 +620,7 @@ class SQLiteMemoryStore(BaseMemoryStore):
             )
 
     # -- edges -------------------------------------------------------------------------------------
+    @_store_errors
     def add_edges(self, cube_id: str, edges: Sequence[Edge]) -> None:
         try:
             with self._tx() as cur:
@@ -595,6 +629,7 @@ class SQLiteMemoryStore(BaseMemoryStore):
         except sqlite3.Error as exc:
             raise self._wrap(exc) from exc
 
+    @_store_errors
     def get_edges(
         self,
         cube_id: str,
@@ -635,7 +670,13 @@ class SQLiteMemoryStore(BaseMemoryStore):
 
     # -- search --------------------------------------------------------------------------------------
     def _cache(self, cube_id: str) -> _VectorCache | None:
-        cache = self._vectors.get(cube_id)
+        with self._lock:
+            # data_version changes when another connection (another process) commits to the file
+            version = self.conn.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._data_version:
+                self._vectors.clear()
+                self._data_version = version
+            cache = self._vectors.get(cube_id)
         if cache is None:
             with self._lock:
                 row = self.conn.execute("SELECT embedding_dim FROM cubes WHERE cube_id = ?", (cube_id,)).fetchone()
@@ -648,6 +689,7 @@ class SQLiteMemoryStore(BaseMemoryStore):
                 self._vectors[cube_id] = cache
         return cache
 
+    @_store_errors
     def vector_search(
         self, cube_id: str, embedding: Sequence[float], k: int, filters: SearchFilters | None = None
     ) -> list[tuple[str, float]]:
@@ -669,6 +711,7 @@ class SQLiteMemoryStore(BaseMemoryStore):
         top = idx[np.argsort(-sub, kind="stable")[:k]] if idx.size > k else idx[np.argsort(-sub, kind="stable")]
         return [(cache.ids[i], float(scores[i])) for i in top]
 
+    @_store_errors
     def text_search(
         self, cube_id: str, query: str, k: int, filters: SearchFilters | None = None
     ) -> list[tuple[str, float]]:
@@ -684,6 +727,7 @@ class SQLiteMemoryStore(BaseMemoryStore):
             ).fetchall()
         return [(r[0], -float(r[1])) for r in rows]
 
+    @_store_errors
     def expand(
         self,
         cube_id: str,
@@ -724,6 +768,7 @@ class SQLiteMemoryStore(BaseMemoryStore):
         return reached
 
     # -- events ----------------------------------------------------------------------------------------
+    @_store_errors
     def record_event(self, cube_id: str, kind: str, payload: dict[str, object]) -> None:
         with self._tx() as cur:
             self._cube_dim(cur, cube_id)
@@ -732,6 +777,7 @@ class SQLiteMemoryStore(BaseMemoryStore):
                 (cube_id, kind, json.dumps(payload, default=str), utcnow().isoformat()),
             )
 
+    @_store_errors
     def list_events(self, cube_id: str, kind: str | None = None) -> list[dict[str, object]]:
         sql = "SELECT kind, payload, created_at FROM events WHERE cube_id = ?"
         params: list[Any] = [cube_id]
