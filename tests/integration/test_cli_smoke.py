@@ -10,9 +10,10 @@ import pytest
 LOCOMO = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "locomo" / "locomo_dev7.json"
 
 
-def memos(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+def memos(*args: str, home: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "memos_agents", *args],
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=600,
@@ -124,13 +125,16 @@ def test_chat_repl_answers_from_memory(tmp_path: Path) -> None:
         home=tmp_path,
     )
     assert add.returncode == 0, add.stdout + add.stderr
-    run = subprocess.run(
-        [sys.executable, "-m", "memos_agents", "chat", "--user", "alice", "--cube", "notes", "--home", str(home)],
-        input="Where does my sister live?\nexit\n",
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1", "COLUMNS": "160"},
+    run = memos(
+        "chat",
+        "--user",
+        "alice",
+        "--cube",
+        "notes",
+        "--home",
+        str(home),
+        home=tmp_path,
+        stdin="Where does my sister live?\nexit\n",
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "1 memories" in run.stdout and "memos>" in run.stdout
