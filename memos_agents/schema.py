@@ -261,20 +261,6 @@ class SearchFilters(BaseModel):
     def _utc(cls, value: datetime | None) -> datetime | None:
         return as_utc(value)
 
-    def matches(self, item: MemoryItem) -> bool:
-        """Return True if ``item`` passes every filter (reference semantics for all backends)."""
-        if self.user_id is not None and item.user_id != self.user_id:
-            return False
-        if self.memory_types is not None and item.memory_type not in self.memory_types:
-            return False
-        if item.status not in self.statuses or item.node_kind not in self.node_kinds:
-            return False
-        if self.time_from is not None and (item.event_time is None or item.event_time < self.time_from):
-            return False
-        if self.time_to is not None and (item.event_time is None or item.event_time > self.time_to):
-            return False
-        return not (self.tags_any is not None and not set(self.tags_any) & set(item.tags))
-
 
 class MemoryQuery(BaseModel):
     """A parsed query (MemReader's output for a question), ready for retrieval."""

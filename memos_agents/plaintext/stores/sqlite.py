@@ -324,22 +324,16 @@ class SQLiteMemoryStore(BaseMemoryStore):
             else:
                 cur.execute("COMMIT")
 
-    def _wrap(self, exc: sqlite3.Error) -> StoreError:
-        return StoreError(f"sqlite store {self.path}: {exc}")
-
     # -- cubes ---------------------------------------------------------------------------------
     @_store_errors
     def create_cube(self, header: CubeHeader) -> None:
-        try:
-            with self._tx() as cur:
-                if cur.execute("SELECT 1 FROM cubes WHERE cube_id = ?", (header.cube_id,)).fetchone():
-                    raise CubeExistsError(f"cube {header.cube_id!r} already exists")
-                cur.execute(
-                    "INSERT INTO cubes VALUES (?, ?, ?)",
-                    (header.cube_id, header.model_dump_json(), header.storage.embedding_dim),
-                )
-        except sqlite3.Error as exc:
-            raise self._wrap(exc) from exc
+        with self._tx() as cur:
+            if cur.execute("SELECT 1 FROM cubes WHERE cube_id = ?", (header.cube_id,)).fetchone():
+                raise CubeExistsError(f"cube {header.cube_id!r} already exists")
+            cur.execute(
+                "INSERT INTO cubes VALUES (?, ?, ?)",
+                (header.cube_id, header.model_dump_json(), header.storage.embedding_dim),
+            )
 
     @_store_errors
     def get_cube(self, cube_id: str) -> CubeHeader:
@@ -430,32 +424,29 @@ class SQLiteMemoryStore(BaseMemoryStore):
             raise InvalidInputError("duplicate item ids in one write")
         now = utcnow()
         updated: list[MemoryItem] = []
-        try:
-            with self._lock:
-                with self._tx() as cur:
-                    dim = self._cube_dim(cur, cube_id)
-                    new_dim = self._check_dim([*added, *batch.update], dim)
-                    if new_dim != dim:
-                        cur.execute("UPDATE cubes SET embedding_dim = ? WHERE cube_id = ?", (new_dim, cube_id))
-                    try:
-                        cur.executemany(
-                            "INSERT INTO items (cube_id, id, text, search_text, memory_type, node_kind, key, tags, "
-                            "sources, user_id, event_time, event_us, created_at, updated_at, confidence, status, "
-                            "version, embedding, metadata) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                            [self._row(i) for i in added],
-                        )
-                    except sqlite3.IntegrityError as exc:
-                        raise InvalidInputError(f"an item id already exists in cube {cube_id!r}: {exc}") from exc
-                    for item in batch.update:
-                        updated.append(self._update_one(cur, cube_id, item, now))
-                    self._insert_edges(cur, cube_id, batch.edges)
-                # after COMMIT, still under the lock: readers see rows and cache change together
-                if updated:
-                    self._vectors.pop(cube_id, None)
-                elif cube_id in self._vectors:
-                    self._vectors[cube_id] = self._vectors[cube_id].extended(added)
-        except sqlite3.Error as exc:
-            raise self._wrap(exc) from exc
+        with self._lock:
+            with self._tx() as cur:
+                dim = self._cube_dim(cur, cube_id)
+                new_dim = self._check_dim([*added, *batch.update], dim)
+                if new_dim != dim:
+                    cur.execute("UPDATE cubes SET embedding_dim = ? WHERE cube_id = ?", (new_dim, cube_id))
+                try:
+                    cur.executemany(
+                        "INSERT INTO items (cube_id, id, text, search_text, memory_type, node_kind, key, tags, "
+                        "sources, user_id, event_time, event_us, created_at, updated_at, confidence, status, "
+                        "version, embedding, metadata) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        [self._row(i) for i in added],
+                    )
+                except sqlite3.IntegrityError as exc:
+                    raise InvalidInputError(f"an item id already exists in cube {cube_id!r}: {exc}") from exc
+                for item in batch.update:
+                    updated.append(self._update_one(cur, cube_id, item, now))
+                self._insert_edges(cur, cube_id, batch.edges)
+            # after COMMIT, still under the lock: readers see rows and cache change together
+            if updated:
+                self._vectors.pop(cube_id, None)
+            elif cube_id in self._vectors:
+                self._vectors[cube_id] = self._vectors[cube_id].extended(added)
         return WriteResult(added=ids, updated=updated)
 
     def _update_one(self, cur: sqlite3.Cursor, cube_id: str, item: MemoryItem, now: datetime) -> MemoryItem:
@@ -622,12 +613,9 @@ class SQLiteMemoryStore(BaseMemoryStore):
     # -- edges -------------------------------------------------------------------------------------
     @_store_errors
     def add_edges(self, cube_id: str, edges: Sequence[Edge]) -> None:
-        try:
-            with self._tx() as cur:
-                self._cube_dim(cur, cube_id)
-                self._insert_edges(cur, cube_id, edges)
-        except sqlite3.Error as exc:
-            raise self._wrap(exc) from exc
+        with self._tx() as cur:
+            self._cube_dim(cur, cube_id)
+            self._insert_edges(cur, cube_id, edges)
 
     @_store_errors
     def get_edges(
