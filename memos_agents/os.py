@@ -492,7 +492,7 @@ class MemOS:
             results = self.retriever.search(self.store, cubes, parsed, vector, limit=limit, filters=flt)
             chosen = self.scheduler.deduplicate(results)
             if len(chosen) >= k or len(results) < limit:
-                return self.scheduler.select(chosen, top_k=k, token_budget=budget)
+                return self.scheduler.fit(chosen, top_k=k, token_budget=budget)
             limit *= 4
 
     def chat(

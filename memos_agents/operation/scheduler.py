@@ -70,7 +70,18 @@ class MemScheduler:
     def select(
         self, results: Sequence[ScoredMemory], *, top_k: int | None = None, token_budget: int | None = None
     ) -> list[ScoredMemory]:
-        """Choose what enters the context: deduplicate, cut to ``top_k``, fit ``token_budget``.
+        """Choose what enters the context: :meth:`deduplicate`, then :meth:`fit`.
+
+        Returns:
+            The chosen results, with ``tokens`` filled.
+
+        """
+        return self.fit(self.deduplicate(results), top_k=top_k, token_budget=token_budget)
+
+    def fit(
+        self, results: Sequence[ScoredMemory], *, top_k: int | None = None, token_budget: int | None = None
+    ) -> list[ScoredMemory]:
+        """Cut already deduplicated results to ``top_k`` and fit them in ``token_budget`` tokens.
 
         Results are taken in rank order while they fit in ``token_budget`` tokens; one that does
         not fit is skipped and later, smaller ones may still be taken. ``None`` means no limit.
@@ -79,8 +90,7 @@ class MemScheduler:
             The chosen results, with ``tokens`` filled.
 
         """
-        chosen = self.deduplicate(results)[:top_k]
-        counted = self.count(chosen)
+        counted = self.count(list(results)[:top_k])
         if token_budget is None:
             return counted
         kept, used = [], 0
