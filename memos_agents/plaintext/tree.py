@@ -56,6 +56,11 @@ def _unit(v: np.ndarray) -> list[float]:
     return cast(list[float], (v / (n or 1.0)).astype(np.float32).tolist())
 
 
+def _is_turn(item: MemoryItem) -> bool:
+    """Whether an item holds conversation turns (fast-mode windows), not an LLM-extracted fact."""
+    return item.node_kind == NodeKind.MEMORY and not item.metadata.get("extracted_by")
+
+
 def _overlap(a: MemoryItem, b: MemoryItem) -> bool:
     return bool(set(a.sources.message_ids) & set(b.sources.message_ids))
 
@@ -96,7 +101,7 @@ class TreeOrganizer:
 
     def _follows(self, store: BaseMemoryStore, cube_id: str, items: Sequence[MemoryItem], batch: WriteBatch) -> None:
         last: dict[str, str] = {}
-        turns = [i for i in items if i.node_kind == NodeKind.MEMORY and not i.metadata.get("extracted_by")]
+        turns = [i for i in items if _is_turn(i)]
         for item in turns:
             key = session_key(item)
             if key not in last:
@@ -116,7 +121,7 @@ class TreeOrganizer:
     def _topics(self, store: BaseMemoryStore, cube_id: str, items: Sequence[MemoryItem], batch: WriteBatch) -> None:
         groups: dict[str, list[MemoryItem]] = {}
         for item in items:
-            if item.node_kind == NodeKind.MEMORY and not item.metadata.get("extracted_by"):
+            if _is_turn(item):
                 groups.setdefault(session_key(item), []).append(item)
         existing = {t.id for t in store.get(cube_id, [topic_id(s) for s in groups])}
         for session, members in groups.items():
