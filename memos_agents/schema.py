@@ -231,6 +231,11 @@ class Message(BaseModel):
         """The speaker's name, falling back to the role."""
         return self.name or self.role
 
+    def line(self) -> str:
+        """Render the turn as one line: ``"Speaker: content [shares a photo: caption]"`` (whitespace folded)."""
+        caption = f" [shares a photo: {self.image_caption}]" if self.image_caption else ""
+        return " ".join(f"{self.speaker}: {self.content}{caption}".split())
+
 
 class SearchFilters(BaseModel):
     """Filters applied inside the store before ranking (never after truncation).

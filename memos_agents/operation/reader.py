@@ -51,12 +51,6 @@ class ReadResult:
     failures: list[dict[str, object]] = field(default_factory=list)
 
 
-def render_turn(message: Message) -> str:
-    """Render one turn as one line of memory text: ``"Speaker: content [shares a photo: caption]"``."""
-    caption = f" [shares a photo: {message.image_caption}]" if message.image_caption else ""
-    return " ".join(f"{message.speaker}: {message.content}{caption}".split())
-
-
 class MemReader:
     """Turns messages into memory items.
 
@@ -119,7 +113,7 @@ class MemReader:
 
     def embedding_texts(self, messages: Sequence[Message]) -> list[str]:
         """Return the texts fast mode embeds: one rendered line per turn."""
-        return [render_turn(m) for m in messages]
+        return [m.line() for m in messages]
 
     def windows(self, messages: Sequence[Message]) -> list[list[int]]:
         """Return the turn positions of each window item: ``window_turns`` consecutive turns of one session.

@@ -69,8 +69,7 @@ def build_messages(turns: Sequence[Message]) -> list[dict[str, str]]:
     lines = []
     for t in turns:
         when = f" ({t.timestamp:%d %B %Y})" if t.timestamp else ""
-        caption = f" [shares a photo: {t.image_caption}]" if t.image_caption else ""
-        lines.append(f"[{t.id}]{when} {t.speaker}: {t.content}{caption}")
+        lines.append(f"[{t.id}]{when} {t.line()}")
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n".join(lines)}]
 
 
