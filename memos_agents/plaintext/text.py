@@ -7,9 +7,13 @@ degree/frequency over the candidates; a phrase scores the sum of its words' scor
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections import defaultdict
+from typing import Any
+
+from memos_agents.errors import require
 
 _WORD = re.compile(r"[^\W_][\w'\-]*")
 _SPLIT = re.compile(r"[.!?,;:()\[\]\"\n]+")
@@ -105,3 +109,43 @@ def fts_query(text: str) -> str | None:
     if not terms:
         return None
     return " OR ".join('"' + t.replace('"', "") + '"' for t in terms)
+
+
+#: A token as SQLite FTS5's ``unicode61`` tokenizer sees it: a run of letters and digits.
+_TOKEN = re.compile(r"[^\W_]+")
+
+
+@functools.lru_cache(maxsize=1)
+def _porter() -> Any:
+    try:
+        import Stemmer  # PyStemmer: Snowball's implementation of the original Porter algorithm
+    except ImportError as exc:
+        raise require("PyStemmer", "neo4j") from exc
+    return Stemmer.Stemmer("porter")
+
+
+def bm25_terms(text: str) -> list[str]:
+    """Return the index terms of ``text`` as SQLite FTS5's ``porter unicode61`` tokenizer makes them.
+
+    Tokens are runs of letters and digits, lower-cased with diacritics removed; tokens of 3 to 64
+    characters are reduced with the Porter stemmer, shorter and longer ones are kept as they are
+    (as FTS5's porter wrapper does). Used by stores that compute BM25 themselves (the Neo4j
+    store's fallback), so that they rank like the embedded store's FTS5 index.
+
+    Args:
+        text: Document or query text.
+
+    Returns:
+        The terms in order, repeats included (term frequency counts them).
+
+    Raises:
+        MissingDependencyError: PyStemmer is not installed (``memos-agents[neo4j]``).
+
+    """
+    stem = _porter().stemWord
+    return [t if len(t) < 3 or len(t) > 64 else stem(t) for t in _TOKEN.findall(fold(text))]
+
+
+def bm25_query_terms(text: str) -> list[str]:
+    """Return the BM25 query terms of ``text``: the stemmed tokens of its content terms (see :func:`fts_query`)."""
+    return [t for term in content_terms(text) for t in bm25_terms(term)]

@@ -60,6 +60,11 @@ class WriteResult(BaseModel):
     updated: list[MemoryItem] = Field(default_factory=list)
 
 
+def search_text(item: MemoryItem) -> str:
+    """Return the text a store indexes for BM25: the item's text, key and tags, one per line."""
+    return "\n".join([item.text, *([item.key] if item.key else []), *item.tags])
+
+
 class BaseMemoryStore(ABC):
     """Abstract plaintext store. See the module docstring for the contract."""
 
@@ -270,3 +275,67 @@ class BaseMemoryStore(ABC):
     ) -> list[tuple[str, float]]:
         """Async twin of :meth:`text_search`."""
         return await asyncio.to_thread(self.text_search, cube_id, query, k, filters)
+
+    async def alist_cubes(self) -> list[CubeHeader]:
+        """Async twin of :meth:`list_cubes`."""
+        return await asyncio.to_thread(self.list_cubes)
+
+    async def aupdate_cube(self, header: CubeHeader) -> CubeHeader:
+        """Async twin of :meth:`update_cube`."""
+        return await asyncio.to_thread(self.update_cube, header)
+
+    async def adelete_cube(self, cube_id: str) -> None:
+        """Async twin of :meth:`delete_cube`."""
+        await asyncio.to_thread(self.delete_cube, cube_id)
+
+    async def alist_items(
+        self,
+        cube_id: str,
+        filters: SearchFilters | None = None,
+        *,
+        limit: int | None = None,
+        offset: int = 0,
+        with_embeddings: bool = False,
+    ) -> list[MemoryItem]:
+        """Async twin of :meth:`list_items`."""
+        return await asyncio.to_thread(
+            lambda: self.list_items(cube_id, filters, limit=limit, offset=offset, with_embeddings=with_embeddings)
+        )
+
+    async def acount(self, cube_id: str, filters: SearchFilters | None = None) -> int:
+        """Async twin of :meth:`count`."""
+        return await asyncio.to_thread(self.count, cube_id, filters)
+
+    async def aadd_edges(self, cube_id: str, edges: Sequence[Edge]) -> None:
+        """Async twin of :meth:`add_edges`."""
+        await asyncio.to_thread(self.add_edges, cube_id, edges)
+
+    async def aget_edges(
+        self,
+        cube_id: str,
+        ids: Sequence[str] | None = None,
+        types: Sequence[RelationType] | None = None,
+        direction: Direction = "both",
+    ) -> list[Edge]:
+        """Async twin of :meth:`get_edges`."""
+        return await asyncio.to_thread(self.get_edges, cube_id, ids, types, direction)
+
+    async def aexpand(
+        self,
+        cube_id: str,
+        ids: Sequence[str],
+        types: Sequence[RelationType],
+        *,
+        depth: int = 1,
+        filters: SearchFilters | None = None,
+    ) -> list[Neighbor]:
+        """Async twin of :meth:`expand`."""
+        return await asyncio.to_thread(lambda: self.expand(cube_id, ids, types, depth=depth, filters=filters))
+
+    async def arecord_event(self, cube_id: str, kind: str, payload: dict[str, object]) -> None:
+        """Async twin of :meth:`record_event`."""
+        await asyncio.to_thread(self.record_event, cube_id, kind, payload)
+
+    async def alist_events(self, cube_id: str, kind: str | None = None) -> list[dict[str, object]]:
+        """Async twin of :meth:`list_events`."""
+        return await asyncio.to_thread(self.list_events, cube_id, kind)

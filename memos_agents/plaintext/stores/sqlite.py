@@ -46,6 +46,7 @@ from memos_agents.plaintext.stores.base import (
     StoreCapabilities,
     WriteBatch,
     WriteResult,
+    search_text,
 )
 from memos_agents.plaintext.text import fts_query
 from memos_agents.schema import (
@@ -151,14 +152,6 @@ def _store_errors(fn: F) -> F:
             raise StoreError(f"sqlite store {self.path}: {exc}") from exc
 
     return cast(F, wrapper)
-
-
-def _search_text(item: MemoryItem) -> str:
-    parts = [item.text]
-    if item.key:
-        parts.append(item.key)
-    parts.extend(item.tags)
-    return "\n".join(parts)
 
 
 def _event_us(value: datetime | None) -> int | None:
@@ -398,7 +391,7 @@ class SQLiteMemoryStore(BaseMemoryStore):
             item.cube_id,
             item.id,
             item.text,
-            _search_text(item),
+            search_text(item),
             item.memory_type.value,
             item.node_kind.value,
             item.key,
