@@ -2,7 +2,9 @@
 
 Commands: ``demo``, ``add``, ``search``, ``chat`` (a REPL), ``cube export|import|info|list`` and
 ``bench locomo``. Every command but ``bench`` (which works in a temporary home) takes ``--home``
-(default ``$MEMOS_HOME`` or ``~/.memos``).
+(default ``$MEMOS_HOME`` or ``~/.memos``). Options before the command choose the plaintext store
+for every command: ``memos --store neo4j --neo4j-uri bolt://... cube import notes.zip --user bob``
+(the ``--neo4j-*`` options also read ``NEO4J_URI``, ``NEO4J_USER``, ``NEO4J_PASSWORD``, ``NEO4J_DATABASE``).
 Errors of the :class:`~memos_agents.errors.MemOSError` hierarchy print one line and exit with 2.
 """
 
@@ -35,8 +37,38 @@ Home = Annotated[Path | None, typer.Option("--home", help="MemOS home (default: 
 User = Annotated[str, typer.Option("--user", "-u", help="Caller's user id.")]
 
 
+#: Store settings from the options before the command (see :func:`main_options`).
+_STORE: dict[str, Any] = {}
+
+
+@app.callback()
+def main_options(
+    store: Annotated[str, typer.Option("--store", help="Plaintext store: sqlite (embedded) or neo4j.")] = "sqlite",
+    neo4j_uri: Annotated[str | None, typer.Option(envvar="NEO4J_URI", help="Bolt URI of the Neo4j server.")] = None,
+    neo4j_user: Annotated[str | None, typer.Option(envvar="NEO4J_USER", help="Neo4j user.")] = None,
+    neo4j_password: Annotated[
+        str | None, typer.Option(envvar="NEO4J_PASSWORD", help="Neo4j password.", show_default=False)
+    ] = None,
+    neo4j_database: Annotated[
+        str | None, typer.Option(envvar="NEO4J_DATABASE", help="Neo4j database (default: the server's).")
+    ] = None,
+    neo4j_tenant: Annotated[str, typer.Option(help="Namespace inside the Neo4j database.")] = "default",
+) -> None:
+    """memos-agents: a memory OS for LLM agents."""
+    _STORE.clear()
+    _STORE.update(
+        backend=store,
+        uri=neo4j_uri,
+        user=neo4j_user,
+        password=neo4j_password,
+        database=neo4j_database,
+        tenant=neo4j_tenant,
+    )
+
+
 def _mos(home: Path | None, **config: Any) -> MemOS:
-    return MemOS.from_path(home or default_home(), **config).setup()
+    store = dict(_STORE) if _STORE.get("backend", "sqlite") != "sqlite" else {}
+    return MemOS.from_path(home or default_home(), **({"store": store} if store else {}), **config).setup()
 
 
 def _run(fn: Any) -> Any:
@@ -252,39 +284,76 @@ def bench_locomo(
     k: Annotated[str, typer.Option("--k", help="Cut-offs for recall@k, comma-separated.")] = "5,10,20",
     budget: Annotated[str, typer.Option(help="Token budgets, comma-separated.")] = "1000",
     conversations: Annotated[int | None, typer.Option(min=1, help="Only the first N conversations.")] = None,
-    store: Annotated[str, typer.Option(help="Store backend: sqlite.")] = "sqlite",
+    store: Annotated[
+        str,
+        typer.Option(
+            help="Store backend(s), comma-separated: sqlite, neo4j. With several, each runs on the same data "
+            "and OUT/comparison.md gives the ratios to the first. neo4j uses --neo4j-uri (before the command) "
+            "or, without one, a local ArcadeDB Bolt server started for the run."
+        ),
+    ] = "sqlite",
     embedder: Annotated[str, typer.Option(help="sentence-transformers (MiniLM) or hashing.")] = "sentence-transformers",
 ) -> None:
     """Evidence recall, context tokens, search latency and ingestion cost on LoCoMo."""
+    import contextlib
+    import tempfile
+    import uuid
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from memos_agents.bench.locomo import run_locomo_bench, write_results
+    from memos_agents.bench.locomo import compare_stores, run_locomo_bench, write_comparison, write_results
 
     def go() -> None:
-        if store != "sqlite":
-            raise InvalidInputError(f"unknown store {store!r}; available: sqlite")
+        stores = list(dict.fromkeys(s.strip() for s in store.split(",") if s.strip()))
+        unknown = [s for s in stores if s not in ("sqlite", "neo4j")]
+        if unknown or not stores:
+            raise InvalidInputError(f"unknown store {', '.join(unknown) or store!r}; available: sqlite, neo4j")
         ks, budgets = _ints(k, "--k"), _ints(budget, "--budget")
         emb: dict[str, Any] = {"provider": embedder} if embedder != "hashing" else {"provider": "hashing", "dim": 256}
+        results: dict[str, dict[str, Any]] = {}
+        with contextlib.ExitStack() as stack:
+            neo4j_cfg: dict[str, Any] = {**_STORE, "backend": "neo4j", "tenant": "bench-" + uuid.uuid4().hex[:12]}
+            if "neo4j" in stores and not neo4j_cfg.get("uri"):
+                from memos_agents.testing.bolt_server import BoltServer
 
-        def factory(home: Path) -> MemOS:
-            return MemOS.from_path(home, embedder=emb, llm={"provider": "none"})
+                console.print("starting a local ArcadeDB Bolt server for the neo4j store ...")
+                root = stack.enter_context(tempfile.TemporaryDirectory(prefix="memos-bolt-"))
+                server = stack.enter_context(BoltServer.start(root))
+                neo4j_cfg.update(uri=server.uri, user=server.auth[0], password=server.auth[1], database=server.database)
+            for name in stores:
+                cfg: dict[str, Any] = {"store": neo4j_cfg} if name == "neo4j" else {}
 
-        with Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
-        ) as progress:
-            tasks: dict[str, Any] = {}
+                def factory(home: Path, cfg: dict[str, Any] = cfg) -> MemOS:
+                    return MemOS.from_path(home, embedder=emb, llm={"provider": "none"}, **cfg)
 
-            def report(phase: str, done: int, total: int) -> None:
-                if phase not in tasks:
-                    tasks[phase] = progress.add_task(phase, total=total)
-                progress.update(tasks[phase], completed=done)
+                with Progress(
+                    TextColumn("{task.description}"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TimeElapsedColumn(),
+                    console=console,
+                ) as progress:
+                    tasks: dict[str, Any] = {}
 
-            results = run_locomo_bench(
-                data, ks=ks, budgets=budgets, mos_factory=factory, conversations=conversations, progress=report
-            )
-        paths = write_results(results, out)
-        console.print((out / "results.md").read_text())
-        console.print("wrote " + ", ".join(str(p) for p in paths))
+                    def report(
+                        phase: str, done: int, total: int, tasks: dict[str, Any] = tasks, name: str = name
+                    ) -> None:
+                        if phase not in tasks:
+                            tasks[phase] = progress.add_task(f"{name} {phase}", total=total)
+                        progress.update(tasks[phase], completed=done)
+
+                    results[name] = run_locomo_bench(
+                        data, ks=ks, budgets=budgets, mos_factory=factory, conversations=conversations, progress=report
+                    )
+                target = out / name if len(stores) > 1 else out
+                paths = write_results(results[name], target)
+                console.print((target / "results.md").read_text())
+                console.print("wrote " + ", ".join(str(p) for p in paths))
+        if len(stores) > 1:
+            comparison = compare_stores(results, baseline=stores[0])
+            paths = write_comparison(comparison, out)
+            console.print((out / "comparison.md").read_text())
+            console.print("wrote " + ", ".join(str(p) for p in paths))
 
     _run(go)
 

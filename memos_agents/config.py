@@ -122,6 +122,41 @@ class RetrievalConfig(BaseModel):
     top_k: int = Field(default=10, ge=1)
 
 
+class StoreBackend(StrEnum):
+    """Which plaintext store backend a MemOS uses."""
+
+    SQLITE = "sqlite"  # embedded default: one SQLite file under ``home``
+    NEO4J = "neo4j"  # Neo4j 5 (or another Bolt/Cypher server), ``pip install "memos-agents[neo4j]"``
+
+
+class StoreConfig(BaseModel):
+    """Plaintext store settings. Default: the embedded SQLite store at ``<home>/memos.db``.
+
+    Attributes:
+        backend: ``sqlite`` (default) or ``neo4j``.
+        uri: Bolt URI of the Neo4j server (required for ``neo4j``), e.g. ``neo4j://localhost:7687``.
+        user / password: Neo4j credentials (None: no authentication).
+        database: Neo4j database (None: the server's default).
+        tenant: Namespace of this MemOS inside a shared Neo4j database (default ``"default"``).
+
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: StoreBackend = StoreBackend.SQLITE
+    uri: str | None = None
+    user: str | None = None
+    password: str | None = Field(default=None, repr=False)
+    database: str | None = None
+    tenant: str = "default"
+
+    @model_validator(mode="after")
+    def _uri_for_neo4j(self) -> StoreConfig:
+        if self.backend == StoreBackend.NEO4J and not self.uri:
+            raise ValueError("store.uri is required for the neo4j backend")
+        return self
+
+
 def default_home() -> Path:
     """Return ``$MEMOS_HOME`` if set, else ``~/.memos``."""
     env = os.environ.get("MEMOS_HOME")
@@ -133,7 +168,7 @@ class MemOSConfig(BaseModel):
 
     Attributes:
         home: Directory of the embedded store (``memos.db``) and model caches.
-        embedder / llm / reader / retrieval: Component settings.
+        embedder / llm / reader / retrieval / store: Component settings.
         tokenizer_encoding: tiktoken encoding for token budgets (``cl100k_base``).
         max_text_chars: Longest accepted memory or query text, in characters (8000).
         default_token_budget: Token budget of ``search`` when none is given (None: unlimited).
@@ -147,6 +182,7 @@ class MemOSConfig(BaseModel):
     llm: LLMConfig = Field(default_factory=LLMConfig)
     reader: ReaderConfig = Field(default_factory=ReaderConfig)
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
     tokenizer_encoding: str = "cl100k_base"
     max_text_chars: int = Field(default=8000, ge=1)
     default_token_budget: int | None = Field(default=None, ge=1)

@@ -30,7 +30,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from memos_agents.config import EmbedderProvider, LLMProvider, MemOSConfig
+from memos_agents.config import EmbedderProvider, LLMProvider, MemOSConfig, StoreBackend
 from memos_agents.cube import AclEntry, CubeHeader, MemCube, Permission, StorageProfile, read_archive, write_archive
 from memos_agents.errors import (
     ConfigError,
@@ -103,6 +103,23 @@ def build_embedder(config: MemOSConfig) -> BaseEmbedder:
     return SentenceTransformerEmbedder(e.model, dim=e.dim, batch_size=e.batch_size)
 
 
+def build_store(config: MemOSConfig) -> BaseMemoryStore:
+    """Create the plaintext store a config asks for (nothing is opened until ``setup()``).
+
+    Raises:
+        MissingDependencyError: ``neo4j`` backend without the ``neo4j`` extra installed.
+        ConfigError: The Neo4j URI is refused by the driver.
+
+    """
+    s = config.store
+    if s.backend == StoreBackend.NEO4J:
+        from memos_agents.plaintext.stores.neo4j import Neo4jMemoryStore
+
+        auth = (s.user, s.password or "") if s.user else None
+        return Neo4jMemoryStore.from_uri(s.uri or "", auth=auth, database=s.database, tenant=s.tenant)
+    return SQLiteMemoryStore(config.db_path)
+
+
 def build_llm(config: MemOSConfig) -> BaseLLM | None:
     """Create the LLM a config asks for, or None for provider ``none`` (nothing is loaded yet)."""
     c = config.llm
@@ -123,7 +140,7 @@ class MemOS:
 
     Args:
         config: Settings (default: :class:`~memos_agents.config.MemOSConfig` with ``$MEMOS_HOME``).
-        store: Plaintext store (default: embedded SQLite at ``config.db_path``).
+        store: Plaintext store (default: from ``config.store``: embedded SQLite at ``config.db_path``).
         embedder: Embedder (default: from ``config.embedder``).
         llm: LLM for ``chat`` and fine-mode reading (default: from ``config.llm``).
         token_counter: Token counter for budgets (default: tiktoken ``config.tokenizer_encoding``).
@@ -140,7 +157,7 @@ class MemOS:
         token_counter: TokenCounter | None = None,
     ) -> None:
         self.config = config or MemOSConfig()
-        self.store = store or SQLiteMemoryStore(self.config.db_path)
+        self.store = store or build_store(self.config)
         self.embedder = embedder or build_embedder(self.config)
         self.llm = llm if llm is not None else build_llm(self.config)
         self.reader = MemReader(self.embedder, self.llm, self.config.reader)

@@ -152,6 +152,8 @@ def run_locomo_bench(
                 rows.append(row)
                 if progress:
                     progress("search", n + 1, len(questions))
+            for conv in convs:  # leave nothing behind (a shared Neo4j database outlives the run)
+                mos.delete_cube(conv.sample_id, BENCH_USER)
 
     def summarize(subset: list[dict[str, Any]]) -> dict[str, Any]:
         return {
@@ -186,6 +188,10 @@ def run_locomo_bench(
         "conversations": [c.sample_id for c in convs],
         "embedder": mos.embedder.model_name,
         "store": type(mos.store).__name__,
+        "store_search": {
+            "vector": "index" if getattr(mos.store, "vector_index", False) else "exact",
+            "text": "index" if getattr(mos.store, "fulltext_index", True) else "bm25-in-cypher",
+        },
         "mode": "fast",
         "tokenizer": mos.config.tokenizer_encoding,
     }
@@ -262,3 +268,76 @@ def write_results(results: dict[str, Any], out: str | Path) -> list[Path]:
     fig.savefig(png, dpi=110)
     plt.close(fig)
     return [*paths, png]
+
+
+def compare_stores(results: dict[str, dict[str, Any]], baseline: str = "sqlite") -> dict[str, Any]:
+    """Compare runs of the same benchmark on several stores against ``baseline`` (same run, same data).
+
+    Args:
+        results: Results of :func:`run_locomo_bench` by store name.
+        baseline: The store the others are compared with (default the embedded ``sqlite``).
+
+    Returns:
+        Per other store: recall differences (other - baseline) at every k and budget, and the
+        ratios ``baseline : other`` of ingestion seconds and search p50/p95 (a ratio below 1 means
+        the other store is slower).
+
+    """
+    base = results[baseline]
+    out: dict[str, Any] = {"baseline": baseline, "stores": {}}
+    for name, other in results.items():
+        if name == baseline:
+            continue
+        out["stores"][name] = {
+            "recall_at_delta": {k: round(other["recall_at"][k] - v, 4) for k, v in base["recall_at"].items()},
+            "recall_within_tokens_delta": {
+                b: round(other["recall_within_tokens"][b] - v, 4) for b, v in base["recall_within_tokens"].items()
+            },
+            "ingest_seconds": {baseline: base["ingest"]["seconds"], name: other["ingest"]["seconds"]},
+            "ingest_ratio": round(base["ingest"]["seconds"] / other["ingest"]["seconds"], 4),
+            "non_embedding_seconds": {
+                baseline: base["ingest"]["non_embedding_seconds"],
+                name: other["ingest"]["non_embedding_seconds"],
+            },
+            "search_ms": {baseline: base["search_ms"], name: other["search_ms"]},
+            "search_p50_ratio": round(base["search_ms"]["p50"] / other["search_ms"]["p50"], 4),
+            "search_p95_ratio": round(base["search_ms"]["p95"] / other["search_ms"]["p95"], 4),
+        }
+    return out
+
+
+def write_comparison(comparison: dict[str, Any], out: str | Path) -> list[Path]:
+    """Write ``comparison.json`` and ``comparison.md`` under ``out``; returns the paths."""
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / "comparison.json", out_dir / "comparison.md"]
+    paths[0].write_text(json.dumps(comparison, indent=2))
+    base = comparison["baseline"]
+    lines = ["# Store comparison (memos bench locomo, same data, same run)", ""]
+    for name, c in comparison["stores"].items():
+        lines += [
+            f"## {base} : {name}",
+            "",
+            "| figure | " + base + " | " + name + " | ratio " + base + " : " + name + " |",
+            "|---|---|---|---|",
+            f"| ingestion (s) | {c['ingest_seconds'][base]} | {c['ingest_seconds'][name]} | {c['ingest_ratio']} |",
+            f"| time outside the embedder (s) | {c['non_embedding_seconds'][base]} | "
+            f"{c['non_embedding_seconds'][name]} | |",
+            f"| search p50 (ms) | {c['search_ms'][base]['p50']} | {c['search_ms'][name]['p50']} | "
+            f"{c['search_p50_ratio']} |",
+            f"| search p95 (ms) | {c['search_ms'][base]['p95']} | {c['search_ms'][name]['p95']} | "
+            f"{c['search_p95_ratio']} |",
+            "",
+            "Recall difference ("
+            + name
+            + " - "
+            + base
+            + "): "
+            + ", ".join(f"@{k} {d:+.4f}" for k, d in c["recall_at_delta"].items())
+            + "; "
+            + ", ".join(f"≤{b} tokens {d:+.4f}" for b, d in c["recall_within_tokens_delta"].items())
+            + ".",
+            "",
+        ]
+    paths[1].write_text("\n".join(lines))
+    return paths

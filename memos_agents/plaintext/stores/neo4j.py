@@ -477,7 +477,7 @@ class Neo4jMemoryStore(BaseMemoryStore):
         return self._driver
 
     def _loop_driver(self) -> AsyncDriver | None:
-        """The async driver for the running loop: the given one, an owned one per loop, or None."""
+        """Return the async driver for the running loop: the given one, an owned one per loop, or None."""
         if self._async_driver is not None:
             return self._async_driver
         if not self._owns_drivers or self._uri is None:
@@ -913,7 +913,10 @@ class Neo4jMemoryStore(BaseMemoryStore):
         anchor = "(a:Memory {tenant: $tenant, cube_id: $cube_id, id: id})"
         rows: Records = []
         if ids is None:
-            rows = yield ("MATCH (a:Memory {tenant: $tenant, cube_id: $cube_id})-[e]->(o:Memory) " + ret("a", "o"), params)
+            rows = yield (
+                "MATCH (a:Memory {tenant: $tenant, cube_id: $cube_id})-[e]->(o:Memory) " + ret("a", "o"),
+                params,
+            )
         else:
             if direction in ("out", "both"):
                 rows += yield (f"UNWIND $ids AS id MATCH {anchor}-[e]->(o:Memory) " + ret("a", "o"), params)
@@ -1012,7 +1015,8 @@ class Neo4jMemoryStore(BaseMemoryStore):
         terms = bm25_query_terms(query)
         if not terms:
             return []
-        # BM25 as SQLite FTS5 computes it (idf floored at 1e-6), with statistics over the cube
+        # BM25 as SQLite FTS5 computes it (idf floored at 1e-6), with statistics over the cube; each
+        # document's terms are scanned once (into `hits`), tf is then counted in that short list
         rows = yield (
             "MATCH (d:Memory) WHERE d.tenant = $tenant AND d.cube_id = $cube_id "
             "WITH collect(d) AS docs, count(d) AS n_docs, avg(d.doc_len) AS avgdl "
@@ -1020,11 +1024,12 @@ class Neo4jMemoryStore(BaseMemoryStore):
             "WITH docs, avgdl, [p IN dfs | [p[0], CASE WHEN (p[2] - p[1] + 0.5) / (p[1] + 0.5) > 1.0 "
             "THEN log((p[2] - p[1] + 0.5) / (p[1] + 0.5)) ELSE 0.000001 END]] AS idfs "
             "UNWIND docs AS m "
-            "WITH m, avgdl, idfs WHERE any(t IN m.terms WHERE t IN $terms)"
-            f"{where} "
+            "WITH m, avgdl, idfs, [t IN m.terms WHERE t IN $terms] AS hits "
+            f"WHERE size(hits) > 0{where} "
+            "WITH m, $k1 * (1.0 - $b + $b * m.doc_len / avgdl) AS norm, idfs, hits "
             "WITH m, reduce(s = 0.0, p IN idfs | s + p[1] * "
-            "toFloat(size([t IN m.terms WHERE t = p[0]])) * ($k1 + 1.0) / "
-            "(size([t IN m.terms WHERE t = p[0]]) + $k1 * (1.0 - $b + $b * m.doc_len / avgdl))) AS score "
+            "toFloat(size([h IN hits WHERE h = p[0]])) * ($k1 + 1.0) / (size([h IN hits WHERE h = p[0]]) + norm)) "
+            "AS score "
             "RETURN m.id AS id, score ORDER BY score DESC, m.seq LIMIT $k",
             self._params(cube_id, terms=terms, k=k, k1=_K1, b=_B, **fparams),
         )
@@ -1057,7 +1062,8 @@ class Neo4jMemoryStore(BaseMemoryStore):
         where, fparams = filter_cypher(filters)
         rows = yield (
             "UNWIND range(0, size($ids) - 1) AS pos "
-            f"MATCH p = (s:Memory {{tenant: $tenant, cube_id: $cube_id, id: $ids[pos]}})-[:{rels}*1..{depth}]-(m:Memory) "
+            "MATCH p = (s:Memory {tenant: $tenant, cube_id: $cube_id, id: $ids[pos]})"
+            f"-[:{rels}*1..{depth}]-(m:Memory) "
             f"WHERE m.tenant = $tenant AND m.cube_id = $cube_id AND NOT m.id IN $ids{where} "
             "RETURN m.id AS id, length(p) AS depth, pos, nodes(p)[-2].id AS from_id, "
             "type(relationships(p)[-1]) AS type",
