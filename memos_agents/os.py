@@ -116,7 +116,9 @@ def build_store(config: MemOSConfig) -> BaseMemoryStore:
         from memos_agents.plaintext.stores.neo4j import Neo4jMemoryStore
 
         auth = (s.user, s.password or "") if s.user else None
-        return Neo4jMemoryStore.from_uri(s.uri or "", auth=auth, database=s.database, tenant=s.tenant)
+        return Neo4jMemoryStore.from_uri(
+            s.uri or "", auth=auth, database=s.database, tenant=s.tenant, use_fulltext_index=s.use_fulltext_index
+        )
     return SQLiteMemoryStore(config.db_path)
 
 

@@ -10,22 +10,11 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-
-@dataclass(frozen=True)
-class BoltTarget:
-    """Where a Bolt/Cypher server listens."""
-
-    name: str
-    uri: str
-    auth: tuple[str, str]
-    database: str | None
+from memos_agents.testing.bolt_server import BoltTarget, new_tenant
 
 
 @pytest.fixture(scope="session")
@@ -59,11 +48,6 @@ def bolt_target(request: pytest.FixtureRequest) -> BoltTarget:
     )
 
 
-def new_tenant() -> str:
-    """A fresh tenant, so that every test sees an empty namespace of the shared database."""
-    return "t-" + uuid.uuid4().hex[:16]
-
-
 @pytest.fixture
 def neo4j_store(bolt_target: BoltTarget) -> Iterator[object]:
     from memos_agents.plaintext.stores.neo4j import Neo4jMemoryStore
@@ -78,6 +62,3 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "bolt_target" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.integration)
-
-
-__all__ = ["BoltTarget", "Path", "new_tenant"]

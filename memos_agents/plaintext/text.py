@@ -8,12 +8,11 @@ degree/frequency over the candidates; a phrase scores the sum of its words' scor
 from __future__ import annotations
 
 import functools
+import math
 import re
 import unicodedata
 from collections import defaultdict
 from typing import Any
-
-from memos_agents.errors import require
 
 _WORD = re.compile(r"[^\W_][\w'\-]*")
 _SPLIT = re.compile(r"[.!?,;:()\[\]\"\n]+")
@@ -98,17 +97,24 @@ def key_phrases(text: str, max_phrases: int = 5, max_words: int = 4) -> list[str
     return sorted(scored, key=lambda p: -scored[p])[:max_phrases]
 
 
-def fts_query(text: str) -> str | None:
-    """Build an FTS5 MATCH expression: the OR of the quoted content terms of ``text``.
+#: BM25 constants (Robertson & Zaragoza, 2009; the values of SQLite FTS5 and Lucene).
+BM25_K1 = 1.2
+BM25_B = 0.75
 
-    Returns:
-        The expression, or None when ``text`` has no content term.
+
+def bm25_idf(n_docs: int, df: int) -> float:
+    """Return a term's BM25 inverse document frequency as SQLite FTS5 computes it.
+
+    ``log((N - df + 0.5) / (df + 0.5))``, floored at 1e-6 so that a term in most documents still
+    counts a little.
+
+    Args:
+        n_docs: Documents in the collection (N).
+        df: Documents containing the term.
 
     """
-    terms = content_terms(text)
-    if not terms:
-        return None
-    return " OR ".join('"' + t.replace('"', "") + '"' for t in terms)
+    ratio = (n_docs - df + 0.5) / (df + 0.5)
+    return math.log(ratio) if ratio > 1.0 else 1e-6
 
 
 #: A token as SQLite FTS5's ``unicode61`` tokenizer sees it: a run of letters and digits.
@@ -117,10 +123,8 @@ _TOKEN = re.compile(r"[^\W_]+")
 
 @functools.lru_cache(maxsize=1)
 def _porter() -> Any:
-    try:
-        import Stemmer  # PyStemmer: Snowball's implementation of the original Porter algorithm
-    except ImportError as exc:
-        raise require("PyStemmer", "neo4j") from exc
+    import Stemmer  # PyStemmer: Snowball's C implementation of the original Porter algorithm
+
     return Stemmer.Stemmer("porter")
 
 
@@ -129,8 +133,8 @@ def bm25_terms(text: str) -> list[str]:
 
     Tokens are runs of letters and digits, lower-cased with diacritics removed; tokens of 3 to 64
     characters are reduced with the Porter stemmer, shorter and longer ones are kept as they are
-    (as FTS5's porter wrapper does). Used by stores that compute BM25 themselves (the Neo4j
-    store's fallback), so that they rank like the embedded store's FTS5 index.
+    (as FTS5's porter wrapper does). Every store indexes and queries these terms, so that BM25
+    ranks alike on every backend.
 
     Args:
         text: Document or query text.
@@ -138,14 +142,11 @@ def bm25_terms(text: str) -> list[str]:
     Returns:
         The terms in order, repeats included (term frequency counts them).
 
-    Raises:
-        MissingDependencyError: PyStemmer is not installed (``memos-agents[neo4j]``).
-
     """
     stem = _porter().stemWord
     return [t if len(t) < 3 or len(t) > 64 else stem(t) for t in _TOKEN.findall(fold(text))]
 
 
 def bm25_query_terms(text: str) -> list[str]:
-    """Return the BM25 query terms of ``text``: the stemmed tokens of its content terms (see :func:`fts_query`)."""
+    """Return the BM25 query terms of ``text``: the stemmed tokens of its non-stopword terms, repeats kept."""
     return [t for term in content_terms(text) for t in bm25_terms(term)]

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,29 @@ from memos_agents.errors import MissingDependencyError, StoreError
 USER = "root"
 PASSWORD = "memos-test-password"
 DATABASE = "memos"
+
+
+@dataclass(frozen=True)
+class BoltTarget:
+    """Where a Bolt/Cypher server listens, for tests and benchmarks.
+
+    Attributes:
+        name: ``"arcadedb"`` or ``"neo4j"``.
+        uri: Bolt URI.
+        auth: ``(user, password)``.
+        database: Database name (None: the server's default).
+
+    """
+
+    name: str
+    uri: str
+    auth: tuple[str, str]
+    database: str | None
+
+
+def new_tenant() -> str:
+    """Return a fresh tenant name, so that a test or run sees an empty namespace of a shared database."""
+    return "t-" + uuid.uuid4().hex[:16]
 
 
 def free_port() -> int:

@@ -41,3 +41,35 @@ def test_vector_cache_sees_other_connections(tmp_path: Path) -> None:
     assert {h for h, _ in a.vector_search("c", vec(1), 5)} == {first.id, second.id}
     a.close()
     b.close()
+
+
+def test_schema_1_database_is_migrated_with_its_terms(tmp_path: Path) -> None:
+    """A file written by schema version 1 (FTS5 index) gets the per-cube BM25 index of version 2."""
+    import sqlite3
+
+    from memos_agents.plaintext.stores.sqlite import _MIGRATIONS, SCHEMA_VERSION, _statements
+
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT)")
+    for statement in _statements(_MIGRATIONS[0][1]):
+        conn.execute(statement)
+    conn.execute("INSERT INTO schema_migrations VALUES (1, '2026-01-01')")
+    conn.execute("INSERT INTO cubes VALUES ('c', ?, NULL)", ('{"cube_id": "c", "owner_id": "u"}',))
+    conn.execute(
+        "INSERT INTO items (cube_id, id, text, search_text, memory_type, node_kind, tags, sources, created_at, "
+        "updated_at, confidence, status, version, metadata) VALUES ('c', 'a', 'Melanie painted a sunrise', "
+        "'Melanie painted a sunrise', 'LongTermMemory', 'memory', '[]', '{}', '2026-01-01T00:00:00+00:00', "
+        "'2026-01-01T00:00:00+00:00', 1.0, 'activated', 1, '{}')"
+    )
+    conn.commit()
+    conn.close()
+    store = SQLiteMemoryStore(path)
+    store.setup()
+    assert [h for h, _ in store.text_search("c", "When did Melanie paint?", 5)] == ["a"]
+    versions = [r[0] for r in store.conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
+    assert versions == list(range(1, SCHEMA_VERSION + 1))
+    assert store.conn.execute("SELECT doc_len FROM items").fetchone()[0] == 4
+    store.delete("c", ["a"])
+    assert store.conn.execute("SELECT count(*) FROM item_terms").fetchone()[0] == 0  # cascaded
+    store.close()

@@ -6,7 +6,7 @@ import pytest
 from memos_agents.bench.locomo_data import clean_evidence, evidence_recall, load_locomo, parse_session_time
 from memos_agents.errors import InvalidInputError, ModelError
 from memos_agents.models.tokens import TokenCounter, get_encoding
-from memos_agents.plaintext.text import content_terms, fts_query, key_phrases
+from memos_agents.plaintext.text import bm25_idf, bm25_query_terms, content_terms, key_phrases
 
 pytestmark = pytest.mark.unit
 
@@ -28,8 +28,9 @@ def test_key_phrases_and_terms() -> None:
     phrases = key_phrases("I went to the LGBTQ support group yesterday and it was so powerful.")
     assert phrases[0] == "lgbtq support group"
     assert content_terms("When did Melanie paint a sunrise?") == ["melanie", "paint", "sunrise"]
-    assert fts_query("the and of") is None
-    assert fts_query('say "NEAR" *') == '"say" OR "near"'
+    assert bm25_query_terms("the and of") == []
+    assert bm25_query_terms('say "NEAR" * painted painting') == ["sai", "near", "paint", "paint"]
+    assert bm25_idf(100, 1) > bm25_idf(100, 10) > 0 and bm25_idf(100, 90) == 1e-6
 
 
 def test_evidence_cleaning() -> None:

@@ -46,10 +46,11 @@ Bolt/Cypher server CI runs, against Neo4j 5):
   ``(1 + cos) / 2``; ArcadeDB's returns ``cos``. Setup probes ``cosine([1, 0], [0, 1])`` and scores
   are converted back to the cosine the store interface promises.
 * **Full-text index.** Neo4j: ``CREATE FULLTEXT INDEX`` (Lucene, ``english`` analyzer) and
-  ``db.index.fulltext.queryNodes`` (Lucene's BM25). ArcadeDB refuses both; then BM25 is computed in
-  Cypher over each item's stored ``terms`` (tokenised and Porter-stemmed as SQLite FTS5's
-  ``porter unicode61`` does, same formula as FTS5: k1 = 1.2, b = 0.75), with statistics over the
-  cube rather than over the whole database.
+  ``db.index.fulltext.queryNodes`` (Lucene's BM25, whose statistics span the whole index, every
+  tenant and cube, and whose analyzer differs from the embedded store's). ArcadeDB refuses both;
+  then BM25 is computed in Cypher over each item's stored ``terms``: the same terms, formula
+  (k1 = 1.2, b = 0.75, FTS5's idf) and per-cube statistics as the embedded SQLite store, so the two
+  rank identically. ``use_fulltext_index=False`` chooses that computation on Neo4j too.
 * **Index names.** ArcadeDB's ``SHOW INDEXES`` lists its own names and ignores the ones given, so
   capabilities are detected by what the server reports, never assumed from a migration.
 * **Concurrency.** ArcadeDB is optimistic (MVCC): two transactions writing one cube conflict and
@@ -92,7 +93,7 @@ from memos_agents.plaintext.stores.base import (
     WriteResult,
     search_text,
 )
-from memos_agents.plaintext.text import bm25_query_terms, bm25_terms, content_terms
+from memos_agents.plaintext.text import BM25_B, BM25_K1, bm25_query_terms, bm25_terms, content_terms
 from memos_agents.schema import (
     Edge,
     LifecycleState,
@@ -193,9 +194,8 @@ _ITEM_PROPS = (
 _PROJECTION = "m {" + ", ".join("." + p for p in _ITEM_PROPS) + "}"
 _PROJECTION_EMB = "m {" + ", ".join("." + p for p in (*_ITEM_PROPS, "embedding")) + "}"
 _CUBE = "(c:Cube {tenant: $tenant, cube_id: $cube_id})"
-_ITEM_BY_ID = "(m:Memory {tenant: $tenant, cube_id: $cube_id, id: id})"
-#: BM25 constants of SQLite FTS5 (and Lucene): k1, b.
-_K1, _B = 1.2, 0.75
+#: Match each item whose id is in ``$ids`` as ``m``.
+_EACH_ITEM = "UNWIND $ids AS item_id MATCH (m:Memory {tenant: $tenant, cube_id: $cube_id, id: item_id})"
 
 
 def node_labels(kind: NodeKind | str) -> str:
@@ -374,6 +374,9 @@ class Neo4jMemoryStore(BaseMemoryStore):
         database: Database name (None: the server's default database).
         tenant: Namespace of this store inside the database (default ``"default"``); stores with
             different tenants never see each other's cubes.
+        use_fulltext_index: Use Neo4j's full-text index for text search when :meth:`setup` finds
+            it (default True); False computes BM25 in Cypher with the embedded store's terms,
+            formula and per-cube statistics (a scan of the cube, so slower on large cubes).
 
     Raises:
         ConfigError: Neither driver given.
@@ -396,11 +399,13 @@ class Neo4jMemoryStore(BaseMemoryStore):
         async_driver: AsyncDriver | None = None,
         database: str | None = None,
         tenant: str = "default",
+        use_fulltext_index: bool = True,
     ) -> None:
         if driver is None and async_driver is None:
             raise ConfigError("Neo4jMemoryStore needs a driver or an async_driver (or use from_uri)")
         self.database = database
         self.tenant = validate_id(tenant, "tenant")
+        self.use_fulltext_index = use_fulltext_index
         self._driver = driver
         self._async_driver = async_driver
         self._uri: str | None = None
@@ -413,7 +418,7 @@ class Neo4jMemoryStore(BaseMemoryStore):
         self._ready = False
         #: Whether setup() found Neo4j's vector index (else: exact cosine scan).
         self.vector_index = False
-        #: Whether setup() found Neo4j's full-text index (else: BM25 computed in Cypher).
+        #: Whether text search uses Neo4j's full-text index (found by setup(), and allowed).
         self.fulltext_index = False
         #: Whether the server's cosine is ``(1 + cos) / 2`` (Neo4j) rather than ``cos`` (ArcadeDB).
         self.cosine_normalized = False
@@ -426,6 +431,7 @@ class Neo4jMemoryStore(BaseMemoryStore):
         auth: tuple[str, str] | None = None,
         database: str | None = None,
         tenant: str = "default",
+        use_fulltext_index: bool = True,
         **driver_config: Any,
     ) -> Neo4jMemoryStore:
         """Return a store that owns drivers for ``uri`` (no connection is made until :meth:`setup`).
@@ -438,6 +444,7 @@ class Neo4jMemoryStore(BaseMemoryStore):
             auth: ``(user, password)``.
             database: Database name (None: the server's default).
             tenant: Namespace inside the database.
+            use_fulltext_index: See the class.
             **driver_config: Passed to ``neo4j.GraphDatabase.driver`` (timeouts, pool size, ...).
 
         Raises:
@@ -448,7 +455,7 @@ class Neo4jMemoryStore(BaseMemoryStore):
             driver = neo4j.GraphDatabase.driver(uri, auth=auth, **driver_config)
         except (ValueError, TypeError, neo4j.exceptions.ConfigurationError) as exc:
             raise ConfigError(f"invalid Neo4j URI or driver configuration: {exc}") from exc
-        store = cls(driver, database=database, tenant=tenant)
+        store = cls(driver, database=database, tenant=tenant, use_fulltext_index=use_fulltext_index)
         store._uri, store._auth, store._driver_config = uri, auth, driver_config
         store._owns_drivers = True
         return store
@@ -547,8 +554,46 @@ class Neo4jMemoryStore(BaseMemoryStore):
         return {"tenant": self.tenant, "cube_id": cube_id, **extra}
 
     # -- lifecycle ---------------------------------------------------------------------------------
+    def _setup(self) -> Body[None]:
+        """Migrations and capability detection; each statement in its own auto-commit transaction.
+
+        A statement the server refuses is thrown back into this body (see :meth:`_autocommit`).
+        """
+        applied = [r["v"] for r in (yield ("MATCH (m:MemosMigration) RETURN m.version AS v", {}))]
+        if applied and max(applied) > SCHEMA_VERSION:
+            raise StoreError(f"database has memos schema version {max(applied)}, newer than {SCHEMA_VERSION}")
+        for version, statements in _MIGRATIONS:
+            if version in applied:
+                continue
+            for statement, required in statements:
+                try:
+                    yield (statement, {})
+                except neo4j.exceptions.ClientError as exc:
+                    if required:
+                        raise
+                    log.info("server refused optional schema statement (%s): %s", exc.code, statement)
+            yield (
+                "MERGE (m:MemosMigration {version: $v}) ON CREATE SET m.applied_at = $t",
+                {"v": version, "t": utcnow().isoformat()},
+            )
+        online: dict[str, str] = {}
+        try:
+            for r in (yield ("SHOW INDEXES YIELD name, type, state RETURN name, type, state", {})):
+                if str(r.get("state") or "ONLINE").upper() == "ONLINE":
+                    online[str(r["name"])] = str(r.get("type") or "").upper()
+        except neo4j.exceptions.ClientError as exc:
+            log.info("SHOW INDEXES refused (%s); using exact vector search and Cypher BM25", exc.code)
+        self.vector_index = online.get(VECTOR_INDEX) == "VECTOR"
+        self.fulltext_index = self.use_fulltext_index and online.get(FULLTEXT_INDEX) == "FULLTEXT"
+        probe = yield ("RETURN vector.similarity.cosine([1.0, 0.0], [0.0, 1.0]) AS s", {})
+        self.cosine_normalized = bool(probe) and abs(float(probe[0]["s"]) - 0.5) < 1e-6
+
     def setup(self) -> None:
         """Apply pending migrations and detect the server's capabilities. Idempotent.
+
+        Migrations are versioned and recorded as ``:MemosMigration {version, applied_at}`` nodes;
+        the vector and full-text indexes are optional (a server that refuses them gets the
+        fallbacks described in the module docstring).
 
         Raises:
             StoreError: The server is unreachable, refuses a required statement, or has a newer
@@ -557,45 +602,45 @@ class Neo4jMemoryStore(BaseMemoryStore):
         """
         try:
             with self._sync_driver().session(database=self.database) as session:
-                applied = [r["v"] for r in session.run("MATCH (m:MemosMigration) RETURN m.version AS v").data()]
-                if applied and max(applied) > SCHEMA_VERSION:
-                    raise StoreError(f"database has memos schema version {max(applied)}, newer than {SCHEMA_VERSION}")
-                for version, statements in _MIGRATIONS:
-                    if version in applied:
-                        continue
-                    for statement, required in statements:
+                gen = self._setup()
+                try:
+                    query, params = next(gen)
+                    while True:
                         try:
-                            session.run(statement).consume()  # type: ignore[arg-type]
+                            records = session.run(query, params).data()  # type: ignore[arg-type]
                         except neo4j.exceptions.ClientError as exc:
-                            if required:
-                                raise
-                            log.info("server refused optional schema statement (%s): %s", exc.code, statement)
-                    session.run(
-                        "MERGE (m:MemosMigration {version: $v}) ON CREATE SET m.applied_at = $t",
-                        v=version,
-                        t=utcnow().isoformat(),
-                    ).consume()
-                self._detect(session)
+                            query, params = gen.throw(exc)
+                        else:
+                            query, params = gen.send(records)
+                except StopIteration:
+                    pass
         except (neo4j.exceptions.Neo4jError, neo4j.exceptions.DriverError) as exc:
             raise self._translate(exc) from exc
         self._ready = True
 
-    def _detect(self, session: Any) -> None:
-        online: dict[str, str] = {}
-        try:
-            for r in session.run("SHOW INDEXES YIELD name, type, state RETURN name, type, state").data():
-                if str(r.get("state") or "ONLINE").upper() == "ONLINE":
-                    online[str(r["name"])] = str(r.get("type") or "").upper()
-        except neo4j.exceptions.ClientError as exc:
-            log.info("SHOW INDEXES refused (%s); using exact vector search and Cypher BM25", exc.code)
-        self.vector_index = online.get(VECTOR_INDEX) == "VECTOR"
-        self.fulltext_index = online.get(FULLTEXT_INDEX) == "FULLTEXT"
-        probe = session.run("RETURN vector.similarity.cosine([1.0, 0.0], [0.0, 1.0]) AS s").single()
-        self.cosine_normalized = probe is not None and abs(float(probe["s"]) - 0.5) < 1e-6
-
     async def asetup(self) -> None:
-        """Async twin of :meth:`setup` (schema statements go through the sync driver)."""
-        await asyncio.to_thread(self.setup)
+        """Async twin of :meth:`setup` (on the async driver, or in a worker thread without one)."""
+        driver = self._loop_driver()
+        if driver is None:
+            await asyncio.to_thread(self.setup)
+            return
+        try:
+            async with driver.session(database=self.database) as session:
+                gen = self._setup()
+                try:
+                    query, params = next(gen)
+                    while True:
+                        try:
+                            records = await (await session.run(query, params)).data()  # type: ignore[arg-type]
+                        except neo4j.exceptions.ClientError as exc:
+                            query, params = gen.throw(exc)
+                        else:
+                            query, params = gen.send(records)
+                except StopIteration:
+                    pass
+        except (neo4j.exceptions.Neo4jError, neo4j.exceptions.DriverError) as exc:
+            raise self._translate(exc) from exc
+        self._ready = True
 
     def close(self) -> None:
         """Close the drivers this store owns (not ones it was given). Idempotent."""
@@ -715,7 +760,7 @@ class Neo4jMemoryStore(BaseMemoryStore):
         if new_dim != dim:
             yield (f"MATCH {_CUBE} SET c.embedding_dim = $dim", {**params, "dim": new_dim})
         if added:
-            existing = yield (f"UNWIND $ids AS id MATCH {_ITEM_BY_ID} RETURN m.id AS id", {**params, "ids": ids})
+            existing = yield (f"{_EACH_ITEM} RETURN m.id AS id", {**params, "ids": ids})
             if existing:
                 raise InvalidInputError(
                     f"item ids already exist in cube {cube_id!r}: {sorted(r['id'] for r in existing)[:5]}"
@@ -729,7 +774,7 @@ class Neo4jMemoryStore(BaseMemoryStore):
         updated = yield from self._updates(cube_id, batch.update)
         if batch.edges:
             ends = sorted({e.source_id for e in batch.edges} | {e.target_id for e in batch.edges})
-            found = yield (f"UNWIND $ids AS id MATCH {_ITEM_BY_ID} RETURN m.id AS id", {**params, "ids": ends})
+            found = yield (f"{_EACH_ITEM} RETURN m.id AS id", {**params, "ids": ends})
             missing = set(ends) - {r["id"] for r in found}
             if missing:
                 raise InvalidInputError(f"edge ends not in cube {cube_id!r}: {sorted(missing)[:5]}")
@@ -741,7 +786,7 @@ class Neo4jMemoryStore(BaseMemoryStore):
             return []
         params = self._params(cube_id)
         rows = yield (
-            f"UNWIND $ids AS id MATCH {_ITEM_BY_ID} "
+            f"{_EACH_ITEM} "
             "RETURN m.id AS id, m.version AS version, m.seq AS seq, m.node_kind AS node_kind, m.embedding AS embedding",
             {**params, "ids": list(dict.fromkeys(i.id for i in items))},
         )
@@ -809,7 +854,7 @@ class Neo4jMemoryStore(BaseMemoryStore):
         if not ids:
             return []
         rows = yield (
-            f"UNWIND $ids AS id MATCH {_ITEM_BY_ID} RETURN {_PROJECTION_EMB if with_embeddings else _PROJECTION} AS m",
+            f"{_EACH_ITEM} RETURN {_PROJECTION_EMB if with_embeddings else _PROJECTION} AS m",
             self._params(cube_id, ids=list(dict.fromkeys(ids))),
         )
         found = {r["m"]["id"]: item_from_properties(r["m"]) for r in rows}
@@ -827,8 +872,8 @@ class Neo4jMemoryStore(BaseMemoryStore):
         if not unique:
             return 0
         params = self._params(cube_id, ids=unique)
-        rows = yield (f"UNWIND $ids AS id MATCH {_ITEM_BY_ID} RETURN count(m) AS n", params)
-        yield (f"UNWIND $ids AS id MATCH {_ITEM_BY_ID} DETACH DELETE m", params)
+        rows = yield (f"{_EACH_ITEM} RETURN count(m) AS n", params)
+        yield (f"{_EACH_ITEM} DETACH DELETE m", params)
         return int(rows[0]["n"]) if rows else 0
 
     def delete(self, cube_id: str, ids: Sequence[str]) -> int:
@@ -910,7 +955,7 @@ class Neo4jMemoryStore(BaseMemoryStore):
                 "e.created_at AS created_at, e.seq AS seq"
             )
 
-        anchor = "(a:Memory {tenant: $tenant, cube_id: $cube_id, id: id})"
+        anchor = "(a:Memory {tenant: $tenant, cube_id: $cube_id, id: item_id})"
         rows: Records = []
         if ids is None:
             rows = yield (
@@ -919,9 +964,9 @@ class Neo4jMemoryStore(BaseMemoryStore):
             )
         else:
             if direction in ("out", "both"):
-                rows += yield (f"UNWIND $ids AS id MATCH {anchor}-[e]->(o:Memory) " + ret("a", "o"), params)
+                rows += yield (f"UNWIND $ids AS item_id MATCH {anchor}-[e]->(o:Memory) " + ret("a", "o"), params)
             if direction in ("in", "both"):
-                rows += yield (f"UNWIND $ids AS id MATCH (o:Memory)-[e]->{anchor} " + ret("o", "a"), params)
+                rows += yield (f"UNWIND $ids AS item_id MATCH (o:Memory)-[e]->{anchor} " + ret("o", "a"), params)
         unique = {(r["source"], r["target"], r["type"]): r for r in rows}
         return [
             Edge(
@@ -1015,8 +1060,8 @@ class Neo4jMemoryStore(BaseMemoryStore):
         terms = bm25_query_terms(query)
         if not terms:
             return []
-        # BM25 as SQLite FTS5 computes it (idf floored at 1e-6), with statistics over the cube; each
-        # document's terms are scanned once (into `hits`), tf is then counted in that short list
+        # BM25 as the embedded store computes it (FTS5's idf, floored at 1e-6), statistics over the
+        # cube; each document's terms are scanned once (into `hits`), tf is counted in that short list
         rows = yield (
             "MATCH (d:Memory) WHERE d.tenant = $tenant AND d.cube_id = $cube_id "
             "WITH collect(d) AS docs, count(d) AS n_docs, avg(d.doc_len) AS avgdl "
@@ -1031,7 +1076,7 @@ class Neo4jMemoryStore(BaseMemoryStore):
             "toFloat(size([h IN hits WHERE h = p[0]])) * ($k1 + 1.0) / (size([h IN hits WHERE h = p[0]]) + norm)) "
             "AS score "
             "RETURN m.id AS id, score ORDER BY score DESC, m.seq LIMIT $k",
-            self._params(cube_id, terms=terms, k=k, k1=_K1, b=_B, **fparams),
+            self._params(cube_id, terms=terms, k=k, k1=BM25_K1, b=BM25_B, **fparams),
         )
         return [(r["id"], float(r["score"])) for r in rows]
 

@@ -2,16 +2,17 @@
 
 * WAL journal, one transaction per write call (``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any
   error), foreign keys on.
-* BM25 through an FTS5 index (porter stemmer) over item text, key and tags, kept in sync by
-  triggers.
+* BM25 over an inverted index (``item_terms``: cube, term, item, term frequency) of each item's
+  text, key and tags, tokenised and Porter-stemmed as FTS5's ``porter unicode61`` does
+  (:func:`~memos_agents.plaintext.text.bm25_terms`), with FTS5's formula and statistics (document
+  count, document frequencies, average length) over the item's cube only, so one cube's content
+  never changes another's ranking and every store backend ranks alike. (Schema version 1 used an
+  FTS5 index, whose statistics span the whole file; migration 2 replaces it.)
 * Vectors stored as float32 blobs beside each row; exact cosine search in numpy over a per-cube
   in-memory matrix that is built lazily, extended on ``add`` and dropped on ``update``/``delete``
   or when another process commits to the file (``PRAGMA data_version``).
 * Versioned migrations recorded in ``schema_migrations``; :meth:`SQLiteMemoryStore.setup` is
   idempotent.
-
-Known limit: BM25 document statistics (IDF, average length) are computed over the whole file, i.e.
-across cubes; scores are still only ever returned for the caller's cube.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import functools
 import json
 import sqlite3
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -48,7 +50,7 @@ from memos_agents.plaintext.stores.base import (
     WriteResult,
     search_text,
 )
-from memos_agents.plaintext.text import fts_query
+from memos_agents.plaintext.text import BM25_B, BM25_K1, bm25_idf, bm25_query_terms, bm25_terms
 from memos_agents.schema import (
     Edge,
     LifecycleState,
@@ -62,7 +64,21 @@ from memos_agents.schema import (
     utcnow,
 )
 
-_MIGRATIONS: list[tuple[int, str]] = [
+
+def _index_all_terms(cur: sqlite3.Cursor) -> None:
+    """Migration 2's data step: fill ``doc_len`` and ``item_terms`` for the items already stored."""
+    rows = cur.execute("SELECT rowid, cube_id, search_text FROM items").fetchall()
+    for rowid, cube_id, text in rows:
+        terms = bm25_terms(text)
+        cur.execute("UPDATE items SET doc_len = ? WHERE rowid = ?", (len(terms), rowid))
+        cur.executemany(
+            "INSERT INTO item_terms VALUES (?, ?, ?, ?)",
+            [(cube_id, term, rowid, tf) for term, tf in Counter(terms).items()],
+        )
+
+
+#: Versioned migrations: (version, SQL script, optional data step run after it in the same transaction).
+_MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Cursor], None] | None]] = [
     (
         1,
         """
@@ -126,6 +142,26 @@ _MIGRATIONS: list[tuple[int, str]] = [
             created_at TEXT NOT NULL
         );
         """,
+        None,
+    ),
+    (
+        2,
+        """
+        ALTER TABLE items ADD COLUMN doc_len INTEGER NOT NULL DEFAULT 0;
+        CREATE TABLE item_terms (
+            cube_id TEXT NOT NULL,
+            term TEXT NOT NULL,
+            item_rowid INTEGER NOT NULL REFERENCES items(rowid) ON DELETE CASCADE,
+            tf INTEGER NOT NULL,
+            PRIMARY KEY (cube_id, term, item_rowid)
+        ) WITHOUT ROWID;
+        CREATE INDEX item_terms_by_item ON item_terms(item_rowid);
+        DROP TRIGGER items_ai;
+        DROP TRIGGER items_ad;
+        DROP TRIGGER items_au;
+        DROP TABLE items_fts;
+        """,
+        _index_all_terms,
     ),
 ]
 
@@ -287,12 +323,14 @@ class SQLiteMemoryStore(BaseMemoryStore):
             applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
             if applied and max(applied) > SCHEMA_VERSION:
                 raise StoreError(f"{self.path} has schema version {max(applied)}, newer than {SCHEMA_VERSION}")
-            for version, script in _MIGRATIONS:
+            for version, script, data_step in _MIGRATIONS:
                 if version in applied:
                     continue
                 with self._tx() as cur:
                     for statement in _statements(script):
                         cur.execute(statement)
+                    if data_step is not None:
+                        data_step(cur)
                     cur.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, utcnow().isoformat()))
 
     def close(self) -> None:
@@ -385,7 +423,7 @@ class SQLiteMemoryStore(BaseMemoryStore):
         return dim
 
     @staticmethod
-    def _row(item: MemoryItem) -> tuple[Any, ...]:
+    def _row(item: MemoryItem, doc_len: int) -> tuple[Any, ...]:
         emb = None if item.embedding is None else np.asarray(item.embedding, dtype=np.float32).tobytes()
         return (
             item.cube_id,
@@ -407,6 +445,7 @@ class SQLiteMemoryStore(BaseMemoryStore):
             item.version,
             emb,
             json.dumps(item.metadata),
+            doc_len,
         )
 
     @_store_errors
@@ -423,15 +462,25 @@ class SQLiteMemoryStore(BaseMemoryStore):
                 new_dim = self._check_dim([*added, *batch.update], dim)
                 if new_dim != dim:
                     cur.execute("UPDATE cubes SET embedding_dim = ? WHERE cube_id = ?", (new_dim, cube_id))
+                terms = [bm25_terms(search_text(i)) for i in added]
                 try:
                     cur.executemany(
                         "INSERT INTO items (cube_id, id, text, search_text, memory_type, node_kind, key, tags, "
                         "sources, user_id, event_time, event_us, created_at, updated_at, confidence, status, "
-                        "version, embedding, metadata) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                        [self._row(i) for i in added],
+                        "version, embedding, metadata, doc_len) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        [self._row(i, len(t)) for i, t in zip(added, terms, strict=True)],
                     )
                 except sqlite3.IntegrityError as exc:
                     raise InvalidInputError(f"an item id already exists in cube {cube_id!r}: {exc}") from exc
+                rowids: dict[str, int] = {}
+                for chunk in _chunks(ids, 500):
+                    marks = ",".join("?" * len(chunk))
+                    rowids.update(
+                        cur.execute(
+                            f"SELECT id, rowid FROM items WHERE cube_id = ? AND id IN ({marks})", (cube_id, *chunk)
+                        )
+                    )
+                self._index_terms(cur, cube_id, [(rowids[i], t) for i, t in zip(ids, terms, strict=True)])
                 for item in batch.update:
                     updated.append(self._update_one(cur, cube_id, item, now))
                 self._insert_edges(cur, cube_id, batch.edges)
@@ -442,9 +491,17 @@ class SQLiteMemoryStore(BaseMemoryStore):
                 self._vectors[cube_id] = self._vectors[cube_id].extended(added)
         return WriteResult(added=ids, updated=updated)
 
+    @staticmethod
+    def _index_terms(cur: sqlite3.Cursor, cube_id: str, items: Sequence[tuple[int, list[str]]]) -> None:
+        """Add ``(rowid, terms)`` of items to the BM25 inverted index."""
+        cur.executemany(
+            "INSERT INTO item_terms VALUES (?, ?, ?, ?)",
+            [(cube_id, term, rowid, tf) for rowid, terms in items for term, tf in Counter(terms).items()],
+        )
+
     def _update_one(self, cur: sqlite3.Cursor, cube_id: str, item: MemoryItem, now: datetime) -> MemoryItem:
         row = cur.execute(
-            "SELECT version, embedding FROM items WHERE cube_id = ? AND id = ?", (cube_id, item.id)
+            "SELECT version, embedding, rowid FROM items WHERE cube_id = ? AND id = ?", (cube_id, item.id)
         ).fetchone()
         if row is None:
             raise MemoryNotFoundError(f"no memory {item.id!r} in cube {cube_id!r}")
@@ -453,13 +510,16 @@ class SQLiteMemoryStore(BaseMemoryStore):
         new = item.model_copy(update={"cube_id": cube_id, "version": row[0] + 1, "updated_at": now})
         if new.embedding is None and row[1] is not None:
             new = new.model_copy(update={"embedding": np.frombuffer(row[1], dtype=np.float32).tolist()})
-        r = self._row(new)
+        terms = bm25_terms(search_text(new))
+        r = self._row(new, len(terms))
         cur.execute(
             "UPDATE items SET text=?, search_text=?, memory_type=?, node_kind=?, key=?, tags=?, sources=?, "
             "user_id=?, event_time=?, event_us=?, created_at=?, updated_at=?, confidence=?, status=?, "
-            "version=?, embedding=?, metadata=? WHERE cube_id = ? AND id = ?",
+            "version=?, embedding=?, metadata=?, doc_len=? WHERE cube_id = ? AND id = ?",
             (*r[2:], cube_id, item.id),
         )
+        cur.execute("DELETE FROM item_terms WHERE item_rowid = ?", (row[2],))
+        self._index_terms(cur, cube_id, [(row[2], terms)])
         return new
 
     def _insert_edges(self, cur: sqlite3.Cursor, cube_id: str, edges: Sequence[Edge]) -> None:
@@ -696,17 +756,40 @@ class SQLiteMemoryStore(BaseMemoryStore):
     def text_search(
         self, cube_id: str, query: str, k: int, filters: SearchFilters | None = None
     ) -> list[tuple[str, float]]:
-        match = fts_query(query)
-        if match is None or k <= 0:
+        terms = Counter(bm25_query_terms(query))  # a repeated query term weighs more, as in FTS5
+        if not terms or k <= 0:
             return []
         where, params = self._filter_sql(filters or SearchFilters(), alias="i.")
+        marks = ",".join("?" * len(terms))
         with self._lock:
-            rows = self.conn.execute(
-                "SELECT i.id, bm25(items_fts) FROM items_fts JOIN items i ON i.rowid = items_fts.rowid "
-                f"WHERE items_fts MATCH ? AND i.cube_id = ?{where} ORDER BY bm25(items_fts) LIMIT ?",
-                (match, cube_id, *params, k),
+            n_docs, avgdl = self.conn.execute(
+                "SELECT count(*), avg(doc_len) FROM items WHERE cube_id = ?", (cube_id,)
+            ).fetchone()
+            dfs = self.conn.execute(
+                f"SELECT term, count(*) FROM item_terms WHERE cube_id = ? AND term IN ({marks}) GROUP BY term",
+                (cube_id, *terms),
             ).fetchall()
-        return [(r[0], -float(r[1])) for r in rows]
+            if not dfs:
+                return []
+            weights = [(term, terms[term] * bm25_idf(n_docs, df)) for term, df in dfs]
+            rows = self.conn.execute(
+                f"WITH w(term, weight) AS (VALUES {','.join(['(?, ?)'] * len(weights))}) "
+                "SELECT i.id, sum(w.weight * t.tf * (? + 1.0) / (t.tf + ? * (1.0 - ? + ? * i.doc_len / ?))) AS score "
+                "FROM item_terms t JOIN w ON w.term = t.term JOIN items i ON i.rowid = t.item_rowid "
+                f"WHERE t.cube_id = ?{where} GROUP BY i.rowid ORDER BY score DESC, i.rowid LIMIT ?",
+                (
+                    *[x for pair in weights for x in pair],
+                    BM25_K1,
+                    BM25_K1,
+                    BM25_B,
+                    BM25_B,
+                    float(avgdl or 1.0),
+                    cube_id,
+                    *params,
+                    k,
+                ),
+            ).fetchall()
+        return [(r[0], float(r[1])) for r in rows]
 
     @_store_errors
     def expand(
