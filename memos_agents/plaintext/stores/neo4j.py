@@ -67,7 +67,7 @@ import json
 import logging
 import re
 import weakref
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -362,6 +362,40 @@ def _check_dim(items: Sequence[MemoryItem], dim: int | None) -> int | None:
     return dim
 
 
+def _drive(body: Body[T], run: Callable[[str, dict[str, Any]], Records]) -> T:
+    """Run a transaction body: each statement it yields goes to ``run``, whose records are sent back.
+
+    A statement the server refuses (``ClientError``) is thrown into the body, which may handle it
+    (optional schema statements) or let it propagate (everything else).
+    """
+    try:
+        query, params = next(body)
+        while True:
+            try:
+                records = run(query, params)
+            except neo4j.exceptions.ClientError as exc:
+                query, params = body.throw(exc)
+            else:
+                query, params = body.send(records)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+async def _adrive(body: Body[T], run: Callable[[str, dict[str, Any]], Awaitable[Records]]) -> T:
+    """Async twin of :func:`_drive`."""
+    try:
+        query, params = next(body)
+        while True:
+            try:
+                records = await run(query, params)
+            except neo4j.exceptions.ClientError as exc:
+                query, params = body.throw(exc)
+            else:
+                query, params = body.send(records)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
 class Neo4jMemoryStore(BaseMemoryStore):
     """Plaintext store on Neo4j 5 or another Bolt/Cypher server. See the module docstring.
 
@@ -510,14 +544,7 @@ class Neo4jMemoryStore(BaseMemoryStore):
         self._check_ready()
 
         def work(tx: ManagedTransaction) -> T:
-            gen = body()
-            try:
-                query, params = next(gen)
-                while True:
-                    records = tx.run(query, params).data()  # type: ignore[arg-type]
-                    query, params = gen.send(records)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
+            return _drive(body(), lambda query, params: tx.run(query, params).data())  # type: ignore[arg-type]
 
         try:
             with self._sync_driver().session(database=self.database) as session:
@@ -533,14 +560,10 @@ class Neo4jMemoryStore(BaseMemoryStore):
             return await asyncio.to_thread(self._execute, body, write=write)
 
         async def work(tx: AsyncManagedTransaction) -> T:
-            gen = body()
-            try:
-                query, params = next(gen)
-                while True:
-                    result = await tx.run(query, params)  # type: ignore[arg-type]
-                    query, params = gen.send(await result.data())
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
+            async def run(query: str, params: dict[str, Any]) -> Records:
+                return await (await tx.run(query, params)).data()  # type: ignore[arg-type]
+
+            return await _adrive(body(), run)
 
         try:
             async with driver.session(database=self.database) as session:
@@ -557,7 +580,7 @@ class Neo4jMemoryStore(BaseMemoryStore):
     def _setup(self) -> Body[None]:
         """Migrations and capability detection; each statement in its own auto-commit transaction.
 
-        A statement the server refuses is thrown back into this body (see :meth:`_autocommit`).
+        A statement the server refuses is thrown back into this body (see :func:`_drive`).
         """
         applied = [r["v"] for r in (yield ("MATCH (m:MemosMigration) RETURN m.version AS v", {}))]
         if applied and max(applied) > SCHEMA_VERSION:
@@ -602,18 +625,7 @@ class Neo4jMemoryStore(BaseMemoryStore):
         """
         try:
             with self._sync_driver().session(database=self.database) as session:
-                gen = self._setup()
-                try:
-                    query, params = next(gen)
-                    while True:
-                        try:
-                            records = session.run(query, params).data()  # type: ignore[arg-type]
-                        except neo4j.exceptions.ClientError as exc:
-                            query, params = gen.throw(exc)
-                        else:
-                            query, params = gen.send(records)
-                except StopIteration:
-                    pass
+                _drive(self._setup(), lambda query, params: session.run(query, params).data())  # type: ignore[arg-type]
         except (neo4j.exceptions.Neo4jError, neo4j.exceptions.DriverError) as exc:
             raise self._translate(exc) from exc
         self._ready = True
@@ -626,18 +638,11 @@ class Neo4jMemoryStore(BaseMemoryStore):
             return
         try:
             async with driver.session(database=self.database) as session:
-                gen = self._setup()
-                try:
-                    query, params = next(gen)
-                    while True:
-                        try:
-                            records = await (await session.run(query, params)).data()  # type: ignore[arg-type]
-                        except neo4j.exceptions.ClientError as exc:
-                            query, params = gen.throw(exc)
-                        else:
-                            query, params = gen.send(records)
-                except StopIteration:
-                    pass
+
+                async def run(query: str, params: dict[str, Any]) -> Records:
+                    return await (await session.run(query, params)).data()  # type: ignore[arg-type]
+
+                await _adrive(self._setup(), run)
         except (neo4j.exceptions.Neo4jError, neo4j.exceptions.DriverError) as exc:
             raise self._translate(exc) from exc
         self._ready = True
