@@ -23,6 +23,8 @@ from memos_agents.schema import Edge, MemoryItem, RelationType, SearchFilters, S
 from memos_agents.testing.bolt_server import BoltTarget, new_tenant
 from memos_agents.testing.conformance import DIM, T0, item, vec
 
+pytestmark = pytest.mark.integration
+
 EVIL = [
     "x'}) MATCH (n) DETACH DELETE n //",
     '"}]->() CREATE (:Pwned) RETURN 1 //',
@@ -193,8 +195,9 @@ def test_async_twins_use_the_async_driver(neo4j_store: Neo4jMemoryStore, cube: s
 
 
 def test_bad_uri_and_unreachable_server_are_typed() -> None:
-    with pytest.raises(ConfigError):
-        Neo4jMemoryStore.from_uri("http://nowhere:1")
+    for bad in ("http://nowhere:1", "nowhere:7687", "ftp://x:1"):
+        with pytest.raises(ConfigError):
+            Neo4jMemoryStore.from_uri(bad)
     store = Neo4jMemoryStore.from_uri("bolt://127.0.0.1:9", auth=("u", "p"), connection_timeout=2)
     with pytest.raises(StoreError):
         store.setup()

@@ -134,6 +134,8 @@ _REL_NAME = re.compile(r"^[A-Z][A-Z_]{0,63}$")
 #: Longest path walked by :meth:`Neo4jMemoryStore.expand`.
 MAX_EXPAND_DEPTH = 5
 
+#: URI schemes of the Bolt protocol (the driver's HTTP Query API is not used by this store).
+BOLT_SCHEMES = frozenset({"bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc"})
 VECTOR_INDEX = "memos_memory_embedding"
 FULLTEXT_INDEX = "memos_memory_text"
 
@@ -482,9 +484,13 @@ class Neo4jMemoryStore(BaseMemoryStore):
             **driver_config: Passed to ``neo4j.GraphDatabase.driver`` (timeouts, pool size, ...).
 
         Raises:
-            ConfigError: The URI or configuration is refused by the driver.
+            ConfigError: Not a Bolt URI (``bolt``/``neo4j`` schemes, ``+s``/``+ssc`` for TLS), or a
+                configuration the driver refuses.
 
         """
+        scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
+        if scheme not in BOLT_SCHEMES:
+            raise ConfigError(f"not a Bolt URI: {uri!r}; expected one of {', '.join(sorted(BOLT_SCHEMES))}://host:port")
         try:
             driver = neo4j.GraphDatabase.driver(uri, auth=auth, **driver_config)
         except (ValueError, TypeError, neo4j.exceptions.ConfigurationError) as exc:
