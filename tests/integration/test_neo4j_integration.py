@@ -240,6 +240,19 @@ def test_bm25_ranks_like_the_embedded_store(bolt_target: BoltTarget, tmp_path: P
     lite.close()
 
 
+def neo4j_options(target: BoltTarget) -> list[str]:
+    """The `memos` options (before the command) that point at a Bolt server."""
+    return [
+        "--neo4j-uri",
+        target.uri,
+        "--neo4j-user",
+        target.auth[0],
+        "--neo4j-password",
+        target.auth[1],
+        *(["--neo4j-database", target.database] if target.database else []),
+    ]
+
+
 def memos_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "memos_agents", *args],
@@ -272,19 +285,7 @@ def test_cube_round_trips_sqlite_neo4j_sqlite_exactly(bolt_target: BoltTarget, t
             mos.add([{**turns[0], "id": f"D{n}:1", "session_id": session}], "alice", "notes")
         mos.store.record_event("notes", "note", {"x": 1})
         n = mos.store.count("notes")
-    store_opts = [
-        "--store",
-        "neo4j",
-        "--neo4j-uri",
-        bolt_target.uri,
-        "--neo4j-user",
-        bolt_target.auth[0],
-        "--neo4j-password",
-        bolt_target.auth[1],
-        "--neo4j-tenant",
-        new_tenant(),
-        *(["--neo4j-database", bolt_target.database] if bolt_target.database else []),
-    ]
+    store_opts = ["--store", "neo4j", *neo4j_options(bolt_target), "--neo4j-tenant", new_tenant()]
     home = ["--home", str(tmp_path / "src")]
     steps = [
         ["cube", "export", "notes", "a.zip", "--user", "alice", *home],
@@ -345,13 +346,7 @@ def test_bench_compares_stores(bolt_target: BoltTarget, tmp_path: Path) -> None:
     out = tmp_path / "bench"
     locomo = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "locomo" / "locomo_dev7.json"
     run = memos_cli(
-        "--neo4j-uri",
-        bolt_target.uri,
-        "--neo4j-user",
-        bolt_target.auth[0],
-        "--neo4j-password",
-        bolt_target.auth[1],
-        *(["--neo4j-database", bolt_target.database] if bolt_target.database else []),
+        *neo4j_options(bolt_target),
         "bench",
         "locomo",
         "--data",

@@ -16,11 +16,13 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from datetime import datetime
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
 from memos_agents.cube import CubeHeader
+from memos_agents.errors import EmbeddingDimensionError
 from memos_agents.schema import Edge, MemoryItem, RelationType, SearchFilters
 
 Direction = Literal["out", "in", "both"]
@@ -58,6 +60,30 @@ class WriteResult(BaseModel):
 
     added: list[str] = Field(default_factory=list)
     updated: list[MemoryItem] = Field(default_factory=list)
+
+
+def event_us(value: datetime | None) -> int | None:
+    """Return a UTC datetime as integer microseconds since the epoch (None stays None), for range filters."""
+    return None if value is None else int(value.timestamp() * 1_000_000)
+
+
+def check_embedding_dim(items: Sequence[MemoryItem], dim: int | None) -> int | None:
+    """Check that every embedding has the cube's dimension; return it (set by the first one if None).
+
+    Raises:
+        EmbeddingDimensionError: An embedding's length differs.
+
+    """
+    for item in items:
+        if item.embedding is None:
+            continue
+        if dim is None:
+            dim = len(item.embedding)
+        if len(item.embedding) != dim:
+            raise EmbeddingDimensionError(
+                f"item {item.id}: embedding has {len(item.embedding)} dimensions, the cube has {dim}"
+            )
+    return dim
 
 
 def search_text(item: MemoryItem) -> str:

@@ -91,6 +91,8 @@ from memos_agents.plaintext.stores.base import (
     StoreCapabilities,
     WriteBatch,
     WriteResult,
+    check_embedding_dim,
+    event_us,
     search_text,
 )
 from memos_agents.plaintext.text import BM25_B, BM25_K1, bm25_query_terms, bm25_terms, content_terms
@@ -249,10 +251,6 @@ def _dt(value: str | None) -> datetime | None:
     return None if value is None else as_utc(datetime.fromisoformat(value))
 
 
-def _event_us(value: datetime | None) -> int | None:
-    return None if value is None else int(value.timestamp() * 1_000_000)
-
-
 def item_properties(item: MemoryItem, tenant: str, seq: int) -> dict[str, Any]:
     """Flatten an item into node properties (lists of scalars, JSON text for maps).
 
@@ -285,7 +283,7 @@ def item_properties(item: MemoryItem, tenant: str, seq: int) -> dict[str, Any]:
         "source_speakers": list(item.sources.speakers),
         "user_id": item.user_id,
         "event_time": _iso(item.event_time),
-        "event_us": _event_us(item.event_time),
+        "event_us": event_us(item.event_time),
         "created_at": _iso(item.created_at),
         "updated_at": _iso(item.updated_at),
         "confidence": float(item.confidence),
@@ -341,27 +339,14 @@ def filter_cypher(filters: SearchFilters | None, var: str = "m") -> tuple[str, d
         params["f_user"] = filters.user_id
     if filters.time_from is not None:
         clauses.append(f"{var}.event_us >= $f_from")
-        params["f_from"] = _event_us(filters.time_from)
+        params["f_from"] = event_us(filters.time_from)
     if filters.time_to is not None:
         clauses.append(f"{var}.event_us <= $f_to")
-        params["f_to"] = _event_us(filters.time_to)
+        params["f_to"] = event_us(filters.time_to)
     if filters.tags_any is not None:
         clauses.append(f"any(tag IN {var}.tags WHERE tag IN $f_tags)")
         params["f_tags"] = list(filters.tags_any)
     return " AND " + " AND ".join(clauses), params
-
-
-def _check_dim(items: Sequence[MemoryItem], dim: int | None) -> int | None:
-    for item in items:
-        if item.embedding is None:
-            continue
-        if dim is None:
-            dim = len(item.embedding)
-        if len(item.embedding) != dim:
-            raise EmbeddingDimensionError(
-                f"item {item.id}: embedding has {len(item.embedding)} dimensions, the cube has {dim}"
-            )
-    return dim
 
 
 def _drive(body: Body[T], run: Callable[[str, dict[str, Any]], Records]) -> T:
@@ -767,7 +752,7 @@ class Neo4jMemoryStore(BaseMemoryStore):
         if not rows:
             raise CubeNotFoundError(f"no cube {cube_id!r}")
         dim = rows[0]["dim"]
-        new_dim = _check_dim([*added, *batch.update], None if dim is None else int(dim))
+        new_dim = check_embedding_dim([*added, *batch.update], None if dim is None else int(dim))
         if new_dim != dim:
             yield (f"MATCH {_CUBE} SET c.embedding_dim = $dim", {**params, "dim": new_dim})
         if added:

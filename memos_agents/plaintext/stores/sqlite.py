@@ -48,6 +48,8 @@ from memos_agents.plaintext.stores.base import (
     StoreCapabilities,
     WriteBatch,
     WriteResult,
+    check_embedding_dim,
+    event_us,
     search_text,
 )
 from memos_agents.plaintext.text import BM25_B, BM25_K1, bm25_idf, bm25_query_terms, bm25_terms
@@ -190,10 +192,6 @@ def _store_errors(fn: F) -> F:
     return cast(F, wrapper)
 
 
-def _event_us(value: datetime | None) -> int | None:
-    return None if value is None else int(value.timestamp() * 1_000_000)
-
-
 #: Small integer codes of the enum columns kept in the vector cache (fast numpy masks).
 _CODES: dict[Any, int] = {
     value: code for enum in (LifecycleState, MemoryType, NodeKind) for code, value in enumerate(enum)
@@ -245,7 +243,7 @@ class _VectorCache:
             node_kind=np.asarray([_CODES[i.node_kind] for i in rows], dtype=np.int16),
             user_id=np.asarray([i.user_id for i in rows], dtype=object),
             event_us=np.asarray(
-                [missing if i.event_time is None else _event_us(i.event_time) for i in rows], dtype=np.int64
+                [missing if i.event_time is None else event_us(i.event_time) for i in rows], dtype=np.int64
             ),
             tags=[frozenset(i.tags) for i in rows],
         )
@@ -259,9 +257,9 @@ class _VectorCache:
             m &= self.user_id == filters.user_id
         missing = np.iinfo(np.int64).min
         if filters.time_from is not None:
-            m &= (self.event_us != missing) & (self.event_us >= _event_us(filters.time_from))
+            m &= (self.event_us != missing) & (self.event_us >= event_us(filters.time_from))
         if filters.time_to is not None:
-            m &= (self.event_us != missing) & (self.event_us <= _event_us(filters.time_to))
+            m &= (self.event_us != missing) & (self.event_us <= event_us(filters.time_to))
         if filters.tags_any is not None:
             wanted = set(filters.tags_any)
             m &= np.asarray([bool(t & wanted) for t in self.tags], dtype=bool)
@@ -410,19 +408,6 @@ class SQLiteMemoryStore(BaseMemoryStore):
 
     # -- items -----------------------------------------------------------------------------------
     @staticmethod
-    def _check_dim(items: Sequence[MemoryItem], dim: int | None) -> int | None:
-        for item in items:
-            if item.embedding is None:
-                continue
-            if dim is None:
-                dim = len(item.embedding)
-            if len(item.embedding) != dim:
-                raise EmbeddingDimensionError(
-                    f"item {item.id}: embedding has {len(item.embedding)} dimensions, the cube has {dim}"
-                )
-        return dim
-
-    @staticmethod
     def _row(item: MemoryItem, doc_len: int) -> tuple[Any, ...]:
         emb = None if item.embedding is None else np.asarray(item.embedding, dtype=np.float32).tobytes()
         return (
@@ -437,7 +422,7 @@ class SQLiteMemoryStore(BaseMemoryStore):
             item.sources.model_dump_json(),
             item.user_id,
             None if item.event_time is None else item.event_time.isoformat(),
-            _event_us(item.event_time),
+            event_us(item.event_time),
             item.created_at.isoformat(),
             item.updated_at.isoformat(),
             item.confidence,
@@ -459,7 +444,7 @@ class SQLiteMemoryStore(BaseMemoryStore):
         with self._lock:
             with self._tx() as cur:
                 dim = self._cube_dim(cur, cube_id)
-                new_dim = self._check_dim([*added, *batch.update], dim)
+                new_dim = check_embedding_dim([*added, *batch.update], dim)
                 if new_dim != dim:
                     cur.execute("UPDATE cubes SET embedding_dim = ? WHERE cube_id = ?", (new_dim, cube_id))
                 terms = [bm25_terms(search_text(i)) for i in added]
@@ -625,10 +610,10 @@ class SQLiteMemoryStore(BaseMemoryStore):
             params.append(filters.user_id)
         if filters.time_from is not None:
             clauses.append(f"{p}event_us >= ?")
-            params.append(_event_us(filters.time_from))
+            params.append(event_us(filters.time_from))
         if filters.time_to is not None:
             clauses.append(f"{p}event_us <= ?")
-            params.append(_event_us(filters.time_to))
+            params.append(event_us(filters.time_to))
         if filters.tags_any is not None:
             clauses.append(
                 f"EXISTS (SELECT 1 FROM json_each({p}tags) WHERE json_each.value IN "
