@@ -22,7 +22,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, Field
 
 from memos_agents.cube import CubeHeader
-from memos_agents.errors import EmbeddingDimensionError
+from memos_agents.errors import EmbeddingDimensionError, MemoryNotFoundError, VersionConflictError
 from memos_agents.schema import Edge, MemoryItem, RelationType, SearchFilters
 
 Direction = Literal["out", "in", "both"]
@@ -84,6 +84,42 @@ def check_embedding_dim(items: Sequence[MemoryItem], dim: int | None) -> int | N
                 f"item {item.id}: embedding has {len(item.embedding)} dimensions, the cube has {dim}"
             )
     return dim
+
+
+def next_version(
+    item: MemoryItem,
+    cube_id: str,
+    stored_version: int | None,
+    stored_embedding: Sequence[float] | None,
+    now: datetime,
+) -> MemoryItem:
+    """Return the copy of ``item`` that an update stores (see :meth:`BaseMemoryStore.apply`).
+
+    Args:
+        item: The update, carrying the version it was based on.
+        cube_id: The cube.
+        stored_version: The stored item's version (None: there is no stored item).
+        stored_embedding: The stored embedding, kept when ``item`` has none.
+        now: The update time.
+
+    Returns:
+        ``item`` in ``cube_id`` at ``version + 1`` with ``updated_at = now``.
+
+    Raises:
+        MemoryNotFoundError: There is no stored item.
+        VersionConflictError: ``item.version`` is not the stored version.
+
+    """
+    if stored_version is None:
+        raise MemoryNotFoundError(f"no memory {item.id!r} in cube {cube_id!r}")
+    if stored_version != item.version:
+        raise VersionConflictError(
+            f"memory {item.id!r} is at version {stored_version}, update was based on {item.version}"
+        )
+    new = item.model_copy(update={"cube_id": cube_id, "version": stored_version + 1, "updated_at": now})
+    if new.embedding is None and stored_embedding is not None:
+        new = new.model_copy(update={"embedding": [float(x) for x in stored_embedding]})
+    return new
 
 
 def search_text(item: MemoryItem) -> str:

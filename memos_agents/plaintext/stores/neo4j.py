@@ -78,10 +78,8 @@ from memos_agents.errors import (
     CubeNotFoundError,
     EmbeddingDimensionError,
     InvalidInputError,
-    MemoryNotFoundError,
     MemOSError,
     StoreError,
-    VersionConflictError,
     require,
 )
 from memos_agents.plaintext.stores.base import (
@@ -93,6 +91,7 @@ from memos_agents.plaintext.stores.base import (
     WriteResult,
     check_embedding_dim,
     event_us,
+    next_version,
     search_text,
 )
 from memos_agents.plaintext.text import BM25_B, BM25_K1, bm25_query_terms, bm25_terms, content_terms
@@ -791,18 +790,10 @@ class Neo4jMemoryStore(BaseMemoryStore):
         out: list[MemoryItem] = []
         props: list[dict[str, Any]] = []
         for item in items:
-            row = stored.get(item.id)
-            if row is None:
-                raise MemoryNotFoundError(f"no memory {item.id!r} in cube {cube_id!r}")
-            if row["version"] != item.version:
-                raise VersionConflictError(
-                    f"memory {item.id!r} is at version {row['version']}, update was based on {item.version}"
-                )
+            row = stored.get(item.id) or {}
+            new = next_version(item, cube_id, row.get("version"), row.get("embedding"), now)
             if row["node_kind"] != item.node_kind.value:
                 raise InvalidInputError(f"memory {item.id!r}: the node kind of a stored item cannot change")
-            new = item.model_copy(update={"cube_id": cube_id, "version": item.version + 1, "updated_at": now})
-            if new.embedding is None and row["embedding"] is not None:
-                new = new.model_copy(update={"embedding": [float(x) for x in row["embedding"]]})
             stored[item.id] = {**row, "version": new.version}
             out.append(new)
             props.append(item_properties(new, self.tenant, int(row["seq"])))

@@ -37,9 +37,7 @@ from memos_agents.errors import (
     CubeNotFoundError,
     EmbeddingDimensionError,
     InvalidInputError,
-    MemoryNotFoundError,
     StoreError,
-    VersionConflictError,
 )
 from memos_agents.plaintext.stores.base import (
     BaseMemoryStore,
@@ -50,6 +48,7 @@ from memos_agents.plaintext.stores.base import (
     WriteResult,
     check_embedding_dim,
     event_us,
+    next_version,
     search_text,
 )
 from memos_agents.plaintext.text import BM25_B, BM25_K1, bm25_idf, bm25_query_terms, bm25_terms
@@ -488,13 +487,9 @@ class SQLiteMemoryStore(BaseMemoryStore):
         row = cur.execute(
             "SELECT version, embedding, rowid FROM items WHERE cube_id = ? AND id = ?", (cube_id, item.id)
         ).fetchone()
-        if row is None:
-            raise MemoryNotFoundError(f"no memory {item.id!r} in cube {cube_id!r}")
-        if row[0] != item.version:
-            raise VersionConflictError(f"memory {item.id!r} is at version {row[0]}, update was based on {item.version}")
-        new = item.model_copy(update={"cube_id": cube_id, "version": row[0] + 1, "updated_at": now})
-        if new.embedding is None and row[1] is not None:
-            new = new.model_copy(update={"embedding": np.frombuffer(row[1], dtype=np.float32).tolist()})
+        stored = None if row is None or row[1] is None else np.frombuffer(row[1], dtype=np.float32).tolist()
+        new = next_version(item, cube_id, None if row is None else row[0], stored, now)  # raises: missing, stale
+        rowid = int(row[2])
         terms = bm25_terms(search_text(new))
         r = self._row(new, len(terms))
         cur.execute(
@@ -503,8 +498,8 @@ class SQLiteMemoryStore(BaseMemoryStore):
             "version=?, embedding=?, metadata=?, doc_len=? WHERE cube_id = ? AND id = ?",
             (*r[2:], cube_id, item.id),
         )
-        cur.execute("DELETE FROM item_terms WHERE item_rowid = ?", (row[2],))
-        self._index_terms(cur, cube_id, [(row[2], terms)])
+        cur.execute("DELETE FROM item_terms WHERE item_rowid = ?", (rowid,))
+        self._index_terms(cur, cube_id, [(rowid, terms)])
         return new
 
     def _insert_edges(self, cur: sqlite3.Cursor, cube_id: str, edges: Sequence[Edge]) -> None:
