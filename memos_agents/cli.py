@@ -5,7 +5,8 @@ Commands: ``demo``, ``add``, ``search``, ``chat`` (a REPL), ``cube export|import
 (default ``$MEMOS_HOME`` or ``~/.memos``). Options before the command choose the plaintext store
 for every command: ``memos --store neo4j --neo4j-uri bolt://... cube import notes.zip --user bob``
 (the ``--neo4j-*`` options also read ``NEO4J_URI``, ``NEO4J_USER``, ``NEO4J_PASSWORD``, ``NEO4J_DATABASE``).
-Errors of the :class:`~memos_agents.errors.MemOSError` hierarchy print one line and exit with 2.
+Errors of the :class:`~memos_agents.errors.MemOSError` hierarchy, and file errors (``OSError``),
+print one line and exit with 2; no traceback.
 """
 
 from __future__ import annotations
@@ -74,8 +75,8 @@ def _mos(home: Path | None, **config: Any) -> MemOS:
 def _run(fn: Any) -> Any:
     try:
         return fn()
-    except MemOSError as exc:
-        console.print(f"[red]error:[/] {type(exc).__name__}: {exc}")
+    except (MemOSError, OSError) as exc:
+        console.print(f"[red]error:[/] {type(exc).__name__}: {exc}", markup=False, highlight=False)
         raise typer.Exit(2) from exc
 
 
@@ -140,7 +141,7 @@ def search(
     query: Annotated[str, typer.Argument(help="The question.")],
     user: User,
     cube: Annotated[
-        list[str] | None, typer.Option("--cube", "-c", help="Cube(s) to search (default: all readable).")
+        list[str] | None, typer.Option("--cube", "-c", help="Cube(s) to search (default: the ones --user owns).")
     ] = None,
     home: Home = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1)] = 10,
@@ -166,7 +167,7 @@ def search(
 def chat(
     user: User,
     cube: Annotated[
-        list[str] | None, typer.Option("--cube", "-c", help="Cube(s) to use (default: all readable).")
+        list[str] | None, typer.Option("--cube", "-c", help="Cube(s) to use (default: the ones --user owns).")
     ] = None,
     home: Home = None,
     budget: Annotated[int, typer.Option(min=1, help="Token budget of the memory context.")] = 1000,
@@ -220,13 +221,18 @@ def cube_import(
     path: Annotated[Path, typer.Argument(help="Archive file.")],
     user: User,
     home: Home = None,
-    as_id: Annotated[str | None, typer.Option("--as", help="Import under this cube id (owned by --user).")] = None,
+    as_id: Annotated[
+        str | None, typer.Option("--as", help="Import under this cube id instead of the archive's.")
+    ] = None,
+    keep_acl: Annotated[
+        bool, typer.Option("--keep-acl", help="Keep the archive's ACL entries (default: the new cube is private).")
+    ] = False,
 ) -> None:
-    """Import a cube from an archive file."""
+    """Import a cube from an archive file; --user becomes its owner (the archive's owner and ACL are not trusted)."""
 
     def go() -> None:
         with _mos(home, llm={"provider": "none"}) as mos:
-            header = mos.import_cube(path, user, cube_id=as_id)
+            header = mos.import_cube(path, user, cube_id=as_id, keep_acl=keep_acl)
             console.print(f"imported cube {header.cube_id} ({mos.store.count(header.cube_id)} nodes)")
 
     _run(go)

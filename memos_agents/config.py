@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -140,6 +140,11 @@ class StoreConfig(BaseModel):
         tenant: Namespace of this MemOS inside a shared Neo4j database (default ``"default"``).
         use_fulltext_index: Neo4j: text search through its full-text index when there is one
             (default True); False ranks exactly as the embedded store does (see the Neo4j store).
+        sqlite_synchronous: Embedded store durability: ``"NORMAL"`` (default; survives process
+            crashes, may lose the last commits on power loss) or ``"FULL"`` (loses nothing
+            acknowledged; slower writes).
+        busy_timeout_s: Embedded store: how long a write waits for another process's write lock,
+            in seconds (default 30).
 
     """
 
@@ -152,6 +157,8 @@ class StoreConfig(BaseModel):
     database: str | None = None
     tenant: str = "default"
     use_fulltext_index: bool = True
+    sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    busy_timeout_s: float = Field(default=30.0, ge=0)
 
     @model_validator(mode="after")
     def _uri_for_neo4j(self) -> StoreConfig:

@@ -13,30 +13,78 @@ The payload is one of:
 Archives: :func:`write_archive` / :func:`read_archive` store a cube in one zip file holding
 ``manifest.json`` (format name and version, header, counts, SHA-256 of the header and of each
 member), ``items.jsonl`` and ``edges.jsonl``. Readers refuse unknown formats, newer versions and
-checksum mismatches. Checksums catch corruption, not tampering: they are not signatures.
+checksum mismatches. Checksums catch corruption, not tampering: they are not signatures. Readers
+also treat archives as untrusted input: members are streamed under caps on inflated size and
+compression ratio (zip bombs), encrypted or oddly compressed members and unexpected members are
+refused, and so are NaN and infinite numbers.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
-import io
 import json
+import math
+import os
+import secrets
+import struct
 import zipfile
 import zlib
+from collections.abc import Iterator
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from memos_agents.errors import CubeFormatError
+from memos_agents.errors import ArchiveIOError, CubeFormatError, InvalidInputError
 from memos_agents.schema import Edge, LifecycleState, MemoryItem, as_utc, utcnow, validate_id
 
 #: Name written into every archive manifest.
 ARCHIVE_FORMAT = "memos-cube"
 #: Current archive format version; readers refuse anything newer.
 ARCHIVE_FORMAT_VERSION = 1
+
+#: Default cap on the inflated size of ``items.jsonl`` and of ``edges.jsonl``, in bytes (1 GiB:
+#: about 120,000 items with 384-d embeddings, ~8.5 KB a line). Reading holds the parsed records,
+#: roughly 1.5-2 times the JSON size, so this also bounds the memory an import may take.
+MAX_MEMBER_BYTES = 1 << 30
+#: Default cap on the inflated size of all members together, in bytes (2 GiB).
+MAX_ARCHIVE_BYTES = 2 << 30
+#: Default cap on the inflated size of ``manifest.json``, in bytes (16 MiB; real ones are ~1 KB).
+MAX_MANIFEST_BYTES = 16 << 20
+#: Default cap on how many times a member may expand over its compressed size. Real exports
+#: measure 2.3x (384-d random unit vectors), 11-18x (256-d hashing embeddings, edges) and up to
+#: ~100x (thousands of identical long texts, no embeddings); deflate tops out near 1032x.
+MAX_COMPRESSION_RATIO = 200.0
+#: Members may always inflate to this many bytes, whatever their ratio (1 MiB).
+RATIO_FLOOR_BYTES = 1 << 20
+#: Cap on one line (record) of ``items.jsonl`` / ``edges.jsonl``, in bytes (16 MiB). The largest
+#: valid item (64 Ki-char text, 64 tags, 64 metadata values, 4096 sources, an 8192-d embedding)
+#: is under 4 MB of JSON; the cap bounds the memory a line without newlines can take.
+MAX_RECORD_BYTES = 16 << 20
+
+_MEMBERS = ("manifest.json", "items.jsonl", "edges.jsonl")
+_COMPRESSIONS = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED})
+#: General-purpose flag bits for encryption: traditional (0), strong (6), central directory (13).
+_ENCRYPTED_FLAGS = 0x1 | 0x40 | 0x2000
+_CHUNK_BYTES = 1 << 20
+#: What zipfile and zlib raise on a corrupt, truncated or unsupported archive.
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    RuntimeError,  # encrypted member; NotImplementedError (unknown compression) derives from it
+    ValueError,
+    OverflowError,
+    OSError,
+    EOFError,
+    KeyError,
+    zlib.error,
+    struct.error,
+)
+_RecordT = TypeVar("_RecordT", MemoryItem, Edge)
 
 
 class Permission(StrEnum):
@@ -179,19 +227,52 @@ def _header_sha(header: object) -> str:
     return _sha256(json.dumps(header, sort_keys=True, separators=(",", ":")).encode())
 
 
+def _io_error(action: str, path: Path, reason: OSError | str, code: int | None = None) -> ArchiveIOError:
+    """Build the :class:`ArchiveIOError` for a failed ``action`` on ``path``, keeping the errno.
+
+    The message reads ``[Errno N] cannot <action> cube archive <path>: <reason>``.
+    """
+    if isinstance(reason, OSError):
+        code, reason = reason.errno, reason.strerror or str(reason) or type(reason).__name__
+    message = f"cannot {action} cube archive {path}: {reason}"
+    return ArchiveIOError(message) if code is None else ArchiveIOError(code, message)
+
+
+def _open_temp(target: Path) -> tuple[int, Path]:
+    """Create a new, uniquely named temp file next to ``target`` (mode 0o666 less the umask)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temp file name", str(target.parent))
+
+
 def write_archive(path: str | Path, cube: MemCube) -> Path:
-    """Write ``cube`` to one zip archive.
+    """Write ``cube`` to one zip archive, atomically.
+
+    The archive is written to a uniquely named temp file in the target's directory, flushed to
+    disk and then renamed over the target, so readers see either the old file or the complete new
+    one; the temp file is removed whenever the write fails.
 
     Args:
-        path: Target file; parent directories are created; an existing file is replaced.
+        path: Target file; parent directories are created; an existing file is replaced, an
+            existing directory is refused.
         cube: The header, items (with embeddings) and edges to write.
 
     Returns:
         The path written.
 
+    Raises:
+        ArchiveIOError: If ``path`` is a directory, or the file or its parent directories cannot
+            be created or written (no permission, a parent is a file, disk full).
+
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.is_dir():
+        raise _io_error("write", target, "it is a directory", errno.EISDIR)
     items = "".join(item.model_dump_json() + "\n" for item in cube.items).encode()
     edges = "".join(edge.model_dump_json() + "\n" for edge in cube.edges).encode()
     header = json.loads(cube.header.model_dump_json())
@@ -202,61 +283,321 @@ def write_archive(path: str | Path, cube: MemCube) -> Path:
         "counts": {"items": len(cube.items), "edges": len(cube.edges)},
         "sha256": {"header": _header_sha(header), "items.jsonl": _sha256(items), "edges.jsonl": _sha256(edges)},
     }
-    tmp = target.with_suffix(target.suffix + ".tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("manifest.json", json.dumps(manifest, indent=2))
-        zf.writestr("items.jsonl", items)
-        zf.writestr("edges.jsonl", edges)
-    tmp.replace(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as exc:  # a parent is a file
+        raise _io_error("write", target, f"{target.parent} is not a directory", errno.ENOTDIR) from exc
+    except OSError as exc:
+        raise _io_error("write", target, exc) from exc
+    try:
+        fd, tmp = _open_temp(target)
+    except OSError as exc:
+        raise _io_error("write", target, exc) from exc
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+                zf.writestr("manifest.json", json.dumps(manifest, indent=2))
+                zf.writestr("items.jsonl", items)
+                zf.writestr("edges.jsonl", edges)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(exc, OSError):
+            raise _io_error("write", target, exc) from exc
+        raise
     return target
 
 
-def read_archive(path: str | Path) -> MemCube:
-    """Read a cube archive written by :func:`write_archive`.
+class _Budget:
+    """The decompression limits of one :func:`read_archive` call and the bytes inflated so far."""
 
-    Args:
-        path: The archive file.
+    def __init__(self, source: Path, archive_bytes: int, max_total_bytes: int, max_ratio: float) -> None:
+        self.source = source
+        self.archive_bytes = archive_bytes
+        self.max_total_bytes = max_total_bytes
+        self.max_ratio = max_ratio
+        self.total = 0
+
+    def ratio_limit(self, info: zipfile.ZipInfo) -> int:
+        """Most bytes ``info`` may inflate to: ``max_ratio`` times its compressed size, at least the floor."""
+        compressed = max(0, min(info.compress_size, self.archive_bytes))  # a forged size cannot exceed the file
+        return max(RATIO_FLOOR_BYTES, int(self.max_ratio * compressed))
+
+    def refuse(self, info: zipfile.ZipInfo, size: int, max_bytes: int) -> None:
+        """Raise :class:`CubeFormatError` if ``info`` at ``size`` bytes (or the archive) is over a limit."""
+        name = info.filename
+        if size > max_bytes:
+            raise CubeFormatError(f"{self.source}: {name} is larger than the limit of {max_bytes} bytes")
+        if size > self.ratio_limit(info):
+            raise CubeFormatError(
+                f"{self.source}: {name} expands more than {self.max_ratio:g} times its compressed size "
+                f"({info.compress_size} bytes); refused as a possible zip bomb"
+            )
+        if self.total > self.max_total_bytes:
+            raise CubeFormatError(
+                f"{self.source}: the archive expands to more than the limit of {self.max_total_bytes} bytes"
+            )
+
+    def check_declared(self, info: zipfile.ZipInfo, max_bytes: int) -> None:
+        """Refuse ``info`` early if the size it declares is already over a limit."""
+        self.refuse(info, info.file_size, max_bytes)
+
+    def chunks(self, zf: zipfile.ZipFile, info: zipfile.ZipInfo, max_bytes: int) -> Iterator[bytes]:
+        """Yield the inflated bytes of ``info`` in chunks, counting them against every limit.
+
+        The sizes the archive declares are checked first (to refuse early), then the bytes really
+        inflated are counted while reading, since declared sizes can be forged.
+        """
+        self.check_declared(info, max_bytes)
+        size = 0
+        with zf.open(info) as fh:
+            while chunk := fh.read(_CHUNK_BYTES):
+                size += len(chunk)
+                self.total += len(chunk)
+                self.refuse(info, size, max_bytes)
+                yield chunk
+
+
+def _non_finite(value: object) -> bool:
+    """Return True if a NaN or infinite float occurs anywhere in ``value`` (models, dicts, lists)."""
+    stack: list[object] = [value]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, float):
+            if not math.isfinite(current):
+                return True
+        elif isinstance(current, BaseModel):
+            stack.extend(vars(current).values())
+        elif isinstance(current, dict):
+            stack.extend(current.values())
+        elif isinstance(current, list | tuple | set | frozenset):
+            try:  # fast path for vectors: every element a number
+                if all(map(math.isfinite, current)):
+                    continue
+            except (TypeError, OverflowError):  # not all numbers (or an int too big for a float)
+                pass
+            stack.extend(current)
+    return False
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"non-finite number {name} in the manifest")
+
+
+def _read_manifest(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: _Budget, max_bytes: int) -> dict[str, Any]:
+    source = budget.source
+    raw = b"".join(budget.chunks(zf, info, max_bytes))
+    try:
+        manifest = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise CubeFormatError(f"{source}: manifest.json is not valid JSON ({exc})") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != ARCHIVE_FORMAT:
+        raise CubeFormatError(f"{source} is not a {ARCHIVE_FORMAT} archive")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise CubeFormatError(f"{source}: unknown format version {version!r}")
+    if version > ARCHIVE_FORMAT_VERSION:
+        raise CubeFormatError(
+            f"{source}: format version {version} is newer than this memos-agents supports "
+            f"({ARCHIVE_FORMAT_VERSION}); upgrade memos-agents to read it"
+        )
+    return manifest
+
+
+def _read_records(
+    zf: zipfile.ZipFile,
+    info: zipfile.ZipInfo,
+    model: type[_RecordT],
+    expected: int,
+    budget: _Budget,
+    max_bytes: int,
+) -> tuple[list[_RecordT], str, str | None]:
+    """Stream one JSON-lines member: parse its records while hashing its bytes.
+
+    Only the records and the line being read (at most :data:`MAX_RECORD_BYTES`) are held in
+    memory, never the whole member. After the first bad record (or one record more than
+    ``expected``) the rest is only hashed, so that a checksum mismatch, the likelier cause, can be
+    reported instead.
 
     Returns:
-        The cube with its header, items and edges.
-
-    Raises:
-        CubeFormatError: If the file is not a cube archive, its format version is unknown or
-            newer than :data:`ARCHIVE_FORMAT_VERSION`, a checksum or count does not match, or a
-            record does not validate.
+        The records, the SHA-256 hex digest of the member, and the first record error (or None).
 
     """
-    source = Path(path)
-    try:
-        with zipfile.ZipFile(source) as zf:
-            manifest = json.loads(zf.read("manifest.json"))
-            if not isinstance(manifest, dict) or manifest.get("format") != ARCHIVE_FORMAT:
-                raise CubeFormatError(f"{source} is not a {ARCHIVE_FORMAT} archive")
-            version = manifest.get("format_version")
-            if not isinstance(version, int) or version < 1:
-                raise CubeFormatError(f"{source}: unknown format version {version!r}")
-            if version > ARCHIVE_FORMAT_VERSION:
-                raise CubeFormatError(
-                    f"{source}: format version {version} is newer than this memos-agents supports "
-                    f"({ARCHIVE_FORMAT_VERSION}); upgrade memos-agents to read it"
-                )
-            members = {name: zf.read(name) for name in ("items.jsonl", "edges.jsonl")}
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError, zlib.error) as exc:
-        raise CubeFormatError(f"{source}: not a readable cube archive ({exc})") from exc
+    hasher = hashlib.sha256()
+    records: list[_RecordT] = []
+    error: str | None = None
+    pending = bytearray()
+
+    def parse(block: bytes) -> str | None:
+        for line in filter(bytes.strip, block.split(b"\n")):
+            if len(line) > MAX_RECORD_BYTES:
+                return f"a line is longer than the limit of {MAX_RECORD_BYTES} bytes"
+            if len(records) >= expected:
+                return f"more records than the {expected} the manifest counts"
+            try:
+                record = model.model_validate_json(line)
+            except (ValidationError, ValueError, RecursionError) as exc:
+                return f"invalid record ({exc})"
+            if _non_finite(record):
+                return "a record holds a non-finite number (NaN or infinity)"
+            records.append(record)
+        return None
+
+    for chunk in budget.chunks(zf, info, max_bytes):
+        hasher.update(chunk)
+        if error is not None:
+            continue
+        cut = chunk.rfind(b"\n")  # search the new bytes only: a long pending line is not rescanned
+        if cut >= 0:
+            cut += len(pending)
+        pending += chunk
+        if cut < 0:
+            if pending.isspace():  # a run of blank space inside no record: nothing to keep
+                pending.clear()
+            elif len(pending) > MAX_RECORD_BYTES:
+                error = f"a line is longer than the limit of {MAX_RECORD_BYTES} bytes"
+                pending.clear()
+            continue
+        block = bytes(pending[:cut])
+        del pending[: cut + 1]
+        if block and not block.isspace():
+            error = parse(block)
+    if error is None and pending and not pending.isspace():
+        error = parse(bytes(pending))
+    return records, hasher.hexdigest(), error
+
+
+def _count(counts: dict[str, Any], name: str, source: Path) -> int:
+    value = counts.get(name)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise CubeFormatError(f"{source}: manifest count of {name} is not a non-negative integer: {value!r}")
+    return value
+
+
+def _check_members(zf: zipfile.ZipFile, source: Path) -> dict[str, zipfile.ZipInfo]:
+    infos = zf.infolist()
+    names = [info.filename for info in infos]
+    unexpected = sorted(set(names) - set(_MEMBERS))
+    if unexpected:
+        raise CubeFormatError(
+            f"{source}: unexpected archive members {unexpected[:5]!r} (a cube archive holds only {', '.join(_MEMBERS)})"
+        )
+    if len(names) != len(set(names)):
+        raise CubeFormatError(f"{source}: duplicate archive members")
+    missing = [name for name in _MEMBERS if name not in names]
+    if missing:
+        raise CubeFormatError(f"{source}: archive lacks {', '.join(missing)}")
+    for info in infos:
+        if info.flag_bits & _ENCRYPTED_FLAGS:
+            raise CubeFormatError(f"{source}: {info.filename} is encrypted; cube archives are never encrypted")
+        if info.compress_type not in _COMPRESSIONS:
+            raise CubeFormatError(
+                f"{source}: {info.filename} uses zip compression method {info.compress_type}; "
+                "cube archives are stored or deflated"
+            )
+    return {info.filename: info for info in infos}
+
+
+def _read_cube(zf: zipfile.ZipFile, budget: _Budget, limits: tuple[int, int]) -> MemCube:
+    source = budget.source
+    max_manifest_bytes, max_member_bytes = limits
+    members = _check_members(zf, source)
+    manifest = _read_manifest(zf, members["manifest.json"], budget, max_manifest_bytes)
     sums, counts = manifest.get("sha256"), manifest.get("counts")
     if not isinstance(sums, dict) or not isinstance(counts, dict):
         raise CubeFormatError(f"{source}: manifest lacks checksums or counts")
     if sums.get("header") != _header_sha(manifest.get("header")):
         raise CubeFormatError(f"{source}: checksum mismatch for the header")
-    for name, data in members.items():
-        if sums.get(name) != _sha256(data):
-            raise CubeFormatError(f"{source}: checksum mismatch for {name}")
     try:
-        header = CubeHeader.model_validate(manifest["header"])
-        items = [MemoryItem.model_validate_json(line) for line in io.BytesIO(members["items.jsonl"]) if line.strip()]
-        edges = [Edge.model_validate_json(line) for line in io.BytesIO(members["edges.jsonl"]) if line.strip()]
-    except (ValidationError, KeyError) as exc:
-        raise CubeFormatError(f"{source}: invalid record ({exc})") from exc
-    if counts.get("items") != len(items) or counts.get("edges") != len(edges):
+        header = CubeHeader.model_validate(manifest.get("header"))
+    except ValidationError as exc:
+        raise CubeFormatError(f"{source}: invalid header ({exc})") from exc
+    if _non_finite(header):
+        raise CubeFormatError(f"{source}: the header holds a non-finite number")
+    n_items, n_edges = _count(counts, "items", source), _count(counts, "edges", source)
+    items, items_sha, items_error = _read_records(
+        zf, members["items.jsonl"], MemoryItem, n_items, budget, max_member_bytes
+    )
+    edges, edges_sha, edges_error = _read_records(zf, members["edges.jsonl"], Edge, n_edges, budget, max_member_bytes)
+    for name, digest in (("items.jsonl", items_sha), ("edges.jsonl", edges_sha)):
+        if sums.get(name) != digest:
+            raise CubeFormatError(f"{source}: checksum mismatch for {name}")
+    for name, error in (("items.jsonl", items_error), ("edges.jsonl", edges_error)):
+        if error is not None:
+            raise CubeFormatError(f"{source}: {name}: {error}")
+    if n_items != len(items) or n_edges != len(edges):
         raise CubeFormatError(f"{source}: counts in manifest do not match the content")
     return MemCube(header=header, items=items, edges=edges)
+
+
+def read_archive(
+    path: str | Path,
+    *,
+    max_member_bytes: int = MAX_MEMBER_BYTES,
+    max_total_bytes: int = MAX_ARCHIVE_BYTES,
+    max_ratio: float = MAX_COMPRESSION_RATIO,
+    max_manifest_bytes: int = MAX_MANIFEST_BYTES,
+) -> MemCube:
+    """Read a cube archive written by :func:`write_archive`.
+
+    Members are streamed: each is inflated in chunks, hashed incrementally and parsed line by line,
+    and the bytes really inflated (not the sizes the archive declares) are counted against the
+    limits below, so memory stays bounded by the limits and the records read, whatever the archive
+    claims. Only the three members :func:`write_archive` writes are accepted, stored or deflated
+    and unencrypted; a record line may be at most :data:`MAX_RECORD_BYTES` (16 MiB) long, and
+    every number in the records must be finite.
+
+    Args:
+        path: The archive file.
+        max_member_bytes: Most bytes ``items.jsonl`` or ``edges.jsonl`` may inflate to (default
+            :data:`MAX_MEMBER_BYTES`, 1 GiB).
+        max_total_bytes: Most bytes all members together may inflate to (default
+            :data:`MAX_ARCHIVE_BYTES`, 2 GiB).
+        max_ratio: Most times a member may expand over its compressed size once past
+            :data:`RATIO_FLOOR_BYTES` (1 MiB) inflated (default :data:`MAX_COMPRESSION_RATIO`, 200).
+        max_manifest_bytes: Most bytes ``manifest.json`` may inflate to (default
+            :data:`MAX_MANIFEST_BYTES`, 16 MiB).
+
+    Returns:
+        The cube with its header, items and edges.
+
+    Raises:
+        ArchiveIOError: If the file does not exist, is a directory or cannot be opened.
+        CubeFormatError: If the file is not a cube archive (not a zip, unexpected, duplicate,
+            missing, encrypted or unsupported-compression members), its format version is unknown
+            or newer than :data:`ARCHIVE_FORMAT_VERSION`, a member is over a limit, a checksum or
+            count does not match, a record does not validate, or a number is NaN or infinite.
+        InvalidInputError: If a limit is not positive.
+
+    """
+    for name, limit in (
+        ("max_member_bytes", max_member_bytes),
+        ("max_total_bytes", max_total_bytes),
+        ("max_ratio", max_ratio),
+        ("max_manifest_bytes", max_manifest_bytes),
+    ):
+        if not limit > 0:
+            raise InvalidInputError(f"{name} must be positive, got {limit!r}")
+    source = Path(path)
+    if source.is_dir():
+        raise _io_error("read", source, "it is a directory", errno.EISDIR)
+    try:
+        fh = source.open("rb")
+    except OSError as exc:
+        raise _io_error("read", source, exc) from exc
+    with fh:
+        try:
+            archive_bytes = os.fstat(fh.fileno()).st_size
+        except OSError as exc:
+            raise _io_error("read", source, exc) from exc
+        budget = _Budget(source, archive_bytes, max_total_bytes, max_ratio)
+        try:
+            with zipfile.ZipFile(fh) as zf:
+                return _read_cube(zf, budget, (max_manifest_bytes, max_member_bytes))
+        except CubeFormatError:
+            raise
+        except _ZIP_ERRORS as exc:
+            raise CubeFormatError(f"{source}: not a readable cube archive ({exc})") from exc

@@ -20,7 +20,11 @@ class TextTooLongError(InvalidInputError):
     """A memory or query text is longer than the configured maximum (in characters)."""
 
 
-class EmbeddingDimensionError(InvalidInputError):
+class InvalidEmbeddingError(InvalidInputError):
+    """An embedding cannot be stored or searched: wrong dimension, or NaN/infinite values."""
+
+
+class EmbeddingDimensionError(InvalidEmbeddingError):
     """An embedding does not have the dimension the cube/store was created with."""
 
 
@@ -70,6 +74,10 @@ class ModelError(MemOSError):
 
 class LLMResponseError(ModelError):
     """An LLM answer could not be parsed into the expected pydantic model after all retries."""
+
+
+class ArchiveIOError(MemOSError, OSError):
+    """A cube archive could not be read or written on disk (missing file, a directory, no permission)."""
 
 
 def require(module: str, extra: str) -> ImportError:

@@ -34,6 +34,7 @@ from memos_agents.config import EmbedderProvider, LLMProvider, MemOSConfig, Stor
 from memos_agents.cube import AclEntry, CubeHeader, MemCube, Permission, StorageProfile, read_archive, write_archive
 from memos_agents.errors import (
     ConfigError,
+    CubeExistsError,
     CubeNotFoundError,
     InvalidInputError,
     MemoryNotFoundError,
@@ -43,7 +44,7 @@ from memos_agents.errors import (
 from memos_agents.models.embedders import BaseEmbedder, HashingEmbedder, OpenAIEmbedder, SentenceTransformerEmbedder
 from memos_agents.models.llm import BaseLLM, HFLocalLLM, OpenAICompatibleLLM
 from memos_agents.models.tokens import TokenCounter
-from memos_agents.operation.reader import MemReader, ReadMode
+from memos_agents.operation.reader import MemReader, ReadMode, call_llm
 from memos_agents.operation.scheduler import MemScheduler
 from memos_agents.plaintext.retrieval import HybridRetriever
 from memos_agents.plaintext.stores.base import BaseMemoryStore
@@ -57,6 +58,7 @@ from memos_agents.schema import (
     Message,
     ScoredMemory,
     SearchFilters,
+    check_text,
     validate_id,
 )
 
@@ -119,7 +121,7 @@ def build_store(config: MemOSConfig) -> BaseMemoryStore:
         return Neo4jMemoryStore.from_uri(
             s.uri or "", auth=auth, database=s.database, tenant=s.tenant, use_fulltext_index=s.use_fulltext_index
         )
-    return SQLiteMemoryStore(config.db_path)
+    return SQLiteMemoryStore(config.db_path, synchronous=s.sqlite_synchronous, busy_timeout_s=s.busy_timeout_s)
 
 
 def build_llm(config: MemOSConfig) -> BaseLLM | None:
@@ -269,8 +271,24 @@ class MemOS:
         return self._cube_for(cube_id, user_id, Permission.READ)
 
     def list_cubes(self, user_id: str) -> list[CubeHeader]:
-        """Return the headers of the cubes ``user_id`` may read."""
+        """Return the headers of the cubes ``user_id`` may read (their own and those shared with them)."""
+        validate_id(user_id, "user_id")
         return [h for h in self.store.list_cubes() if h.allows(user_id, Permission.READ)]
+
+    def default_cubes(self, user_id: str) -> list[CubeHeader]:
+        """Return the cubes ``search``/``chat`` read when no ``cube_ids`` are given: those ``user_id`` owns.
+
+        Cubes merely readable by the caller (shared with them, or readable by ``*``) are searched
+        only when named: otherwise anyone could put text into everyone's prompts by marking a cube
+        world-readable. Only cubes whose embedding dimension matches this MemOS's embedder are
+        included (others need their own embedder).
+        """
+        validate_id(user_id, "user_id")
+        return [
+            h
+            for h in self.store.list_cubes()
+            if h.owner_id == user_id and h.storage.embedding_dim in (None, self.embedder.dim)
+        ]
 
     def delete_cube(self, cube_id: str, user_id: str) -> None:
         """Delete a cube and everything in it (needs admin permission)."""
@@ -294,10 +312,30 @@ class MemOS:
             )
 
     def _check_text(self, text: str, what: str) -> None:
-        if not isinstance(text, str) or not text.strip():
-            raise InvalidInputError(f"{what} must be a non-empty string")
-        if len(text) > self.config.max_text_chars:
-            raise TextTooLongError(f"{what} has {len(text)} characters; the limit is {self.config.max_text_chars}")
+        check_text(text, what, self.config.max_text_chars)
+
+    @staticmethod
+    def _count_arg(value: object, what: str, *, optional: bool = False) -> int | None:
+        """Check a count argument (``top_k``, ``token_budget``, ``max_tokens``): a positive int, or None if optional."""
+        if value is None and optional:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidInputError(f"{what} must be a positive integer, not {value!r}")
+        if value < 1:
+            raise InvalidInputError(f"{what} must be at least 1")
+        return value
+
+    def _search_cubes(self, cube_ids: Sequence[str] | None, user_id: str) -> list[str]:
+        """Resolve the cubes a search or chat reads, checking read permission on each named one."""
+        if cube_ids is None:
+            validate_id(user_id, "user_id")
+            return [h.cube_id for h in self.default_cubes(user_id)]
+        if isinstance(cube_ids, str | bytes) or not isinstance(cube_ids, Sequence):
+            raise InvalidInputError("cube_ids must be a list of cube ids (or None), not a single string")
+        cubes = list(dict.fromkeys(cube_ids))
+        for cid in cubes:
+            self._check_embedder(self._cube_for(cid, user_id, Permission.READ))
+        return cubes
 
     # -- writes ------------------------------------------------------------------------------------
     def _messages(self, messages: Sequence[MessageLike], session_id: str | None) -> list[Message]:
@@ -312,8 +350,11 @@ class MemOS:
             except ValidationError as exc:
                 raise InvalidInputError(f"message {pos} is malformed: {exc.errors()[0]['msg']}") from exc
             self._check_text(m.content, f"message {pos} content")
-            if m.id is not None:
-                validate_id(m.id, f"message {pos} id")
+            if m.image_caption is not None and len(m.content) + len(m.image_caption) > self.config.max_text_chars:
+                raise TextTooLongError(
+                    f"message {pos} content and image caption have {len(m.content) + len(m.image_caption)} "
+                    f"characters together; the limit is {self.config.max_text_chars}"
+                )
             if session_id is not None and m.session_id is None:
                 m = m.model_copy(update={"session_id": session_id})
             out.append(m)
@@ -423,7 +464,7 @@ class MemOS:
         if text is not None:
             self._check_text(text, "text")
             changes["text"] = text
-            changes["embedding"] = self.embedder.embed([text])[0].tolist()
+            changes["embedding"] = self.reader.embed([text])[0].tolist()
         try:
             if memory_type is not None:
                 changes["memory_type"] = MemoryType(memory_type)
@@ -432,10 +473,14 @@ class MemOS:
         except ValueError as exc:
             raise InvalidInputError(str(exc)) from exc
         if tags is not None:
-            if isinstance(tags, str | bytes) or not all(isinstance(t, str) for t in tags):
+            if isinstance(tags, str | bytes) or not isinstance(tags, Sequence):
                 raise InvalidInputError("tags must be a list of strings")
             changes["tags"] = list(tags)
-        return self.store.update(cube_id, [item.model_copy(update=changes)])[0]
+        try:  # validate the whole new item: every field bounded, embedding finite
+            new = MemoryItem.model_validate({**item.model_dump(), **changes})
+        except ValidationError as exc:
+            raise InvalidInputError(f"invalid update: {exc.errors()[0]['msg']}") from exc
+        return self.store.update(cube_id, [new])[0]
 
     def delete(self, memory_ids: Sequence[str], user_id: str, cube_id: str) -> int:
         """Delete memories and their edges (needs write permission). Returns how many were deleted."""
@@ -462,8 +507,8 @@ class MemOS:
         Args:
             query: The question (non-empty, at most ``max_text_chars``).
             user_id: The caller (read permission on every cube).
-            cube_ids: Cubes to search (None: every cube the caller may read whose embedding
-                dimension matches this MemOS's embedder).
+            cube_ids: Cubes to search, a list (None: the caller's own cubes, see
+                :meth:`default_cubes`; shared and public cubes are searched only when named).
             top_k: Maximum results (default ``config.retrieval.top_k``).
             filters: :class:`SearchFilters` or a dict of its fields.
             token_budget: Maximum total tokens of the rendered results (default
@@ -473,15 +518,16 @@ class MemOS:
             Results best first, each with score, tokens and per-retriever signals.
 
         Raises:
-            InvalidInputError / CubeNotFoundError / PermissionDeniedError.
+            InvalidInputError: Empty or oversized query, ``cube_ids`` given as a string, ``top_k``
+                or ``token_budget`` not a positive integer, invalid filters.
+            CubeNotFoundError / PermissionDeniedError: A named cube is missing or not readable.
+            ModelError: The embedder failed.
 
         """
         self._check_text(query, "query")
-        k = self.config.retrieval.top_k if top_k is None else top_k
-        if k < 1:
-            raise InvalidInputError("top_k must be at least 1")
-        if token_budget is not None and token_budget < 1:
-            raise InvalidInputError("token_budget must be at least 1")
+        k = self._count_arg(self.config.retrieval.top_k if top_k is None else top_k, "top_k")
+        assert k is not None
+        self._count_arg(token_budget, "token_budget", optional=True)
         try:
             flt = (
                 filters
@@ -490,19 +536,11 @@ class MemOS:
             )
         except ValidationError as exc:
             raise InvalidInputError(f"invalid filters: {exc.errors()[0]['msg']}") from exc
-        if cube_ids is None:
-            # every readable cube whose vectors this embedder can search (others need their own embedder)
-            cubes = [
-                h.cube_id for h in self.list_cubes(user_id) if h.storage.embedding_dim in (None, self.embedder.dim)
-            ]
-        else:
-            cubes = list(dict.fromkeys(cube_ids))
-            for cid in cubes:
-                self._check_embedder(self._cube_for(cid, user_id, Permission.READ))
+        cubes = self._search_cubes(cube_ids, user_id)
         if not cubes:
             return []
         parsed = self.reader.parse_query(query)
-        vector = self.embedder.embed_query(query)
+        vector = self.reader.embed([query])[0]
         budget = token_budget if token_budget is not None else self.config.default_token_budget
         # the scheduler drops turns already shown by better results, so fetch more candidates than
         # top_k; fetch again with a wider net when overlaps left fewer than top_k
@@ -530,7 +568,7 @@ class MemOS:
         Args:
             query: The question.
             user_id: The caller (read permission on every cube).
-            cube_ids: Cubes to use (None: every readable cube).
+            cube_ids: Cubes to use (None: the caller's own cubes, as in :meth:`search`).
             top_k: Maximum memories (default ``config.retrieval.top_k``).
             token_budget: Tokens of memory context (default 1000).
             history: Earlier OpenAI-style messages of this chat.
@@ -538,17 +576,18 @@ class MemOS:
 
         Raises:
             ConfigError: No LLM configured.
+            ModelError: The LLM failed (any exception of a custom LLM is wrapped).
+            InvalidInputError / CubeNotFoundError / PermissionDeniedError: As :meth:`search`.
 
         """
         if self.llm is None:
             raise ConfigError("chat needs an LLM; configure llm.provider")
+        limit = self._count_arg(max_tokens, "max_tokens", optional=True) or self.config.llm.max_tokens
         t0 = time.perf_counter()
         memories = self.search(query, user_id, cube_ids, top_k=top_k, token_budget=token_budget)
         t1 = time.perf_counter()
         messages = answer_prompt.build_messages(query, self.scheduler.render_context(memories), history)
-        answer = self.llm.generate(
-            messages, max_tokens=max_tokens or self.config.llm.max_tokens, temperature=self.config.llm.temperature
-        )
+        answer = call_llm(self.llm, messages, max_tokens=limit, temperature=self.config.llm.temperature)
         t2 = time.perf_counter()
         return ChatResult(answer=answer, memories=memories, search_ms=(t1 - t0) * 1000, generate_ms=(t2 - t1) * 1000)
 
@@ -560,37 +599,65 @@ class MemOS:
         edges = self.store.get_edges(cube_id)
         return write_archive(path, MemCube(header=header, items=items, edges=edges))
 
-    def import_cube(self, path: str | Path, user_id: str, *, cube_id: str | None = None) -> CubeHeader:
-        """Create a cube from an archive, atomically (the cube is removed again if the content fails).
+    def import_cube(
+        self, path: str | Path, user_id: str, *, cube_id: str | None = None, keep_acl: bool = False
+    ) -> CubeHeader:
+        """Create a cube from an archive, atomically: all of its content is stored, or nothing.
+
+        The importer becomes the cube's owner. Nothing in an archive is trusted for access: its
+        header is written by whoever made the file, so its owner and ACL could name anyone. The
+        archived ACL is dropped unless ``keep_acl`` is set; the importer, as the new owner, is
+        entitled to grant those entries on their own cube. The archive's owner is recorded in the
+        cube's event log (``imported``) as provenance. An existing cube is never replaced or merged into.
 
         Args:
             path: Archive written by :meth:`export_cube`.
-            user_id: The importer; becomes the owner when the archive's owner is someone else
-                and ``cube_id`` renames the cube.
+            user_id: The importer; owner of the new cube.
             cube_id: Import under this id instead of the archive's.
+            keep_acl: Keep the archive's ACL entries (default False: the new cube is private).
+
+        Returns:
+            The stored header.
 
         Raises:
-            CubeFormatError: Unknown/newer format, corrupt archive.
-            CubeExistsError: The target id exists.
+            CubeFormatError: Unknown/newer format, corrupt or oversized archive.
+            ArchiveIOError: The file cannot be read.
+            CubeExistsError: A cube with the target id exists (import under another id with
+                ``cube_id``, or delete that cube first).
+            InvalidInputError: Malformed ids.
 
         """
         validate_id(user_id, "user_id")
-        cube = read_archive(path)
-        header = cube.header
         if cube_id is not None:
             validate_id(cube_id, "cube_id")
-            header = header.model_copy(update={"cube_id": cube_id, "owner_id": user_id})
-        elif not header.allows(user_id, Permission.ADMIN):
-            raise PermissionDeniedError(f"user {user_id!r} is not an admin of archived cube {header.cube_id!r}")
-        header = header.model_copy(
-            update={"storage": header.storage.model_copy(update={"backend": type(self.store).__name__})}
-        )
-        self.store.create_cube(header)
+        cube = read_archive(path)
+        target = cube_id or cube.header.cube_id
         try:
-            self.store.add(header.cube_id, cube.items, cube.edges)
-        except BaseException:
-            self.store.delete_cube(header.cube_id)
-            raise
+            self.store.get_cube(target)
+        except CubeNotFoundError:
+            pass
+        else:
+            raise CubeExistsError(f"cube {target!r} already exists; import it under another id (cube_id=...)")
+        archived_owner = cube.header.owner_id
+        header = cube.header.model_copy(
+            update={
+                "cube_id": target,
+                "owner_id": user_id,
+                "acl": list(cube.header.acl) if keep_acl else [],
+                "storage": cube.header.storage.model_copy(update={"backend": type(self.store).__name__}),
+            }
+        )
+        self.store.import_cube(header, cube.items, cube.edges)
+        self.store.record_event(
+            target,
+            "imported",
+            {
+                "by": user_id,
+                "archive_cube_id": cube.header.cube_id,
+                "archive_owner": archived_owner,
+                "kept_acl": keep_acl,
+            },
+        )
         return header
 
     # -- async twins -------------------------------------------------------------------------------

@@ -7,18 +7,34 @@ and is linked to others by typed relations in a tree/graph.
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from datetime import UTC, datetime
 from enum import Enum, StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from memos_agents.errors import InvalidInputError
 
-#: Ids of cubes, users and memory items: 1-128 characters from a safe alphabet.
-ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@\-]{0,127}$")
+#: Ids of cubes, users, sessions, messages and memory items: 1-128 characters from a safe alphabet.
+#: Matched whole (``fullmatch``), so a trailing newline is refused.
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@\-]{0,127}")
+
+#: Hard limits on stored text fields, on every path (add, update, import), in characters. The
+#: facade's ``MemOSConfig.max_text_chars`` (default 8,000) is the tighter limit on what a caller
+#: writes; these bound what any item can hold (a fast-mode window joins several turns, a merge two items).
+MAX_ITEM_TEXT_CHARS = 65_536
+#: Longest key, speaker name, tag or metadata key (characters).
+MAX_LABEL_CHARS = 256
+#: Longest metadata string value (characters).
+MAX_METADATA_VALUE_CHARS = 4_096
+#: Most tags per item, metadata entries per item.
+MAX_TAGS = 64
+MAX_METADATA_ENTRIES = 64
+#: Most message ids, session ids or speakers in one item's provenance.
+MAX_SOURCES = 4_096
 
 
 def validate_id(value: str, what: str = "id") -> str:
@@ -36,9 +52,57 @@ def validate_id(value: str, what: str = "id") -> str:
             ``[A-Za-z0-9_.:@-]`` starting with a letter or digit.
 
     """
-    if not isinstance(value, str) or not ID_PATTERN.match(value):
-        raise InvalidInputError(f"malformed {what}: {value!r} (expected 1-128 chars of [A-Za-z0-9_.:@-])")
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
+        shown = value[:140] if isinstance(value, str) else value
+        raise InvalidInputError(f"malformed {what}: {shown!r} (expected 1-128 chars of [A-Za-z0-9_.:@-])")
     return value
+
+
+def check_text(value: object, what: str = "text", max_chars: int = MAX_ITEM_TEXT_CHARS, *, blank: bool = False) -> str:
+    """Check that ``value`` is a storable string.
+
+    Args:
+        value: The text to check.
+        what: What the text is, for the error message.
+        max_chars: Longest accepted length in characters (default :data:`MAX_ITEM_TEXT_CHARS`).
+        blank: Accept an empty or all-whitespace string (default False).
+
+    Returns:
+        ``value`` unchanged.
+
+    Raises:
+        InvalidInputError: Not a string, blank (unless ``blank``), longer than ``max_chars``, or
+            not encodable as UTF-8 (lone surrogates), which no store can keep.
+        TextTooLongError: Longer than ``max_chars`` (a subclass of InvalidInputError).
+
+    """
+    from memos_agents.errors import TextTooLongError
+
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{what} must be a string, not {type(value).__name__}")
+    if not blank and not value.strip():
+        raise InvalidInputError(f"{what} must not be empty")
+    if len(value) > max_chars:
+        raise TextTooLongError(f"{what} has {len(value)} characters; the limit is {max_chars}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInputError(f"{what} is not valid Unicode text (lone surrogate at {exc.start})") from exc
+    return value
+
+
+def _label(value: str) -> str:
+    return check_text(value, "label", MAX_LABEL_CHARS, blank=True)
+
+
+def _optional_id(value: str | None) -> str | None:
+    return None if value is None else validate_id(value)
+
+
+#: A short string field (key, tag, speaker, metadata key): at most MAX_LABEL_CHARS, valid UTF-8.
+Label = Annotated[str, AfterValidator(_label)]
+#: A well-formed id (see :func:`validate_id`).
+Id = Annotated[str, AfterValidator(validate_id)]
 
 
 def new_id() -> str:
@@ -52,12 +116,21 @@ def utcnow() -> datetime:
 
 
 def as_utc(value: datetime | None) -> datetime | None:
-    """Return ``value`` as an aware UTC datetime (naive values are taken to be UTC)."""
+    """Return ``value`` as an aware UTC datetime (naive values are taken to be UTC).
+
+    Raises:
+        ValueError: The time lies outside what a UTC datetime can hold (years 1-9999 after
+            conversion), e.g. ``datetime(1, 1, 1, tzinfo=+01:00)``.
+
+    """
     if value is None:
         return None
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError(f"{value.isoformat()} is out of range once converted to UTC") from exc
 
 
 class MemoryType(StrEnum):
@@ -106,9 +179,11 @@ class Sources(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    message_ids: list[str] = Field(default_factory=list, description="Ids of source messages, e.g. LoCoMo dia_ids.")
-    session_ids: list[str] = Field(default_factory=list)
-    speakers: list[str] = Field(default_factory=list)
+    message_ids: list[Label] = Field(
+        default_factory=list, max_length=MAX_SOURCES, description="Ids of source messages, e.g. LoCoMo dia_ids."
+    )
+    session_ids: list[Label] = Field(default_factory=list, max_length=MAX_SOURCES)
+    speakers: list[Label] = Field(default_factory=list, max_length=MAX_SOURCES)
 
     def union(self, other: Sources) -> Sources:
         """Return the order-preserving union of two provenance records."""
@@ -117,9 +192,9 @@ class Sources(BaseModel):
             return list(dict.fromkeys([*a, *b]))
 
         return Sources(
-            message_ids=merge(self.message_ids, other.message_ids),
-            session_ids=merge(self.session_ids, other.session_ids),
-            speakers=merge(self.speakers, other.speakers),
+            message_ids=merge(self.message_ids, other.message_ids)[:MAX_SOURCES],
+            session_ids=merge(self.session_ids, other.session_ids)[:MAX_SOURCES],
+            speakers=merge(self.speakers, other.speakers)[:MAX_SOURCES],
         )
 
 
@@ -142,22 +217,28 @@ class MemoryItem(BaseModel):
         confidence: 0..1; 1.0 for verbatim turns, the extractor's estimate for LLM facts.
         status: Lifecycle state; search sees ``activated`` items by default.
         version: Incremented by the store on every update, starting at 1.
-        embedding: Unit-norm float vector of the cube's embedding dimension, or None.
-        metadata: Flat JSON-able extras (str/int/float/bool values).
+        embedding: Unit-norm float vector of the cube's embedding dimension, or None; every
+            value finite (NaN and infinity are refused).
+        metadata: Flat JSON-able extras (str/int/float/bool values; at most
+            :data:`MAX_METADATA_ENTRIES`, finite numbers).
+
+    Every text field is bounded (``text`` by :data:`MAX_ITEM_TEXT_CHARS`, key and tags by
+    :data:`MAX_LABEL_CHARS`) and must be valid UTF-8, so no path (add, update, import) stores an
+    unbounded or unstorable value.
 
     """
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+    model_config = ConfigDict(extra="forbid", validate_assignment=False, allow_inf_nan=False)
 
     id: str = Field(default_factory=new_id)
     cube_id: str = ""
     text: str
     memory_type: MemoryType = MemoryType.LONG_TERM
     node_kind: NodeKind = NodeKind.MEMORY
-    key: str | None = None
-    tags: list[str] = Field(default_factory=list)
+    key: Label | None = None
+    tags: list[Label] = Field(default_factory=list, max_length=MAX_TAGS)
     sources: Sources = Field(default_factory=Sources)
-    user_id: str | None = None
+    user_id: Annotated[str | None, AfterValidator(_optional_id)] = None
     event_time: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
@@ -165,20 +246,28 @@ class MemoryItem(BaseModel):
     status: LifecycleState = LifecycleState.ACTIVATED
     version: int = Field(default=1, ge=1)
     embedding: list[float] | None = None
-    metadata: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+    metadata: dict[Label, str | int | float | bool | None] = Field(
+        default_factory=dict, max_length=MAX_METADATA_ENTRIES
+    )
 
     @field_validator("text")
     @classmethod
-    def _text_not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("memory text must not be empty")
-        return value
+    def _text_ok(cls, value: str) -> str:
+        return check_text(value, "memory text")
 
     @field_validator("id")
     @classmethod
     def _id_ok(cls, value: str) -> str:
-        if not ID_PATTERN.match(value):
-            raise ValueError(f"malformed memory id {value!r}")
+        return validate_id(value, "memory id")
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_ok(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for k, v in value.items():
+            if isinstance(v, str):
+                check_text(v, f"metadata[{k!r}]", MAX_METADATA_VALUE_CHARS, blank=True)
+            elif isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"metadata[{k!r}] is not a finite number")
         return value
 
     @field_validator("event_time", "created_at", "updated_at")
@@ -190,10 +279,10 @@ class MemoryItem(BaseModel):
 class Edge(BaseModel):
     """A typed, directed relation between two items of the same cube."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    source_id: str
-    target_id: str
+    source_id: Id
+    target_id: Id
     type: RelationType
     weight: float = 1.0
     created_at: datetime = Field(default_factory=utcnow)
@@ -208,18 +297,28 @@ class Message(BaseModel):
     """One chat message given to ``MemOS.add``.
 
     Accepts OpenAI/LangChain-style dicts: ``{"role": "user", "content": "..."}``; ``name`` is the
-    speaker's name when known; ``id`` a message id kept as provenance (e.g. a LoCoMo dia_id).
+    speaker's name when known; ``id`` a message id kept as provenance (e.g. a LoCoMo dia_id);
+    ``session_id`` and ``id`` must be well-formed ids (:func:`validate_id`); ``role`` and ``name``
+    are at most :data:`MAX_LABEL_CHARS` characters; ``content`` and ``image_caption`` at most
+    :data:`MAX_ITEM_TEXT_CHARS` each (``MemOS.add`` applies its tighter ``max_text_chars`` to both
+    together). An integer ``timestamp`` is read as pydantic reads it: seconds since the epoch, or
+    milliseconds when it is above 2·10¹⁰.
     """
 
     model_config = ConfigDict(extra="ignore")
 
-    role: str = "user"
+    role: Label = "user"
     content: str
-    name: str | None = None
-    id: str | None = None
+    name: Label | None = None
+    id: Annotated[str | None, AfterValidator(_optional_id)] = None
     timestamp: datetime | None = None
-    session_id: str | None = None
+    session_id: Annotated[str | None, AfterValidator(_optional_id)] = None
     image_caption: str | None = None
+
+    @field_validator("content", "image_caption")
+    @classmethod
+    def _texts_ok(cls, value: str | None) -> str | None:
+        return None if value is None else check_text(value, "message text", blank=True)
 
     @field_validator("timestamp")
     @classmethod
@@ -253,13 +352,13 @@ class SearchFilters(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    user_id: str | None = None
+    user_id: Label | None = None
     memory_types: list[MemoryType] | None = None
     statuses: list[LifecycleState] = Field(default_factory=lambda: [LifecycleState.ACTIVATED])
     node_kinds: list[NodeKind] = Field(default_factory=lambda: [NodeKind.MEMORY])
     time_from: datetime | None = None
     time_to: datetime | None = None
-    tags_any: list[str] | None = None
+    tags_any: list[Label] | None = Field(default=None, max_length=MAX_TAGS)
 
     @field_validator("time_from", "time_to")
     @classmethod

@@ -85,7 +85,7 @@ class MemReader:
         if mode == ReadMode.FINE and self.llm is None:
             raise ConfigError("fine mode needs an LLM; configure one or use mode='fast'")
         lines = self.embedding_texts(messages)
-        turn_vectors = self._embed(lines)
+        turn_vectors = self.embed(lines)
         result = ReadResult()
         containing: dict[int, list[MemoryItem]] = {}  # turn position -> windows that hold it
         for positions in self.windows(messages):
@@ -101,14 +101,35 @@ class MemReader:
                 self._extract(messages, window, containing, user_id, result)
             facts = result.items[facts_from:]
             if facts:
-                for fact, vec in zip(facts, self._embed([f.text for f in facts]), strict=True):
+                for fact, vec in zip(facts, self.embed([f.text for f in facts]), strict=True):
                     fact.embedding = vec.tolist()
         return result
 
-    def _embed(self, texts: list[str]) -> np.ndarray:
-        vectors = self.embedder.embed(texts)
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed texts with the embedder, checking what it returns.
+
+        Args:
+            texts: Texts to embed.
+
+        Returns:
+            Float32 array of shape ``(len(texts), dim)``.
+
+        Raises:
+            ModelError: The embedder raised (any exception of a custom embedder is wrapped), or
+                returned the wrong shape, or NaN/infinite values (which would flatten the dense
+                scores of a whole cube).
+
+        """
+        try:
+            vectors = np.asarray(self.embedder.embed(list(texts)), dtype=np.float32)
+        except ModelError:
+            raise
+        except Exception as exc:
+            raise ModelError(f"embedder {self.embedder.model_name!r} failed: {type(exc).__name__}: {exc}") from exc
         if vectors.shape != (len(texts), self.embedder.dim):
             raise ModelError(f"embedder returned shape {vectors.shape}, expected {(len(texts), self.embedder.dim)}")
+        if not np.isfinite(vectors).all():
+            raise ModelError(f"embedder {self.embedder.model_name!r} returned NaN or infinite values")
         return vectors
 
     def embedding_texts(self, messages: Sequence[Message]) -> list[str]:
@@ -168,7 +189,7 @@ class MemReader:
         parsed = None
         for _attempt in range(self.config.fine_max_retries + 1):
             try:
-                parsed = extract_facts.parse(self.llm.generate(prompt, max_tokens=512))
+                parsed = extract_facts.parse(call_llm(self.llm, prompt, max_tokens=512))
                 break
             except (ValueError, ModelError) as exc:
                 errors.append(str(exc)[:300])
@@ -201,6 +222,33 @@ class MemReader:
     def parse_query(self, query: str) -> MemoryQuery:
         """Turn a question into a :class:`MemoryQuery` (its content terms as keywords)."""
         return MemoryQuery(text=query, keywords=content_terms(query))
+
+
+def call_llm(llm: BaseLLM, messages: Sequence[dict[str, str]], *, max_tokens: int, temperature: float = 0.0) -> str:
+    """Call ``llm.generate`` so that any failure is a :class:`ModelError`.
+
+    Args:
+        llm: The model.
+        messages: OpenAI-style chat messages.
+        max_tokens: Upper bound on generated tokens.
+        temperature: 0 for greedy decoding (default).
+
+    Returns:
+        The reply text.
+
+    Raises:
+        ModelError: The model raised (a custom LLM's own exception is wrapped) or returned a non-string.
+
+    """
+    try:
+        reply = llm.generate(messages, max_tokens=max_tokens, temperature=temperature)
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"LLM {getattr(llm, 'model_name', 'llm')!r} failed: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(reply, str):
+        raise ModelError(f"LLM returned {type(reply).__name__}, expected a string")
+    return reply
 
 
 def _unit_mean(vectors: np.ndarray) -> list[float]:

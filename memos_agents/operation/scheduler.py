@@ -38,45 +38,43 @@ class MemScheduler:
 
     @staticmethod
     def deduplicate(results: Sequence[ScoredMemory]) -> list[ScoredMemory]:
-        """Drop source turns already shown by a better-ranked result.
+        """Drop turns already shown by a better-ranked result, and nothing else.
 
-        Walking results in rank order, a result whose source messages were all shown already is
-        dropped. A window item (one text line per source message) that shares some of them is
-        trimmed to its unseen lines (``trimmed=True``; the stored item is unchanged). Results
-        without message ids are kept as they are.
+        A turn is identified by its cube, its session, its message id and its text: message ids are
+        often reused (two sessions both numbering their messages "1", "2", ...), so an id alone
+        never hides a result. Walking results in rank order, a window item (one text line per
+        source message) loses the lines already shown (``trimmed=True``; the stored item is
+        unchanged) and is dropped only when every line was shown. Any other item (an extracted fact,
+        a merged item) is dropped only when each of its text lines was already shown verbatim in
+        the same cube.
         """
-        shown: set[tuple[str, str]] = set()  # (cube, message id): message ids are unique per cube only
+        shown_turns: set[tuple[str, str, str, str]] = set()  # (cube, session, message id, line)
+        shown_lines: set[tuple[str, str]] = set()  # (cube, line)
         out: list[ScoredMemory] = []
         for r in results:
-            ids = r.item.sources.message_ids
-            keys = [(r.item.cube_id, i) for i in ids]
-            fresh = [k for k in keys if k not in shown]
-            if ids and not fresh:
+            item = r.item
+            ids = item.sources.message_ids
+            lines = item.text.split("\n")
+            if item.metadata.get("lines_match_sources") and len(lines) == len(ids) and ids:
+                session = item.sources.session_ids[0] if len(item.sources.session_ids) == 1 else ""
+                keys = [(item.cube_id, session, mid, line) for mid, line in zip(ids, lines, strict=True)]
+                keep = [n for n, k in enumerate(keys) if k not in shown_turns]
+                if not keep:
+                    continue
+                if len(keep) < len(ids):
+                    trimmed = item.model_copy(
+                        update={
+                            "text": "\n".join(lines[n] for n in keep),
+                            "sources": item.sources.model_copy(update={"message_ids": [ids[n] for n in keep]}),
+                        }
+                    )
+                    r = r.model_copy(update={"item": trimmed, "trimmed": True})
+                shown_turns.update(keys)
+            elif all((item.cube_id, line) in shown_lines for line in lines):
                 continue
-            lines = r.item.text.split("\n")
-            if len(fresh) < len(ids) and r.item.metadata.get("lines_match_sources") and len(lines) == len(ids):
-                keep = [n for n, k in enumerate(keys) if k not in shown]
-                item = r.item.model_copy(
-                    update={
-                        "text": "\n".join(lines[n] for n in keep),
-                        "sources": r.item.sources.model_copy(update={"message_ids": [ids[n] for n in keep]}),
-                    }
-                )
-                r = r.model_copy(update={"item": item, "trimmed": True})
-            shown.update(keys)
+            shown_lines.update((item.cube_id, line) for line in lines)
             out.append(r)
         return out
-
-    def select(
-        self, results: Sequence[ScoredMemory], *, top_k: int | None = None, token_budget: int | None = None
-    ) -> list[ScoredMemory]:
-        """Choose what enters the context: :meth:`deduplicate`, then :meth:`fit`.
-
-        Returns:
-            The chosen results, with ``tokens`` filled.
-
-        """
-        return self.fit(self.deduplicate(results), top_k=top_k, token_budget=token_budget)
 
     def fit(
         self, results: Sequence[ScoredMemory], *, top_k: int | None = None, token_budget: int | None = None

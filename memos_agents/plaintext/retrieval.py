@@ -14,18 +14,24 @@ DERIVED_FROM by default, as in MemOS's tree retrieval): a neighbour gains ``neig
 seed's score. FOLLOWS is walked only from single-turn seeds: a multi-turn window already holds its
 neighbouring turns, and boosting the overlapping windows around it only repeats them (on LoCoMo it
 cost 0.03 recall within 1,000 tokens). Filters are applied inside the store, before ranking.
-Results of several cubes are merged by score.
+Results of several cubes are merged by score; equal scores put the newer memory (event time, else
+ingestion time) first, so an older statement never hides a newer one that ties with it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 import numpy as np
 
 from memos_agents.config import FusionMethod, RetrievalConfig
 from memos_agents.plaintext.stores.base import BaseMemoryStore
-from memos_agents.schema import MemoryQuery, RelationType, ScoredMemory, SearchFilters
+from memos_agents.schema import MemoryItem, MemoryQuery, RelationType, ScoredMemory, SearchFilters
+
+
+def _when(item: MemoryItem) -> datetime:
+    return item.event_time or item.created_at
 
 
 class HybridRetriever:
@@ -67,7 +73,8 @@ class HybridRetriever:
         out: list[ScoredMemory] = []
         for cube_id in cube_ids:
             out.extend(self._search_cube(store, cube_id, query, query_vector, filters, limit))
-        out.sort(key=lambda r: -r.score)
+        # equal scores (e.g. a correction and the statement it corrects): the newer statement first
+        out.sort(key=lambda r: (-r.score, -_when(r.item).timestamp()))
         return out[:limit]
 
     def _normalised(self, name: str, rank: int, raw: float, hits: list[tuple[str, float]]) -> float:

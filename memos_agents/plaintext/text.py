@@ -150,3 +150,46 @@ def bm25_terms(text: str) -> list[str]:
 def bm25_query_terms(text: str) -> list[str]:
     """Return the BM25 query terms of ``text``: the stemmed tokens of its non-stopword terms, repeats kept."""
     return [t for term in content_terms(text) for t in bm25_terms(term)]
+
+
+_MONTHS_AND_DAYS = frozenset(
+    """january february march april may june july august september october november december jan feb mar apr jun
+    jul aug sep sept oct nov dec monday tuesday wednesday thursday friday saturday sunday mon tue tues wed thu
+    thur thurs fri sat sun""".split()
+)
+_NEGATIONS = frozenset(
+    """not no never none nobody nothing nowhere neither nor without cannot can't don't doesn't didn't isn't aren't
+    wasn't weren't won't wouldn't shouldn't couldn't hasn't haven't hadn't mustn't""".split()
+)
+_RAW_TOKEN = re.compile(r"[^\W_][\w'’:.,/\-]*")
+
+
+def fact_signature(text: str) -> frozenset[str]:
+    """Return the tokens that make two similar sentences state different facts.
+
+    Two texts whose embeddings are nearly identical (a near-duplicate by cosine) are still different
+    statements when they differ in a number, date or time ("555-0101" / "555-0199", "12 March" /
+    "14 March", "07:15" / "09:45"), a name ("Alice" / "Bob"), or a negation ("I like" / "I don't
+    like"). The signature holds exactly those tokens: every token with a digit (trailing punctuation
+    stripped), month and weekday names, negation words, and capitalised words that are not
+    stopwords (names; ``"I"``, ``"My"`` and the like are left out). Texts with different signatures
+    are never merged.
+
+    Args:
+        text: Any text.
+
+    Returns:
+        The set of distinguishing tokens, lower-cased.
+
+    """
+    out: set[str] = set()
+    for raw in _RAW_TOKEN.findall(text.replace("’", "'")):
+        token = raw.rstrip(":.,/-'")
+        low = token.lower()
+        if any(c.isdigit() for c in token):
+            out.add(low)
+        elif low in _MONTHS_AND_DAYS or low in _NEGATIONS or low.endswith("n't"):
+            out.add(low)
+        elif token[:1].isupper() and low not in STOPWORDS and low != "i":
+            out.add(low.split("'")[0])
+    return frozenset(out)

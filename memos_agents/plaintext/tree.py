@@ -7,16 +7,21 @@
   under it by PARENT edges. A topic's text names the session, its date, speakers and key phrases;
   its embedding is the normalised mean of its first members' (no extra embedding call).
 * **Near-duplicates merged** — an item whose cosine to an active memory of the same user that
-  shares none of its source messages is at least ``merge_threshold`` is merged with it: a new merged item (longer
-  text, union of provenance) replaces both, the originals are archived (not deleted) and point to
-  it by MERGED_TO.
+  shares none of its source messages is at least ``merge_threshold`` is merged with it, unless the
+  two differ in a number, date, time, name or negation (:func:`~memos_agents.plaintext.text.fact_signature`):
+  those are different statements (a correction, a new appointment), both stay active and the newer
+  is linked to the older by CONFLICTS_WITH. A true merge never drops information and never lets
+  an older statement hide a newer one: the merged item takes the newer statement's text (the
+  older's only when it already contains every content term of the newer; both texts, newer
+  first, when neither covers the other), the newer's event time and the union of provenance; the
+  originals are archived (not deleted) and point to it by MERGED_TO, so they stay reachable.
 * **Related items linked** — RELATE_TO to the most similar non-overlapping active memory of the
   same user when it lies in another session and the cosine is at least ``relate_threshold``.
 """
 
 from __future__ import annotations
 
-import re
+import hashlib
 from collections import Counter
 from collections.abc import Sequence
 from typing import cast
@@ -25,7 +30,10 @@ import numpy as np
 
 from memos_agents.config import ReaderConfig
 from memos_agents.plaintext.stores.base import BaseMemoryStore, WriteBatch
+from memos_agents.plaintext.text import content_terms, fact_signature
 from memos_agents.schema import (
+    ID_PATTERN,
+    MAX_ITEM_TEXT_CHARS,
     Edge,
     LifecycleState,
     MemoryItem,
@@ -34,21 +42,35 @@ from memos_agents.schema import (
     SearchFilters,
 )
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.:@\-]")
-
 
 def session_key(item: MemoryItem) -> str:
-    """Return the episode an item belongs to: its first session id, else its event day, else ``"undated"``."""
+    """Return the episode an item belongs to: its first session id, else ``":day:YYYY-MM-DD"``, else ``":undated"``.
+
+    Session ids are well-formed ids, which start with a letter or digit, so the fallback keys (which
+    start with ``:``) never equal a session's.
+    """
     if item.sources.session_ids:
         return item.sources.session_ids[0]
     if item.event_time is not None:
-        return item.event_time.strftime("%Y-%m-%d")
-    return "undated"
+        return item.event_time.strftime(":day:%Y-%m-%d")
+    return ":undated"
+
+
+def session_label(key: str) -> str:
+    """Return how a :func:`session_key` reads in a topic's text (``"2023-05-08"``, ``"undated"``, the session id)."""
+    return key.removeprefix(":day:").removeprefix(":")
 
 
 def topic_id(session: str) -> str:
-    """Deterministic id of a session's topic node."""
-    return ("topic." + _UNSAFE.sub("_", session))[:128]
+    """Deterministic id of a session's topic node, distinct for distinct session keys.
+
+    ``"topic." + key`` when that is a valid id (at most 128 characters), else ``"topic-"`` and 48 hex
+    digits of the key's SHA-256 (never truncated, so long session ids that share a prefix do not share a topic).
+    """
+    tid = "topic." + session
+    if len(tid) <= 128 and ID_PATTERN.fullmatch(tid):
+        return tid
+    return "topic-" + hashlib.sha256(session.encode("utf-8", "surrogatepass")).hexdigest()[:48]
 
 
 def _unit(v: np.ndarray) -> list[float]:
@@ -62,7 +84,11 @@ def _is_turn(item: MemoryItem) -> bool:
 
 
 def _overlap(a: MemoryItem, b: MemoryItem) -> bool:
-    return bool(set(a.sources.message_ids) & set(b.sources.message_ids))
+    """Whether two items share a turn: a message id within a common session (ids are reused across sessions)."""
+    if not set(a.sources.message_ids) & set(b.sources.message_ids):
+        return False
+    sa, sb = set(a.sources.session_ids), set(b.sources.session_ids)
+    return not sa or not sb or bool(sa & sb)
 
 
 class TreeOrganizer:
@@ -136,13 +162,13 @@ class TreeOrganizer:
         times = [m.event_time for m in members if m.event_time is not None]
         when = f" on {min(times):%d %B %Y}" if times else ""
         about = ", ".join(p for p, _ in phrases) or "various things"
-        text = f"Topic {session}{when}: {', '.join(speakers)} talk about {about}"
+        text = f"Topic {session_label(session)}{when}: {', '.join(speakers)} talk about {about}"
         vectors = [m.embedding for m in members if m.embedding is not None]
         return MemoryItem(
             id=tid,
             text=text,
             node_kind=NodeKind.TOPIC,
-            key=session,
+            key=session_label(session),
             tags=[p for p, _ in phrases[: self.config.key_phrases]],
             sources=members[0].sources.model_copy(update={"message_ids": [], "speakers": speakers}),
             user_id=members[0].user_id,
@@ -167,11 +193,17 @@ class TreeOrganizer:
                 if h not in archived_now and sc >= cfg.relate_threshold
             ]
             stored = {i.id: i for i in store.get(cube_id, [h for h, _ in hits], with_embeddings=True)}
+            signature = fact_signature(item.text)
             for hit_id, score in hits:
                 hit = stored.get(hit_id)
                 if hit is None or _overlap(hit, item):
                     continue  # overlapping windows share turns: neighbours, not duplicates
-                if score >= cfg.merge_threshold:
+                if score >= cfg.merge_threshold and fact_signature(hit.text) != signature:
+                    # as similar as a duplicate, but a different number/date/name/negation: a new statement
+                    batch.edges.append(
+                        Edge(source_id=item.id, target_id=hit_id, type=RelationType.CONFLICTS_WITH, weight=score)
+                    )
+                elif score >= cfg.merge_threshold:
                     best_score, best, is_stored = score, hit, True
                 elif session_key(hit) != session_key(item):
                     batch.edges.append(
@@ -181,11 +213,16 @@ class TreeOrganizer:
             for other, other_vec in pending:
                 score = float(other_vec @ vec)
                 if score > best_score and other.user_id == item.user_id and not _overlap(other, item):
+                    if score >= cfg.merge_threshold and fact_signature(other.text) != signature:
+                        batch.edges.append(
+                            Edge(source_id=item.id, target_id=other.id, type=RelationType.CONFLICTS_WITH, weight=score)
+                        )
+                        continue
                     best_score, best, is_stored = score, other, False
             if best is None or best_score < cfg.merge_threshold:
                 pending.append((item, vec))
                 continue
-            merged = self._merge(best, item)
+            merged = self._merge(best, item)  # best is the older (stored or earlier in this batch)
             item.status = LifecycleState.ARCHIVED
             if is_stored:
                 batch.update.append(best.model_copy(update={"status": LifecycleState.ARCHIVED}))
@@ -200,21 +237,35 @@ class TreeOrganizer:
                     Edge(source_id=original.id, target_id=merged.id, type=RelationType.MERGED_TO, weight=best_score)
                 )
 
-    def _merge(self, a: MemoryItem, b: MemoryItem) -> MemoryItem:
-        longer = a if len(a.text) >= len(b.text) else b
-        times = [t for t in (a.event_time, b.event_time) if t is not None]
+    def _merge(self, old: MemoryItem, new: MemoryItem) -> MemoryItem:
+        """Merge a new item into an older near-duplicate (same fact signature) without losing either.
+
+        The newer statement is ``new`` unless both have event times and ``old``'s is later. Its text
+        is kept; the other's only when it already holds every content term of the newer one; both,
+        newer first, when neither holds the other's terms (the newer alone if both would exceed
+        :data:`~memos_agents.schema.MAX_ITEM_TEXT_CHARS`; the originals stay reachable by MERGED_TO).
+        """
+        if old.event_time is not None and new.event_time is not None and old.event_time > new.event_time:
+            old, new = new, old
+        new_terms, old_terms = set(content_terms(new.text)), set(content_terms(old.text))
+        if old_terms >= new_terms and not new_terms >= old_terms:
+            text = old.text
+        elif new_terms >= old_terms or len(new.text) + len(old.text) + 1 > MAX_ITEM_TEXT_CHARS:
+            text = new.text
+        else:
+            text = new.text + "\n" + old.text
         return MemoryItem(
-            text=longer.text,
-            memory_type=a.memory_type,
-            key=a.key or b.key,
-            tags=list(dict.fromkeys([*a.tags, *b.tags]))[: max(self.config.key_phrases, 1) * 2],
-            sources=a.sources.union(b.sources),
-            user_id=a.user_id,
-            event_time=min(times) if times else None,
-            confidence=max(a.confidence, b.confidence),
+            text=text,
+            memory_type=new.memory_type,
+            key=new.key or old.key,
+            tags=list(dict.fromkeys([*new.tags, *old.tags]))[: max(self.config.key_phrases, 1) * 2],
+            sources=old.sources.union(new.sources),
+            user_id=new.user_id,
+            event_time=new.event_time or old.event_time,
+            confidence=max(old.confidence, new.confidence),
             status=LifecycleState.ACTIVATED,
             embedding=_unit(
-                np.asarray(a.embedding or [], dtype=np.float32) + np.asarray(b.embedding or [], dtype=np.float32)
+                np.asarray(old.embedding or [], dtype=np.float32) + np.asarray(new.embedding or [], dtype=np.float32)
             ),
             metadata={"merged_from": 2},
         )

@@ -16,6 +16,7 @@ set-up, empty-or-shared store; every test uses its own fresh cube ids::
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import uuid
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ from memos_agents.errors import (
     CubeExistsError,
     CubeNotFoundError,
     EmbeddingDimensionError,
+    InvalidEmbeddingError,
     InvalidInputError,
     MemoryNotFoundError,
     VersionConflictError,
@@ -144,6 +146,40 @@ class StoreConformanceTests:
         with pytest.raises(EmbeddingDimensionError):
             store.add(cube, [good, bad])
         assert store.count(cube) == 0
+
+    @pytest.mark.parametrize("bad_value", [float("nan"), float("inf"), float("-inf")])
+    def test_non_finite_embeddings_are_refused(self, store: BaseMemoryStore, cube: str, bad_value: float) -> None:
+        good = item("good")
+        bad = MemoryItem.model_construct(**{**item("bad").model_dump(), "embedding": [bad_value, *vec(0)[1:]]})
+        with pytest.raises(InvalidEmbeddingError):
+            store.add(cube, [good, bad])
+        assert store.count(cube) == 0
+        store.add(cube, [good])
+        with pytest.raises(InvalidEmbeddingError):
+            store.update(cube, [good.model_copy(update={"embedding": [bad_value] * DIM})])
+        assert store.get(cube, [good.id], with_embeddings=True)[0].embedding == pytest.approx(vec(0))
+        with pytest.raises(InvalidEmbeddingError):
+            store.vector_search(cube, [bad_value] * DIM, 5)
+
+    def test_import_cube_is_all_or_nothing(self, store: BaseMemoryStore) -> None:
+        cube_id = "cube-" + uuid.uuid4().hex[:12]
+        header = CubeHeader(cube_id=cube_id, owner_id="alice", storage=StorageProfile(embedding_dim=DIM))
+        items = [item(f"memory {n}", n % DIM) for n in range(1200)]
+        edges = [Edge(source_id=a.id, target_id=b.id, type=RelationType.FOLLOWS) for a, b in itertools.pairwise(items)]
+        dangling = [*edges, Edge(source_id=items[0].id, target_id="nowhere", type=RelationType.FOLLOWS)]
+        with pytest.raises(InvalidInputError):
+            store.import_cube(header, items, dangling)
+        with pytest.raises(CubeNotFoundError):
+            store.get_cube(cube_id)
+        assert cube_id not in [h.cube_id for h in store.list_cubes()]
+        store.import_cube(header, items, edges)  # the failed import left nothing behind
+        assert store.count(cube_id) == len(items)
+        assert len(store.get_edges(cube_id)) == len(edges)
+        with pytest.raises(CubeExistsError):
+            store.import_cube(header, items[:1])
+        store.delete_cube(cube_id)
+        with pytest.raises(CubeNotFoundError):
+            store.get_cube(cube_id)
 
     def test_duplicate_ids_write_nothing(self, store: BaseMemoryStore, cube: str) -> None:
         a = item("a")

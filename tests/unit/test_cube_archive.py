@@ -54,8 +54,10 @@ def test_import_refuses_existing_cube_and_foreign_owner(mos: MemOS, tmp_path: Pa
     path = mos.export_cube("src", "alice", tmp_path / "src.zip")
     with pytest.raises(CubeExistsError):
         mos.import_cube(path, "alice")
-    with pytest.raises(PermissionDeniedError):
+    with pytest.raises(CubeExistsError):  # never merged into or replaced, whoever asks
         mos.import_cube(path, "mallory")
+    with pytest.raises(PermissionDeniedError):
+        mos.get_cube("src", "mallory")
 
 
 def _rewrite_manifest(path: Path, target: Path, **changes: object) -> Path:

@@ -137,7 +137,7 @@ def test_search_spans_cubes_and_checks_acl(mos: MemOS) -> None:
     mos.add(turns("1", "Bob's cat is called Pixel."), "bob", "c2")
     mos.add(turns("1", "Bob's secret diary entry about Pixel."), "bob", "c3")
     mos.add(turns("1", "Alice adopted a dog named Byte."), "alice", "c1")
-    hits = mos.search("pet names Pixel Byte", "alice")
+    hits = mos.search("pet names Pixel Byte", "alice", ["c1", "c2"])
     assert {h.item.cube_id for h in hits} == {"c1", "c2"}
     with pytest.raises(PermissionDeniedError):
         mos.search("Pixel", "alice", ["c3"])

@@ -19,10 +19,16 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import ClassVar, Literal
 
+import numpy as np
 from pydantic import BaseModel, Field
 
 from memos_agents.cube import CubeHeader
-from memos_agents.errors import EmbeddingDimensionError, MemoryNotFoundError, VersionConflictError
+from memos_agents.errors import (
+    EmbeddingDimensionError,
+    InvalidEmbeddingError,
+    MemoryNotFoundError,
+    VersionConflictError,
+)
 from memos_agents.schema import Edge, MemoryItem, RelationType, SearchFilters
 
 Direction = Literal["out", "in", "both"]
@@ -68,10 +74,12 @@ def event_us(value: datetime | None) -> int | None:
 
 
 def check_embedding_dim(items: Sequence[MemoryItem], dim: int | None) -> int | None:
-    """Check that every embedding has the cube's dimension; return it (set by the first one if None).
+    """Check that every embedding is finite and has the cube's dimension; return it (set by the first one if None).
 
     Raises:
         EmbeddingDimensionError: An embedding's length differs.
+        InvalidEmbeddingError: An embedding holds NaN or infinity (one such vector would flatten the
+            dense scores of its whole cube and make the cube's export unreadable).
 
     """
     for item in items:
@@ -79,11 +87,27 @@ def check_embedding_dim(items: Sequence[MemoryItem], dim: int | None) -> int | N
             continue
         if dim is None:
             dim = len(item.embedding)
-        if len(item.embedding) != dim:
-            raise EmbeddingDimensionError(
-                f"item {item.id}: embedding has {len(item.embedding)} dimensions, the cube has {dim}"
-            )
+        check_vector(item.embedding, dim, f"item {item.id}: embedding")
     return dim
+
+
+def check_vector(vector: Sequence[float] | np.ndarray, dim: int, what: str = "query embedding") -> np.ndarray:
+    """Return ``vector`` as a float32 array after checking its shape ``(dim,)`` and that every value is finite.
+
+    Raises:
+        EmbeddingDimensionError: The vector is not of shape ``(dim,)``.
+        InvalidEmbeddingError: It holds NaN or infinity.
+
+    """
+    try:
+        arr = np.asarray(vector, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise InvalidEmbeddingError(f"{what} is not a vector of numbers") from exc
+    if arr.shape != (dim,):
+        raise EmbeddingDimensionError(f"{what} has shape {arr.shape}; the cube has dimension {dim}")
+    if not np.isfinite(arr).all():
+        raise InvalidEmbeddingError(f"{what} holds NaN or infinite values")
+    return arr
 
 
 def next_version(
@@ -181,6 +205,25 @@ class BaseMemoryStore(ABC):
             CubeNotFoundError: If there is no such cube.
 
         """
+
+    def import_cube(self, header: CubeHeader, items: Sequence[MemoryItem], edges: Sequence[Edge] = ()) -> None:
+        """Create a cube together with its content: all of it is stored, or none (the cube too).
+
+        The default creates the cube, adds the content in one :meth:`apply` and deletes the cube
+        again if that fails. A backend whose long transactions block other writers (SQLite)
+        overrides it to write in bounded chunks that readers cannot see until the end.
+
+        Raises:
+            CubeExistsError: The cube exists.
+            EmbeddingDimensionError / InvalidEmbeddingError / InvalidInputError / StoreError: Nothing was stored.
+
+        """
+        self.create_cube(header)
+        try:
+            self.add(header.cube_id, items, edges)
+        except BaseException:
+            self.delete_cube(header.cube_id)
+            raise
 
     # -- items -----------------------------------------------------------------------------
     @abstractmethod

@@ -76,7 +76,6 @@ from memos_agents.errors import (
     ConfigError,
     CubeExistsError,
     CubeNotFoundError,
-    EmbeddingDimensionError,
     InvalidInputError,
     MemOSError,
     StoreError,
@@ -90,6 +89,7 @@ from memos_agents.plaintext.stores.base import (
     WriteBatch,
     WriteResult,
     check_embedding_dim,
+    check_vector,
     event_us,
     next_version,
     search_text,
@@ -991,9 +991,7 @@ class Neo4jMemoryStore(BaseMemoryStore):
         dim = yield from self._cube_dim(cube_id)
         if dim is None or k <= 0:
             return []
-        vector = [float(x) for x in embedding]
-        if len(vector) != dim:
-            raise EmbeddingDimensionError(f"query embedding has {len(vector)} dimensions, cube {cube_id!r} has {dim}")
+        vector = check_vector(embedding, dim, f"query embedding for cube {cube_id!r}").tolist()
         where, fparams = filter_cypher(filters or SearchFilters())
         params = self._params(cube_id, v=vector, k=k, **fparams)
 

@@ -13,6 +13,18 @@
   or when another process commits to the file (``PRAGMA data_version``).
 * Versioned migrations recorded in ``schema_migrations``; :meth:`SQLiteMemoryStore.setup` is
   idempotent.
+* Long writes never hold the write lock for long: a cube import (:meth:`SQLiteMemoryStore.import_cube`)
+  writes a hidden cube (``state = 'importing'``) in transactions of :data:`CHUNK_ROWS` rows and
+  switches it in with one short transaction; ``delete_cube`` hides the cube at once
+  (``'deleting'``) and removes its rows in chunks. Readers see the whole cube or none of it. A
+  writer waits up to ``busy_timeout_s`` (default 30 s) for the lock; SQLite retries within that
+  time, so callers do not see "database is locked" while other writers make progress. An import
+  or delete interrupted by a crash is cleaned up by the next ``setup``.
+* Durability: ``synchronous="NORMAL"`` (default) survives any process crash (WAL; tested with
+  kill -9) and may lose the last commits on power loss or an OS crash; ``"FULL"`` syncs the WAL on
+  every commit and loses nothing acknowledged, at a cost in write latency. NORMAL is the default
+  because it is SQLite's recommended setting for WAL and an agent's memory tolerates the loss of
+  its last seconds on power failure better than slow writes.
 """
 
 from __future__ import annotations
@@ -27,15 +39,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 import numpy as np
 
 from memos_agents.cube import CubeHeader
 from memos_agents.errors import (
+    ConfigError,
     CubeExistsError,
     CubeNotFoundError,
-    EmbeddingDimensionError,
     InvalidInputError,
     StoreError,
 )
@@ -47,6 +59,7 @@ from memos_agents.plaintext.stores.base import (
     WriteBatch,
     WriteResult,
     check_embedding_dim,
+    check_vector,
     event_us,
     next_version,
     search_text,
@@ -164,7 +177,21 @@ _MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Cursor], None] | None]] = [
         """,
         _index_all_terms,
     ),
+    (
+        3,
+        """
+        ALTER TABLE cubes ADD COLUMN state TEXT NOT NULL DEFAULT 'ready';
+        ALTER TABLE cubes ADD COLUMN state_since TEXT;
+        """,
+        None,
+    ),
 ]
+
+#: Rows per transaction of a cube import or a cube delete: short enough that another writer's
+#: transaction waits well under a second for the write lock between two chunks.
+CHUNK_ROWS = 500
+#: An import that made no progress for this long (seconds) was interrupted; ``setup`` removes it.
+STALE_IMPORT_S = 600.0
 
 #: Schema version this code writes.
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
@@ -273,6 +300,12 @@ class SQLiteMemoryStore(BaseMemoryStore):
 
     Args:
         path: The database file, or ``":memory:"`` for a private in-memory database.
+        synchronous: ``"NORMAL"`` (default) or ``"FULL"``; see the module docstring on durability.
+        busy_timeout_s: How long a write waits for another connection's write lock, in seconds
+            (default 30).
+
+    Raises:
+        ConfigError: An invalid ``synchronous`` or ``busy_timeout_s``.
 
     """
 
@@ -284,17 +317,25 @@ class SQLiteMemoryStore(BaseMemoryStore):
         supports_ttl=False,
     )
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(
+        self, path: str | Path, *, synchronous: Literal["NORMAL", "FULL"] = "NORMAL", busy_timeout_s: float = 30.0
+    ) -> None:
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ConfigError(f"synchronous must be 'NORMAL' or 'FULL', not {synchronous!r}")
+        if not busy_timeout_s >= 0:
+            raise ConfigError("busy_timeout_s must be a non-negative number of seconds")
         self.path = str(path)
+        self.synchronous = synchronous
+        self.busy_timeout_s = float(busy_timeout_s)
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.RLock()
         self._vectors: dict[str, _VectorCache] = {}
         self._data_version: int | None = None
 
     @classmethod
-    def from_path(cls, path: str | Path) -> SQLiteMemoryStore:
-        """Return a store for the SQLite file at ``path`` (not opened until :meth:`setup`)."""
-        return cls(path)
+    def from_path(cls, path: str | Path, **kwargs: Any) -> SQLiteMemoryStore:
+        """Return a store for the SQLite file at ``path`` (not opened until :meth:`setup`); kwargs as for the class."""
+        return cls(path, **kwargs)
 
     # -- connection --------------------------------------------------------------------------
     @property
@@ -309,10 +350,18 @@ class SQLiteMemoryStore(BaseMemoryStore):
         with self._lock:
             if self._conn is None:
                 if self.path != ":memory:":
-                    Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-                conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+                    target = Path(self.path)
+                    try:
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                    except OSError as exc:
+                        raise StoreError(f"cannot create the directory of {self.path}: {exc}") from exc
+                    if target.is_dir():
+                        raise StoreError(f"{self.path} is a directory, not a database file")
+                conn = sqlite3.connect(
+                    self.path, check_same_thread=False, isolation_level=None, timeout=self.busy_timeout_s
+                )
                 conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute(f"PRAGMA synchronous={self.synchronous}")
                 conn.execute("PRAGMA foreign_keys=ON")
                 self._conn = conn
             conn = self.conn
@@ -329,6 +378,7 @@ class SQLiteMemoryStore(BaseMemoryStore):
                     if data_step is not None:
                         data_step(cur)
                     cur.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, utcnow().isoformat()))
+            self._purge_interrupted()
 
     def close(self) -> None:
         """Close the connection. Idempotent."""
@@ -355,18 +405,65 @@ class SQLiteMemoryStore(BaseMemoryStore):
     # -- cubes ---------------------------------------------------------------------------------
     @_store_errors
     def create_cube(self, header: CubeHeader) -> None:
+        self._create(header, "ready")
+
+    def _create(self, header: CubeHeader, state: str) -> None:
+        if self._state(header.cube_id) == "deleting":
+            self._purge(header.cube_id)  # a delete committed to but not finished: finish it first
         with self._tx() as cur:
-            if cur.execute("SELECT 1 FROM cubes WHERE cube_id = ?", (header.cube_id,)).fetchone():
+            row = cur.execute("SELECT state FROM cubes WHERE cube_id = ?", (header.cube_id,)).fetchone()
+            if row is not None and row[0] == "importing":
+                raise CubeExistsError(
+                    f"cube {header.cube_id!r} is being imported (or an import was interrupted; "
+                    f"it is removed {STALE_IMPORT_S:.0f} s after its last progress)"
+                )
+            if row is not None:
                 raise CubeExistsError(f"cube {header.cube_id!r} already exists")
             cur.execute(
-                "INSERT INTO cubes VALUES (?, ?, ?)",
-                (header.cube_id, header.model_dump_json(), header.storage.embedding_dim),
+                "INSERT INTO cubes (cube_id, header, embedding_dim, state, state_since) VALUES (?, ?, ?, ?, ?)",
+                (header.cube_id, header.model_dump_json(), header.storage.embedding_dim, state, utcnow().isoformat()),
             )
+
+    def _state(self, cube_id: str) -> str | None:
+        with self._lock:
+            row = self.conn.execute("SELECT state FROM cubes WHERE cube_id = ?", (cube_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    @_store_errors
+    def import_cube(self, header: CubeHeader, items: Sequence[MemoryItem], edges: Sequence[Edge] = ()) -> None:
+        """Create a cube with its content without holding the write lock for long.
+
+        The cube is written hidden (``get_cube``, ``list_cubes`` and ``create_cube`` see it as absent
+        or busy) in transactions of :data:`CHUNK_ROWS` items or edges, then made visible in one short
+        transaction; on any failure its rows are removed again. Readers see all of it or none.
+
+        Raises:
+            CubeExistsError: The cube exists (or another import of it is under way).
+            EmbeddingDimensionError / InvalidEmbeddingError / InvalidInputError: Bad content; nothing stays.
+            StoreError: The backend failed; nothing stays.
+
+        """
+        self._create(header, "importing")
+        try:
+            for chunk in _chunks(list(items), CHUNK_ROWS):
+                self._write(header.cube_id, WriteBatch(add=chunk), hidden=True)
+            for links in _chunks(list(edges), CHUNK_ROWS * 4):
+                self._write(header.cube_id, WriteBatch(edges=links), hidden=True)
+            with self._tx() as cur:
+                cur.execute(
+                    "UPDATE cubes SET state = 'ready', state_since = ? WHERE cube_id = ? AND state = 'importing'",
+                    (utcnow().isoformat(), header.cube_id),
+                )
+        except BaseException:
+            self._purge(header.cube_id)
+            raise
 
     @_store_errors
     def get_cube(self, cube_id: str) -> CubeHeader:
         with self._lock:
-            row = self.conn.execute("SELECT header FROM cubes WHERE cube_id = ?", (cube_id,)).fetchone()
+            row = self.conn.execute(
+                "SELECT header FROM cubes WHERE cube_id = ? AND state = 'ready'", (cube_id,)
+            ).fetchone()
         if row is None:
             raise CubeNotFoundError(f"no cube {cube_id!r}")
         return CubeHeader.model_validate_json(row[0])
@@ -374,13 +471,15 @@ class SQLiteMemoryStore(BaseMemoryStore):
     @_store_errors
     def list_cubes(self) -> list[CubeHeader]:
         with self._lock:
-            rows = self.conn.execute("SELECT header FROM cubes ORDER BY cube_id").fetchall()
+            rows = self.conn.execute("SELECT header FROM cubes WHERE state = 'ready' ORDER BY cube_id").fetchall()
         return [CubeHeader.model_validate_json(r[0]) for r in rows]
 
     @_store_errors
     def update_cube(self, header: CubeHeader) -> CubeHeader:
         with self._tx() as cur:
-            row = cur.execute("SELECT header FROM cubes WHERE cube_id = ?", (header.cube_id,)).fetchone()
+            row = cur.execute(
+                "SELECT header FROM cubes WHERE cube_id = ? AND state = 'ready'", (header.cube_id,)
+            ).fetchone()
             if row is None:
                 raise CubeNotFoundError(f"no cube {header.cube_id!r}")
             current = CubeHeader.model_validate_json(row[0])
@@ -393,16 +492,55 @@ class SQLiteMemoryStore(BaseMemoryStore):
 
     @_store_errors
     def delete_cube(self, cube_id: str) -> None:
+        """Delete a cube: hidden at once (one short transaction), its rows then removed in chunks.
+
+        Raises:
+            CubeNotFoundError: If there is no such cube.
+
+        """
+        with self._tx() as cur:
+            hidden = cur.execute(
+                "UPDATE cubes SET state = 'deleting', state_since = ? WHERE cube_id = ? AND state = 'ready'",
+                (utcnow().isoformat(), cube_id),
+            ).rowcount
+            if hidden == 0:
+                raise CubeNotFoundError(f"no cube {cube_id!r}")
+        self._purge(cube_id)
+
+    def _purge(self, cube_id: str) -> None:
+        """Remove a cube's rows in chunks of :data:`CHUNK_ROWS`, then the cube itself (whatever its state)."""
         with self._lock:
-            with self._tx() as cur:
-                if cur.execute("DELETE FROM cubes WHERE cube_id = ?", (cube_id,)).rowcount == 0:
-                    raise CubeNotFoundError(f"no cube {cube_id!r}")
+            self._vectors.pop(cube_id, None)
+        for table in ("edges", "events", "items"):  # deleting items cascades to their item_terms
+            while True:
+                with self._tx() as cur:
+                    done = cur.execute(
+                        f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE cube_id = ? LIMIT ?)",
+                        (cube_id, CHUNK_ROWS),
+                    ).rowcount
+                if done < CHUNK_ROWS:
+                    break
+        with self._tx() as cur:
+            cur.execute("DELETE FROM cubes WHERE cube_id = ?", (cube_id,))
+        with self._lock:
             self._vectors.pop(cube_id, None)
 
-    def _cube_dim(self, cur: sqlite3.Cursor, cube_id: str) -> int | None:
-        row = cur.execute("SELECT embedding_dim FROM cubes WHERE cube_id = ?", (cube_id,)).fetchone()
-        if row is None:
+    def _purge_interrupted(self) -> None:
+        """Finish interrupted deletes; remove imports with no progress for :data:`STALE_IMPORT_S` seconds."""
+        with self._lock:
+            rows = self.conn.execute("SELECT cube_id, state, state_since FROM cubes WHERE state != 'ready'").fetchall()
+        now = utcnow()
+        for cube_id, state, since in rows:
+            stale = since is None or (now - datetime.fromisoformat(since)).total_seconds() > STALE_IMPORT_S
+            if state == "deleting" or stale:
+                self._purge(cube_id)
+
+    def _cube_dim(self, cur: sqlite3.Cursor, cube_id: str, *, hidden: bool = False) -> int | None:
+        row = cur.execute("SELECT embedding_dim, state FROM cubes WHERE cube_id = ?", (cube_id,)).fetchone()
+        if row is None or row[1] != ("importing" if hidden else "ready"):
             raise CubeNotFoundError(f"no cube {cube_id!r}")
+        if hidden:  # heartbeat: this import is making progress
+            cur.execute("UPDATE cubes SET state_since = ? WHERE cube_id = ?", (utcnow().isoformat(), cube_id))
         return int(row[0]) if row[0] is not None else None
 
     # -- items -----------------------------------------------------------------------------------
@@ -434,6 +572,9 @@ class SQLiteMemoryStore(BaseMemoryStore):
 
     @_store_errors
     def apply(self, cube_id: str, batch: WriteBatch) -> WriteResult:
+        return self._write(cube_id, batch)
+
+    def _write(self, cube_id: str, batch: WriteBatch, *, hidden: bool = False) -> WriteResult:
         added = [i.model_copy(update={"cube_id": cube_id}) for i in batch.add]
         ids = [i.id for i in added]
         if len(set(ids)) != len(ids):
@@ -442,7 +583,7 @@ class SQLiteMemoryStore(BaseMemoryStore):
         updated: list[MemoryItem] = []
         with self._lock:
             with self._tx() as cur:
-                dim = self._cube_dim(cur, cube_id)
+                dim = self._cube_dim(cur, cube_id, hidden=hidden)
                 new_dim = check_embedding_dim([*added, *batch.update], dim)
                 if new_dim != dim:
                     cur.execute("UPDATE cubes SET embedding_dim = ? WHERE cube_id = ?", (new_dim, cube_id))
@@ -700,7 +841,9 @@ class SQLiteMemoryStore(BaseMemoryStore):
             cache = self._vectors.get(cube_id)
         if cache is None:
             with self._lock:
-                row = self.conn.execute("SELECT embedding_dim FROM cubes WHERE cube_id = ?", (cube_id,)).fetchone()
+                row = self.conn.execute(
+                    "SELECT embedding_dim FROM cubes WHERE cube_id = ? AND state = 'ready'", (cube_id,)
+                ).fetchone()
                 if row is None:
                     raise CubeNotFoundError(f"no cube {cube_id!r}")
                 if row[0] is None:
@@ -717,11 +860,7 @@ class SQLiteMemoryStore(BaseMemoryStore):
         cache = self._cache(cube_id)
         if cache is None or not cache.ids or k <= 0:
             return []
-        query = np.asarray(embedding, dtype=np.float32)
-        if query.shape != (cache.matrix.shape[1],):
-            raise EmbeddingDimensionError(
-                f"query embedding has shape {query.shape}, cube {cube_id!r} has dimension {cache.matrix.shape[1]}"
-            )
+        query = check_vector(embedding, cache.matrix.shape[1], f"query embedding for cube {cube_id!r}")
         norm = float(np.linalg.norm(query))
         scores = cache.matrix @ (query / (norm or 1.0))
         mask = cache.mask(filters or SearchFilters())
@@ -846,5 +985,8 @@ def _statements(script: str) -> list[str]:
     return out
 
 
-def _chunks(values: list[str], size: int) -> list[list[str]]:
+V = TypeVar("V")
+
+
+def _chunks(values: list[V], size: int) -> list[list[V]]:
     return [values[i : i + size] for i in range(0, len(values), size)]
