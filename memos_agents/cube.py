@@ -40,10 +40,15 @@ from typing import Annotated, Any, Literal, NoReturn, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from memos_agents.errors import ArchiveIOError, CubeFormatError, InvalidInputError
-from memos_agents.schema import Edge, LifecycleState, MemoryItem, as_utc, utcnow, validate_id
+from memos_agents.schema import Edge, Label, LifecycleState, MemoryItem, as_utc, check_text, utcnow, validate_id
 
 #: Name written into every archive manifest.
 ARCHIVE_FORMAT = "memos-cube"
+#: Most ACL entries of one cube.
+MAX_ACL_ENTRIES = 1_024
+#: Longest cube description, in characters.
+MAX_DESCRIPTION_CHARS = 4_096
+
 #: Current archive format version; readers refuse anything newer.
 ARCHIVE_FORMAT_VERSION = 1
 
@@ -101,7 +106,12 @@ class AclEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     principal: str
-    permissions: list[Permission]
+    permissions: list[Permission] = Field(max_length=len(Permission))
+
+    @field_validator("principal")
+    @classmethod
+    def _principal(cls, value: str) -> str:
+        return value if value == "*" else validate_id(value, "ACL principal")
 
 
 class StorageProfile(BaseModel):
@@ -109,9 +119,9 @@ class StorageProfile(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    backend: str = "sqlite"
-    embedding_model: str | None = None
-    embedding_dim: int | None = Field(default=None, ge=1)
+    backend: Label = "sqlite"
+    embedding_model: Label | None = None
+    embedding_dim: int | None = Field(default=None, ge=1, le=65_536)
 
 
 class PlaintextPayload(BaseModel):
@@ -171,11 +181,11 @@ class CubeHeader(BaseModel):
 
     cube_id: str
     owner_id: str
-    acl: list[AclEntry] = Field(default_factory=list)
+    acl: list[AclEntry] = Field(default_factory=list, max_length=MAX_ACL_ENTRIES)
     description: str = ""
-    source: str | None = None
-    model: str | None = None
-    priority: int = 0
+    source: Label | None = None
+    model: Label | None = None
+    priority: int = Field(default=0, ge=-(2**31), le=2**31 - 1)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     expires_at: datetime | None = None
@@ -183,6 +193,11 @@ class CubeHeader(BaseModel):
     state: LifecycleState = LifecycleState.ACTIVATED
     storage: StorageProfile = Field(default_factory=StorageProfile)
     payload: Payload = Field(default_factory=PlaintextPayload)
+
+    @field_validator("description")
+    @classmethod
+    def _description(cls, value: str) -> str:
+        return check_text(value, "description", MAX_DESCRIPTION_CHARS, blank=True)
 
     @field_validator("cube_id", "owner_id")
     @classmethod

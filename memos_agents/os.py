@@ -250,19 +250,22 @@ class MemOS:
                 return self._cube_for(cube_id, owner_id, Permission.READ)
             except CubeNotFoundError:
                 pass
-        header = CubeHeader(
-            cube_id=cube_id,
-            owner_id=owner_id,
-            acl=list(acl),
-            description=description,
-            source=source,
-            model=self.embedder.model_name,
-            storage=StorageProfile(
-                backend=type(self.store).__name__,
-                embedding_model=self.embedder.model_name,
-                embedding_dim=self.embedder.dim,
-            ),
-        )
+        try:
+            header = CubeHeader(
+                cube_id=cube_id,
+                owner_id=owner_id,
+                acl=list(acl),
+                description=description,
+                source=source,
+                model=self.embedder.model_name,
+                storage=StorageProfile(
+                    backend=type(self.store).__name__,
+                    embedding_model=self.embedder.model_name,
+                    embedding_dim=self.embedder.dim,
+                ),
+            )
+        except (ValidationError, TypeError) as exc:
+            raise InvalidInputError(f"invalid cube header: {exc}") from exc
         self.store.create_cube(header)
         return header
 
@@ -314,15 +317,19 @@ class MemOS:
     def _check_text(self, text: str, what: str) -> None:
         check_text(text, what, self.config.max_text_chars)
 
-    @staticmethod
-    def _count_arg(value: object, what: str, *, optional: bool = False) -> int | None:
+    #: Upper bound of every count argument (top_k, token_budget, max_tokens): far above any real
+    #: use, and small enough for every backend's integer type.
+    MAX_COUNT = 1_000_000
+
+    @classmethod
+    def _count_arg(cls, value: object, what: str, *, optional: bool = False) -> int | None:
         """Check a count argument (``top_k``, ``token_budget``, ``max_tokens``): a positive int, or None if optional."""
         if value is None and optional:
             return None
         if isinstance(value, bool) or not isinstance(value, int):
             raise InvalidInputError(f"{what} must be a positive integer, not {value!r}")
-        if value < 1:
-            raise InvalidInputError(f"{what} must be at least 1")
+        if not 1 <= value <= cls.MAX_COUNT:
+            raise InvalidInputError(f"{what} must be between 1 and {cls.MAX_COUNT}, not {value}")
         return value
 
     def _search_cubes(self, cube_ids: Sequence[str] | None, user_id: str) -> list[str]:
@@ -583,6 +590,12 @@ class MemOS:
         if self.llm is None:
             raise ConfigError("chat needs an LLM; configure llm.provider")
         limit = self._count_arg(max_tokens, "max_tokens", optional=True) or self.config.llm.max_tokens
+        if isinstance(history, str | bytes) or not isinstance(history, Sequence):
+            raise InvalidInputError("history must be a list of {'role': str, 'content': str} messages")
+        for m in history:
+            if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+                raise InvalidInputError("history must be a list of {'role': str, 'content': str} messages")
+            check_text(m.get("content"), "history message", self.config.max_text_chars, blank=True)
         t0 = time.perf_counter()
         memories = self.search(query, user_id, cube_ids, top_k=top_k, token_budget=token_budget)
         t1 = time.perf_counter()

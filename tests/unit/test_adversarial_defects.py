@@ -342,7 +342,7 @@ def test_every_text_field_is_bounded(mos: MemOS, tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError):
         mos.update(mid, "alice", "c1", tags=[f"t{n}" for n in range(1000)])
     header = CubeHeader(cube_id="big", owner_id="alice")
-    huge = MemoryItem.model_construct(**{**MemoryItem(text="x").model_dump(), "text": "y" * 2_000_000})
+    huge = MemoryItem(text="x").model_copy(update={"text": "y" * 2_000_000})
     path = write_archive(tmp_path / "big.zip", MemCube(header=header, items=[huge]))
     with pytest.raises(CubeFormatError):
         mos.import_cube(path, "alice")
@@ -379,7 +379,15 @@ def test_a_bare_string_is_not_a_list_of_cubes(mos: MemOS) -> None:
 # -- 11. every failure is a MemOSError -------------------------------------------------------------
 @pytest.mark.parametrize(
     "kwargs",
-    [{"top_k": 2.5}, {"top_k": "5"}, {"top_k": math.nan}, {"top_k": True}, {"token_budget": "100"}, {"top_k": 0}],
+    [
+        {"top_k": 2.5},
+        {"top_k": "5"},
+        {"top_k": math.nan},
+        {"top_k": True},
+        {"token_budget": "100"},
+        {"top_k": 0},
+        {"top_k": 10**30},  # beyond any backend's integer type
+    ],
 )
 def test_bad_counts_are_invalid_input(mos: MemOS, kwargs: dict[str, Any]) -> None:
     with pytest.raises(InvalidInputError):
@@ -400,6 +408,20 @@ def test_unstorable_text_and_dates_are_invalid_input(mos: MemOS, message: dict[s
         mos.add([message], "alice", "c1")
     with pytest.raises(InvalidInputError):
         mos.search("lone \ud800", "alice", ["c1"])
+
+
+def test_bad_cube_headers_and_chat_history_are_invalid_input(tmp_path: Path) -> None:
+    with MemOS.from_path(tmp_path / "home", embedder={"provider": "hashing"}, llm=ScriptedLLM()) as m:
+        with pytest.raises(InvalidInputError):
+            m.create_cube("c1", "alice", description="d" * 100_000)
+        with pytest.raises(InvalidInputError):
+            m.create_cube("c1", "alice", source="\ud800")
+        m.create_cube("c1", "alice")
+        for history in ("hello", [{"role": "user"}], [{"role": "user", "content": 5}], [None]):
+            with pytest.raises(InvalidInputError):
+                m.chat("hello?", "alice", history=history)  # type: ignore[arg-type]
+        with pytest.raises(InvalidInputError):
+            m.chat("hello?", "alice", max_tokens=-1)
 
 
 def test_a_failing_custom_llm_is_a_model_error(tmp_path: Path) -> None:
