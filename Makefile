@@ -22,7 +22,7 @@ test: setup  ## every test: unit, conformance (SQLite and Bolt server), integrat
 	$(PY) -m pytest
 
 unit: setup  ## fast tests only
-	$(PY) -m pytest -m "unit or conformance"
+	$(PY) -m pytest -m "(unit or conformance) and not models"
 
 lint: setup  ## ruff lint and format check
 	$(VENV)/bin/ruff check memos_agents tests

@@ -87,12 +87,30 @@ def demo(
     conversation: Annotated[str, typer.Option(help="LoCoMo sample id.")] = "conv-26",
     questions: Annotated[int, typer.Option(min=1, help="Questions to answer.")] = 5,
     max_sessions: Annotated[int | None, typer.Option(min=1, help="Ingest only the first N sessions.")] = None,
+    llm_base_url: Annotated[
+        str | None,
+        typer.Option(
+            "--llm-base-url",
+            help="OpenAI-compatible endpoint for the answers, e.g. http://127.0.0.1:8080/v1 "
+            "(default: the local SmolLM2-135M).",
+        ),
+    ] = None,
+    llm_model: Annotated[
+        str | None, typer.Option("--llm-model", help="Model name at --llm-base-url (or at the OpenAI API).")
+    ] = None,
+    llm_api_key: Annotated[
+        str | None,
+        typer.Option("--llm-api-key", envvar="OPENAI_API_KEY", help="API key of the endpoint.", show_default=False),
+    ] = None,
 ) -> None:
-    """Ingest a real LoCoMo conversation and answer some of its questions with a local model."""
+    """Ingest a real LoCoMo conversation and answer some of its questions (a local 135M model by default)."""
     from memos_agents.demo import run_demo
 
     def go() -> None:
-        with _mos(home) as mos:
+        if llm_base_url and not llm_model:
+            raise InvalidInputError("--llm-base-url needs --llm-model")
+        llm = {"provider": "openai", "model": llm_model, "base_url": llm_base_url, "api_key": llm_api_key}
+        with _mos(home, **({"llm": llm} if llm_model else {})) as mos:
             run_demo(
                 mos, data, conversation=conversation, questions=questions, max_sessions=max_sessions, console=console
             )

@@ -58,6 +58,12 @@ class LLMConfig(BaseModel):
     api_key: str | None = None
     max_tokens: int = Field(default=96, ge=1)
     temperature: float = Field(default=0.0, ge=0.0)
+    num_threads: int | None = Field(
+        default=None,
+        ge=0,
+        description="hf provider: torch threads while generating (None: one fewer than torch's, at least 1; "
+        "0: torch's own). See HFLocalLLM.",
+    )
 
 
 class ReaderConfig(BaseModel):

@@ -134,7 +134,7 @@ def build_llm(config: MemOSConfig) -> BaseLLM | None:
             raise ConfigError("llm.model is required for the openai provider")
         return OpenAICompatibleLLM(c.model, base_url=c.base_url, api_key=c.api_key)
     cache = config.model_cache / "smollm2-135m-instruct" if c.model is None else None
-    return HFLocalLLM(c.model, gguf_file=c.gguf_file, cache_dir=cache)
+    return HFLocalLLM(c.model, gguf_file=c.gguf_file, cache_dir=cache, num_threads=c.num_threads)
 
 
 class MemOS:
@@ -600,7 +600,9 @@ class MemOS:
         memories = self.search(query, user_id, cube_ids, top_k=top_k, token_budget=token_budget)
         t1 = time.perf_counter()
         messages = answer_prompt.build_messages(query, self.scheduler.render_context(memories), history)
-        answer = call_llm(self.llm, messages, max_tokens=limit, temperature=self.config.llm.temperature)
+        answer = call_llm(
+            self.llm, messages, max_tokens=limit, temperature=self.config.llm.temperature, stop=answer_prompt.STOP
+        )
         t2 = time.perf_counter()
         return ChatResult(answer=answer, memories=memories, search_ms=(t1 - t0) * 1000, generate_ms=(t2 - t1) * 1000)
 

@@ -21,6 +21,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 
@@ -224,7 +225,14 @@ class MemReader:
         return MemoryQuery(text=query, keywords=content_terms(query))
 
 
-def call_llm(llm: BaseLLM, messages: Sequence[dict[str, str]], *, max_tokens: int, temperature: float = 0.0) -> str:
+def call_llm(
+    llm: BaseLLM,
+    messages: Sequence[dict[str, str]],
+    *,
+    max_tokens: int,
+    temperature: float = 0.0,
+    stop: Sequence[str] = (),
+) -> str:
     """Call ``llm.generate`` so that any failure is a :class:`ModelError`.
 
     Args:
@@ -232,23 +240,30 @@ def call_llm(llm: BaseLLM, messages: Sequence[dict[str, str]], *, max_tokens: in
         messages: OpenAI-style chat messages.
         max_tokens: Upper bound on generated tokens.
         temperature: 0 for greedy decoding (default).
+        stop: Stop strings (default none): passed to models that take them
+            (``llm.supports_stop``), so generation ends early, and applied to every reply: it is cut
+            before the first stop string after its leading whitespace.
 
     Returns:
-        The reply text.
+        The reply text, stripped.
 
     Raises:
         ModelError: The model raised (a custom LLM's own exception is wrapped) or returned a non-string.
 
     """
+    stops = [s for s in stop if s]
+    extra: dict[str, Any] = {"stop": stops} if stops and llm.supports_stop else {}
     try:
-        reply = llm.generate(messages, max_tokens=max_tokens, temperature=temperature)
+        reply = llm.generate(messages, max_tokens=max_tokens, temperature=temperature, **extra)
     except ModelError:
         raise
     except Exception as exc:
         raise ModelError(f"LLM {getattr(llm, 'model_name', 'llm')!r} failed: {type(exc).__name__}: {exc}") from exc
     if not isinstance(reply, str):
         raise ModelError(f"LLM returned {type(reply).__name__}, expected a string")
-    return reply
+    reply = reply.strip()
+    cuts = [i for i in (reply.find(s) for s in stops) if i >= 0]
+    return reply[: min(cuts)].strip() if cuts else reply
 
 
 def _unit_mean(vectors: np.ndarray) -> list[float]:

@@ -65,7 +65,7 @@ def test_cypher_in_user_fields_is_stored_as_plain_data(
         key=EVIL[1],
         tags=EVIL,
         sources=Sources(message_ids=["D1:1"], session_ids=[EVIL[2]], speakers=[EVIL[3]]),
-        user_id=EVIL[1],
+        user_id="mallory",  # a well-formed id (MemoryItem refuses others); Cypher goes in every free-text field
         metadata={"note": EVIL[2], "n": 1},
         embedding=vec(1),
     )
@@ -73,7 +73,7 @@ def test_cypher_in_user_fields_is_stored_as_plain_data(
     (got,) = neo4j_store.get(cube, [evil.id], with_embeddings=True)
     assert got.model_dump() == evil.model_copy(update={"cube_id": cube}).model_dump()
     assert [h for h, _ in neo4j_store.text_search(cube, EVIL[0] + " detach delete", 5)] == [evil.id]
-    flt = SearchFilters(user_id=EVIL[1], tags_any=[EVIL[2]])
+    flt = SearchFilters(user_id="mallory", tags_any=[EVIL[2]])
     assert [h for h, _ in neo4j_store.vector_search(cube, vec(1), 5, flt)] == [evil.id]
     assert neo4j_store.count(cube, flt) == 1
     header = CubeHeader(cube_id="c2", owner_id="alice", description=EVIL[0], source=EVIL[3])

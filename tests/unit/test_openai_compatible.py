@@ -109,3 +109,23 @@ def test_unreachable_endpoint_is_a_model_error() -> None:
     llm = OpenAICompatibleLLM("m", base_url="http://127.0.0.1:9/v1", api_key="k", timeout=2, max_retries=0)
     with pytest.raises(ModelError):
         llm.generate([{"role": "user", "content": "hi"}])
+
+
+@pytest.mark.models
+def test_demo_answers_through_an_openai_compatible_endpoint(endpoint: str, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from memos_agents.cli import app
+
+    locomo = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "locomo" / "locomo_dev7.json"
+    args = ["demo", "--data", str(locomo), "--home", str(tmp_path / "home"), "--max-sessions", "1", "--questions", "1"]
+    run = CliRunner().invoke(
+        app, [*args, "--llm-base-url", endpoint, "--llm-model", "real-model", "--llm-api-key", "k"]
+    )
+    assert run.exit_code == 0, run.output
+    assert "She takes pottery classes." in run.output and "real-model" in run.output
+    chats = [r for r in Handler.requests if str(r["path"]).endswith("/chat/completions")]
+    assert len(chats) == 1 and chats[0]["stop"] == ["\n"] and chats[0]["max_tokens"] == 48
+    assert not (tmp_path / "home" / "models").exists()  # the local model was never loaded
+    run = CliRunner().invoke(app, [*args, "--llm-base-url", endpoint])
+    assert run.exit_code == 2 and "--llm-model" in run.output
