@@ -77,6 +77,8 @@ class OpenAICompatibleLLM(BaseLLM):
 
     """
 
+    supports_stop = True
+
     def __init__(
         self,
         model: str,
@@ -93,8 +95,6 @@ class OpenAICompatibleLLM(BaseLLM):
         self.max_retries = max_retries
         self.stop: tuple[str, ...] = tuple(stop)
         self._client: Any = None
-
-    supports_stop = True
 
     def generate(
         self,
@@ -166,6 +166,8 @@ class HFLocalLLM(BaseLLM):
         stop: Default stop strings of :meth:`generate` (default none).
 
     """
+
+    supports_stop = True
 
     def __init__(
         self,
@@ -247,8 +249,6 @@ class HFLocalLLM(BaseLLM):
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
         return plain
-
-    supports_stop = True
 
     def generate(
         self,
