@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from memos_agents.config import default_home
@@ -76,7 +77,7 @@ def _run(fn: Any) -> Any:
     try:
         return fn()
     except (MemOSError, OSError) as exc:
-        console.print(f"[red]error:[/] {type(exc).__name__}: {exc}", markup=False, highlight=False)
+        console.print(f"[red]error:[/] {escape(f'{type(exc).__name__}: {exc}')}", highlight=False)
         raise typer.Exit(2) from exc
 
 
@@ -150,7 +151,14 @@ def _print_hits(hits: list[Any]) -> None:
         table.add_column(col)
     for n, h in enumerate(hits, 1):
         when = f"{h.item.event_time:%Y-%m-%d}" if h.item.event_time else "-"
-        table.add_row(str(n), f"{h.score:.4f}", str(h.tokens), ", ".join(h.item.sources.message_ids), when, h.item.text)
+        table.add_row(  # stored text is data: never rendered as markup
+            str(n),
+            f"{h.score:.4f}",
+            str(h.tokens),
+            escape(", ".join(h.item.sources.message_ids)),
+            when,
+            escape(h.item.text),
+        )
     console.print(table)
 
 
@@ -207,10 +215,10 @@ def chat(
                 try:
                     result = mos.chat(line, user, cube, token_budget=budget, history=history[-6:])
                 except MemOSError as exc:
-                    console.print(f"[red]error:[/] {exc}")
+                    console.print(f"[red]error:[/] {escape(str(exc))}")
                     continue
                 console.print(f"[dim]{len(result.memories)} memories, search {result.search_ms:.0f} ms[/]")
-                console.print(f"[bold]memos>[/] {result.answer}")
+                console.print(f"[bold]memos>[/] {escape(result.answer)}")
                 history += [{"role": "user", "content": line}, {"role": "assistant", "content": result.answer}]
                 if remember and cube:
                     mos.add([{"role": "user", "name": user, "content": line}], user, cube[0])
@@ -286,7 +294,7 @@ def cube_list(user: User, home: Home = None) -> None:
     def go() -> None:
         with _mos(home, llm={"provider": "none"}) as mos:
             for h in mos.list_cubes(user):
-                console.print(f"{h.cube_id}\towner={h.owner_id}\tv{h.version}\t{h.description}")
+                console.print(escape(f"{h.cube_id}\towner={h.owner_id}\tv{h.version}\t{h.description}"))
 
     _run(go)
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from memos_agents.schema import RelationType
+from memos_agents.schema import MAX_ITEM_TEXT_CHARS, MAX_LABEL_CHARS, RelationType
 
 
 class EmbedderProvider(StrEnum):
@@ -206,6 +206,17 @@ class MemOSConfig(BaseModel):
     @model_validator(mode="after")
     def _expand_home(self) -> MemOSConfig:
         self.home = Path(self.home).expanduser()
+        return self
+
+    @model_validator(mode="after")
+    def _windows_fit(self) -> MemOSConfig:
+        # a fast-mode window joins window_turns lines "speaker: content [shares a photo: caption]"
+        longest = self.reader.window_turns * (self.max_text_chars + MAX_LABEL_CHARS + 32)
+        if longest > MAX_ITEM_TEXT_CHARS:
+            raise ValueError(
+                f"max_text_chars={self.max_text_chars} with reader.window_turns={self.reader.window_turns} allows "
+                f"windows of {longest} characters; a stored memory holds at most {MAX_ITEM_TEXT_CHARS}"
+            )
         return self
 
     @property

@@ -46,18 +46,21 @@ from memos_agents.schema import Edge, Label, LifecycleState, MemoryItem, as_utc,
 ARCHIVE_FORMAT = "memos-cube"
 #: Most ACL entries of one cube.
 MAX_ACL_ENTRIES = 1_024
+#: Longest model name or file path in a payload descriptor, in characters.
+MAX_PATH_CHARS = 4_096
 #: Longest cube description, in characters.
 MAX_DESCRIPTION_CHARS = 4_096
 
 #: Current archive format version; readers refuse anything newer.
 ARCHIVE_FORMAT_VERSION = 1
 
-#: Default cap on the inflated size of ``items.jsonl`` and of ``edges.jsonl``, in bytes (1 GiB:
-#: about 120,000 items with 384-d embeddings, ~8.5 KB a line). Reading holds the parsed records,
-#: roughly 1.5-2 times the JSON size, so this also bounds the memory an import may take.
-MAX_MEMBER_BYTES = 1 << 30
-#: Default cap on the inflated size of all members together, in bytes (2 GiB).
-MAX_ARCHIVE_BYTES = 2 << 30
+#: Default cap on the inflated size of ``items.jsonl`` and of ``edges.jsonl``, in bytes (512 MiB:
+#: about 60,000 items with 384-d embeddings, ~8.5 KB a line). Reading holds the parsed records,
+#: which take up to about 4.5 times their JSON size (measured on edge lines), so the caps bound
+#: the memory an import may take to a few GB; pass larger limits to ``read_archive`` for bigger cubes.
+MAX_MEMBER_BYTES = 512 << 20
+#: Default cap on the inflated size of all members together, in bytes (512 MiB).
+MAX_ARCHIVE_BYTES = 512 << 20
 #: Default cap on the inflated size of ``manifest.json``, in bytes (16 MiB; real ones are ~1 KB).
 MAX_MANIFEST_BYTES = 16 << 20
 #: Default cap on how many times a member may expand over its compressed size. Real exports
@@ -138,9 +141,9 @@ class ActivationPayload(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["activation"] = "activation"
-    model_name_or_path: str
-    cache_path: str | None = None
-    num_tokens: int | None = None
+    model_name_or_path: str = Field(max_length=MAX_PATH_CHARS)
+    cache_path: str | None = Field(default=None, max_length=MAX_PATH_CHARS)
+    num_tokens: int | None = Field(default=None, ge=0, le=2**31)
 
 
 class ParametricPayload(BaseModel):
@@ -149,9 +152,9 @@ class ParametricPayload(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["parametric"] = "parametric"
-    base_model: str
-    adapter_path: str | None = None
-    rank: int | None = None
+    base_model: str = Field(max_length=MAX_PATH_CHARS)
+    adapter_path: str | None = Field(default=None, max_length=MAX_PATH_CHARS)
+    rank: int | None = Field(default=None, ge=1, le=65_536)
 
 
 Payload = Annotated[PlaintextPayload | ActivationPayload | ParametricPayload, Field(discriminator="type")]
@@ -189,7 +192,7 @@ class CubeHeader(BaseModel):
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     expires_at: datetime | None = None
-    version: int = Field(default=1, ge=1)
+    version: int = Field(default=1, ge=1, le=2**62)
     state: LifecycleState = LifecycleState.ACTIVATED
     storage: StorageProfile = Field(default_factory=StorageProfile)
     payload: Payload = Field(default_factory=PlaintextPayload)
@@ -265,6 +268,24 @@ def _open_temp(target: Path) -> tuple[int, Path]:
     raise FileExistsError(errno.EEXIST, "no unused temp file name", str(target.parent))
 
 
+def _archive_path(path: object, action: str) -> Path:
+    """Return ``path`` as a Path that ``is_dir``/``open`` can take, or raise ArchiveIOError.
+
+    Refuses what is no path (not a str or os.PathLike), a NUL character, and names the OS cannot
+    even look up (too long), so that no raw TypeError/ValueError/OSError reaches the caller.
+    """
+    if not isinstance(path, str | os.PathLike):
+        raise ArchiveIOError(f"cannot {action} cube archive: {path!r} is not a file path")
+    target = Path(path)
+    if "\0" in str(target):
+        raise ArchiveIOError(f"cannot {action} cube archive: the path contains a NUL character")
+    try:
+        target.is_dir()
+    except (OSError, ValueError) as exc:
+        raise _io_error(action, target, exc if isinstance(exc, OSError) else str(exc)) from exc
+    return target
+
+
 def write_archive(path: str | Path, cube: MemCube) -> Path:
     """Write ``cube`` to one zip archive, atomically.
 
@@ -285,7 +306,7 @@ def write_archive(path: str | Path, cube: MemCube) -> Path:
             be created or written (no permission, a parent is a file, disk full).
 
     """
-    target = Path(path)
+    target = _archive_path(path, "write")
     if target.is_dir():
         raise _io_error("write", target, "it is a directory", errno.EISDIR)
     items = "".join(item.model_dump_json() + "\n" for item in cube.items).encode()
@@ -568,9 +589,9 @@ def read_archive(
     Args:
         path: The archive file.
         max_member_bytes: Most bytes ``items.jsonl`` or ``edges.jsonl`` may inflate to (default
-            :data:`MAX_MEMBER_BYTES`, 1 GiB).
+            :data:`MAX_MEMBER_BYTES`, 512 MiB).
         max_total_bytes: Most bytes all members together may inflate to (default
-            :data:`MAX_ARCHIVE_BYTES`, 2 GiB).
+            :data:`MAX_ARCHIVE_BYTES`, 512 MiB).
         max_ratio: Most times a member may expand over its compressed size once past
             :data:`RATIO_FLOOR_BYTES` (1 MiB) inflated (default :data:`MAX_COMPRESSION_RATIO`, 200).
         max_manifest_bytes: Most bytes ``manifest.json`` may inflate to (default
@@ -594,9 +615,9 @@ def read_archive(
         ("max_ratio", max_ratio),
         ("max_manifest_bytes", max_manifest_bytes),
     ):
-        if not limit > 0:
-            raise InvalidInputError(f"{name} must be positive, got {limit!r}")
-    source = Path(path)
+        if isinstance(limit, bool) or not isinstance(limit, int | float) or not limit > 0:
+            raise InvalidInputError(f"{name} must be a positive number, got {limit!r}")
+    source = _archive_path(path, "read")
     if source.is_dir():
         raise _io_error("read", source, "it is a directory", errno.EISDIR)
     try:

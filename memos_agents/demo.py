@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -142,8 +143,8 @@ def run_demo(
         search_ms.append(result.search_ms)
         gen_ms.append(result.generate_ms)
         console.print(_memories_panel(n, q, result.memories, recall, result.search_ms))
-        console.print(f"[bold]Answer[/] ({result.generate_ms / 1000:.1f} s): {result.answer}")
-        console.print(f"[dim]Reference answer: {q.answer}[/]\n")
+        console.print(f"[bold]Answer[/] ({result.generate_ms / 1000:.1f} s): {escape(result.answer)}")
+        console.print(f"[dim]Reference answer: {escape(str(q.answer))}[/]\n")
     summary = {
         "questions": float(len(recalls)),
         "evidence_recall": statistics.fmean(recalls) if recalls else 0.0,
@@ -181,9 +182,12 @@ def _memories_panel(n: int, q: QA, memories: list[ScoredMemory], recall: float, 
         sources = ", ".join(m.item.sources.message_ids)
         hit = set(m.item.sources.message_ids) & set(q.evidence)
         when = f"{m.item.event_time:%Y-%m-%d}" if m.item.event_time else "-"
-        table.add_row(str(rank), f"{m.score:.4f}", f"[green]{sources}[/]" if hit else sources, when, m.item.text)
+        sources = escape(sources)
+        table.add_row(
+            str(rank), f"{m.score:.4f}", f"[green]{sources}[/]" if hit else sources, when, escape(m.item.text)
+        )
     return Panel(
         table,
-        title=f"Q{n} [{CATEGORY_NAMES[q.category]}] {q.question}",
+        title=escape(f"Q{n} [{CATEGORY_NAMES[q.category]}] {q.question}"),
         subtitle=f"evidence {', '.join(q.evidence)} · recall {recall:.2f} · search {search_ms:.0f} ms",
     )

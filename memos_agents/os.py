@@ -52,6 +52,7 @@ from memos_agents.plaintext.stores.sqlite import SQLiteMemoryStore
 from memos_agents.plaintext.tree import TreeOrganizer
 from memos_agents.prompts import answer as answer_prompt
 from memos_agents.schema import (
+    MAX_LABEL_CHARS,
     LifecycleState,
     MemoryItem,
     MemoryType,
@@ -320,6 +321,8 @@ class MemOS:
     #: Upper bound of every count argument (top_k, token_budget, max_tokens): far above any real
     #: use, and small enough for every backend's integer type.
     MAX_COUNT = 1_000_000
+    #: Most earlier messages ``chat`` takes as history.
+    MAX_HISTORY = 1_000
 
     @classmethod
     def _count_arg(cls, value: object, what: str, *, optional: bool = False) -> int | None:
@@ -339,6 +342,8 @@ class MemOS:
             return [h.cube_id for h in self.default_cubes(user_id)]
         if isinstance(cube_ids, str | bytes) or not isinstance(cube_ids, Sequence):
             raise InvalidInputError("cube_ids must be a list of cube ids (or None), not a single string")
+        for cid in cube_ids:
+            validate_id(cid, "cube_id")
         cubes = list(dict.fromkeys(cube_ids))
         for cid in cubes:
             self._check_embedder(self._cube_for(cid, user_id, Permission.READ))
@@ -492,8 +497,8 @@ class MemOS:
     def delete(self, memory_ids: Sequence[str], user_id: str, cube_id: str) -> int:
         """Delete memories and their edges (needs write permission). Returns how many were deleted."""
         self._cube_for(cube_id, user_id, Permission.WRITE)
-        if isinstance(memory_ids, str | bytes):
-            raise InvalidInputError("memory_ids must be a list of ids, not a string")
+        if isinstance(memory_ids, str | bytes) or not isinstance(memory_ids, Sequence):
+            raise InvalidInputError("memory_ids must be a list of ids")
         for mid in memory_ids:
             validate_id(mid, "memory_id")
         return self.store.delete(cube_id, list(memory_ids))
@@ -592,9 +597,12 @@ class MemOS:
         limit = self._count_arg(max_tokens, "max_tokens", optional=True) or self.config.llm.max_tokens
         if isinstance(history, str | bytes) or not isinstance(history, Sequence):
             raise InvalidInputError("history must be a list of {'role': str, 'content': str} messages")
+        if len(history) > self.MAX_HISTORY:
+            raise InvalidInputError(f"history has {len(history)} messages; the limit is {self.MAX_HISTORY}")
         for m in history:
-            if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            if not isinstance(m, dict):
                 raise InvalidInputError("history must be a list of {'role': str, 'content': str} messages")
+            check_text(m.get("role"), "history role", MAX_LABEL_CHARS)
             check_text(m.get("content"), "history message", self.config.max_text_chars, blank=True)
         t0 = time.perf_counter()
         memories = self.search(query, user_id, cube_ids, top_k=top_k, token_budget=token_budget)

@@ -244,8 +244,8 @@ class MemoryItem(BaseModel):
     updated_at: datetime = Field(default_factory=utcnow)
     confidence: float = Field(default=1.0, ge=0.0, le=1.0)
     status: LifecycleState = LifecycleState.ACTIVATED
-    version: int = Field(default=1, ge=1)
-    embedding: list[float] | None = None
+    version: int = Field(default=1, ge=1, le=2**62)
+    embedding: list[float] | None = Field(default=None, max_length=65_536)
     metadata: dict[Label, str | int | float | bool | None] = Field(
         default_factory=dict, max_length=MAX_METADATA_ENTRIES
     )

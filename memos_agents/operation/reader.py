@@ -31,7 +31,16 @@ from memos_agents.models.embedders import BaseEmbedder
 from memos_agents.models.llm import BaseLLM
 from memos_agents.plaintext.text import content_terms, key_phrases
 from memos_agents.prompts import extract_facts
-from memos_agents.schema import Edge, MemoryItem, MemoryQuery, MemoryType, Message, RelationType, Sources
+from memos_agents.schema import (
+    MAX_LABEL_CHARS,
+    Edge,
+    MemoryItem,
+    MemoryQuery,
+    MemoryType,
+    Message,
+    RelationType,
+    Sources,
+)
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +168,7 @@ class MemReader:
             " . ".join(f"{m.content} {m.image_caption or ''}" for m in turns), self.config.key_phrases
         )
         ids = [m.id for m in turns if m.id]
+        phrases = [p[:MAX_LABEL_CHARS] for p in phrases]  # a "word" can be thousands of characters long
         return MemoryItem(
             text="\n".join(lines),
             memory_type=MemoryType.LONG_TERM,

@@ -164,32 +164,43 @@ _NEGATIONS = frozenset(
 _RAW_TOKEN = re.compile(r"[^\W_][\w'’:.,/\-]*")
 
 
-def fact_signature(text: str) -> frozenset[str]:
-    """Return the tokens that make two similar sentences state different facts.
-
-    Two texts whose embeddings are nearly identical (a near-duplicate by cosine) are still different
-    statements when they differ in a number, date or time ("555-0101" / "555-0199", "12 March" /
-    "14 March", "07:15" / "09:45"), a name ("Alice" / "Bob"), or a negation ("I like" / "I don't
-    like"). The signature holds exactly those tokens: every token with a digit (trailing punctuation
-    stripped), month and weekday names, negation words, and capitalised words that are not
-    stopwords (names; ``"I"``, ``"My"`` and the like are left out). Texts with different signatures
-    are never merged.
-
-    Args:
-        text: Any text.
-
-    Returns:
-        The set of distinguishing tokens, lower-cased.
-
-    """
-    out: set[str] = set()
+def _fact_tokens(text: str) -> tuple[set[str], set[str], set[str]]:
+    """Return (digit, month/weekday and negation tokens; name candidates; all lower-cased words) of ``text``."""
+    facts: set[str] = set()
+    names: set[str] = set()
+    lowered: set[str] = set()
     for raw in _RAW_TOKEN.findall(text.replace("’", "'")):
         token = raw.rstrip(":.,/-'")
         low = token.lower()
+        lowered.add(low.split("'")[0])
         if any(c.isdigit() for c in token):
-            out.add(low)
+            facts.add(low)
         elif low in _MONTHS_AND_DAYS or low in _NEGATIONS or low.endswith("n't"):
-            out.add(low)
+            facts.add(low)
         elif token[:1].isupper() and low not in STOPWORDS and low != "i":
-            out.add(low.split("'")[0])
-    return frozenset(out)
+            names.add(low.split("'")[0])
+    return facts, names, lowered
+
+
+def same_statement(a: str, b: str) -> bool:
+    """Whether two similar texts state the same facts, so that merging them loses nothing essential.
+
+    Two texts whose embeddings are nearly identical (a near-duplicate by cosine) are still different
+    statements when they differ in a number, date or time ("555-0101" / "555-0199", "12 March" /
+    "14 March", "07:15" / "09:45"), a name ("Alice" / "Bob") or a negation ("I like" / "I don't
+    like"). Compared are: every token with a digit (trailing punctuation stripped), month and
+    weekday names, negation words, and names, which are the capitalised non-stopwords of either
+    text, looked up case-insensitively in both (so "Berlin" / "berlin" is the same statement).
+
+    Args:
+        a: One text.
+        b: The other.
+
+    Returns:
+        True when the texts agree on all of those tokens.
+
+    """
+    facts_a, names_a, words_a = _fact_tokens(a)
+    facts_b, names_b, words_b = _fact_tokens(b)
+    names = names_a | names_b
+    return facts_a == facts_b and names & words_a == names & words_b

@@ -8,13 +8,14 @@
   its embedding is the normalised mean of its first members' (no extra embedding call).
 * **Near-duplicates merged** — an item whose cosine to an active memory of the same user that
   shares none of its source messages is at least ``merge_threshold`` is merged with it, unless the
-  two differ in a number, date, time, name or negation (:func:`~memos_agents.plaintext.text.fact_signature`):
+  two differ in a number, date, time, name or negation (:func:`~memos_agents.plaintext.text.same_statement`):
   those are different statements (a correction, a new appointment), both stay active and the newer
-  is linked to the older by CONFLICTS_WITH. A true merge never drops information and never lets
-  an older statement hide a newer one: the merged item takes the newer statement's text (the
-  older's only when it already contains every content term of the newer; both texts, newer
-  first, when neither covers the other), the newer's event time and the union of provenance; the
-  originals are archived (not deleted) and point to it by MERGED_TO, so they stay reachable.
+  is linked to the older by CONFLICTS_WITH; nor when they happened on different days (a repeated
+  event: both stay, linked by RELATE_TO). A true merge never drops information and never lets
+  an older statement hide a newer one: the merged item takes the newer statement's text (followed
+  by the older's unless the newer holds all of its content terms), the newer's event time and the
+  union of provenance; the originals are archived (not deleted) and point to it by MERGED_TO, so
+  they stay reachable.
 * **Related items linked** — RELATE_TO to the most similar non-overlapping active memory of the
   same user when it lies in another session and the cosine is at least ``relate_threshold``.
 """
@@ -30,7 +31,7 @@ import numpy as np
 
 from memos_agents.config import ReaderConfig
 from memos_agents.plaintext.stores.base import BaseMemoryStore, WriteBatch
-from memos_agents.plaintext.text import content_terms, fact_signature
+from memos_agents.plaintext.text import content_terms, same_statement
 from memos_agents.schema import (
     ID_PATTERN,
     MAX_ITEM_TEXT_CHARS,
@@ -81,6 +82,11 @@ def _unit(v: np.ndarray) -> list[float]:
 def _is_turn(item: MemoryItem) -> bool:
     """Whether an item holds conversation turns (fast-mode windows), not an LLM-extracted fact."""
     return item.node_kind == NodeKind.MEMORY and not item.metadata.get("extracted_by")
+
+
+def _same_day(a: MemoryItem, b: MemoryItem) -> bool:
+    """Whether two items happened on the same day (or either has no event time)."""
+    return a.event_time is None or b.event_time is None or a.event_time.date() == b.event_time.date()
 
 
 def _overlap(a: MemoryItem, b: MemoryItem) -> bool:
@@ -193,15 +199,19 @@ class TreeOrganizer:
                 if h not in archived_now and sc >= cfg.relate_threshold
             ]
             stored = {i.id: i for i in store.get(cube_id, [h for h, _ in hits], with_embeddings=True)}
-            signature = fact_signature(item.text)
             for hit_id, score in hits:
                 hit = stored.get(hit_id)
                 if hit is None or _overlap(hit, item):
                     continue  # overlapping windows share turns: neighbours, not duplicates
-                if score >= cfg.merge_threshold and fact_signature(hit.text) != signature:
+                if score >= cfg.merge_threshold and not same_statement(hit.text, item.text):
                     # as similar as a duplicate, but a different number/date/name/negation: a new statement
                     batch.edges.append(
                         Edge(source_id=item.id, target_id=hit_id, type=RelationType.CONFLICTS_WITH, weight=score)
+                    )
+                elif score >= cfg.merge_threshold and not _same_day(hit, item):
+                    # the same statement about another day: a repeated event, not a duplicate
+                    batch.edges.append(
+                        Edge(source_id=item.id, target_id=hit_id, type=RelationType.RELATE_TO, weight=score)
                     )
                 elif score >= cfg.merge_threshold:
                     best_score, best, is_stored = score, hit, True
@@ -213,10 +223,12 @@ class TreeOrganizer:
             for other, other_vec in pending:
                 score = float(other_vec @ vec)
                 if score > best_score and other.user_id == item.user_id and not _overlap(other, item):
-                    if score >= cfg.merge_threshold and fact_signature(other.text) != signature:
+                    if score >= cfg.merge_threshold and not same_statement(other.text, item.text):
                         batch.edges.append(
                             Edge(source_id=item.id, target_id=other.id, type=RelationType.CONFLICTS_WITH, weight=score)
                         )
+                        continue
+                    if score >= cfg.merge_threshold and not _same_day(other, item):
                         continue
                     best_score, best, is_stored = score, other, False
             if best is None or best_score < cfg.merge_threshold:
@@ -241,16 +253,16 @@ class TreeOrganizer:
         """Merge a new item into an older near-duplicate (same fact signature) without losing either.
 
         The newer statement is ``new`` unless both have event times and ``old``'s is later. Its text
-        is kept; the other's only when it already holds every content term of the newer one; both,
-        newer first, when neither holds the other's terms (the newer alone if both would exceed
-        :data:`~memos_agents.schema.MAX_ITEM_TEXT_CHARS`; the originals stay reachable by MERGED_TO).
+        is kept alone when it holds every content term of the older one; otherwise both, newer first
+        (so a correction that drops a detail is still the first thing read; the newer alone if both
+        would exceed :data:`~memos_agents.schema.MAX_ITEM_TEXT_CHARS`). The originals stay reachable
+        by MERGED_TO.
         """
         if old.event_time is not None and new.event_time is not None and old.event_time > new.event_time:
             old, new = new, old
-        new_terms, old_terms = set(content_terms(new.text)), set(content_terms(old.text))
-        if old_terms >= new_terms and not new_terms >= old_terms:
-            text = old.text
-        elif new_terms >= old_terms or len(new.text) + len(old.text) + 1 > MAX_ITEM_TEXT_CHARS:
+        if set(content_terms(new.text)) >= set(content_terms(old.text)) or (
+            len(new.text) + len(old.text) + 1 > MAX_ITEM_TEXT_CHARS
+        ):
             text = new.text
         else:
             text = new.text + "\n" + old.text

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from memos_agents.schema import MemoryType, Message
+from memos_agents.schema import MAX_ITEM_TEXT_CHARS, MAX_TAGS, Label, MemoryType, Message, check_text
 
 SYSTEM = (
     "You extract long-term memories from a conversation. Return only JSON of the form "
@@ -39,11 +39,11 @@ class ExtractedFact(BaseModel):
         value = value.strip()
         if not value:
             raise ValueError("fact text must not be blank")
-        return value
+        return check_text(value, "fact text", MAX_ITEM_TEXT_CHARS)
 
     memory_type: MemoryType = MemoryType.LONG_TERM
-    key: str | None = None
-    tags: list[str] = Field(default_factory=list)
+    key: Label | None = None
+    tags: list[Label] = Field(default_factory=list, max_length=MAX_TAGS)
     source_ids: list[str] = Field(default_factory=list)
     confidence: float = Field(default=0.8, ge=0.0, le=1.0)
 

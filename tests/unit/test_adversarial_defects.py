@@ -28,6 +28,7 @@ from memos_agents.errors import (
     CubeFormatError,
     CubeNotFoundError,
     InvalidInputError,
+    MemOSError,
     ModelError,
     PermissionDeniedError,
     TextTooLongError,
@@ -37,7 +38,7 @@ from memos_agents.models.llm import BaseLLM
 from memos_agents.operation.scheduler import MemScheduler
 from memos_agents.plaintext.stores import sqlite as sqlite_store
 from memos_agents.plaintext.stores.sqlite import SQLiteMemoryStore
-from memos_agents.plaintext.text import fact_signature
+from memos_agents.plaintext.text import same_statement
 from memos_agents.plaintext.tree import topic_id
 from memos_agents.schema import LifecycleState, MemoryItem, RelationType, ScoredMemory, Sources, validate_id
 
@@ -138,10 +139,30 @@ def test_a_merge_never_drops_information(twin_mos: MemOS) -> None:
     assert "Whiskers" in texts and "science museum" in texts
 
 
-def test_fact_signature_tells_numbers_dates_names_and_negation_apart() -> None:
-    assert fact_signature("my number is 555-0101") != fact_signature("my number is 555-0199")
-    assert fact_signature("I like it") != fact_signature("I don't like it")
-    assert fact_signature("My alarm is set") == fact_signature("my alarm is set")
+def test_same_statement_tells_numbers_dates_names_and_negation_apart() -> None:
+    assert not same_statement("my number is 555-0101", "my number is 555-0199")
+    assert not same_statement("I like it", "I don't like it")
+    assert not same_statement("Anna lives in Porto", "Marta lives in Porto")
+    assert same_statement("My alarm is set", "my alarm is set")
+    assert same_statement("I moved to Berlin", "I moved to berlin")  # case alone is no new fact
+    assert same_statement("caroline: I love painting", "Caroline: I love painting")
+
+
+def test_a_correction_that_drops_a_detail_is_read_first(twin_mos: MemOS) -> None:
+    twin_mos.add(one("I am allergic to peanuts and shellfish.", mid="m1"), "alice", "c1")
+    twin_mos.add(one("I am allergic to peanuts.", session="s2", mid="m2"), "alice", "c1")
+    (merged,) = [i for i in twin_mos.store.list_items("c1", filters=None) if i.metadata.get("merged_from")]
+    assert merged.text.split("\n")[0] == "Alice: I am allergic to peanuts."
+
+
+def test_the_same_event_on_another_day_is_not_merged(twin_mos: MemOS) -> None:
+    twin_mos.add(one("I went to the support group.", mid="m1"), "alice", "c1")
+    second = twin_mos.add(
+        one("I went to the support group.", session="s2", mid="m2", when=T + timedelta(days=44)), "alice", "c1"
+    )
+    assert second.merged == 0
+    days = sorted(i.event_time.date() for i in twin_mos.store.list_items("c1") if i.node_kind.value == "memory")
+    assert days == [T.date(), (T + timedelta(days=44)).date()]
 
 
 # -- 2. a forged archive must not plant memory in another user's account ---------------------------
@@ -276,14 +297,14 @@ def test_import_and_delete_write_in_short_hidden_chunks(
     other.setup()
     real_write = store._write
 
-    def spy(cube_id: str, batch: Any, *, hidden: bool = False) -> Any:
+    def spy(cube_id: str, batch: Any, *, generation: str | None = None) -> Any:
         sizes.append(len(batch.add) + len(batch.edges))
         try:
             other.get_cube(cube_id)
             seen_by_other.append(True)
         except CubeNotFoundError:
             seen_by_other.append(False)
-        return real_write(cube_id, batch, hidden=hidden)
+        return real_write(cube_id, batch, generation=generation)
 
     monkeypatch.setattr(store, "_write", spy)
     mos.import_cube(path, "alice", cube_id="copy")
@@ -327,6 +348,45 @@ def test_an_interrupted_delete_is_finished_on_setup(tmp_path: Path) -> None:
     store.setup()
     assert store.count("c1") == 0 and store.list_cubes() == []
     store.create_cube(CubeHeader(cube_id="c1", owner_id="alice"))
+    store.close()
+
+
+def test_a_late_purge_never_touches_a_recreated_cube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a = SQLiteMemoryStore(tmp_path / "m.db")
+    b = SQLiteMemoryStore(tmp_path / "m.db")
+    a.setup()
+    b.setup()
+    a.create_cube(CubeHeader(cube_id="x", owner_id="alice"))
+    a.add("x", [MemoryItem(text=f"alice {n}") for n in range(5)])
+    paused: list[tuple[str, str | None]] = []
+    monkeypatch.setattr(a, "_purge", lambda cube_id, generation: paused.append((cube_id, generation)))
+    a.delete_cube("x")  # process A is suspended right after hiding the cube
+    monkeypatch.undo()
+    b.create_cube(CubeHeader(cube_id="x", owner_id="bob"))  # B finishes A's delete, then creates anew
+    b.add("x", [MemoryItem(text="bob's live memory")])
+    a._purge(*paused[0])  # A resumes its purge loop
+    assert b.get_cube("x").owner_id == "bob" and [i.text for i in b.list_items("x")] == ["bob's live memory"]
+    a.close()
+    b.close()
+
+
+def test_a_stale_import_is_replaced_and_its_writer_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = SQLiteMemoryStore(tmp_path / "m.db")
+    store.setup()
+    header = CubeHeader(cube_id="x", owner_id="alice")
+    real_write = store._write
+
+    def stall(cube_id: str, batch: Any, *, generation: str | None = None) -> Any:
+        result = real_write(cube_id, batch, generation=generation)
+        store.conn.execute("UPDATE cubes SET state_since = '2000-01-01T00:00:00+00:00'")  # stalled for years
+        store.create_cube(header)  # someone else takes the id over: the stale import is removed
+        return result
+
+    monkeypatch.setattr(store, "_write", stall)
+    with pytest.raises(CubeNotFoundError):  # the import notices at its next chunk, stores nothing more
+        store.import_cube(header, [MemoryItem(text=f"m{n}") for n in range(600)])
+    monkeypatch.undo()
+    assert store.get_cube("x").owner_id == "alice" and store.count("x") == 0
     store.close()
 
 
@@ -422,6 +482,41 @@ def test_bad_cube_headers_and_chat_history_are_invalid_input(tmp_path: Path) -> 
                 m.chat("hello?", "alice", history=history)  # type: ignore[arg-type]
         with pytest.raises(InvalidInputError):
             m.chat("hello?", "alice", max_tokens=-1)
+        with pytest.raises(InvalidInputError):
+            m.chat("hello?", "alice", history=[{"role": "r" * 1000, "content": "hi"}])
+        with pytest.raises(InvalidInputError):
+            m.chat("hello?", "alice", history=[{"role": "user", "content": "hi"}] * 5000)
+
+
+def test_odd_argument_types_and_paths_are_memos_errors(mos: MemOS, tmp_path: Path) -> None:
+    bad_calls = [
+        lambda: mos.search("hi", "alice", [["c1"]]),  # type: ignore[list-item]
+        lambda: mos.delete(5, "alice", "c1"),  # type: ignore[arg-type]
+        lambda: mos.delete(None, "alice", "c1"),  # type: ignore[arg-type]
+        lambda: mos.import_cube(123, "alice"),  # type: ignore[arg-type]
+        lambda: mos.export_cube("c1", "alice", 5),  # type: ignore[arg-type]
+        lambda: mos.import_cube(str(tmp_path / "a\0b"), "alice"),
+        lambda: mos.export_cube("c1", "alice", str(tmp_path / "a\0b.zip")),
+        lambda: mos.export_cube("c1", "alice", str(tmp_path / ("a" * 300 + ".zip"))),
+        lambda: mos.add([{"content": "x" + "y" * 300 + " z"}], "alice", "c1"),  # a 300-char word as key phrase
+    ]
+    for n, call in enumerate(bad_calls[:-1]):
+        with pytest.raises(MemOSError):
+            call()
+        assert n >= 0
+    assert bad_calls[-1]() is not None  # a long word is a fine message: its key phrase is cut, not refused
+    with pytest.raises(ConfigError):
+        MemOS.from_path(tmp_path / "h", **PRESET_OFFLINE, max_text_chars=40_000)  # windows could not be stored
+
+
+def test_stored_text_is_never_rendered_as_markup(mos: MemOS, capsys: pytest.CaptureFixture[str]) -> None:
+    from memos_agents import cli
+
+    text = "Alice: hello [/bold] world [link=http://evil]click[/link]"
+    cli._print_hits([ScoredMemory(item=MemoryItem(text=text, cube_id="c1"), score=1.0)])  # raised MarkupError before
+    assert "[/bold]" in capsys.readouterr().out
+    run = CliRunner().invoke(app, ["cube", "info", "nope", "--user", "alice", "--home", str(mos.config.home)])
+    assert run.exit_code == 2 and run.output.startswith("error: CubeNotFoundError")
 
 
 def test_a_failing_custom_llm_is_a_model_error(tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ import functools
 import json
 import sqlite3
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -182,6 +183,7 @@ _MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Cursor], None] | None]] = [
         """
         ALTER TABLE cubes ADD COLUMN state TEXT NOT NULL DEFAULT 'ready';
         ALTER TABLE cubes ADD COLUMN state_since TEXT;
+        ALTER TABLE cubes ADD COLUMN generation TEXT;
         """,
         None,
     ),
@@ -407,55 +409,68 @@ class SQLiteMemoryStore(BaseMemoryStore):
     def create_cube(self, header: CubeHeader) -> None:
         self._create(header, "ready")
 
-    def _create(self, header: CubeHeader, state: str) -> None:
-        if self._state(header.cube_id) == "deleting":
-            self._purge(header.cube_id)  # a delete committed to but not finished: finish it first
+    def _create(self, header: CubeHeader, state: str) -> str:
+        """Insert the cube row in ``state``; return its generation (a fresh token that names this incarnation).
+
+        A leftover of the same id is finished first when that is safe: a cube being deleted, or an
+        import with no progress for :data:`STALE_IMPORT_S` seconds.
+        """
+        self._purge_interrupted(header.cube_id)
+        generation = uuid.uuid4().hex
         with self._tx() as cur:
             row = cur.execute("SELECT state FROM cubes WHERE cube_id = ?", (header.cube_id,)).fetchone()
-            if row is not None and row[0] == "importing":
+            if row is not None and row[0] != "ready":
                 raise CubeExistsError(
-                    f"cube {header.cube_id!r} is being imported (or an import was interrupted; "
-                    f"it is removed {STALE_IMPORT_S:.0f} s after its last progress)"
+                    f"cube {header.cube_id!r} is being {row[0]} (an interrupted import is removed "
+                    f"{STALE_IMPORT_S:.0f} s after its last progress)"
                 )
             if row is not None:
                 raise CubeExistsError(f"cube {header.cube_id!r} already exists")
             cur.execute(
-                "INSERT INTO cubes (cube_id, header, embedding_dim, state, state_since) VALUES (?, ?, ?, ?, ?)",
-                (header.cube_id, header.model_dump_json(), header.storage.embedding_dim, state, utcnow().isoformat()),
+                "INSERT INTO cubes (cube_id, header, embedding_dim, state, state_since, generation) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    header.cube_id,
+                    header.model_dump_json(),
+                    header.storage.embedding_dim,
+                    state,
+                    utcnow().isoformat(),
+                    generation,
+                ),
             )
-
-    def _state(self, cube_id: str) -> str | None:
-        with self._lock:
-            row = self.conn.execute("SELECT state FROM cubes WHERE cube_id = ?", (cube_id,)).fetchone()
-        return None if row is None else str(row[0])
+        return generation
 
     @_store_errors
     def import_cube(self, header: CubeHeader, items: Sequence[MemoryItem], edges: Sequence[Edge] = ()) -> None:
         """Create a cube with its content without holding the write lock for long.
 
         The cube is written hidden (``get_cube``, ``list_cubes`` and ``create_cube`` see it as absent
-        or busy) in transactions of :data:`CHUNK_ROWS` items or edges, then made visible in one short
-        transaction; on any failure its rows are removed again. Readers see all of it or none.
+        or busy) in transactions of :data:`CHUNK_ROWS` items or edges, each checking that the hidden
+        cube is still this import's (its generation), then made visible in one short transaction; on
+        any failure its rows are removed again. Readers see all of it or none.
 
         Raises:
             CubeExistsError: The cube exists (or another import of it is under way).
             EmbeddingDimensionError / InvalidEmbeddingError / InvalidInputError: Bad content; nothing stays.
-            StoreError: The backend failed; nothing stays.
+            StoreError: The backend failed, or the import was removed as stale while it ran; nothing stays.
 
         """
-        self._create(header, "importing")
+        generation = self._create(header, "importing")
         try:
             for chunk in _chunks(list(items), CHUNK_ROWS):
-                self._write(header.cube_id, WriteBatch(add=chunk), hidden=True)
+                self._write(header.cube_id, WriteBatch(add=chunk), generation=generation)
             for links in _chunks(list(edges), CHUNK_ROWS * 4):
-                self._write(header.cube_id, WriteBatch(edges=links), hidden=True)
+                self._write(header.cube_id, WriteBatch(edges=links), generation=generation)
             with self._tx() as cur:
-                cur.execute(
-                    "UPDATE cubes SET state = 'ready', state_since = ? WHERE cube_id = ? AND state = 'importing'",
-                    (utcnow().isoformat(), header.cube_id),
-                )
+                switched = cur.execute(
+                    "UPDATE cubes SET state = 'ready', state_since = ? "
+                    "WHERE cube_id = ? AND state = 'importing' AND generation = ?",
+                    (utcnow().isoformat(), header.cube_id, generation),
+                ).rowcount
+                if switched != 1:
+                    raise StoreError(f"the import of cube {header.cube_id!r} was removed while it ran")
         except BaseException:
-            self._purge(header.cube_id)
+            self._purge(header.cube_id, generation)
             raise
 
     @_store_errors
@@ -498,48 +513,69 @@ class SQLiteMemoryStore(BaseMemoryStore):
             CubeNotFoundError: If there is no such cube.
 
         """
+        generation = uuid.uuid4().hex
         with self._tx() as cur:
             hidden = cur.execute(
-                "UPDATE cubes SET state = 'deleting', state_since = ? WHERE cube_id = ? AND state = 'ready'",
-                (utcnow().isoformat(), cube_id),
+                "UPDATE cubes SET state = 'deleting', state_since = ?, generation = ? "
+                "WHERE cube_id = ? AND state = 'ready'",
+                (utcnow().isoformat(), generation, cube_id),
             ).rowcount
             if hidden == 0:
                 raise CubeNotFoundError(f"no cube {cube_id!r}")
-        self._purge(cube_id)
+        self._purge(cube_id, generation)
 
-    def _purge(self, cube_id: str) -> None:
-        """Remove a cube's rows in chunks of :data:`CHUNK_ROWS`, then the cube itself (whatever its state)."""
+    def _purge(self, cube_id: str, generation: str | None) -> None:
+        """Remove a hidden cube's rows in chunks of :data:`CHUNK_ROWS`, then the cube row.
+
+        Every chunk's transaction first checks that the cube row is still the hidden one of
+        ``generation`` (None: a row from before generations existed): once another writer has
+        finished this purge and created a new cube of the same id, nothing of the new cube is touched.
+        """
+        owned = "EXISTS (SELECT 1 FROM cubes WHERE cube_id = ? AND state != 'ready' AND generation IS ?)"
         with self._lock:
             self._vectors.pop(cube_id, None)
         for table in ("edges", "events", "items"):  # deleting items cascades to their item_terms
             while True:
                 with self._tx() as cur:
                     done = cur.execute(
-                        f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE cube_id = ? LIMIT ?)",
-                        (cube_id, CHUNK_ROWS),
+                        f"DELETE FROM {table} WHERE {owned} AND rowid IN "
+                        f"(SELECT rowid FROM {table} WHERE cube_id = ? LIMIT ?)",
+                        (cube_id, generation, cube_id, CHUNK_ROWS),
                     ).rowcount
                 if done < CHUNK_ROWS:
                     break
         with self._tx() as cur:
-            cur.execute("DELETE FROM cubes WHERE cube_id = ?", (cube_id,))
+            cur.execute(
+                "DELETE FROM cubes WHERE cube_id = ? AND state != 'ready' AND generation IS ?", (cube_id, generation)
+            )
         with self._lock:
             self._vectors.pop(cube_id, None)
 
-    def _purge_interrupted(self) -> None:
-        """Finish interrupted deletes; remove imports with no progress for :data:`STALE_IMPORT_S` seconds."""
+    def _purge_interrupted(self, cube_id: str | None = None) -> None:
+        """Finish interrupted deletes and remove imports with no progress for :data:`STALE_IMPORT_S` seconds.
+
+        Args:
+            cube_id: Only this cube (None: every cube).
+
+        """
+        sql = "SELECT cube_id, state, state_since, generation FROM cubes WHERE state != 'ready'"
         with self._lock:
-            rows = self.conn.execute("SELECT cube_id, state, state_since FROM cubes WHERE state != 'ready'").fetchall()
+            rows = self.conn.execute(
+                *((sql,) if cube_id is None else (sql + " AND cube_id = ?", (cube_id,)))
+            ).fetchall()
         now = utcnow()
-        for cube_id, state, since in rows:
+        for cid, state, since, generation in rows:
             stale = since is None or (now - datetime.fromisoformat(since)).total_seconds() > STALE_IMPORT_S
             if state == "deleting" or stale:
-                self._purge(cube_id)
+                self._purge(cid, generation)
 
-    def _cube_dim(self, cur: sqlite3.Cursor, cube_id: str, *, hidden: bool = False) -> int | None:
-        row = cur.execute("SELECT embedding_dim, state FROM cubes WHERE cube_id = ?", (cube_id,)).fetchone()
-        if row is None or row[1] != ("importing" if hidden else "ready"):
+    def _cube_dim(self, cur: sqlite3.Cursor, cube_id: str, *, generation: str | None = None) -> int | None:
+        """Return the cube's embedding dimension: of a ready cube, or with ``generation`` of that hidden import."""
+        row = cur.execute("SELECT embedding_dim, state, generation FROM cubes WHERE cube_id = ?", (cube_id,)).fetchone()
+        expected = ("ready", row[2] if row else None) if generation is None else ("importing", generation)
+        if row is None or (row[1], row[2]) != expected:
             raise CubeNotFoundError(f"no cube {cube_id!r}")
-        if hidden:  # heartbeat: this import is making progress
+        if generation is not None:  # heartbeat: this import is making progress
             cur.execute("UPDATE cubes SET state_since = ? WHERE cube_id = ?", (utcnow().isoformat(), cube_id))
         return int(row[0]) if row[0] is not None else None
 
@@ -574,7 +610,7 @@ class SQLiteMemoryStore(BaseMemoryStore):
     def apply(self, cube_id: str, batch: WriteBatch) -> WriteResult:
         return self._write(cube_id, batch)
 
-    def _write(self, cube_id: str, batch: WriteBatch, *, hidden: bool = False) -> WriteResult:
+    def _write(self, cube_id: str, batch: WriteBatch, *, generation: str | None = None) -> WriteResult:
         added = [i.model_copy(update={"cube_id": cube_id}) for i in batch.add]
         ids = [i.id for i in added]
         if len(set(ids)) != len(ids):
@@ -583,7 +619,7 @@ class SQLiteMemoryStore(BaseMemoryStore):
         updated: list[MemoryItem] = []
         with self._lock:
             with self._tx() as cur:
-                dim = self._cube_dim(cur, cube_id, hidden=hidden)
+                dim = self._cube_dim(cur, cube_id, generation=generation)
                 new_dim = check_embedding_dim([*added, *batch.update], dim)
                 if new_dim != dim:
                     cur.execute("UPDATE cubes SET embedding_dim = ? WHERE cube_id = ?", (new_dim, cube_id))
