@@ -325,10 +325,8 @@ class MemOS:
     MAX_HISTORY = 1_000
 
     @classmethod
-    def _count_arg(cls, value: object, what: str, *, optional: bool = False) -> int | None:
-        """Check a count argument (``top_k``, ``token_budget``, ``max_tokens``): a positive int, or None if optional."""
-        if value is None and optional:
-            return None
+    def _count_arg(cls, value: object, what: str) -> int:
+        """Check a count argument (``top_k``, ``token_budget``, ``max_tokens``): an int from 1 to MAX_COUNT."""
         if isinstance(value, bool) or not isinstance(value, int):
             raise InvalidInputError(f"{what} must be a positive integer, not {value!r}")
         if not 1 <= value <= cls.MAX_COUNT:
@@ -338,13 +336,10 @@ class MemOS:
     def _search_cubes(self, cube_ids: Sequence[str] | None, user_id: str) -> list[str]:
         """Resolve the cubes a search or chat reads, checking read permission on each named one."""
         if cube_ids is None:
-            validate_id(user_id, "user_id")
             return [h.cube_id for h in self.default_cubes(user_id)]
         if isinstance(cube_ids, str | bytes) or not isinstance(cube_ids, Sequence):
             raise InvalidInputError("cube_ids must be a list of cube ids (or None), not a single string")
-        for cid in cube_ids:
-            validate_id(cid, "cube_id")
-        cubes = list(dict.fromkeys(cube_ids))
+        cubes = list(dict.fromkeys(validate_id(cid, "cube_id") for cid in cube_ids))
         for cid in cubes:
             self._check_embedder(self._cube_for(cid, user_id, Permission.READ))
         return cubes
@@ -538,8 +533,8 @@ class MemOS:
         """
         self._check_text(query, "query")
         k = self._count_arg(self.config.retrieval.top_k if top_k is None else top_k, "top_k")
-        assert k is not None
-        self._count_arg(token_budget, "token_budget", optional=True)
+        if token_budget is not None:
+            self._count_arg(token_budget, "token_budget")
         try:
             flt = (
                 filters
@@ -594,7 +589,7 @@ class MemOS:
         """
         if self.llm is None:
             raise ConfigError("chat needs an LLM; configure llm.provider")
-        limit = self._count_arg(max_tokens, "max_tokens", optional=True) or self.config.llm.max_tokens
+        limit = self.config.llm.max_tokens if max_tokens is None else self._count_arg(max_tokens, "max_tokens")
         if isinstance(history, str | bytes) or not isinstance(history, Sequence):
             raise InvalidInputError("history must be a list of {'role': str, 'content': str} messages")
         if len(history) > self.MAX_HISTORY:

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from memos_agents.errors import InvalidInputError
+from memos_agents.errors import InvalidInputError, TextTooLongError
 
 #: Ids of cubes, users, sessions, messages and memory items: 1-128 characters from a safe alphabet.
 #: Matched whole (``fullmatch``), so a trailing newline is refused.
@@ -76,8 +76,6 @@ def check_text(value: object, what: str = "text", max_chars: int = MAX_ITEM_TEXT
         TextTooLongError: Longer than ``max_chars`` (a subclass of InvalidInputError).
 
     """
-    from memos_agents.errors import TextTooLongError
-
     if not isinstance(value, str):
         raise InvalidInputError(f"{what} must be a string, not {type(value).__name__}")
     if not blank and not value.strip():

@@ -84,9 +84,17 @@ def _is_turn(item: MemoryItem) -> bool:
     return item.node_kind == NodeKind.MEMORY and not item.metadata.get("extracted_by")
 
 
-def _same_day(a: MemoryItem, b: MemoryItem) -> bool:
-    """Whether two items happened on the same day (or either has no event time)."""
-    return a.event_time is None or b.event_time is None or a.event_time.date() == b.event_time.date()
+def _kept_apart(new: MemoryItem, old: MemoryItem, score: float) -> Edge | None:
+    """Return the edge that links two near-duplicates that must not be merged, or None if they may be.
+
+    A different number, date, time, name or negation makes a new statement (CONFLICTS_WITH, newer
+    to older); the same statement about another day is a repeated event (RELATE_TO).
+    """
+    if not same_statement(old.text, new.text):
+        return Edge(source_id=new.id, target_id=old.id, type=RelationType.CONFLICTS_WITH, weight=score)
+    if new.event_time is not None and old.event_time is not None and new.event_time.date() != old.event_time.date():
+        return Edge(source_id=new.id, target_id=old.id, type=RelationType.RELATE_TO, weight=score)
+    return None
 
 
 def _overlap(a: MemoryItem, b: MemoryItem) -> bool:
@@ -203,16 +211,9 @@ class TreeOrganizer:
                 hit = stored.get(hit_id)
                 if hit is None or _overlap(hit, item):
                     continue  # overlapping windows share turns: neighbours, not duplicates
-                if score >= cfg.merge_threshold and not same_statement(hit.text, item.text):
-                    # as similar as a duplicate, but a different number/date/name/negation: a new statement
-                    batch.edges.append(
-                        Edge(source_id=item.id, target_id=hit_id, type=RelationType.CONFLICTS_WITH, weight=score)
-                    )
-                elif score >= cfg.merge_threshold and not _same_day(hit, item):
-                    # the same statement about another day: a repeated event, not a duplicate
-                    batch.edges.append(
-                        Edge(source_id=item.id, target_id=hit_id, type=RelationType.RELATE_TO, weight=score)
-                    )
+                kept_apart = _kept_apart(item, hit, score) if score >= cfg.merge_threshold else None
+                if kept_apart is not None:
+                    batch.edges.append(kept_apart)
                 elif score >= cfg.merge_threshold:
                     best_score, best, is_stored = score, hit, True
                 elif session_key(hit) != session_key(item):
@@ -223,12 +224,9 @@ class TreeOrganizer:
             for other, other_vec in pending:
                 score = float(other_vec @ vec)
                 if score > best_score and other.user_id == item.user_id and not _overlap(other, item):
-                    if score >= cfg.merge_threshold and not same_statement(other.text, item.text):
-                        batch.edges.append(
-                            Edge(source_id=item.id, target_id=other.id, type=RelationType.CONFLICTS_WITH, weight=score)
-                        )
-                        continue
-                    if score >= cfg.merge_threshold and not _same_day(other, item):
+                    kept_apart = _kept_apart(item, other, score) if score >= cfg.merge_threshold else None
+                    if kept_apart is not None:
+                        batch.edges.append(kept_apart)
                         continue
                     best_score, best, is_stored = score, other, False
             if best is None or best_score < cfg.merge_threshold:
@@ -250,7 +248,7 @@ class TreeOrganizer:
                 )
 
     def _merge(self, old: MemoryItem, new: MemoryItem) -> MemoryItem:
-        """Merge a new item into an older near-duplicate (same fact signature) without losing either.
+        """Merge a new item into an older near-duplicate stating the same thing, without losing either.
 
         The newer statement is ``new`` unless both have event times and ``old``'s is later. Its text
         is kept alone when it holds every content term of the older one; otherwise both, newer first
