@@ -133,8 +133,8 @@ def smollm2_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def _first_stop(text: str, stops: Sequence[str]) -> int:
-    """Index of the earliest of ``stops`` in ``text``, or -1."""
+def first_stop(text: str, stops: Sequence[str]) -> int:
+    """Return the index of the earliest of ``stops`` (empty ones ignored) in ``text``, or -1."""
     found = [i for i in (text.find(s) for s in stops if s) if i >= 0]
     return min(found) if found else -1
 
@@ -300,7 +300,7 @@ class HFLocalLLM(BaseLLM):
         except (RuntimeError, ValueError) as exc:
             raise ModelError(f"generation failed: {exc}") from exc
         text = str(tokenizer.decode(out[0][prompt_len:], skip_special_tokens=True)).lstrip()
-        cut = _first_stop(text, stops)
+        cut = first_stop(text, stops)
         return (text[:cut] if cut >= 0 else text).strip()
 
 
@@ -318,7 +318,7 @@ def _stop_criteria(tokenizer: Any, prompt_len: int, stops: tuple[str, ...]) -> A
     class _StopOnText(base):  # type: ignore[misc]
         def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
             done = [
-                _first_stop(str(tokenizer.decode(row[prompt_len:], skip_special_tokens=True)).lstrip(), stops) >= 0
+                first_stop(str(tokenizer.decode(row[prompt_len:], skip_special_tokens=True)).lstrip(), stops) >= 0
                 for row in input_ids
             ]
             return torch.tensor(done, dtype=torch.bool, device=input_ids.device)

@@ -28,7 +28,7 @@ import numpy as np
 from memos_agents.config import ReaderConfig
 from memos_agents.errors import ConfigError, ModelError
 from memos_agents.models.embedders import BaseEmbedder
-from memos_agents.models.llm import BaseLLM
+from memos_agents.models.llm import BaseLLM, first_stop
 from memos_agents.plaintext.text import content_terms, key_phrases
 from memos_agents.prompts import extract_facts
 from memos_agents.schema import (
@@ -272,8 +272,8 @@ def call_llm(
     if not isinstance(reply, str):
         raise ModelError(f"LLM returned {type(reply).__name__}, expected a string")
     reply = reply.strip()
-    cuts = [i for i in (reply.find(s) for s in stops) if i >= 0]
-    return reply[: min(cuts)].strip() if cuts else reply
+    cut = first_stop(reply, stops)
+    return reply[:cut].strip() if cut >= 0 else reply
 
 
 def _unit_mean(vectors: np.ndarray) -> list[float]:
