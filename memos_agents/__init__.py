@@ -3,16 +3,19 @@
 Importing this package loads no model and touches no file.
 """
 
+from memos_agents.api import AddResult, ChatResult
 from memos_agents.config import MemOSConfig
 from memos_agents.cube import AclEntry, CubeHeader, MemCube, Permission
 from memos_agents.errors import MemOSError
 from memos_agents.operation.reader import MemReader, ReadMode
 from memos_agents.operation.scheduler import MemScheduler
-from memos_agents.os import AddResult, ChatResult, MemOS
+from memos_agents.os import MemOS
+from memos_agents.plaintext.stores.base import CallContext
 from memos_agents.schema import (
     Edge,
     LifecycleState,
     MemoryItem,
+    MemoryOrigin,
     MemoryQuery,
     MemoryType,
     Message,
@@ -28,6 +31,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AclEntry",
     "AddResult",
+    "CallContext",
     "ChatResult",
     "CubeHeader",
     "Edge",
@@ -39,6 +43,7 @@ __all__ = [
     "MemReader",
     "MemScheduler",
     "MemoryItem",
+    "MemoryOrigin",
     "MemoryQuery",
     "MemoryType",
     "Message",

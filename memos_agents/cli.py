@@ -259,7 +259,7 @@ def cube_import(
     def go() -> None:
         with _mos(home, llm={"provider": "none"}) as mos:
             header = mos.import_cube(path, user, cube_id=as_id, keep_acl=keep_acl)
-            console.print(f"imported cube {header.cube_id} ({mos.store.count(header.cube_id)} nodes)")
+            console.print(f"imported cube {header.cube_id} ({mos.stats(header.cube_id, user).nodes} nodes)")
 
     _run(go)
 
@@ -269,19 +269,10 @@ def cube_info(cube: Annotated[str, typer.Argument(help="Cube id.")], user: User,
     """Show a cube's header and counts."""
 
     def go() -> None:
-        from memos_agents.schema import LifecycleState, NodeKind, SearchFilters
-
         with _mos(home, llm={"provider": "none"}) as mos:
             header = mos.get_cube(cube, user)
             info = json.loads(header.model_dump_json())
-            every = list(LifecycleState)
-            info["counts"] = {
-                "nodes": mos.store.count(cube),
-                "active_memories": mos.store.count(cube, SearchFilters()),
-                "archived_memories": mos.store.count(cube, SearchFilters(statuses=[LifecycleState.ARCHIVED])),
-                "topics": mos.store.count(cube, SearchFilters(statuses=every, node_kinds=[NodeKind.TOPIC])),
-                "edges": len(mos.store.get_edges(cube)),
-            }
+            info["counts"] = mos.stats(cube, user).model_dump(exclude={"cube_id"})
             console.print_json(json.dumps(info))
 
     _run(go)

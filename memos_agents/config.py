@@ -230,17 +230,5 @@ class MemOSConfig(BaseModel):
         return self.home / "models"
 
 
-#: Local MiniLM embeddings and local SmolLM2 generation (the defaults).
-PRESET_LOCAL: dict[str, Any] = {}
 #: Hashing embeddings and no LLM: needs no model files (tests, constrained machines).
 PRESET_OFFLINE: dict[str, Any] = {"embedder": {"provider": "hashing", "dim": 256}, "llm": {"provider": "none"}}
-
-
-def from_preset(preset: dict[str, Any], **overrides: Any) -> MemOSConfig:
-    """Build a config from a preset, with keyword overrides (e.g. ``home=...``).
-
-    Raises:
-        pydantic.ValidationError: An override is invalid.
-
-    """
-    return MemOSConfig.model_validate({**preset, **overrides})

@@ -126,7 +126,9 @@ def run_demo(
         mos.embedder.embed(["warm-up"])
         progress.update(task, description="ingesting turns")
         ingest_s = ingest_conversation(mos, conv, cube_id, lambda n: progress.advance(task, n))
-    console.print(f"Stored {mos.store.count(cube_id)} nodes in cube [bold]{cube_id}[/] in {ingest_s:.1f} s.")
+    console.print(
+        f"Stored {mos.stats(cube_id, BENCH_USER).nodes} nodes in cube [bold]{cube_id}[/] in {ingest_s:.1f} s."
+    )
     console.print(f"Loading the answer model ({mos.llm.model_name if mos.llm else 'none'}) ...")
     t0 = time.perf_counter()
     if mos.llm is not None and hasattr(mos.llm, "load"):

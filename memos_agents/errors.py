@@ -72,10 +72,6 @@ class ModelError(MemOSError):
     """A model (embedder, LLM, tokenizer) could not be loaded or failed to run."""
 
 
-class LLMResponseError(ModelError):
-    """An LLM answer could not be parsed into the expected pydantic model after all retries."""
-
-
 class ArchiveIOError(MemOSError, OSError):
     """A cube archive could not be read or written on disk (missing file, a directory, no permission)."""
 

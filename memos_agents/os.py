@@ -10,53 +10,88 @@ Typical use::
                 cube_id="alice-notes")
         hits = mos.search("Where does Alice live?", user_id="alice", cube_ids=["alice-notes"])
 
-Every call names the caller (``user_id``) and the cube(s); the cube's ACL is checked before the
-store is touched. Writes are validated completely before anything is written, then go to the store
-as one atomic batch. ``add``, ``search``, ``get``, ``update``, ``delete`` and ``chat`` have
-``a``-prefixed async twins that run them in a worker thread; concurrent adds to one cube are
-serialised within the process, so the tree is extended one batch at a time.
+Every call names the caller (``user_id``, the acting principal) and the cube(s). The caller
+travels to the store with every batch (:class:`~memos_agents.plaintext.stores.base.CallContext`),
+which checks the cube's ACL in the same transaction as the read or write. Writes are validated
+completely before anything is written, then go to the store as one atomic batch; the tree update
+is planned from a snapshot and written with idempotent topic creation and FOLLOWS links resolved in
+the store, so concurrent writers (threads, other ``MemOS`` instances, other processes) lose
+nothing; a batch whose plan went stale (a version conflict) is planned again.
+
+Each operation is written once, as a sans-IO flow (:mod:`memos_agents.flow`); the sync methods
+drive it on the calling thread, their ``a``-prefixed async twins on the store's native async path
+(the Neo4j driver's) with model work in a worker thread. Request and result types are in
+:mod:`memos_agents.api`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from memos_agents.api import (
+    MAX_COUNT,
+    MAX_HISTORY,
+    AddRequest,
+    AddResult,
+    ChatRequest,
+    ChatResult,
+    CubeStats,
+    DeleteRequest,
+    GetRequest,
+    SearchRequest,
+    UpdateRequest,
+    parse,
+)
 from memos_agents.config import EmbedderProvider, LLMProvider, MemOSConfig, StoreBackend
 from memos_agents.cube import AclEntry, CubeHeader, MemCube, Permission, StorageProfile, read_archive, write_archive
 from memos_agents.errors import (
     ConfigError,
     CubeExistsError,
-    CubeNotFoundError,
     InvalidInputError,
     MemoryNotFoundError,
-    PermissionDeniedError,
     TextTooLongError,
+    VersionConflictError,
 )
+from memos_agents.flow import Compute, Flow, run_async, run_sync
 from memos_agents.models.embedders import BaseEmbedder, HashingEmbedder, OpenAIEmbedder, SentenceTransformerEmbedder
 from memos_agents.models.llm import BaseLLM, HFLocalLLM, OpenAICompatibleLLM
 from memos_agents.models.tokens import TokenCounter
 from memos_agents.operation.reader import MemReader, ReadMode, call_llm
 from memos_agents.operation.scheduler import MemScheduler
 from memos_agents.plaintext.retrieval import HybridRetriever
-from memos_agents.plaintext.stores.base import BaseMemoryStore
+from memos_agents.plaintext.stores.base import (
+    BaseMemoryStore,
+    CallContext,
+    CountOp,
+    CreateCubeOp,
+    DeleteCubeOp,
+    DeleteOp,
+    EdgesOp,
+    GetCubeOp,
+    GetOp,
+    ImportCubeOp,
+    ListCubesOp,
+    ListOp,
+    RecordEventOp,
+    WriteBatch,
+    WriteOp,
+    authorize,
+)
 from memos_agents.plaintext.stores.sqlite import SQLiteMemoryStore
 from memos_agents.plaintext.tree import TreeOrganizer
 from memos_agents.prompts import answer as answer_prompt
 from memos_agents.schema import (
-    MAX_LABEL_CHARS,
     LifecycleState,
     MemoryItem,
     MemoryType,
     Message,
+    NodeKind,
     ScoredMemory,
     SearchFilters,
     check_text,
@@ -66,32 +101,7 @@ from memos_agents.schema import (
 log = logging.getLogger(__name__)
 
 MessageLike = Message | dict[str, Any]
-
-
-@dataclass
-class AddResult:
-    """What :meth:`MemOS.add` stored.
-
-    Attributes:
-        ids: Ids of the new memory items (turns, facts and merged items; not topic nodes).
-        merged: How many new items were merged into existing ones (and archived).
-        failures: Fine-mode extraction failures (also recorded in the cube's event log).
-
-    """
-
-    ids: list[str] = field(default_factory=list)
-    merged: int = 0
-    failures: list[dict[str, object]] = field(default_factory=list)
-
-
-@dataclass
-class ChatResult:
-    """Answer of :meth:`MemOS.chat` with the memories it was given and timings (ms)."""
-
-    answer: str
-    memories: list[ScoredMemory]
-    search_ms: float
-    generate_ms: float
+__all__ = ["AddResult", "ChatResult", "MemOS", "build_embedder", "build_llm", "build_store"]
 
 
 def build_embedder(config: MemOSConfig) -> BaseEmbedder:
@@ -152,6 +162,13 @@ class MemOS:
 
     """
 
+    #: Upper bound of every count argument (top_k, token_budget, max_tokens).
+    MAX_COUNT = MAX_COUNT
+    #: Most earlier messages ``chat`` takes as history.
+    MAX_HISTORY = MAX_HISTORY
+    #: How often an add is planned and written when a concurrent writer made its plan stale.
+    WRITE_ATTEMPTS = 5
+
     def __init__(
         self,
         config: MemOSConfig | None = None,
@@ -169,13 +186,6 @@ class MemOS:
         self.organizer = TreeOrganizer(self.config.reader)
         self.retriever = HybridRetriever(self.config.retrieval)
         self.scheduler = MemScheduler(token_counter or TokenCounter(self.config.tokenizer_encoding))
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
-
-    def _write_lock(self, cube_id: str) -> threading.Lock:
-        """Return the lock that serialises tree updates of one cube within this process."""
-        with self._locks_guard:
-            return self._locks.setdefault(cube_id, threading.Lock())
 
     @classmethod
     def from_path(cls, home: str | Path, **kwargs: Any) -> MemOS:
@@ -208,15 +218,45 @@ class MemOS:
         self.store.setup()
         return self
 
+    async def asetup(self) -> MemOS:
+        """Async twin of :meth:`setup`."""
+        await self.store.asetup()
+        return self
+
     def close(self) -> None:
         """Close the store."""
         self.store.close()
+
+    async def aclose(self) -> None:
+        """Async twin of :meth:`close`."""
+        await self.store.aclose()
 
     def __enter__(self) -> MemOS:
         return self.setup()
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    async def __aenter__(self) -> MemOS:
+        return await self.asetup()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- driving flows -------------------------------------------------------------------------------
+    @staticmethod
+    def _ctx(user_id: object) -> CallContext:
+        if not isinstance(user_id, str):
+            raise InvalidInputError(f"user_id must be a string, not {type(user_id).__name__}")
+        return CallContext.of(user_id)
+
+    def _run(self, flow: Flow[Any], user_id: object) -> Any:
+        ctx = self._ctx(user_id)
+        return run_sync(flow, self.store, ctx)
+
+    async def _arun(self, flow: Flow[Any], user_id: object) -> Any:
+        ctx = self._ctx(user_id)
+        return await run_async(flow, self.store, ctx)
 
     # -- cubes -------------------------------------------------------------------------------------
     def create_cube(
@@ -229,11 +269,11 @@ class MemOS:
         acl: Sequence[AclEntry] = (),
         exist_ok: bool = False,
     ) -> CubeHeader:
-        """Create a plaintext MemCube owned by ``owner_id``.
+        """Create a plaintext MemCube owned by ``owner_id`` (the caller).
 
         Args:
             cube_id: New cube id.
-            owner_id: Owner (has every permission).
+            owner_id: Owner (has every permission); the acting principal.
             description: Free text.
             source: Provenance of the cube.
             acl: Extra ACL entries.
@@ -242,15 +282,30 @@ class MemOS:
         Raises:
             InvalidInputError: Malformed ids.
             CubeExistsError: The cube exists and ``exist_ok`` is False.
+            PermissionDeniedError: ``exist_ok`` and the existing cube is not readable by the caller.
 
         """
+        return self._run(self._create_cube(cube_id, owner_id, description, source, acl, exist_ok), owner_id)  # type: ignore[no-any-return]
+
+    async def acreate_cube(
+        self,
+        cube_id: str,
+        owner_id: str,
+        *,
+        description: str = "",
+        source: str | None = None,
+        acl: Sequence[AclEntry] = (),
+        exist_ok: bool = False,
+    ) -> CubeHeader:
+        """Async twin of :meth:`create_cube`."""
+        flow = self._create_cube(cube_id, owner_id, description, source, acl, exist_ok)
+        return await self._arun(flow, owner_id)  # type: ignore[no-any-return]
+
+    def _create_cube(
+        self, cube_id: str, owner_id: str, description: str, source: str | None, acl: Sequence[AclEntry], exist_ok: bool
+    ) -> Flow[CubeHeader]:
         validate_id(cube_id, "cube_id")
         validate_id(owner_id, "owner_id")
-        if exist_ok:
-            try:
-                return self._cube_for(cube_id, owner_id, Permission.READ)
-            except CubeNotFoundError:
-                pass
         try:
             header = CubeHeader(
                 cube_id=cube_id,
@@ -267,17 +322,30 @@ class MemOS:
             )
         except (ValidationError, TypeError) as exc:
             raise InvalidInputError(f"invalid cube header: {exc}") from exc
-        self.store.create_cube(header)
+        try:
+            yield [CreateCubeOp(header)]
+        except CubeExistsError:
+            if not exist_ok:
+                raise
+            (existing,) = yield [GetCubeOp(cube_id)]
+            return existing  # type: ignore[no-any-return]
         return header
 
     def get_cube(self, cube_id: str, user_id: str) -> CubeHeader:
         """Return a cube's header (needs read permission)."""
-        return self._cube_for(cube_id, user_id, Permission.READ)
+        return self._run(self._ops([GetCubeOp(validate_id(cube_id, "cube_id"))]), user_id)  # type: ignore[no-any-return]
+
+    async def aget_cube(self, cube_id: str, user_id: str) -> CubeHeader:
+        """Async twin of :meth:`get_cube`."""
+        return await self._arun(self._ops([GetCubeOp(validate_id(cube_id, "cube_id"))]), user_id)  # type: ignore[no-any-return]
 
     def list_cubes(self, user_id: str) -> list[CubeHeader]:
         """Return the headers of the cubes ``user_id`` may read (their own and those shared with them)."""
-        validate_id(user_id, "user_id")
-        return [h for h in self.store.list_cubes() if h.allows(user_id, Permission.READ)]
+        return self._run(self._ops([ListCubesOp()]), user_id)  # type: ignore[no-any-return]
+
+    async def alist_cubes(self, user_id: str) -> list[CubeHeader]:
+        """Async twin of :meth:`list_cubes`."""
+        return await self._arun(self._ops([ListCubesOp()]), user_id)  # type: ignore[no-any-return]
 
     def default_cubes(self, user_id: str) -> list[CubeHeader]:
         """Return the cubes ``search``/``chat`` read when no ``cube_ids`` are given: those ``user_id`` owns.
@@ -287,25 +355,59 @@ class MemOS:
         world-readable. Only cubes whose embedding dimension matches this MemOS's embedder are
         included (others need their own embedder).
         """
-        validate_id(user_id, "user_id")
-        return [
-            h
-            for h in self.store.list_cubes()
-            if h.owner_id == user_id and h.storage.embedding_dim in (None, self.embedder.dim)
-        ]
+        return self._run(self._default_cubes(user_id), user_id)  # type: ignore[no-any-return]
+
+    def _default_cubes(self, user_id: str) -> Flow[list[CubeHeader]]:
+        (owned,) = yield [ListCubesOp(owner_id=user_id)]
+        return [h for h in owned if h.storage.embedding_dim in (None, self.embedder.dim)]
 
     def delete_cube(self, cube_id: str, user_id: str) -> None:
         """Delete a cube and everything in it (needs admin permission)."""
-        self._cube_for(cube_id, user_id, Permission.ADMIN)
-        self.store.delete_cube(cube_id)
+        self._run(self._ops([DeleteCubeOp(validate_id(cube_id, "cube_id"))]), user_id)
 
-    def _cube_for(self, cube_id: str, user_id: str, permission: Permission) -> CubeHeader:
-        validate_id(cube_id, "cube_id")
-        validate_id(user_id, "user_id")
-        header = self.store.get_cube(cube_id)
-        if not header.allows(user_id, permission):
-            raise PermissionDeniedError(f"user {user_id!r} may not {permission.value} cube {cube_id!r}")
-        return header
+    async def adelete_cube(self, cube_id: str, user_id: str) -> None:
+        """Async twin of :meth:`delete_cube`."""
+        await self._arun(self._ops([DeleteCubeOp(validate_id(cube_id, "cube_id"))]), user_id)
+
+    def stats(self, cube_id: str, user_id: str) -> CubeStats:
+        """Return how many nodes, active and archived memories, topics and edges a cube holds (read).
+
+        The counts come from one store transaction, so they agree with each other.
+        """
+        return self._run(self._stats(validate_id(cube_id, "cube_id")), user_id)  # type: ignore[no-any-return]
+
+    def _stats(self, cube_id: str) -> Flow[CubeStats]:
+        every = list(LifecycleState)
+        nodes, active, archived, topics, edges = yield [
+            CountOp(cube_id),
+            CountOp(cube_id, SearchFilters()),
+            CountOp(cube_id, SearchFilters(statuses=[LifecycleState.ARCHIVED])),
+            CountOp(cube_id, SearchFilters(statuses=every, node_kinds=[NodeKind.TOPIC])),
+            EdgesOp(cube_id),
+        ]
+        return CubeStats(
+            cube_id=cube_id,
+            nodes=nodes,
+            active_memories=active,
+            archived_memories=archived,
+            topics=topics,
+            edges=len(edges),
+        )
+
+    @staticmethod
+    def _ops(ops: list[Any]) -> Flow[Any]:
+        """Run one store batch and return its single result (a flow)."""
+        (result,) = yield ops
+        return result
+
+    def _cube(self, cube_id: str, permission: Permission, ctx_user: str) -> Flow[CubeHeader]:
+        """Read a cube header (the store checks read) and check ``permission`` before costly work.
+
+        The store checks the permission again inside the transaction that writes: this early
+        check only avoids reading and embedding for a caller who may not write.
+        """
+        (header,) = yield [GetCubeOp(cube_id)]
+        return authorize(header, CallContext.of(ctx_user), permission)
 
     def _check_embedder(self, header: CubeHeader) -> None:
         dim = header.storage.embedding_dim
@@ -317,32 +419,6 @@ class MemOS:
 
     def _check_text(self, text: str, what: str) -> None:
         check_text(text, what, self.config.max_text_chars)
-
-    #: Upper bound of every count argument (top_k, token_budget, max_tokens): far above any real
-    #: use, and small enough for every backend's integer type.
-    MAX_COUNT = 1_000_000
-    #: Most earlier messages ``chat`` takes as history.
-    MAX_HISTORY = 1_000
-
-    @classmethod
-    def _count_arg(cls, value: object, what: str) -> int:
-        """Check a count argument (``top_k``, ``token_budget``, ``max_tokens``): an int from 1 to MAX_COUNT."""
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise InvalidInputError(f"{what} must be a positive integer, not {value!r}")
-        if not 1 <= value <= cls.MAX_COUNT:
-            raise InvalidInputError(f"{what} must be between 1 and {cls.MAX_COUNT}, not {value}")
-        return value
-
-    def _search_cubes(self, cube_ids: Sequence[str] | None, user_id: str) -> list[str]:
-        """Resolve the cubes a search or chat reads, checking read permission on each named one."""
-        if cube_ids is None:
-            return [h.cube_id for h in self.default_cubes(user_id)]
-        if isinstance(cube_ids, str | bytes) or not isinstance(cube_ids, Sequence):
-            raise InvalidInputError("cube_ids must be a list of cube ids (or None), not a single string")
-        cubes = list(dict.fromkeys(validate_id(cid, "cube_id") for cid in cube_ids))
-        for cid in cubes:
-            self._check_embedder(self._cube_for(cid, user_id, Permission.READ))
-        return cubes
 
     # -- writes ------------------------------------------------------------------------------------
     def _messages(self, messages: Sequence[MessageLike], session_id: str | None) -> list[Message]:
@@ -375,16 +451,20 @@ class MemOS:
         *,
         mode: ReadMode | str = ReadMode.FAST,
         session_id: str | None = None,
+        subject_id: str | None = None,
     ) -> AddResult:
         """Read messages into memories and store them atomically in the cube's tree.
 
         Args:
             messages: Chat messages (``Message`` or dicts with ``role``/``content``, optional
                 ``name`` (speaker), ``id``, ``timestamp``, ``session_id``, ``image_caption``).
-            user_id: The caller; needs write permission; recorded as the items' user.
+            user_id: The caller (acting principal); needs write permission; recorded as each
+                item's ``author_id``.
             cube_id: Target cube (must exist).
             mode: ``"fast"`` (no LLM) or ``"fine"`` (LLM fact extraction too).
             session_id: Session for messages that carry none.
+            subject_id: Whom the memories are about (each item's ``user_id``; default: the caller),
+                e.g. the user a service account writes for.
 
         Returns:
             The stored ids, how many were merged, and extraction failures.
@@ -397,24 +477,61 @@ class MemOS:
             EmbeddingDimensionError / StoreError: Nothing was written.
 
         """
+        return self._run(self._add(messages, user_id, cube_id, mode, session_id, subject_id), user_id)  # type: ignore[no-any-return]
+
+    async def aadd(
+        self,
+        messages: Sequence[MessageLike],
+        user_id: str,
+        cube_id: str,
+        *,
+        mode: ReadMode | str = ReadMode.FAST,
+        session_id: str | None = None,
+        subject_id: str | None = None,
+    ) -> AddResult:
+        """Async twin of :meth:`add` (the store's async path; reading and embedding in a worker thread)."""
+        return await self._arun(self._add(messages, user_id, cube_id, mode, session_id, subject_id), user_id)  # type: ignore[no-any-return]
+
+    def _add(
+        self,
+        messages: Sequence[MessageLike],
+        user_id: str,
+        cube_id: str,
+        mode: ReadMode | str,
+        session_id: str | None,
+        subject_id: str | None,
+    ) -> Flow[AddResult]:
         try:
             read_mode = ReadMode(mode)
         except ValueError as exc:
             raise InvalidInputError(f"unknown mode {mode!r}; use 'fast' or 'fine'") from exc
-        header = self._cube_for(cube_id, user_id, Permission.WRITE)
+        req = parse(
+            AddRequest,
+            {
+                "messages": self._messages(messages, session_id),
+                "user_id": user_id,
+                "cube_id": cube_id,
+                "session_id": session_id,
+                "mode": read_mode,
+                "subject_id": subject_id,
+            },
+        )
+        header = yield from self._cube(req.cube_id, Permission.WRITE, req.user_id)
         self._check_embedder(header)
-        if session_id is not None:
-            validate_id(session_id, "session_id")
-        msgs = self._messages(messages, session_id)
-        read = self.reader.read(msgs, user_id=user_id, mode=read_mode)
-        with self._write_lock(cube_id):  # the tree is read and extended as one step per cube
-            batch = self.organizer.organize(self.store, cube_id, read.items, read.edges)
-            self.store.apply(cube_id, batch)
-        for failure in read.failures:
-            self.store.record_event(cube_id, "extraction_failed", failure)
-        merged = sum(1 for i in read.items if i.status == LifecycleState.ARCHIVED)
-        ids = [i.id for i in batch.add if i.node_kind.value == "memory"]
-        return AddResult(ids=ids, merged=merged, failures=read.failures)
+        subject = req.subject_id or req.user_id
+        read = yield Compute(lambda: self.reader.read(req.messages, user_id=subject, mode=req.mode))
+        events = [RecordEventOp(req.cube_id, "extraction_failed", f) for f in read.failures]
+        for attempt in range(self.WRITE_ATTEMPTS):
+            update = yield from self.organizer.plan(req.cube_id, read.items, read.edges)
+            try:  # the plan, the failures and the caller's permission: one transaction
+                yield [WriteOp(req.cube_id, update.batch), *events]
+            except VersionConflictError:
+                if attempt + 1 == self.WRITE_ATTEMPTS:
+                    raise
+                log.info("add to cube %s: a concurrent write made the plan stale; planning again", req.cube_id)
+                continue
+            return AddResult(ids=update.memory_ids, merged=update.merged, failures=read.failures)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def get(self, memory_id: str, user_id: str, cube_id: str) -> MemoryItem:
         """Return one memory (needs read permission).
@@ -423,12 +540,18 @@ class MemOS:
             MemoryNotFoundError: No such memory in the cube.
 
         """
-        self._cube_for(cube_id, user_id, Permission.READ)
-        validate_id(memory_id, "memory_id")
-        found = self.store.get(cube_id, [memory_id])
+        return self._run(self._get(memory_id, user_id, cube_id), user_id)  # type: ignore[no-any-return]
+
+    async def aget(self, memory_id: str, user_id: str, cube_id: str) -> MemoryItem:
+        """Async twin of :meth:`get`."""
+        return await self._arun(self._get(memory_id, user_id, cube_id), user_id)  # type: ignore[no-any-return]
+
+    def _get(self, memory_id: str, user_id: str, cube_id: str) -> Flow[MemoryItem]:
+        req = parse(GetRequest, {"memory_id": memory_id, "user_id": user_id, "cube_id": cube_id})
+        (found,) = yield [GetOp(req.cube_id, [req.memory_id])]
         if not found:
-            raise MemoryNotFoundError(f"no memory {memory_id!r} in cube {cube_id!r}")
-        return found[0]
+            raise MemoryNotFoundError(f"no memory {req.memory_id!r} in cube {req.cube_id!r}")
+        return found[0]  # type: ignore[no-any-return]
 
     def update(
         self,
@@ -458,45 +581,88 @@ class MemOS:
             MemoryNotFoundError / VersionConflictError / InvalidInputError / PermissionDeniedError.
 
         """
-        header = self._cube_for(cube_id, user_id, Permission.WRITE)
+        flow = self._update(memory_id, user_id, cube_id, text, memory_type, tags, status, expected_version)
+        return self._run(flow, user_id)  # type: ignore[no-any-return]
+
+    async def aupdate(
+        self,
+        memory_id: str,
+        user_id: str,
+        cube_id: str,
+        *,
+        text: str | None = None,
+        memory_type: MemoryType | None = None,
+        tags: list[str] | None = None,
+        status: LifecycleState | None = None,
+        expected_version: int | None = None,
+    ) -> MemoryItem:
+        """Async twin of :meth:`update`."""
+        flow = self._update(memory_id, user_id, cube_id, text, memory_type, tags, status, expected_version)
+        return await self._arun(flow, user_id)  # type: ignore[no-any-return]
+
+    def _update(
+        self,
+        memory_id: str,
+        user_id: str,
+        cube_id: str,
+        text: str | None,
+        memory_type: MemoryType | None,
+        tags: list[str] | None,
+        status: LifecycleState | None,
+        expected_version: int | None,
+    ) -> Flow[MemoryItem]:
+        if tags is not None and (isinstance(tags, str | bytes) or not isinstance(tags, Sequence)):
+            raise InvalidInputError("tags must be a list of strings")
+        req = parse(
+            UpdateRequest,
+            {
+                "memory_id": memory_id,
+                "user_id": user_id,
+                "cube_id": cube_id,
+                "text": text,
+                "memory_type": memory_type,
+                "tags": None if tags is None else list(tags),
+                "status": status,
+                "expected_version": expected_version,
+            },
+        )
+        header = yield from self._cube(req.cube_id, Permission.WRITE, req.user_id)
         self._check_embedder(header)
-        validate_id(memory_id, "memory_id")
-        current = self.store.get(cube_id, [memory_id])
+        (current,) = yield [GetOp(req.cube_id, [req.memory_id])]
         if not current:
-            raise MemoryNotFoundError(f"no memory {memory_id!r} in cube {cube_id!r}")
-        item = current[0]
+            raise MemoryNotFoundError(f"no memory {req.memory_id!r} in cube {req.cube_id!r}")
         changes: dict[str, Any] = {}
-        if expected_version is not None:
-            changes["version"] = expected_version
-        if text is not None:
-            self._check_text(text, "text")
-            changes["text"] = text
-            changes["embedding"] = self.reader.embed([text])[0].tolist()
-        try:
-            if memory_type is not None:
-                changes["memory_type"] = MemoryType(memory_type)
-            if status is not None:
-                changes["status"] = LifecycleState(status)
-        except ValueError as exc:
-            raise InvalidInputError(str(exc)) from exc
-        if tags is not None:
-            if isinstance(tags, str | bytes) or not isinstance(tags, Sequence):
-                raise InvalidInputError("tags must be a list of strings")
-            changes["tags"] = list(tags)
+        if req.expected_version is not None:
+            changes["version"] = req.expected_version
+        if req.text is not None:
+            self._check_text(req.text, "text")
+            changes["text"] = req.text
+            new_text = req.text
+            changes["embedding"] = (yield Compute(lambda: self.reader.embed([new_text])[0])).tolist()
+        for name in ("memory_type", "status", "tags"):
+            if getattr(req, name) is not None:
+                changes[name] = getattr(req, name)
         try:  # validate the whole new item: every field bounded, embedding finite
-            new = MemoryItem.model_validate({**item.model_dump(), **changes})
+            new = MemoryItem.model_validate({**current[0].model_dump(), **changes})
         except ValidationError as exc:
             raise InvalidInputError(f"invalid update: {exc.errors()[0]['msg']}") from exc
-        return self.store.update(cube_id, [new])[0]
+        (written,) = yield [WriteOp(req.cube_id, WriteBatch(update=[new]))]
+        return written.updated[0]  # type: ignore[no-any-return]
 
     def delete(self, memory_ids: Sequence[str], user_id: str, cube_id: str) -> int:
         """Delete memories and their edges (needs write permission). Returns how many were deleted."""
-        self._cube_for(cube_id, user_id, Permission.WRITE)
+        return self._run(self._delete(memory_ids, user_id, cube_id), user_id)  # type: ignore[no-any-return]
+
+    async def adelete(self, memory_ids: Sequence[str], user_id: str, cube_id: str) -> int:
+        """Async twin of :meth:`delete`."""
+        return await self._arun(self._delete(memory_ids, user_id, cube_id), user_id)  # type: ignore[no-any-return]
+
+    def _delete(self, memory_ids: Sequence[str], user_id: str, cube_id: str) -> Flow[int]:
         if isinstance(memory_ids, str | bytes) or not isinstance(memory_ids, Sequence):
             raise InvalidInputError("memory_ids must be a list of ids")
-        for mid in memory_ids:
-            validate_id(mid, "memory_id")
-        return self.store.delete(cube_id, list(memory_ids))
+        req = parse(DeleteRequest, {"memory_ids": list(memory_ids), "user_id": user_id, "cube_id": cube_id})
+        (deleted,) = yield [DeleteOp(req.cube_id, req.memory_ids)]
+        return deleted  # type: ignore[no-any-return]
 
     # -- reads -------------------------------------------------------------------------------------
     def search(
@@ -513,7 +679,7 @@ class MemOS:
 
         Args:
             query: The question (non-empty, at most ``max_text_chars``).
-            user_id: The caller (read permission on every cube).
+            user_id: The caller (read permission on every cube, checked by the store).
             cube_ids: Cubes to search, a list (None: the caller's own cubes, see
                 :meth:`default_cubes`; shared and public cubes are searched only when named).
             top_k: Maximum results (default ``config.retrieval.top_k``).
@@ -531,33 +697,74 @@ class MemOS:
             ModelError: The embedder failed.
 
         """
+        flow = self._search(self._search_request(query, user_id, cube_ids, top_k, filters, token_budget))
+        return self._run(flow, user_id)  # type: ignore[no-any-return]
+
+    async def asearch(
+        self,
+        query: str,
+        user_id: str,
+        cube_ids: Sequence[str] | None = None,
+        *,
+        top_k: int | None = None,
+        filters: SearchFilters | dict[str, Any] | None = None,
+        token_budget: int | None = None,
+    ) -> list[ScoredMemory]:
+        """Async twin of :meth:`search` (the store's async path; embedding in a worker thread)."""
+        flow = self._search(self._search_request(query, user_id, cube_ids, top_k, filters, token_budget))
+        return await self._arun(flow, user_id)  # type: ignore[no-any-return]
+
+    def _search_request(
+        self,
+        query: str,
+        user_id: str,
+        cube_ids: Sequence[str] | None,
+        top_k: int | None,
+        filters: SearchFilters | dict[str, Any] | None,
+        token_budget: int | None,
+        model: type[SearchRequest] = SearchRequest,
+        **extra: Any,
+    ) -> SearchRequest:
         self._check_text(query, "query")
-        k = self._count_arg(self.config.retrieval.top_k if top_k is None else top_k, "top_k")
-        if token_budget is not None:
-            self._count_arg(token_budget, "token_budget")
-        try:
-            flt = (
-                filters
-                if isinstance(filters, SearchFilters) or filters is None
-                else SearchFilters.model_validate(filters)
-            )
-        except ValidationError as exc:
-            raise InvalidInputError(f"invalid filters: {exc.errors()[0]['msg']}") from exc
-        cubes = self._search_cubes(cube_ids, user_id)
+        if isinstance(cube_ids, str | bytes) or not (cube_ids is None or isinstance(cube_ids, Sequence)):
+            raise InvalidInputError("cube_ids must be a list of cube ids (or None), not a single string")
+        fields = {
+            "query": query,
+            "user_id": user_id,
+            "cube_ids": None if cube_ids is None else list(cube_ids),
+            "top_k": top_k,
+            "filters": filters,
+            "token_budget": token_budget,
+            **extra,
+        }
+        return parse(model, {k: v for k, v in fields.items() if v is not None or k in ("top_k", "cube_ids")})
+
+    def _search_cubes(self, req: SearchRequest) -> Flow[list[str]]:
+        """Resolve the cubes a search reads: the caller's own, or the named ones (the store checks read)."""
+        if req.cube_ids is None:
+            return [h.cube_id for h in (yield from self._default_cubes(req.user_id))]
+        cubes = list(dict.fromkeys(req.cube_ids))
+        headers = (yield [GetCubeOp(cid) for cid in cubes]) if cubes else []
+        for header in headers:
+            self._check_embedder(header)
+        return cubes
+
+    def _search(self, req: SearchRequest) -> Flow[list[ScoredMemory]]:
+        k = req.top_k if req.top_k is not None else self.config.retrieval.top_k
+        cubes = yield from self._search_cubes(req)
         if not cubes:
             return []
-        parsed = self.reader.parse_query(query)
-        vector = self.reader.embed([query])[0]
-        budget = token_budget if token_budget is not None else self.config.default_token_budget
-        # the scheduler drops turns already shown by better results, so fetch more candidates than
-        # top_k; fetch again with a wider net when overlaps left fewer than top_k
-        limit = 2 * k + 10
-        while True:
-            results = self.retriever.search(self.store, cubes, parsed, vector, limit=limit, filters=flt)
-            chosen = self.scheduler.deduplicate(results)
-            if len(chosen) >= k or len(results) < limit:
-                return self.scheduler.fit(chosen, top_k=k, token_budget=budget)
-            limit *= 4
+        vector = yield Compute(lambda: self.reader.embed([req.query])[0])
+        chosen = yield from self.retriever.retrieve(
+            cubes,
+            self.reader.parse_query(req.query),
+            vector,
+            k=k,
+            filters=req.filters,
+            dedupe=self.scheduler.deduplicate,
+        )
+        budget = req.token_budget if req.token_budget is not None else self.config.default_token_budget
+        return self.scheduler.fit(chosen, top_k=k, token_budget=budget)
 
     def chat(
         self,
@@ -578,7 +785,7 @@ class MemOS:
             cube_ids: Cubes to use (None: the caller's own cubes, as in :meth:`search`).
             top_k: Maximum memories (default ``config.retrieval.top_k``).
             token_budget: Tokens of memory context (default 1000).
-            history: Earlier OpenAI-style messages of this chat.
+            history: Earlier OpenAI-style messages of this chat (at most :data:`MAX_HISTORY`).
             max_tokens: Answer length limit (default ``config.llm.max_tokens``).
 
         Raises:
@@ -587,9 +794,37 @@ class MemOS:
             InvalidInputError / CubeNotFoundError / PermissionDeniedError: As :meth:`search`.
 
         """
-        if self.llm is None:
+        flow = self._chat(query, user_id, cube_ids, top_k, token_budget, history, max_tokens)
+        return self._run(flow, user_id)  # type: ignore[no-any-return]
+
+    async def achat(
+        self,
+        query: str,
+        user_id: str,
+        cube_ids: Sequence[str] | None = None,
+        *,
+        top_k: int | None = None,
+        token_budget: int | None = 1000,
+        history: Sequence[dict[str, str]] = (),
+        max_tokens: int | None = None,
+    ) -> ChatResult:
+        """Async twin of :meth:`chat` (generation in a worker thread)."""
+        flow = self._chat(query, user_id, cube_ids, top_k, token_budget, history, max_tokens)
+        return await self._arun(flow, user_id)  # type: ignore[no-any-return]
+
+    def _chat(
+        self,
+        query: str,
+        user_id: str,
+        cube_ids: Sequence[str] | None,
+        top_k: int | None,
+        token_budget: int | None,
+        history: Sequence[dict[str, str]],
+        max_tokens: int | None,
+    ) -> Flow[ChatResult]:
+        llm = self.llm
+        if llm is None:
             raise ConfigError("chat needs an LLM; configure llm.provider")
-        limit = self.config.llm.max_tokens if max_tokens is None else self._count_arg(max_tokens, "max_tokens")
         if isinstance(history, str | bytes) or not isinstance(history, Sequence):
             raise InvalidInputError("history must be a list of {'role': str, 'content': str} messages")
         if len(history) > self.MAX_HISTORY:
@@ -597,25 +832,51 @@ class MemOS:
         for m in history:
             if not isinstance(m, dict):
                 raise InvalidInputError("history must be a list of {'role': str, 'content': str} messages")
-            check_text(m.get("role"), "history role", MAX_LABEL_CHARS)
+            check_text(m.get("role"), "history role", 256)
             check_text(m.get("content"), "history message", self.config.max_text_chars, blank=True)
+        req = self._search_request(
+            query,
+            user_id,
+            cube_ids,
+            top_k,
+            None,
+            token_budget,
+            model=ChatRequest,
+            history=[{"role": m["role"], "content": m["content"]} for m in history],
+            max_tokens=max_tokens,
+        )
+        assert isinstance(req, ChatRequest)
+        limit = self.config.llm.max_tokens if req.max_tokens is None else req.max_tokens
         t0 = time.perf_counter()
-        memories = self.search(query, user_id, cube_ids, top_k=top_k, token_budget=token_budget)
+        memories = yield from self._search(req)
         t1 = time.perf_counter()
-        messages = answer_prompt.build_messages(query, self.scheduler.render_context(memories), history)
-        answer = call_llm(
-            self.llm, messages, max_tokens=limit, temperature=self.config.llm.temperature, stop=answer_prompt.STOP
+        messages = answer_prompt.build_messages(
+            req.query, self.scheduler.render_context(memories), [m.model_dump() for m in req.history]
+        )
+        answer = yield Compute(
+            lambda: call_llm(
+                llm, messages, max_tokens=limit, temperature=self.config.llm.temperature, stop=answer_prompt.STOP
+            )
         )
         t2 = time.perf_counter()
         return ChatResult(answer=answer, memories=memories, search_ms=(t1 - t0) * 1000, generate_ms=(t2 - t1) * 1000)
 
     # -- archives ----------------------------------------------------------------------------------
     def export_cube(self, cube_id: str, user_id: str, path: str | Path) -> Path:
-        """Write a cube (header, every item with embedding, every edge) to one archive file."""
-        header = self._cube_for(cube_id, user_id, Permission.READ)
-        items = self.store.list_items(cube_id, with_embeddings=True)
-        edges = self.store.get_edges(cube_id)
+        """Write a cube (header, every item with embedding, every edge) to one archive file (read).
+
+        Header, items and edges are read in one store transaction: the archive is a consistent snapshot.
+        """
+        validate_id(cube_id, "cube_id")
+        header, items, edges = self._run(
+            self._ops_all([GetCubeOp(cube_id), ListOp(cube_id, with_embeddings=True), EdgesOp(cube_id)]), user_id
+        )
         return write_archive(path, MemCube(header=header, items=items, edges=edges))
+
+    @staticmethod
+    def _ops_all(ops: list[Any]) -> Flow[list[Any]]:
+        """Run one store batch and return every result (a flow)."""
+        return (yield ops)  # type: ignore[no-any-return]
 
     def import_cube(
         self, path: str | Path, user_id: str, *, cube_id: str | None = None, keep_acl: bool = False
@@ -627,6 +888,7 @@ class MemOS:
         archived ACL is dropped unless ``keep_acl`` is set; the importer, as the new owner, is
         entitled to grant those entries on their own cube. The archive's owner is recorded in the
         cube's event log (``imported``) as provenance. An existing cube is never replaced or merged into.
+        Items keep their archived ``author_id`` (provenance).
 
         Args:
             path: Archive written by :meth:`export_cube`.
@@ -645,18 +907,11 @@ class MemOS:
             InvalidInputError: Malformed ids.
 
         """
-        validate_id(user_id, "user_id")
+        ctx = self._ctx(user_id)
         if cube_id is not None:
             validate_id(cube_id, "cube_id")
         cube = read_archive(path)
         target = cube_id or cube.header.cube_id
-        try:
-            self.store.get_cube(target)
-        except CubeNotFoundError:
-            pass
-        else:
-            raise CubeExistsError(f"cube {target!r} already exists; import it under another id (cube_id=...)")
-        archived_owner = cube.header.owner_id
         header = cube.header.model_copy(
             update={
                 "cube_id": target,
@@ -665,42 +920,13 @@ class MemOS:
                 "storage": cube.header.storage.model_copy(update={"backend": type(self.store).__name__}),
             }
         )
-        self.store.import_cube(header, cube.items, cube.edges)
-        self.store.record_event(
-            target,
-            "imported",
-            {
-                "by": user_id,
-                "archive_cube_id": cube.header.cube_id,
-                "archive_owner": archived_owner,
-                "kept_acl": keep_acl,
-            },
+        provenance = {
+            "by": user_id,
+            "archive_cube_id": cube.header.cube_id,
+            "archive_owner": cube.header.owner_id,
+            "kept_acl": keep_acl,
+        }
+        self.store.batch(
+            [ImportCubeOp(header, cube.items, cube.edges), RecordEventOp(target, "imported", provenance)], ctx=ctx
         )
         return header
-
-    # -- async twins -------------------------------------------------------------------------------
-    async def aadd(self, messages: Sequence[MessageLike], user_id: str, cube_id: str, **kwargs: Any) -> AddResult:
-        """Async twin of :meth:`add`."""
-        return await asyncio.to_thread(lambda: self.add(messages, user_id, cube_id, **kwargs))
-
-    async def asearch(
-        self, query: str, user_id: str, cube_ids: Sequence[str] | None = None, **kwargs: Any
-    ) -> list[ScoredMemory]:
-        """Async twin of :meth:`search`."""
-        return await asyncio.to_thread(lambda: self.search(query, user_id, cube_ids, **kwargs))
-
-    async def aget(self, memory_id: str, user_id: str, cube_id: str) -> MemoryItem:
-        """Async twin of :meth:`get`."""
-        return await asyncio.to_thread(self.get, memory_id, user_id, cube_id)
-
-    async def aupdate(self, memory_id: str, user_id: str, cube_id: str, **kwargs: Any) -> MemoryItem:
-        """Async twin of :meth:`update`."""
-        return await asyncio.to_thread(lambda: self.update(memory_id, user_id, cube_id, **kwargs))
-
-    async def adelete(self, memory_ids: Sequence[str], user_id: str, cube_id: str) -> int:
-        """Async twin of :meth:`delete`."""
-        return await asyncio.to_thread(self.delete, memory_ids, user_id, cube_id)
-
-    async def achat(self, query: str, user_id: str, cube_ids: Sequence[str] | None = None, **kwargs: Any) -> ChatResult:
-        """Async twin of :meth:`chat`."""
-        return await asyncio.to_thread(lambda: self.chat(query, user_id, cube_ids, **kwargs))

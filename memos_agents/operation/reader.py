@@ -10,9 +10,14 @@ After MemOS's MemReader (MemTensor, 2025, §5.3):
   turn's, its key and tags RAKE key phrases. Windows form within one ``add`` call; turns added one
   call at a time become single-turn items chained by FOLLOWS edges.
 * ``fine`` mode also asks an LLM to extract self-contained facts as JSON validated by
-  :class:`~memos_agents.prompts.extract_facts.FactExtraction`. A parse failure is retried, then
-  recorded as a failure; the raw turns are stored either way, and each fact is linked to the turns
-  it came from (DERIVED_FROM).
+  :class:`~memos_agents.prompts.extract_facts.FactExtraction`. A reply that does not validate is
+  retried with the model shown its reply and the validation error
+  (:func:`~memos_agents.prompts.extract_facts.retry_messages`); a failed call is resent as it was.
+  After ``fine_max_retries`` retries the window is recorded as a failure; the raw turns are stored
+  either way, and each fact is linked to the turns it came from (DERIVED_FROM).
+
+Window items carry ``origin=turns`` and their turn count in the typed ``turns`` field; facts carry
+``origin=extracted``. Nothing that code branches on is kept in ``metadata``.
 """
 
 from __future__ import annotations
@@ -29,12 +34,13 @@ from memos_agents.config import ReaderConfig
 from memos_agents.errors import ConfigError, ModelError
 from memos_agents.models.embedders import BaseEmbedder
 from memos_agents.models.llm import BaseLLM, first_stop
-from memos_agents.plaintext.text import content_terms, key_phrases
+from memos_agents.plaintext.text import key_phrases
 from memos_agents.prompts import extract_facts
 from memos_agents.schema import (
     MAX_LABEL_CHARS,
     Edge,
     MemoryItem,
+    MemoryOrigin,
     MemoryQuery,
     MemoryType,
     Message,
@@ -180,8 +186,9 @@ class MemReader:
                 speakers=list(dict.fromkeys(m.speaker for m in turns)),
             ),
             user_id=user_id,
+            origin=MemoryOrigin.TURNS,
+            turns=len(turns),
             event_time=turns[0].timestamp,
-            metadata={"turns": len(turns), "lines_match_sources": len(ids) == len(turns)},
         )
 
     def _extract(
@@ -198,12 +205,19 @@ class MemReader:
         prompt = extract_facts.build_messages([m.model_copy(update={"id": i}) for m, i in zip(turns, ids, strict=True)])
         errors: list[str] = []
         parsed = None
+        attempt = prompt
         for _attempt in range(self.config.fine_max_retries + 1):
             try:
-                parsed = extract_facts.parse(call_llm(self.llm, prompt, max_tokens=512))
-                break
-            except (ValueError, ModelError) as exc:
+                reply = call_llm(self.llm, attempt, max_tokens=512)
+            except ModelError as exc:  # the call failed: nothing to show the model, resend as it was
                 errors.append(str(exc)[:300])
+                continue
+            try:
+                parsed = extract_facts.parse(reply)
+                break
+            except ValueError as exc:  # show the model its reply and what was wrong with it
+                errors.append(str(exc)[: extract_facts.MAX_ERROR_CHARS])
+                attempt = extract_facts.retry_messages(prompt, reply, errors[-1])
         if parsed is None:
             log.warning("fact extraction failed for %d turns: %s", len(window), errors[-1])
             result.failures.append({"task": "extract_facts", "message_ids": [m.id for m in turns], "errors": errors})
@@ -223,16 +237,17 @@ class MemReader:
                     speakers=list(dict.fromkeys(messages[p].speaker for p in cited)),
                 ),
                 user_id=user_id,
+                origin=MemoryOrigin.EXTRACTED,
                 event_time=min(times) if times else None,
                 confidence=fact.confidence,
-                metadata={"extracted_by": getattr(self.llm, "model_name", "llm")},
+                metadata={"extracted_by": getattr(self.llm, "model_name", "llm")},  # information only
             )
             result.items.append(item)
             result.edges.extend(Edge(source_id=item.id, target_id=t, type=RelationType.DERIVED_FROM) for t in sources)
 
     def parse_query(self, query: str) -> MemoryQuery:
-        """Turn a question into a :class:`MemoryQuery` (its content terms as keywords)."""
-        return MemoryQuery(text=query, keywords=content_terms(query))
+        """Turn a question into a :class:`MemoryQuery`."""
+        return MemoryQuery(text=query)
 
 
 def call_llm(

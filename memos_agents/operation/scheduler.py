@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from memos_agents.models.tokens import TokenCounter
-from memos_agents.schema import MemoryItem, ScoredMemory
+from memos_agents.schema import MemoryItem, MemoryOrigin, ScoredMemory
 
 
 class MemScheduler:
@@ -42,8 +42,9 @@ class MemScheduler:
 
         A turn is identified by its cube, its session, its message id and its text: message ids are
         often reused (two sessions both numbering their messages "1", "2", ...), so an id alone
-        never hides a result. Walking results in rank order, a window item (one text line per
-        source message) loses the lines already shown (``trimmed=True``; the stored item is
+        never hides a result. Walking results in rank order, a window item (``origin=turns`` with
+        one text line per source message: ``turns`` equal to the number of message ids and of
+        lines) loses the lines already shown (``trimmed=True``; the stored item is
         unchanged) and is dropped only when every line was shown. Any other item (an extracted fact,
         a merged item) is dropped only when each of its text lines was already shown verbatim in
         the same cube.
@@ -55,7 +56,7 @@ class MemScheduler:
             item = r.item
             ids = item.sources.message_ids
             lines = item.text.split("\n")
-            if item.metadata.get("lines_match_sources") and len(lines) == len(ids) and ids:
+            if item.origin == MemoryOrigin.TURNS and ids and item.turns == len(ids) == len(lines):
                 session = item.sources.session_ids[0] if len(item.sources.session_ids) == 1 else ""
                 keys = [(item.cube_id, session, mid, line) for mid, line in zip(ids, lines, strict=True)]
                 keep = [n for n, k in enumerate(keys) if k not in shown_turns]
@@ -65,6 +66,7 @@ class MemScheduler:
                     trimmed = item.model_copy(
                         update={
                             "text": "\n".join(lines[n] for n in keep),
+                            "turns": len(keep),
                             "sources": item.sources.model_copy(update={"message_ids": [ids[n] for n in keep]}),
                         }
                     )

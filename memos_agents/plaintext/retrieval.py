@@ -20,59 +20,146 @@ ingestion time) first, so an older statement never hides a newer one that ties w
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any, TypeVar
 
 import numpy as np
 
 from memos_agents.config import FusionMethod, RetrievalConfig
-from memos_agents.plaintext.stores.base import BaseMemoryStore
+from memos_agents.plaintext.stores.base import ExpandOp, GetOp, Neighbor, Op, TextSearchOp, VectorSearchOp
 from memos_agents.schema import MemoryItem, MemoryQuery, RelationType, ScoredMemory, SearchFilters
+
+T = TypeVar("T")
 
 
 def _when(item: MemoryItem) -> datetime:
     return item.event_time or item.created_at
 
 
+#: A sans-IO body: yields store op batches, is sent their results, returns a value.
+Body = Generator[list[Op], list[Any], T]
+
+
 class HybridRetriever:
     """Dense + BM25 + graph retrieval, fused by normalised-score combination (default) or RRF.
+
+    Retrieval is a sans-IO body of typed steps (:meth:`retrieve`): each step yields one batch of
+    store ops for every cube at once (one transaction), so a search over several cubes costs three
+    store round trips however many cubes it reads.
 
     Args:
         config: Fusion and expansion constants (see :class:`~memos_agents.config.RetrievalConfig`).
 
     """
 
+    #: The first candidate pool is ``2 * k + 10``; each widening multiplies it by this.
+    WIDEN = 4
+
     def __init__(self, config: RetrievalConfig | None = None) -> None:
         self.config = config or RetrievalConfig()
 
+    def retrieve(
+        self,
+        cube_ids: Sequence[str],
+        query: MemoryQuery,
+        query_vector: np.ndarray | None,
+        *,
+        k: int,
+        filters: SearchFilters | None = None,
+        dedupe: Callable[[list[ScoredMemory]], list[ScoredMemory]] = list,
+    ) -> Body[list[ScoredMemory]]:
+        """Run the retrieval policy: candidates, de-duplication, a wider net while that left too few.
+
+        The scheduler drops turns already shown by better results, so more candidates than ``k``
+        are fetched (``2k + 10``); when de-duplication leaves fewer than ``k`` and the pool was
+        full, it is fetched again :attr:`WIDEN` times wider.
+
+        Args:
+            cube_ids: Cubes to search (the store checks the caller may read each).
+            query: The parsed query.
+            query_vector: Its embedding, shape ``(dim,)``; None skips dense retrieval.
+            k: Results wanted (≥ 1).
+            filters: Store-side filters (default: active memories).
+            dedupe: Removes what a better result already shows (the scheduler's ``deduplicate``).
+
+        Returns:
+            De-duplicated candidates, best first (at least ``k`` when the cubes hold them).
+
+        """
+        limit = 2 * k + 10
+        while True:
+            results = yield from self.search(cube_ids, query, query_vector, limit=limit, filters=filters)
+            chosen = dedupe(results)
+            if len(chosen) >= k or len(results) < limit:
+                return chosen
+            limit *= self.WIDEN
+
     def search(
         self,
-        store: BaseMemoryStore,
         cube_ids: Sequence[str],
         query: MemoryQuery,
         query_vector: np.ndarray | None,
         *,
         limit: int,
         filters: SearchFilters | None = None,
-    ) -> list[ScoredMemory]:
+    ) -> Body[list[ScoredMemory]]:
         """Return up to ``limit`` ranked candidates over ``cube_ids``, best first.
 
-        Args:
-            store: The plaintext store.
-            cube_ids: Cubes to search (already access-checked by the caller).
-            query: The parsed query.
-            query_vector: Its embedding, shape ``(dim,)``; None skips dense retrieval.
-            limit: Candidates to return (≥ 1); the scheduler trims overlaps and cuts to top-k.
-            filters: Store-side filters (default: active memories).
+        Steps (each one store batch over every cube): dense and BM25 candidates; the fused top
+        ``limit`` items and the graph neighbours of the best ``expand_top``; items reached only
+        through the graph.
 
         Returns:
             Scored results without embeddings; ``tokens`` is left 0 (the scheduler fills it).
 
         """
+        cfg = self.config
         filters = filters or SearchFilters()
+        cubes = list(cube_ids)
+        dense = query_vector is not None and cfg.dense_weight > 0
+        step: list[Op] = []
+        for cube_id in cubes:
+            if dense:
+                assert query_vector is not None
+                step.append(VectorSearchOp(cube_id, query_vector, cfg.candidates, filters))
+            if cfg.bm25_weight > 0:
+                step.append(TextSearchOp(cube_id, query.text, cfg.candidates, filters))
+        found = iter((yield step) if step else [])
+        states = []
+        for cube_id in cubes:
+            rankings: list[tuple[str, float, list[tuple[str, float]]]] = []
+            if dense:
+                rankings.append(("dense", cfg.dense_weight, next(found)))
+            if cfg.bm25_weight > 0:
+                rankings.append(("bm25", cfg.bm25_weight, next(found)))
+            states.append(self._fuse(cube_id, rankings))
+        expanding = cfg.expand_top > 0 and cfg.neighbor_weight > 0 and bool(cfg.expand_types)
+        step = []
+        for state in states:
+            step.append(GetOp(state.cube_id, state.ranked[:limit]))
+            if expanding and state.ranked:
+                step.append(ExpandOp(state.cube_id, state.ranked[: cfg.expand_top], cfg.expand_types, 1, filters))
+        got = iter((yield step) if step else [])
+        missing: list[Op] = []
+        for state in states:
+            state.items = {i.id: i for i in next(got)}
+            if expanding and state.ranked:
+                self._boost(state, next(got))
+                state.missing = [i for i in state.ranked[:limit] if i not in state.items]
+                if state.missing:
+                    missing.append(GetOp(state.cube_id, state.missing))
+        more = iter((yield missing) if missing else [])
         out: list[ScoredMemory] = []
-        for cube_id in cube_ids:
-            out.extend(self._search_cube(store, cube_id, query, query_vector, filters, limit))
+        for state in states:
+            if state.missing:
+                state.items.update({i.id: i for i in next(more)})
+            out += [
+                ScoredMemory(item=state.items[i], score=state.fused[i], signals=state.signals[i], via=state.via.get(i))
+                for i in state.ranked[:limit]
+                if i in state.items
+            ]
         # equal scores (e.g. a correction and the statement it corrects): the newer statement first
         out.sort(key=lambda r: (-r.score, -_when(r.item).timestamp()))
         return out[:limit]
@@ -85,52 +172,44 @@ class HybridRetriever:
             return raw / best if best > 0 else 0.0
         return max(0.0, (raw - last) / (best - last)) if best > last else 1.0
 
-    def _search_cube(
-        self,
-        store: BaseMemoryStore,
-        cube_id: str,
-        query: MemoryQuery,
-        query_vector: np.ndarray | None,
-        filters: SearchFilters,
-        limit: int,
-    ) -> list[ScoredMemory]:
-        cfg = self.config
-        signals: dict[str, dict[str, float]] = {}
-        fused: dict[str, float] = {}
-        rankings: list[tuple[str, float, list[tuple[str, float]]]] = []
-        if query_vector is not None and cfg.dense_weight > 0:
-            dense = store.vector_search(cube_id, query_vector.tolist(), cfg.candidates, filters)
-            rankings.append(("dense", cfg.dense_weight, dense))
-        if cfg.bm25_weight > 0:
-            rankings.append(("bm25", cfg.bm25_weight, store.text_search(cube_id, query.text, cfg.candidates, filters)))
+    def _fuse(self, cube_id: str, rankings: list[tuple[str, float, list[tuple[str, float]]]]) -> _CubeState:
+        state = _CubeState(cube_id)
         for name, weight, hits in rankings:
             for rank, (item_id, raw) in enumerate(hits):
-                fused[item_id] = fused.get(item_id, 0.0) + weight * self._normalised(name, rank, raw, hits)
-                signals.setdefault(item_id, {})[name] = raw
-        ranked = sorted(fused, key=lambda i: -fused[i])
-        items = {i.id: i for i in store.get(cube_id, ranked[:limit])}
-        via: dict[str, str] = {}
-        if cfg.expand_top > 0 and cfg.neighbor_weight > 0 and ranked and cfg.expand_types:
-            seeds = ranked[: cfg.expand_top]
-            windows = {s for s in seeds if s in items and int(items[s].metadata.get("turns") or 1) > 1}
-            bonus: dict[str, float] = {}
-            for n in store.expand(cube_id, seeds, cfg.expand_types, depth=1, filters=filters):
-                if n.type == RelationType.FOLLOWS and n.from_id in windows:
-                    continue  # a window already holds its neighbouring turns
-                gain = cfg.neighbor_weight * fused[n.from_id]
-                if gain > bonus.get(n.id, 0.0):
-                    bonus[n.id] = gain
-                    if n.id not in fused:
-                        via[n.id] = n.from_id
-            for item_id, gain in bonus.items():
-                fused[item_id] = fused.get(item_id, 0.0) + gain
-                signals.setdefault(item_id, {})["graph"] = gain
-            if bonus:
-                ranked = sorted(fused, key=lambda i: -fused[i])
-                missing = [i for i in ranked[:limit] if i not in items]
-                items.update({i.id: i for i in store.get(cube_id, missing)} if missing else {})
-        return [
-            ScoredMemory(item=items[i], score=fused[i], signals=signals[i], via=via.get(i))
-            for i in ranked[:limit]
-            if i in items
-        ]
+                state.fused[item_id] = state.fused.get(item_id, 0.0) + weight * self._normalised(name, rank, raw, hits)
+                state.signals.setdefault(item_id, {})[name] = raw
+        state.ranked = sorted(state.fused, key=lambda i: -state.fused[i])
+        return state
+
+    def _boost(self, state: _CubeState, neighbours: list[Neighbor]) -> None:
+        """Add the graph bonus: a neighbour gains ``neighbor_weight`` × its seed's score."""
+        cfg = self.config
+        seeds = state.ranked[: cfg.expand_top]
+        windows = {s for s in seeds if s in state.items and state.items[s].turns > 1}
+        bonus: dict[str, float] = {}
+        for n in neighbours:
+            if n.type == RelationType.FOLLOWS and n.from_id in windows:
+                continue  # a window already holds its neighbouring turns
+            gain = cfg.neighbor_weight * state.fused[n.from_id]
+            if gain > bonus.get(n.id, 0.0):
+                bonus[n.id] = gain
+                if n.id not in state.fused:
+                    state.via[n.id] = n.from_id
+        for item_id, gain in bonus.items():
+            state.fused[item_id] = state.fused.get(item_id, 0.0) + gain
+            state.signals.setdefault(item_id, {})["graph"] = gain
+        if bonus:
+            state.ranked = sorted(state.fused, key=lambda i: -state.fused[i])
+
+
+@dataclass
+class _CubeState:
+    """One cube's candidates while a search runs."""
+
+    cube_id: str
+    fused: dict[str, float] = field(default_factory=dict)
+    signals: dict[str, dict[str, float]] = field(default_factory=dict)
+    ranked: list[str] = field(default_factory=list)
+    items: dict[str, MemoryItem] = field(default_factory=dict)
+    via: dict[str, str] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Sequence
-from typing import cast
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
 from memos_agents.config import ReaderConfig
-from memos_agents.plaintext.stores.base import BaseMemoryStore, WriteBatch
+from memos_agents.plaintext.stores.base import FollowLink, GetOp, Op, VectorSearchOp, WriteBatch
 from memos_agents.plaintext.text import content_terms, same_statement
 from memos_agents.schema import (
     ID_PATTERN,
@@ -38,10 +39,13 @@ from memos_agents.schema import (
     Edge,
     LifecycleState,
     MemoryItem,
+    MemoryOrigin,
     NodeKind,
     RelationType,
     SearchFilters,
 )
+
+T = TypeVar("T")
 
 
 def session_key(item: MemoryItem) -> str:
@@ -81,7 +85,7 @@ def _unit(v: np.ndarray) -> list[float]:
 
 def _is_turn(item: MemoryItem) -> bool:
     """Whether an item holds conversation turns (fast-mode windows), not an LLM-extracted fact."""
-    return item.node_kind == NodeKind.MEMORY and not item.metadata.get("extracted_by")
+    return item.node_kind == NodeKind.MEMORY and item.origin == MemoryOrigin.TURNS
 
 
 def _kept_apart(new: MemoryItem, old: MemoryItem, score: float) -> Edge | None:
@@ -105,69 +109,137 @@ def _overlap(a: MemoryItem, b: MemoryItem) -> bool:
     return not sa or not sb or bool(sa & sb)
 
 
+@dataclass
+class TreeUpdate:
+    """What :meth:`TreeOrganizer.organize` decided: one atomic write and what it means.
+
+    Attributes:
+        batch: The write (new items, topic nodes to ensure, archived originals, edges, FOLLOWS links).
+        memory_ids: Ids of the new memory items (turns, facts and merged items; not topic nodes).
+        merged: How many new items were merged into others (and archived).
+
+    """
+
+    batch: WriteBatch
+    memory_ids: list[str]
+    merged: int
+
+
+@dataclass(frozen=True)
+class TreeSnapshot:
+    """What organising reads of the stored tree: each new item's nearest stored memories.
+
+    Attributes:
+        neighbours: New item id → ``(stored item with embedding, cosine)``, best first, at least
+            ``relate_threshold``, among active memories of the same subject.
+
+    """
+
+    neighbours: dict[str, list[tuple[MemoryItem, float]]] = field(default_factory=dict)
+
+
+#: A sans-IO body: yields store op batches, is sent their results, returns a value.
+Body = Generator[list[Op], list[Any], T]
+
+
 class TreeOrganizer:
-    """Builds the write batch that places new items in a cube's memory tree.
+    """Places new items in a cube's memory tree: a pure :meth:`organize` over a :meth:`snapshot`.
 
     Args:
         config: Thresholds and key-phrase count (see :class:`~memos_agents.config.ReaderConfig`).
 
     """
 
+    #: Stored neighbours read per new item.
+    NEIGHBOURS = 3
+
     def __init__(self, config: ReaderConfig | None = None) -> None:
         self.config = config or ReaderConfig()
 
-    def organize(
-        self, store: BaseMemoryStore, cube_id: str, items: Sequence[MemoryItem], edges: Sequence[Edge] = ()
-    ) -> WriteBatch:
-        """Return the batch that stores ``items`` with their tree edges, topics and merges.
+    def plan(self, cube_id: str, items: Sequence[MemoryItem], edges: Sequence[Edge] = ()) -> Body[TreeUpdate]:
+        """Read the snapshot (two store batches) and organize; a sans-IO body the facade drives.
 
         Args:
-            store: The cube's store (read only here; the caller applies the batch).
             cube_id: Target cube.
             items: New, embedded memory items in conversation order.
             edges: Edges that come with them (e.g. DERIVED_FROM from fine mode).
 
         Returns:
-            A batch adding the items (duplicates archived), merged items and new topic nodes,
-            updating archived originals, and adding every edge.
+            The :class:`TreeUpdate` (nothing is written here).
 
         """
-        batch = WriteBatch(add=[], update=[], edges=list(edges))
-        self._follows(store, cube_id, items, batch)
-        self._topics(store, cube_id, items, batch)
-        self._dedupe_and_relate(store, cube_id, items, batch)
-        batch.add = [*items, *batch.add]
-        return batch
+        searchable = [i for i in items if i.node_kind == NodeKind.MEMORY and i.embedding is not None]
+        hits: list[list[tuple[str, float]]] = (
+            (
+                yield [
+                    VectorSearchOp(cube_id, i.embedding or [], self.NEIGHBOURS, SearchFilters(user_id=i.user_id))
+                    for i in searchable
+                ]
+            )
+            if searchable
+            else []
+        )
+        kept = {
+            i.id: [(h, sc) for h, sc in found if sc >= self.config.relate_threshold]
+            for i, found in zip(searchable, hits, strict=True)
+        }
+        wanted = list(dict.fromkeys(h for found in kept.values() for h, _ in found))
+        stored: dict[str, MemoryItem] = {}
+        if wanted:
+            (got,) = yield [GetOp(cube_id, wanted, with_embeddings=True)]
+            stored = {i.id: i for i in got}
+        snapshot = TreeSnapshot(
+            {item_id: [(stored[h], sc) for h, sc in found if h in stored] for item_id, found in kept.items()}
+        )
+        return self.organize(items, edges, snapshot)
 
-    def _follows(self, store: BaseMemoryStore, cube_id: str, items: Sequence[MemoryItem], batch: WriteBatch) -> None:
-        last: dict[str, str] = {}
-        turns = [i for i in items if _is_turn(i)]
-        for item in turns:
-            key = session_key(item)
-            if key not in last:
-                previous = self._last_in_session(store, cube_id, key)
-                if previous is not None:
-                    last[key] = previous
-            if key in last:
-                batch.edges.append(Edge(source_id=item.id, target_id=last[key], type=RelationType.FOLLOWS))
-            last[key] = item.id
+    def organize(self, items: Sequence[MemoryItem], edges: Sequence[Edge], snapshot: TreeSnapshot) -> TreeUpdate:
+        """Return the update that stores ``items`` with their tree edges, topics and merges (pure).
+
+        The input items are not changed: the batch holds copies.
+
+        Args:
+            items: New, embedded memory items in conversation order.
+            edges: Edges that come with them.
+            snapshot: Their nearest stored memories (see :meth:`plan`).
+
+        Returns:
+            A batch adding the items (duplicates archived), merged items, ensuring topic nodes,
+            updating archived originals, adding every edge and the FOLLOWS links.
+
+        """
+        new = [i.model_copy() for i in items]
+        batch = WriteBatch(edges=list(edges))
+        self._follows(new, batch)
+        self._topics(new, batch)
+        merged = self._dedupe_and_relate(new, snapshot, batch)
+        batch.add = [*new, *batch.add]
+        return TreeUpdate(
+            batch=batch, memory_ids=[i.id for i in batch.add if i.node_kind == NodeKind.MEMORY], merged=merged
+        )
 
     @staticmethod
-    def _last_in_session(store: BaseMemoryStore, cube_id: str, session: str) -> str | None:
-        """Return the newest stored turn of ``session``: the newest member of its topic node."""
-        members = store.get_edges(cube_id, [topic_id(session)], [RelationType.PARENT], "out")
-        return members[-1].target_id if members else None
+    def _follows(items: Sequence[MemoryItem], batch: WriteBatch) -> None:
+        """Chain each session's turns: the first FOLLOWS the session's newest stored turn (resolved by the store)."""
+        last: dict[str, str] = {}
+        for item in items:
+            if not _is_turn(item):
+                continue
+            key = session_key(item)
+            if key in last:
+                batch.edges.append(Edge(source_id=item.id, target_id=last[key], type=RelationType.FOLLOWS))
+            else:
+                batch.follows.append(FollowLink(item_id=item.id, topic_id=topic_id(key)))
+            last[key] = item.id
 
-    def _topics(self, store: BaseMemoryStore, cube_id: str, items: Sequence[MemoryItem], batch: WriteBatch) -> None:
+    def _topics(self, items: Sequence[MemoryItem], batch: WriteBatch) -> None:
         groups: dict[str, list[MemoryItem]] = {}
         for item in items:
             if _is_turn(item):
                 groups.setdefault(session_key(item), []).append(item)
-        existing = {t.id for t in store.get(cube_id, [topic_id(s) for s in groups])}
         for session, members in groups.items():
             tid = topic_id(session)
-            if tid not in existing:
-                batch.add.append(self._topic_node(tid, session, members))
+            batch.ensure.append(self._topic_node(tid, session, members))  # inserted unless it exists
             batch.edges.extend(Edge(source_id=tid, target_id=m.id, type=RelationType.PARENT) for m in members)
 
     def _topic_node(self, tid: str, session: str, members: list[MemoryItem]) -> MemoryItem:
@@ -187,29 +259,27 @@ class TreeOrganizer:
             sources=members[0].sources.model_copy(update={"message_ids": [], "speakers": speakers}),
             user_id=members[0].user_id,
             event_time=min(times) if times else None,
+            origin=MemoryOrigin.STRUCTURE,
             embedding=_unit(np.mean(np.asarray(vectors, dtype=np.float32), axis=0)) if vectors else None,
         )
 
-    def _dedupe_and_relate(
-        self, store: BaseMemoryStore, cube_id: str, items: Sequence[MemoryItem], batch: WriteBatch
-    ) -> None:
+    def _dedupe_and_relate(self, items: Sequence[MemoryItem], snapshot: TreeSnapshot, batch: WriteBatch) -> int:
+        """Merge near-duplicates and link related items; return how many new items were archived.
+
+        ``items`` are this update's own copies: their status is set here.
+        """
         cfg = self.config
         pending: list[tuple[MemoryItem, np.ndarray]] = []  # active new items a later one may merge into
         archived_now: set[str] = set()  # stored items archived by this batch
+        merged_count = 0
+        inputs = {i.id for i in items}
         for item in items:
             if item.node_kind != NodeKind.MEMORY or item.embedding is None:
                 continue
             vec = np.asarray(item.embedding, dtype=np.float32)
             best_score, best, is_stored = -1.0, None, False
-            hits = [
-                (h, sc)
-                for h, sc in store.vector_search(cube_id, item.embedding, 3, SearchFilters(user_id=item.user_id))
-                if h not in archived_now and sc >= cfg.relate_threshold
-            ]
-            stored = {i.id: i for i in store.get(cube_id, [h for h, _ in hits], with_embeddings=True)}
-            for hit_id, score in hits:
-                hit = stored.get(hit_id)
-                if hit is None or _overlap(hit, item):
+            for hit, score in snapshot.neighbours.get(item.id, []):
+                if hit.id in archived_now or _overlap(hit, item):
                     continue  # overlapping windows share turns: neighbours, not duplicates
                 kept_apart = _kept_apart(item, hit, score) if score >= cfg.merge_threshold else None
                 if kept_apart is not None:
@@ -218,7 +288,7 @@ class TreeOrganizer:
                     best_score, best, is_stored = score, hit, True
                 elif session_key(hit) != session_key(item):
                     batch.edges.append(
-                        Edge(source_id=item.id, target_id=hit_id, type=RelationType.RELATE_TO, weight=score)
+                        Edge(source_id=item.id, target_id=hit.id, type=RelationType.RELATE_TO, weight=score)
                     )
                 break
             for other, other_vec in pending:
@@ -234,11 +304,14 @@ class TreeOrganizer:
                 continue
             merged = self._merge(best, item)  # best is the older (stored or earlier in this batch)
             item.status = LifecycleState.ARCHIVED
+            merged_count += 1
             if is_stored:
-                batch.update.append(best.model_copy(update={"status": LifecycleState.ARCHIVED}))
+                batch.update.append(best.model_copy(update={"status": LifecycleState.ARCHIVED, "embedding": None}))
                 archived_now.add(best.id)
             else:
                 best.status = LifecycleState.ARCHIVED
+                if best.id in inputs:  # not a merged item made by this batch
+                    merged_count += 1
                 pending = [(o, v) for o, v in pending if o.id != best.id]
             batch.add.append(merged)
             pending.append((merged, np.asarray(merged.embedding, dtype=np.float32)))
@@ -246,6 +319,7 @@ class TreeOrganizer:
                 batch.edges.append(
                     Edge(source_id=original.id, target_id=merged.id, type=RelationType.MERGED_TO, weight=best_score)
                 )
+        return merged_count
 
     def _merge(self, old: MemoryItem, new: MemoryItem) -> MemoryItem:
         """Merge a new item into an older near-duplicate stating the same thing, without losing either.
@@ -277,5 +351,5 @@ class TreeOrganizer:
             embedding=_unit(
                 np.asarray(old.embedding or [], dtype=np.float32) + np.asarray(new.embedding or [], dtype=np.float32)
             ),
-            metadata={"merged_from": 2},
+            origin=MemoryOrigin.MERGED,
         )

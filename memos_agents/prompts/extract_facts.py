@@ -2,7 +2,8 @@
 
 After MemOS's MemReader "fine" extraction (MemTensor, 2025): the LLM returns a list of
 self-contained facts, each with a memory type, a short key, tags, the ids of the turns it rests on
-and a confidence. The answer must validate against :class:`FactExtraction`.
+and a confidence. The answer must validate against :class:`FactExtraction`; when it does not, the
+retry shows the model its answer and the error (:func:`retry_messages`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,14 @@ SYSTEM = (
     "from the turn's date. UserMemory is a person's stable trait or preference; LongTermMemory is an event "
     "or fact. source_ids are the [ids] of the turns the fact comes from. Use an empty list when nothing is "
     "worth remembering."
+)
+
+#: Longest validation error shown to the model in a retry (characters).
+MAX_ERROR_CHARS = 300
+
+RETRY = (
+    "Your answer above is not valid: {error}\n"
+    'Reply with the corrected JSON only, of the form {{"facts": [...]}} as described, and nothing else.'
 )
 
 
@@ -73,6 +82,40 @@ def build_messages(turns: Sequence[Message]) -> list[dict[str, str]]:
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n".join(lines)}]
 
 
+def retry_messages(prompt: Sequence[dict[str, str]], reply: str, error: str) -> list[dict[str, str]]:
+    """Return the messages of a retry: the prompt, the model's invalid reply, and what was wrong with it.
+
+    Args:
+        prompt: The messages of the first attempt (from :func:`build_messages`).
+        reply: The model's reply that did not validate.
+        error: The validation error (cut to :data:`MAX_ERROR_CHARS` characters).
+
+    Returns:
+        ``prompt`` followed by the reply as an assistant message and a user message that states
+        the error and asks for corrected JSON only.
+
+    """
+    shown = " ".join(error.split())
+    if len(shown) > MAX_ERROR_CHARS:
+        shown = shown[: MAX_ERROR_CHARS - 1] + "…"
+    return [
+        *(dict(m) for m in prompt),
+        {"role": "assistant", "content": reply},
+        {"role": "user", "content": RETRY.format(error=shown)},
+    ]
+
+
+def _describe(exc: json.JSONDecodeError | ValidationError) -> str:
+    """Return a one-line description of a JSON or validation error (the first three problems)."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+    problems = [
+        f"{'.'.join(str(part) for part in e['loc']) or 'answer'}: {e['msg']}" for e in exc.errors(include_url=False)
+    ]
+    more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+    return "; ".join(problems[:3]) + more
+
+
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
 
 
@@ -85,12 +128,14 @@ def parse(raw: str) -> FactExtraction:
     """
     candidates = [m.group(1) for m in _FENCE.finditer(raw)]
     start, end = raw.find("{"), raw.rfind("}")
-    if start != -1 and end > start:
-        candidates.append(raw[start : end + 1])
+    if start != -1:
+        candidates.append(raw[start : end + 1] if end > start else raw[start:])  # unclosed: say where it breaks
     errors: list[str] = []
-    for text in candidates:
+    for text in dict.fromkeys(candidates):
         try:
             return FactExtraction.model_validate(json.loads(text))
         except (json.JSONDecodeError, ValidationError) as exc:
-            errors.append(str(exc).splitlines()[0])
-    raise ValueError("no valid fact JSON in LLM answer: " + ("; ".join(errors) or "no JSON object found"))
+            errors.append(_describe(exc))
+    raise ValueError(
+        "no valid fact JSON in LLM answer: " + ("; ".join(dict.fromkeys(errors)) or "no JSON object found")
+    )

@@ -1,1 +1,11 @@
-"""Shipped test suites (needs pytest). See :mod:`memos_agents.testing.conformance`."""
+"""Testing aids for memos-agents and code built on it.
+
+* :mod:`memos_agents.testing.doubles` — :class:`ScriptedLLM` and :class:`HashingEmbedder`, test
+  doubles that need no model, network or pytest (exported here).
+* :mod:`memos_agents.testing.conformance` — the store conformance suite (needs pytest; import it
+  explicitly).
+"""
+
+from memos_agents.testing.doubles import HashingEmbedder, LLMCall, ScriptedLLM, ScriptExhaustedError
+
+__all__ = ["HashingEmbedder", "LLMCall", "ScriptExhaustedError", "ScriptedLLM"]

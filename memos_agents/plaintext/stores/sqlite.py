@@ -1,25 +1,32 @@
 """The embedded default plaintext store: one SQLite file per MemOS home.
 
-* WAL journal, one transaction per write call (``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any
-  error), foreign keys on.
+* One transaction per batch of ops (:meth:`SQLiteMemoryStore.batch`): ``BEGIN IMMEDIATE`` when
+  the batch writes, ``BEGIN`` (a read snapshot) when it only reads, ``COMMIT`` at the end and
+  ``ROLLBACK`` on any error. WAL journal, foreign keys on. The caller's cube permission is checked
+  against the cube row read inside that transaction.
 * BM25 over an inverted index (``item_terms``: cube, term, item, term frequency) of each item's
-  text, key and tags, tokenised and Porter-stemmed as FTS5's ``porter unicode61`` does
+  text, key and tags, tokenised and Porter-stemmed as FTS5's ``porter unicode61`` tokenizer does
   (:func:`~memos_agents.plaintext.text.bm25_terms`), with FTS5's formula and statistics (document
   count, document frequencies, average length) over the item's cube only, so one cube's content
-  never changes another's ranking and every store backend ranks alike. (Schema version 1 used an
-  FTS5 index, whose statistics span the whole file; migration 2 replaces it.)
+  never changes another's ranking and every store backend ranks alike. No FTS5 table is used:
+  schema version 1 had one, whose statistics span the whole file; migration 2 replaced it.
 * Vectors stored as float32 blobs beside each row; exact cosine search in numpy over a per-cube
-  in-memory matrix that is built lazily, extended on ``add`` and dropped on ``update``/``delete``
-  or when another process commits to the file (``PRAGMA data_version``).
+  in-memory matrix that is built lazily, extended after a committed write that only adds, and
+  dropped on updates, deletes, a rolled-back batch, or when another process commits to the file
+  (``PRAGMA data_version``).
+* Rows are encoded and decoded by the shared :data:`~memos_agents.plaintext.stores.codec.TABLE_CODEC`,
+  filters rendered from :func:`~memos_agents.plaintext.stores.filters.compile_filters`, writes
+  checked by :func:`~memos_agents.plaintext.stores.base.plan_write`.
 * Versioned migrations recorded in ``schema_migrations``; :meth:`SQLiteMemoryStore.setup` is
   idempotent.
-* Long writes never hold the write lock for long: a cube import (:meth:`SQLiteMemoryStore.import_cube`)
-  writes a hidden cube (``state = 'importing'``) in transactions of :data:`CHUNK_ROWS` rows and
-  switches it in with one short transaction; ``delete_cube`` hides the cube at once
-  (``'deleting'``) and removes its rows in chunks. Readers see the whole cube or none of it. A
-  writer waits up to ``busy_timeout_s`` (default 30 s) for the lock; SQLite retries within that
-  time, so callers do not see "database is locked" while other writers make progress. An import
-  or delete interrupted by a crash is cleaned up by the next ``setup``.
+* Long writes never hold the write lock for long: a cube import (``ImportCubeOp``) writes a hidden
+  cube (``state = 'importing'``) in transactions of :data:`CHUNK_ROWS` rows and switches it in
+  with one short transaction; a cube delete hides the cube at once (``'deleting'``) and removes its
+  rows in chunks. Readers see the whole cube or none of it. These two ops (and cube creation, which
+  first finishes such a leftover) run in their own transactions, outside the batch's. A writer
+  waits up to ``busy_timeout_s`` (default 30 s) for the lock; SQLite retries within that time, so
+  callers do not see "database is locked" while other writers make progress. An import or delete
+  interrupted by a crash is cleaned up by the next ``setup``.
 * Durability: ``synchronous="NORMAL"`` (default) survives any process crash (WAL; tested with
   kill -9) and may lose the last commits on power loss or an OS crash; ``"FULL"`` syncs the WAL on
   every commit and loses nothing acknowledged, at a cost in write latency. NORMAL is the default
@@ -29,7 +36,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import sqlite3
 import threading
@@ -37,34 +43,58 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
-from memos_agents.cube import CubeHeader
+from memos_agents.cube import CubeHeader, Permission
 from memos_agents.errors import (
     ConfigError,
     CubeExistsError,
     CubeNotFoundError,
-    InvalidInputError,
     StoreError,
 )
 from memos_agents.plaintext.stores.base import (
+    SYSTEM,
+    WRITE_OPS,
     BaseMemoryStore,
-    Direction,
+    CallContext,
+    CountOp,
+    CreateCubeOp,
+    DeleteCubeOp,
+    DeleteOp,
+    EdgesOp,
+    ExpandOp,
+    GetCubeOp,
+    GetOp,
+    ImportCubeOp,
+    ListCubesOp,
+    ListOp,
     Neighbor,
+    Op,
+    RecordEventOp,
     StoreCapabilities,
+    StoredItem,
+    TextSearchOp,
+    UpdateCubeOp,
+    VectorSearchOp,
     WriteBatch,
+    WriteOp,
     WriteResult,
-    check_embedding_dim,
+    authorize,
+    check_depth,
+    check_permission,
     check_vector,
-    event_us,
-    next_version,
-    search_text,
+    handles,
+    order_found,
+    plan_write,
+    write_probe,
 )
+from memos_agents.plaintext.stores.codec import TABLE_CODEC, edge_from_row
+from memos_agents.plaintext.stores.filters import Predicate, compile_filters
 from memos_agents.plaintext.text import BM25_B, BM25_K1, bm25_idf, bm25_query_terms, bm25_terms
 from memos_agents.schema import (
     Edge,
@@ -74,8 +104,6 @@ from memos_agents.schema import (
     NodeKind,
     RelationType,
     SearchFilters,
-    Sources,
-    as_utc,
     utcnow,
 )
 
@@ -187,6 +215,15 @@ _MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Cursor], None] | None]] = [
         """,
         None,
     ),
+    (
+        4,
+        """
+        ALTER TABLE items ADD COLUMN author_id TEXT;
+        ALTER TABLE items ADD COLUMN origin TEXT;
+        ALTER TABLE items ADD COLUMN turns INTEGER NOT NULL DEFAULT 0;
+        """,
+        None,
+    ),
 ]
 
 #: Rows per transaction of a cube import or a cube delete: short enough that another writer's
@@ -198,32 +235,22 @@ STALE_IMPORT_S = 600.0
 #: Schema version this code writes.
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
 
-_ITEM_COLUMNS = (
-    "id, text, memory_type, node_kind, key, tags, sources, user_id, event_time, created_at, "
-    "updated_at, confidence, status, version, metadata, cube_id"
+_READ_COLUMNS = ", ".join(TABLE_CODEC.read_columns)
+_WRITE_COLUMNS = [c for c in TABLE_CODEC.columns]
+_INSERT_SQL = f"INSERT INTO items ({', '.join(_WRITE_COLUMNS)}) VALUES ({', '.join('?' * len(_WRITE_COLUMNS))})"
+_UPDATE_SQL = (
+    f"UPDATE items SET {', '.join(c + ' = ?' for c in _WRITE_COLUMNS if c not in ('id', 'cube_id'))} "
+    "WHERE cube_id = ? AND id = ?"
 )
-
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _store_errors(fn: F) -> F:
-    """Re-raise any ``sqlite3.Error`` escaping ``fn`` as :class:`StoreError` (after its rollback)."""
-
-    @functools.wraps(fn)
-    def wrapper(self: SQLiteMemoryStore, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(self, *args, **kwargs)
-        except sqlite3.Error as exc:
-            raise StoreError(f"sqlite store {self.path}: {exc}") from exc
-
-    return cast(F, wrapper)
-
+#: Ops that run in transactions of their own (chunked, or finishing an interrupted chunked op first).
+_OWN_TX = (CreateCubeOp, ImportCubeOp, DeleteCubeOp)
 
 #: Small integer codes of the enum columns kept in the vector cache (fast numpy masks).
-_CODES: dict[Any, int] = {
-    value: code for enum in (LifecycleState, MemoryType, NodeKind) for code, value in enumerate(enum)
+_CODES: dict[str, dict[str, int]] = {
+    name: {member.value: code for code, member in enumerate(enum)}
+    for name, enum in (("status", LifecycleState), ("memory_type", MemoryType), ("node_kind", NodeKind))
 }
+_MISSING_US = np.iinfo(np.int64).min
 
 
 @dataclass
@@ -232,11 +259,7 @@ class _VectorCache:
 
     ids: list[str]
     matrix: np.ndarray  # (n, d) float32, unit rows
-    status: np.ndarray
-    memory_type: np.ndarray
-    node_kind: np.ndarray
-    user_id: np.ndarray
-    event_us: np.ndarray  # int64, INT64_MIN when unknown
+    columns: dict[str, np.ndarray]  # status/memory_type/node_kind codes, user_id, event_us
     tags: list[frozenset[str]]
 
     def extended(self, items: Sequence[MemoryItem]) -> _VectorCache:
@@ -248,11 +271,7 @@ class _VectorCache:
         return _VectorCache(
             ids=[*self.ids, *other.ids],
             matrix=np.vstack([self.matrix, other.matrix]),
-            status=np.concatenate([self.status, other.status]),
-            memory_type=np.concatenate([self.memory_type, other.memory_type]),
-            node_kind=np.concatenate([self.node_kind, other.node_kind]),
-            user_id=np.concatenate([self.user_id, other.user_id]),
-            event_us=np.concatenate([self.event_us, other.event_us]),
+            columns={k: np.concatenate([v, other.columns[k]]) for k, v in self.columns.items()},
             tags=[*self.tags, *other.tags],
         )
 
@@ -262,43 +281,76 @@ class _VectorCache:
         matrix: np.ndarray = np.asarray([i.embedding for i in rows], dtype=np.float32).reshape(len(rows), dim)
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
         matrix = matrix / np.where(norms == 0, 1.0, norms)
-        missing = np.iinfo(np.int64).min
+        columns = {
+            name: np.asarray([codes[getattr(i, name).value] for i in rows], dtype=np.int16)
+            for name, codes in _CODES.items()
+        }
+        columns["user_id"] = np.asarray([i.user_id for i in rows], dtype=object)
+        columns["event_us"] = np.asarray(
+            [_MISSING_US if i.event_time is None else int(i.event_time.timestamp() * 1_000_000) for i in rows],
+            dtype=np.int64,
+        )
         return _VectorCache(
-            ids=[i.id for i in rows],
-            matrix=matrix,
-            status=np.asarray([_CODES[i.status] for i in rows], dtype=np.int16),
-            memory_type=np.asarray([_CODES[i.memory_type] for i in rows], dtype=np.int16),
-            node_kind=np.asarray([_CODES[i.node_kind] for i in rows], dtype=np.int16),
-            user_id=np.asarray([i.user_id for i in rows], dtype=object),
-            event_us=np.asarray(
-                [missing if i.event_time is None else event_us(i.event_time) for i in rows], dtype=np.int64
-            ),
-            tags=[frozenset(i.tags) for i in rows],
+            ids=[i.id for i in rows], matrix=matrix, columns=columns, tags=[frozenset(i.tags) for i in rows]
         )
 
-    def mask(self, filters: SearchFilters) -> np.ndarray:
-        m = np.isin(self.status, [_CODES[s] for s in filters.statuses])
-        m &= np.isin(self.node_kind, [_CODES[k] for k in filters.node_kinds])
-        if filters.memory_types is not None:
-            m &= np.isin(self.memory_type, [_CODES[t] for t in filters.memory_types])
-        if filters.user_id is not None:
-            m &= self.user_id == filters.user_id
-        missing = np.iinfo(np.int64).min
-        if filters.time_from is not None:
-            m &= (self.event_us != missing) & (self.event_us >= event_us(filters.time_from))
-        if filters.time_to is not None:
-            m &= (self.event_us != missing) & (self.event_us <= event_us(filters.time_to))
-        if filters.tags_any is not None:
-            wanted = set(filters.tags_any)
-            m &= np.asarray([bool(t & wanted) for t in self.tags], dtype=bool)
+    def mask(self, predicates: Sequence[Predicate]) -> np.ndarray:
+        """Render filter predicates as a boolean mask over the cached rows."""
+        m = np.ones(len(self.ids), dtype=bool)
+        for p in predicates:
+            if p.op == "overlaps":
+                wanted = set(p.value)
+                m &= np.asarray([bool(t & wanted) for t in self.tags], dtype=bool)
+                continue
+            col = self.columns[p.field]
+            codes = _CODES.get(p.field)
+            if p.op == "in":
+                m &= np.isin(col, [codes.get(v, -1) for v in p.value] if codes else list(p.value))
+            elif p.op == "eq":
+                m &= col == (codes.get(p.value, -1) if codes else p.value)
+            elif p.op == "ge":
+                m &= (col != _MISSING_US) & (col >= p.value)
+            else:
+                m &= (col != _MISSING_US) & (col <= p.value)
         return m
+
+
+def _sql_filter(predicates: Sequence[Predicate], alias: str = "") -> tuple[str, list[Any]]:
+    """Render filter predicates as an ``AND ...`` SQL fragment over the items table (alias ``alias``)."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for p in predicates:
+        col = alias + p.field
+        if p.op == "in":
+            clauses.append(f"{col} IN ({','.join('?' * len(p.value))})")
+            params += list(p.value)
+        elif p.op == "overlaps":
+            clauses.append(
+                f"EXISTS (SELECT 1 FROM json_each({col}) WHERE json_each.value IN ({','.join('?' * len(p.value))}))"
+            )
+            params += list(p.value)
+        else:
+            clauses.append(f"{col} {({'eq': '=', 'ge': '>=', 'le': '<='})[p.op]} ?")
+            params.append(p.value)
+    return ("" if not clauses else " AND " + " AND ".join(clauses)), params
+
+
+@dataclass
+class _Tx:
+    """One batch's transaction: its cursor, caller and the vector-cache changes to apply after COMMIT."""
+
+    cur: sqlite3.Cursor
+    ctx: CallContext
+    #: cube id -> items to append to its vector cache after commit (None: drop the cache).
+    vectors: dict[str, list[MemoryItem] | None] = field(default_factory=dict)
 
 
 class SQLiteMemoryStore(BaseMemoryStore):
     """Embedded plaintext store on one SQLite file.
 
     Construct with :meth:`from_path` (or the constructor); nothing touches the disk until
-    :meth:`setup`. Safe to share between threads (one connection behind a lock).
+    :meth:`setup`. Safe to share between threads (one connection behind a lock) and between
+    processes (SQLite's file locks; each batch is one transaction).
 
     Args:
         path: The database file, or ``":memory:"`` for a private in-memory database.
@@ -311,17 +363,10 @@ class SQLiteMemoryStore(BaseMemoryStore):
 
     """
 
-    capabilities = StoreCapabilities(
-        supports_vector_search=True,
-        supports_full_text=True,
-        supports_graph_expansion=True,
-        supports_transactions=True,
-        supports_ttl=False,
-    )
-
     def __init__(
         self, path: str | Path, *, synchronous: Literal["NORMAL", "FULL"] = "NORMAL", busy_timeout_s: float = 30.0
     ) -> None:
+        super().__init__()
         if synchronous not in ("NORMAL", "FULL"):
             raise ConfigError(f"synchronous must be 'NORMAL' or 'FULL', not {synchronous!r}")
         if not busy_timeout_s >= 0:
@@ -333,6 +378,7 @@ class SQLiteMemoryStore(BaseMemoryStore):
         self._lock = threading.RLock()
         self._vectors: dict[str, _VectorCache] = {}
         self._data_version: int | None = None
+        self._headers: dict[str, tuple[str, CubeHeader]] = {}
 
     @classmethod
     def from_path(cls, path: str | Path, **kwargs: Any) -> SQLiteMemoryStore:
@@ -346,9 +392,15 @@ class SQLiteMemoryStore(BaseMemoryStore):
             raise StoreError("store is not set up: call setup() first")
         return self._conn
 
-    @_store_errors
     def setup(self) -> None:
         """Open the file (creating it), switch to WAL and apply pending migrations. Idempotent."""
+        try:
+            self._setup()
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite store {self.path}: {exc}") from exc
+        self.capabilities = StoreCapabilities(vector_search="exact", text_search="bm25", chunked_import=True)
+
+    def _setup(self) -> None:
         with self._lock:
             if self._conn is None:
                 if self.path != ":memory:":
@@ -391,11 +443,11 @@ class SQLiteMemoryStore(BaseMemoryStore):
             self._vectors.clear()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Cursor]:
-        """One write transaction: commit on success, roll back on any exception."""
+    def _tx(self, *, write: bool = True) -> Iterator[sqlite3.Cursor]:
+        """One transaction (``BEGIN IMMEDIATE`` to write): commit on success, roll back on any exception."""
         with self._lock:
             cur = self.conn.cursor()
-            cur.execute("BEGIN IMMEDIATE")
+            cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
                 yield cur
             except BaseException:
@@ -404,10 +456,87 @@ class SQLiteMemoryStore(BaseMemoryStore):
             else:
                 cur.execute("COMMIT")
 
+    # -- batches -----------------------------------------------------------------------------------
+    def batch(self, ops: Sequence[Op], *, ctx: CallContext = SYSTEM) -> list[Any]:
+        """Run ``ops`` as ``ctx`` in one transaction (cube create, import and delete in their own).
+
+        Raises:
+            StoreError: SQLite failed; the transaction was rolled back.
+            The typed errors of each op (see :mod:`~memos_agents.plaintext.stores.base`).
+
+        """
+        ops = list(ops)
+        for op in ops:
+            check_permission(op)
+        results: list[Any] = []
+        try:
+            start = 0
+            while start < len(ops):
+                if isinstance(ops[start], _OWN_TX):
+                    results.append(self.handler(ops[start])(ops[start], ctx))
+                    start += 1
+                    continue
+                end = start
+                while end < len(ops) and not isinstance(ops[end], _OWN_TX):
+                    end += 1
+                results += self._run_group(ops[start:end], ctx)
+                start = end
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite store {self.path}: {exc}") from exc
+        return results
+
+    def _run_group(self, ops: Sequence[Op], ctx: CallContext) -> list[Any]:
+        write = any(isinstance(op, WRITE_OPS) for op in ops)
+        with self._lock:
+            tx: _Tx | None = None
+            try:
+                with self._tx(write=write) as cur:
+                    tx = _Tx(cur, ctx)
+                    out = [self.handler(op)(op, tx) for op in ops]
+            except BaseException:
+                for cube_id in tx.vectors if tx is not None else ():
+                    self._vectors.pop(cube_id, None)
+                raise
+            # after COMMIT, still under the lock: readers see rows and cache change together
+            for cube_id, added in tx.vectors.items():
+                cache = self._vectors.get(cube_id)
+                if added is None or cache is None:
+                    self._vectors.pop(cube_id, None)
+                else:
+                    self._vectors[cube_id] = cache.extended(added)
+        return out
+
+    def _cube(
+        self, tx: _Tx, cube_id: str, permission: Permission | None, *, generation: str | None = None
+    ) -> tuple[CubeHeader, int | None]:
+        """Read the cube row in ``tx``, check ``tx.ctx`` may do ``permission``; return ``(header, dim)``.
+
+        With ``generation``: the hidden cube of that import instead of a ready cube (and a
+        heartbeat that this import is making progress).
+
+        Raises:
+            CubeNotFoundError: No such (ready) cube.
+            PermissionDeniedError: The caller may not.
+
+        """
+        row = tx.cur.execute(
+            "SELECT header, embedding_dim, state, generation FROM cubes WHERE cube_id = ?", (cube_id,)
+        ).fetchone()
+        expected = ("ready", row[3] if row else None) if generation is None else ("importing", generation)
+        if row is None or (row[2], row[3]) != expected:
+            raise CubeNotFoundError(f"no cube {cube_id!r}")
+        if generation is not None:
+            tx.cur.execute("UPDATE cubes SET state_since = ? WHERE cube_id = ?", (utcnow().isoformat(), cube_id))
+        cached = self._headers.get(cube_id)
+        if cached is None or cached[0] != row[0]:
+            cached = (row[0], CubeHeader.model_validate_json(row[0]))
+            self._headers[cube_id] = cached
+        return authorize(cached[1], tx.ctx, permission), (None if row[1] is None else int(row[1]))
+
     # -- cubes ---------------------------------------------------------------------------------
-    @_store_errors
-    def create_cube(self, header: CubeHeader) -> None:
-        self._create(header, "ready")
+    @handles(CreateCubeOp)
+    def _create_cube(self, op: CreateCubeOp, ctx: CallContext) -> None:
+        self._create(op.header, "ready")
 
     def _create(self, header: CubeHeader, state: str) -> str:
         """Insert the cube row in ``state``; return its generation (a fresh token that names this incarnation).
@@ -440,27 +569,23 @@ class SQLiteMemoryStore(BaseMemoryStore):
             )
         return generation
 
-    @_store_errors
-    def import_cube(self, header: CubeHeader, items: Sequence[MemoryItem], edges: Sequence[Edge] = ()) -> None:
+    @handles(ImportCubeOp)
+    def _import_cube(self, op: ImportCubeOp, ctx: CallContext) -> None:
         """Create a cube with its content without holding the write lock for long.
 
-        The cube is written hidden (``get_cube``, ``list_cubes`` and ``create_cube`` see it as absent
-        or busy) in transactions of :data:`CHUNK_ROWS` items or edges, each checking that the hidden
-        cube is still this import's (its generation), then made visible in one short transaction; on
-        any failure its rows are removed again. Readers see all of it or none.
-
-        Raises:
-            CubeExistsError: The cube exists (or another import of it is under way).
-            EmbeddingDimensionError / InvalidEmbeddingError / InvalidInputError: Bad content; nothing stays.
-            StoreError: The backend failed, or the import was removed as stale while it ran; nothing stays.
-
+        The cube is written hidden (reads and ``create_cube`` see it as absent or busy) in
+        transactions of :data:`CHUNK_ROWS` items or edges, each checking that the hidden cube is
+        still this import's (its generation), then made visible in one short transaction; on any
+        failure its rows are removed again. Readers see all of it or none. Items keep their
+        ``author_id`` (archived provenance).
         """
+        header = op.header
         generation = self._create(header, "importing")
         try:
-            for chunk in _chunks(list(items), CHUNK_ROWS):
-                self._write(header.cube_id, WriteBatch(add=chunk), generation=generation)
-            for links in _chunks(list(edges), CHUNK_ROWS * 4):
-                self._write(header.cube_id, WriteBatch(edges=links), generation=generation)
+            for chunk in _chunks(list(op.items), CHUNK_ROWS):
+                self._write_hidden(header.cube_id, WriteBatch(add=chunk), generation)
+            for links in _chunks(list(op.edges), CHUNK_ROWS * 4):
+                self._write_hidden(header.cube_id, WriteBatch(edges=links), generation)
             with self._tx() as cur:
                 switched = cur.execute(
                     "UPDATE cubes SET state = 'ready', state_since = ? "
@@ -473,56 +598,47 @@ class SQLiteMemoryStore(BaseMemoryStore):
             self._purge(header.cube_id, generation)
             raise
 
-    @_store_errors
-    def get_cube(self, cube_id: str) -> CubeHeader:
-        with self._lock:
-            row = self.conn.execute(
-                "SELECT header FROM cubes WHERE cube_id = ? AND state = 'ready'", (cube_id,)
-            ).fetchone()
-        if row is None:
-            raise CubeNotFoundError(f"no cube {cube_id!r}")
-        return CubeHeader.model_validate_json(row[0])
+    def _write_hidden(self, cube_id: str, batch: WriteBatch, generation: str) -> None:
+        with self._lock, self._tx() as cur:
+            self._write(_Tx(cur, SYSTEM), cube_id, batch, generation=generation)
 
-    @_store_errors
-    def list_cubes(self) -> list[CubeHeader]:
-        with self._lock:
-            rows = self.conn.execute("SELECT header FROM cubes WHERE state = 'ready' ORDER BY cube_id").fetchall()
-        return [CubeHeader.model_validate_json(r[0]) for r in rows]
+    @handles(GetCubeOp)
+    def _get_cube(self, op: GetCubeOp, tx: _Tx) -> CubeHeader:
+        return self._cube(tx, op.cube_id, Permission.READ)[0]
 
-    @_store_errors
-    def update_cube(self, header: CubeHeader) -> CubeHeader:
-        with self._tx() as cur:
-            row = cur.execute(
-                "SELECT header FROM cubes WHERE cube_id = ? AND state = 'ready'", (header.cube_id,)
-            ).fetchone()
-            if row is None:
-                raise CubeNotFoundError(f"no cube {header.cube_id!r}")
-            current = CubeHeader.model_validate_json(row[0])
-            stored = header.model_copy(update={"version": current.version + 1, "updated_at": utcnow()})
-            cur.execute(
-                "UPDATE cubes SET header = ?, embedding_dim = ? WHERE cube_id = ?",
-                (stored.model_dump_json(), stored.storage.embedding_dim, header.cube_id),
-            )
+    @handles(ListCubesOp)
+    def _list_cubes(self, op: ListCubesOp, tx: _Tx) -> list[CubeHeader]:
+        rows = tx.cur.execute("SELECT header FROM cubes WHERE state = 'ready' ORDER BY cube_id").fetchall()
+        headers = [CubeHeader.model_validate_json(r[0]) for r in rows]
+        return [
+            h
+            for h in headers
+            if (op.owner_id is None or h.owner_id == op.owner_id)
+            and (tx.ctx.system or h.allows(tx.ctx.principal, Permission.READ))
+        ]
+
+    @handles(UpdateCubeOp)
+    def _update_cube(self, op: UpdateCubeOp, tx: _Tx) -> CubeHeader:
+        current, _ = self._cube(tx, op.header.cube_id, Permission.ADMIN)
+        stored = op.header.model_copy(update={"version": current.version + 1, "updated_at": utcnow()})
+        tx.cur.execute(
+            "UPDATE cubes SET header = ?, embedding_dim = COALESCE(embedding_dim, ?) WHERE cube_id = ?",
+            (stored.model_dump_json(), stored.storage.embedding_dim, stored.cube_id),
+        )
         return stored
 
-    @_store_errors
-    def delete_cube(self, cube_id: str) -> None:
-        """Delete a cube: hidden at once (one short transaction), its rows then removed in chunks.
-
-        Raises:
-            CubeNotFoundError: If there is no such cube.
-
-        """
+    @handles(DeleteCubeOp)
+    def _delete_cube(self, op: DeleteCubeOp, ctx: CallContext) -> None:
+        """Delete a cube: hidden at once (one short transaction that checks admin), rows then removed in chunks."""
         generation = uuid.uuid4().hex
-        with self._tx() as cur:
-            hidden = cur.execute(
+        with self._lock, self._tx() as cur:
+            self._cube(_Tx(cur, ctx), op.cube_id, Permission.ADMIN)
+            cur.execute(
                 "UPDATE cubes SET state = 'deleting', state_since = ?, generation = ? "
                 "WHERE cube_id = ? AND state = 'ready'",
-                (utcnow().isoformat(), generation, cube_id),
-            ).rowcount
-            if hidden == 0:
-                raise CubeNotFoundError(f"no cube {cube_id!r}")
-        self._purge(cube_id, generation)
+                (utcnow().isoformat(), generation, op.cube_id),
+            )
+        self._purge(op.cube_id, generation)
 
     def _purge(self, cube_id: str, generation: str | None) -> None:
         """Remove a hidden cube's rows in chunks of :data:`CHUNK_ROWS`, then the cube row.
@@ -569,271 +685,155 @@ class SQLiteMemoryStore(BaseMemoryStore):
             if state == "deleting" or stale:
                 self._purge(cid, generation)
 
-    def _cube_dim(self, cur: sqlite3.Cursor, cube_id: str, *, generation: str | None = None) -> int | None:
-        """Return the cube's embedding dimension: of a ready cube, or with ``generation`` of that hidden import."""
-        row = cur.execute("SELECT embedding_dim, state, generation FROM cubes WHERE cube_id = ?", (cube_id,)).fetchone()
-        expected = ("ready", row[2] if row else None) if generation is None else ("importing", generation)
-        if row is None or (row[1], row[2]) != expected:
-            raise CubeNotFoundError(f"no cube {cube_id!r}")
-        if generation is not None:  # heartbeat: this import is making progress
-            cur.execute("UPDATE cubes SET state_since = ? WHERE cube_id = ?", (utcnow().isoformat(), cube_id))
-        return int(row[0]) if row[0] is not None else None
+    # -- writes -----------------------------------------------------------------------------------
+    @handles(WriteOp)
+    def _write_op(self, op: WriteOp, tx: _Tx) -> WriteResult:
+        return self._write(tx, op.cube_id, op.batch)
 
-    # -- items -----------------------------------------------------------------------------------
-    @staticmethod
-    def _row(item: MemoryItem, doc_len: int) -> tuple[Any, ...]:
-        emb = None if item.embedding is None else np.asarray(item.embedding, dtype=np.float32).tobytes()
-        return (
-            item.cube_id,
-            item.id,
-            item.text,
-            search_text(item),
-            item.memory_type.value,
-            item.node_kind.value,
-            item.key,
-            json.dumps(item.tags),
-            item.sources.model_dump_json(),
-            item.user_id,
-            None if item.event_time is None else item.event_time.isoformat(),
-            event_us(item.event_time),
-            item.created_at.isoformat(),
-            item.updated_at.isoformat(),
-            item.confidence,
-            item.status.value,
-            item.version,
-            emb,
-            json.dumps(item.metadata),
-            doc_len,
+    def _write(self, tx: _Tx, cube_id: str, batch: WriteBatch, *, generation: str | None = None) -> WriteResult:
+        cur = tx.cur
+        _, dim = self._cube(tx, cube_id, Permission.WRITE, generation=generation)
+        probe = write_probe(batch)
+        existing: set[str] = set()
+        for chunk in _chunks(probe.ids, 500):
+            marks = ",".join("?" * len(chunk))
+            existing.update(
+                r[0]
+                for r in cur.execute(f"SELECT id FROM items WHERE cube_id = ? AND id IN ({marks})", (cube_id, *chunk))
+            )
+        stored: dict[str, StoredItem] = {}
+        for chunk in _chunks(probe.updated, 500):
+            marks = ",".join("?" * len(chunk))
+            for r in cur.execute(
+                f"SELECT id, version, node_kind, embedding FROM items WHERE cube_id = ? AND id IN ({marks})",
+                (cube_id, *chunk),
+            ):
+                stored[r[0]] = StoredItem(int(r[1]), r[2], TABLE_CODEC.embedding(r[3]))
+        newest: dict[str, str] = {}
+        for topic in probe.topics:
+            row = cur.execute(
+                "SELECT target_id FROM edges WHERE cube_id = ? AND source_id = ? AND type = ? "
+                "ORDER BY rowid DESC LIMIT 1",
+                (cube_id, topic, RelationType.PARENT.value),
+            ).fetchone()
+            if row is not None:
+                newest[topic] = row[0]
+        plan = plan_write(
+            cube_id, batch, ctx=tx.ctx, dim=dim, existing=existing, stored=stored, newest_member=newest, now=utcnow()
         )
-
-    @_store_errors
-    def apply(self, cube_id: str, batch: WriteBatch) -> WriteResult:
-        return self._write(cube_id, batch)
-
-    def _write(self, cube_id: str, batch: WriteBatch, *, generation: str | None = None) -> WriteResult:
-        added = [i.model_copy(update={"cube_id": cube_id}) for i in batch.add]
-        ids = [i.id for i in added]
-        if len(set(ids)) != len(ids):
-            raise InvalidInputError("duplicate item ids in one write")
-        now = utcnow()
-        updated: list[MemoryItem] = []
-        with self._lock:
-            with self._tx() as cur:
-                dim = self._cube_dim(cur, cube_id, generation=generation)
-                new_dim = check_embedding_dim([*added, *batch.update], dim)
-                if new_dim != dim:
-                    cur.execute("UPDATE cubes SET embedding_dim = ? WHERE cube_id = ?", (new_dim, cube_id))
-                terms = [bm25_terms(search_text(i)) for i in added]
-                try:
-                    cur.executemany(
-                        "INSERT INTO items (cube_id, id, text, search_text, memory_type, node_kind, key, tags, "
-                        "sources, user_id, event_time, event_us, created_at, updated_at, confidence, status, "
-                        "version, embedding, metadata, doc_len) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                        [self._row(i, len(t)) for i, t in zip(added, terms, strict=True)],
-                    )
-                except sqlite3.IntegrityError as exc:
-                    raise InvalidInputError(f"an item id already exists in cube {cube_id!r}: {exc}") from exc
-                rowids: dict[str, int] = {}
-                for chunk in _chunks(ids, 500):
-                    marks = ",".join("?" * len(chunk))
-                    rowids.update(
-                        cur.execute(
-                            f"SELECT id, rowid FROM items WHERE cube_id = ? AND id IN ({marks})", (cube_id, *chunk)
-                        )
-                    )
-                self._index_terms(cur, cube_id, [(rowids[i], t) for i, t in zip(ids, terms, strict=True)])
-                for item in batch.update:
-                    updated.append(self._update_one(cur, cube_id, item, now))
-                self._insert_edges(cur, cube_id, batch.edges)
-            # after COMMIT, still under the lock: readers see rows and cache change together
-            if updated:
-                self._vectors.pop(cube_id, None)
-            elif cube_id in self._vectors:
-                self._vectors[cube_id] = self._vectors[cube_id].extended(added)
-        return WriteResult(added=ids, updated=updated)
+        if plan.dim_changed:
+            cur.execute("UPDATE cubes SET embedding_dim = ? WHERE cube_id = ?", (plan.dim, cube_id))
+        rows = [TABLE_CODEC.encode(i) for i in plan.insert]
+        cur.executemany(_INSERT_SQL, [[r[c] for c in _WRITE_COLUMNS] for r in rows])
+        rowids: dict[str, int] = {}
+        for chunk in _chunks([r["id"] for r in rows], 500):
+            marks = ",".join("?" * len(chunk))
+            rowids.update(
+                cur.execute(f"SELECT id, rowid FROM items WHERE cube_id = ? AND id IN ({marks})", (cube_id, *chunk))
+            )
+        self._index_terms(cur, cube_id, [(rowids[r["id"]], r["terms"]) for r in rows])
+        for item in plan.replace:
+            r = TABLE_CODEC.encode(item)
+            cur.execute(_UPDATE_SQL, [*(r[c] for c in _WRITE_COLUMNS if c not in ("id", "cube_id")), cube_id, item.id])
+            rowid = cur.execute("SELECT rowid FROM items WHERE cube_id = ? AND id = ?", (cube_id, item.id)).fetchone()[
+                0
+            ]
+            cur.execute("DELETE FROM item_terms WHERE item_rowid = ?", (rowid,))
+            self._index_terms(cur, cube_id, [(rowid, r["terms"])])
+        cur.executemany(
+            "INSERT OR REPLACE INTO edges VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (cube_id, e.source_id, e.target_id, RelationType(e.type).value, e.weight, e.created_at.isoformat())
+                for e in plan.edges
+            ],
+        )
+        if plan.replace or tx.vectors.get(cube_id, []) is None:
+            tx.vectors[cube_id] = None
+        else:
+            tx.vectors[cube_id] = [*(tx.vectors.get(cube_id) or []), *plan.insert]
+        return plan.result
 
     @staticmethod
     def _index_terms(cur: sqlite3.Cursor, cube_id: str, items: Sequence[tuple[int, list[str]]]) -> None:
-        """Add ``(rowid, terms)`` of items to the BM25 inverted index."""
+        """Add ``(rowid, BM25 terms)`` of items to the BM25 inverted index."""
         cur.executemany(
             "INSERT INTO item_terms VALUES (?, ?, ?, ?)",
             [(cube_id, term, rowid, tf) for rowid, terms in items for term, tf in Counter(terms).items()],
         )
 
-    def _update_one(self, cur: sqlite3.Cursor, cube_id: str, item: MemoryItem, now: datetime) -> MemoryItem:
-        row = cur.execute(
-            "SELECT version, embedding, rowid FROM items WHERE cube_id = ? AND id = ?", (cube_id, item.id)
-        ).fetchone()
-        stored = None if row is None or row[1] is None else np.frombuffer(row[1], dtype=np.float32).tolist()
-        new = next_version(item, cube_id, None if row is None else row[0], stored, now)  # raises: missing, stale
-        rowid = int(row[2])
-        terms = bm25_terms(search_text(new))
-        r = self._row(new, len(terms))
-        cur.execute(
-            "UPDATE items SET text=?, search_text=?, memory_type=?, node_kind=?, key=?, tags=?, sources=?, "
-            "user_id=?, event_time=?, event_us=?, created_at=?, updated_at=?, confidence=?, status=?, "
-            "version=?, embedding=?, metadata=?, doc_len=? WHERE cube_id = ? AND id = ?",
-            (*r[2:], cube_id, item.id),
-        )
-        cur.execute("DELETE FROM item_terms WHERE item_rowid = ?", (rowid,))
-        self._index_terms(cur, cube_id, [(rowid, terms)])
-        return new
-
-    def _insert_edges(self, cur: sqlite3.Cursor, cube_id: str, edges: Sequence[Edge]) -> None:
-        if not edges:
-            return
-        ends = sorted({e.source_id for e in edges} | {e.target_id for e in edges})
-        found: set[str] = set()
-        for chunk in _chunks(ends, 500):
-            marks = ",".join("?" * len(chunk))
-            found.update(
-                r[0]
-                for r in cur.execute(f"SELECT id FROM items WHERE cube_id = ? AND id IN ({marks})", (cube_id, *chunk))
-            )
-        missing = set(ends) - found
-        if missing:
-            raise InvalidInputError(f"edge ends not in cube {cube_id!r}: {sorted(missing)[:5]}")
-        cur.executemany(
-            "INSERT OR REPLACE INTO edges VALUES (?, ?, ?, ?, ?, ?)",
-            [
-                (cube_id, e.source_id, e.target_id, RelationType(e.type).value, e.weight, e.created_at.isoformat())
-                for e in edges
-            ],
-        )
-
-    def _items_from_rows(self, rows: Sequence[Sequence[Any]], with_embeddings: bool) -> list[MemoryItem]:
-        out = []
-        for r in rows:
-            emb = None
-            if with_embeddings and r[16] is not None:
-                emb = np.frombuffer(r[16], dtype=np.float32).tolist()
-            out.append(
-                MemoryItem.model_construct(
-                    id=r[0],
-                    text=r[1],
-                    memory_type=MemoryType(r[2]),
-                    node_kind=NodeKind(r[3]),
-                    key=r[4],
-                    tags=json.loads(r[5]),
-                    sources=Sources.model_construct(**json.loads(r[6])),
-                    user_id=r[7],
-                    event_time=None if r[8] is None else as_utc(datetime.fromisoformat(r[8])),
-                    created_at=as_utc(datetime.fromisoformat(r[9])),
-                    updated_at=as_utc(datetime.fromisoformat(r[10])),
-                    confidence=r[11],
-                    status=LifecycleState(r[12]),
-                    version=r[13],
-                    metadata=json.loads(r[14]),
-                    cube_id=r[15],
-                    embedding=emb,
-                )
-            )
-        return out
-
-    def _select(self, where: str, params: Sequence[Any], with_embeddings: bool, tail: str = "") -> list[MemoryItem]:
-        with self._lock:
-            rows = self.conn.execute(
-                f"SELECT {_ITEM_COLUMNS}, embedding FROM items WHERE {where} {tail}", tuple(params)
-            ).fetchall()
-        return self._items_from_rows(rows, with_embeddings)
-
-    @_store_errors
-    def get(self, cube_id: str, ids: Sequence[str], *, with_embeddings: bool = False) -> list[MemoryItem]:
-        found: dict[str, MemoryItem] = {}
-        for chunk in _chunks(list(dict.fromkeys(ids)), 500):
-            marks = ",".join("?" * len(chunk))
-            for item in self._select(f"cube_id = ? AND id IN ({marks})", (cube_id, *chunk), with_embeddings):
-                found[item.id] = item
-        return [found[i] for i in ids if i in found]
-
-    @_store_errors
-    def delete(self, cube_id: str, ids: Sequence[str]) -> int:
+    @handles(DeleteOp)
+    def _delete(self, op: DeleteOp, tx: _Tx) -> int:
+        self._cube(tx, op.cube_id, Permission.WRITE)
         deleted = 0
-        with self._lock:
-            with self._tx() as cur:
-                self._cube_dim(cur, cube_id)
-                for chunk in _chunks(list(ids), 500):
-                    marks = ",".join("?" * len(chunk))
-                    deleted += cur.execute(
-                        f"DELETE FROM items WHERE cube_id = ? AND id IN ({marks})", (cube_id, *chunk)
-                    ).rowcount
-                    cur.execute(
-                        f"DELETE FROM edges WHERE cube_id = ? AND (source_id IN ({marks}) OR target_id IN ({marks}))",
-                        (cube_id, *chunk, *chunk),
-                    )
-            self._vectors.pop(cube_id, None)
+        for chunk in _chunks(list(dict.fromkeys(op.ids)), 500):
+            marks = ",".join("?" * len(chunk))
+            deleted += tx.cur.execute(
+                f"DELETE FROM items WHERE cube_id = ? AND id IN ({marks})", (op.cube_id, *chunk)
+            ).rowcount
+            tx.cur.execute(
+                f"DELETE FROM edges WHERE cube_id = ? AND (source_id IN ({marks}) OR target_id IN ({marks}))",
+                (op.cube_id, *chunk, *chunk),
+            )
+        tx.vectors[op.cube_id] = None
         return deleted
 
-    @staticmethod
-    def _filter_sql(filters: SearchFilters | None, alias: str = "") -> tuple[str, list[Any]]:
-        if filters is None:
-            return "", []
-        p = alias
-        clauses = [
-            f"{p}status IN ({','.join('?' * len(filters.statuses))})",
-            f"{p}node_kind IN ({','.join('?' * len(filters.node_kinds))})",
-        ]
-        params: list[Any] = [s.value for s in filters.statuses] + [k.value for k in filters.node_kinds]
-        if filters.memory_types is not None:
-            clauses.append(f"{p}memory_type IN ({','.join('?' * len(filters.memory_types))})")
-            params += [t.value for t in filters.memory_types]
-        if filters.user_id is not None:
-            clauses.append(f"{p}user_id = ?")
-            params.append(filters.user_id)
-        if filters.time_from is not None:
-            clauses.append(f"{p}event_us >= ?")
-            params.append(event_us(filters.time_from))
-        if filters.time_to is not None:
-            clauses.append(f"{p}event_us <= ?")
-            params.append(event_us(filters.time_to))
-        if filters.tags_any is not None:
-            clauses.append(
-                f"EXISTS (SELECT 1 FROM json_each({p}tags) WHERE json_each.value IN "
-                f"({','.join('?' * len(filters.tags_any))}))"
-            )
-            params += list(filters.tags_any)
-        return " AND " + " AND ".join(clauses), params
-
-    @_store_errors
-    def list_items(
-        self,
-        cube_id: str,
-        filters: SearchFilters | None = None,
-        *,
-        limit: int | None = None,
-        offset: int = 0,
-        with_embeddings: bool = False,
-    ) -> list[MemoryItem]:
-        where, params = self._filter_sql(filters)
-        tail = "ORDER BY rowid LIMIT ? OFFSET ?"
-        return self._select(
-            f"cube_id = ?{where}", [cube_id, *params, -1 if limit is None else limit, offset], with_embeddings, tail
+    @handles(RecordEventOp)
+    def _record_event(self, op: RecordEventOp, tx: _Tx) -> None:
+        self._cube(tx, op.cube_id, Permission.WRITE)
+        tx.cur.execute(
+            "INSERT INTO events (cube_id, kind, payload, created_at) VALUES (?, ?, ?, ?)",
+            (op.cube_id, op.kind, json.dumps(op.payload, default=str), utcnow().isoformat()),
         )
 
-    @_store_errors
-    def count(self, cube_id: str, filters: SearchFilters | None = None) -> int:
-        where, params = self._filter_sql(filters)
-        with self._lock:
-            return int(
-                self.conn.execute(
-                    f"SELECT COUNT(*) FROM items WHERE cube_id = ?{where}", (cube_id, *params)
-                ).fetchone()[0]
-            )
+    # -- reads ----------------------------------------------------------------------------------------
+    def _select(
+        self, cur: sqlite3.Cursor, where: str, params: Sequence[Any], with_embeddings: bool, tail: str = ""
+    ) -> list[MemoryItem]:
+        columns = [*TABLE_CODEC.read_columns, *(["embedding"] if with_embeddings else [])]
+        rows = cur.execute(f"SELECT {', '.join(columns)} FROM items WHERE {where} {tail}", tuple(params)).fetchall()
+        return [TABLE_CODEC.decode(dict(zip(columns, r, strict=True))) for r in rows]
 
-    # -- edges -------------------------------------------------------------------------------------
-    @_store_errors
-    def add_edges(self, cube_id: str, edges: Sequence[Edge]) -> None:
-        with self._tx() as cur:
-            self._cube_dim(cur, cube_id)
-            self._insert_edges(cur, cube_id, edges)
+    @handles(GetOp)
+    def _get(self, op: GetOp, tx: _Tx) -> list[MemoryItem]:
+        self._cube(tx, op.cube_id, Permission.READ)
+        found: list[MemoryItem] = []
+        for chunk in _chunks(list(dict.fromkeys(op.ids)), 500):
+            marks = ",".join("?" * len(chunk))
+            found += self._select(tx.cur, f"cube_id = ? AND id IN ({marks})", (op.cube_id, *chunk), op.with_embeddings)
+        return order_found(op.ids, found)
 
-    @_store_errors
-    def get_edges(
-        self,
+    @handles(ListOp)
+    def _list(self, op: ListOp, tx: _Tx) -> list[MemoryItem]:
+        self._cube(tx, op.cube_id, Permission.READ)
+        where, params = _sql_filter(compile_filters(op.filters))
+        return self._select(
+            tx.cur,
+            f"cube_id = ?{where}",
+            [op.cube_id, *params, -1 if op.limit is None else op.limit, max(op.offset, 0)],
+            op.with_embeddings,
+            "ORDER BY rowid LIMIT ? OFFSET ?",
+        )
+
+    @handles(CountOp)
+    def _count(self, op: CountOp, tx: _Tx) -> int:
+        self._cube(tx, op.cube_id, Permission.READ)
+        where, params = _sql_filter(compile_filters(op.filters))
+        return int(
+            tx.cur.execute(f"SELECT COUNT(*) FROM items WHERE cube_id = ?{where}", (op.cube_id, *params)).fetchone()[0]
+        )
+
+    @handles(EdgesOp)
+    def _edges_op(self, op: EdgesOp, tx: _Tx) -> list[Edge]:
+        self._cube(tx, op.cube_id, Permission.READ)
+        return self._edges(tx.cur, op.cube_id, op.ids, op.types, op.direction)
+
+    @staticmethod
+    def _edges(
+        cur: sqlite3.Cursor,
         cube_id: str,
-        ids: Sequence[str] | None = None,
-        types: Sequence[RelationType] | None = None,
-        direction: Direction = "both",
+        ids: Sequence[str] | None,
+        types: Sequence[RelationType] | None,
+        direction: str,
     ) -> list[Edge]:
         sql = "SELECT source_id, target_id, type, weight, created_at FROM edges WHERE cube_id = ?"
         params: list[Any] = [cube_id]
@@ -842,170 +842,127 @@ class SQLiteMemoryStore(BaseMemoryStore):
             params += [RelationType(t).value for t in types]
         rows: list[Any] = []
         chunks = [None] if ids is None else _chunks(list(ids), 400)
-        with self._lock:
-            for chunk in chunks:
-                extra, extra_params = "", []
-                if chunk is not None:
-                    marks = ",".join("?" * len(chunk))
-                    conds = {
-                        "out": [f"source_id IN ({marks})"],
-                        "in": [f"target_id IN ({marks})"],
-                        "both": [f"source_id IN ({marks})", f"target_id IN ({marks})"],
-                    }[direction]
-                    extra = " AND (" + " OR ".join(conds) + ")"
-                    extra_params = list(chunk) * len(conds)
-                rows += self.conn.execute(sql + extra + " ORDER BY rowid", (*params, *extra_params)).fetchall()
-        seen: dict[tuple[str, str, str], Edge] = {}
-        for r in rows:
-            seen[(r[0], r[1], r[2])] = Edge(
-                source_id=r[0],
-                target_id=r[1],
-                type=RelationType(r[2]),
-                weight=r[3],
-                created_at=datetime.fromisoformat(r[4]),
-            )
-        return list(seen.values())
+        for chunk in chunks:
+            extra, extra_params = "", []
+            if chunk is not None:
+                marks = ",".join("?" * len(chunk))
+                conds = {
+                    "out": [f"source_id IN ({marks})"],
+                    "in": [f"target_id IN ({marks})"],
+                    "both": [f"source_id IN ({marks})", f"target_id IN ({marks})"],
+                }[direction]
+                extra = " AND (" + " OR ".join(conds) + ")"
+                extra_params = list(chunk) * len(conds)
+            rows += cur.execute(sql + extra + " ORDER BY rowid", (*params, *extra_params)).fetchall()
+        names = ("source_id", "target_id", "type", "weight", "created_at")
+        unique = {(r[0], r[1], r[2]): r for r in rows}
+        return [edge_from_row(dict(zip(names, r, strict=True))) for r in unique.values()]
 
     # -- search --------------------------------------------------------------------------------------
-    def _cache(self, cube_id: str) -> _VectorCache | None:
-        with self._lock:
-            # data_version changes when another connection (another process) commits to the file
-            version = self.conn.execute("PRAGMA data_version").fetchone()[0]
-            if version != self._data_version:
-                self._vectors.clear()
-                self._data_version = version
-            cache = self._vectors.get(cube_id)
+    def _cache(self, tx: _Tx, cube_id: str, dim: int | None) -> _VectorCache | None:
+        if dim is None:
+            return None
+        # data_version changes when another connection (another process) commits to the file
+        version = tx.cur.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version:
+            self._vectors.clear()
+            self._data_version = version
+        if cube_id in tx.vectors:  # this batch wrote the cube: read its own writes, drop the cache after
+            self._vectors.pop(cube_id, None)
+            tx.vectors[cube_id] = None
+        cache = self._vectors.get(cube_id)
         if cache is None:
-            with self._lock:
-                row = self.conn.execute(
-                    "SELECT embedding_dim FROM cubes WHERE cube_id = ? AND state = 'ready'", (cube_id,)
-                ).fetchone()
-                if row is None:
-                    raise CubeNotFoundError(f"no cube {cube_id!r}")
-                if row[0] is None:
-                    return None
-                items = self._select("cube_id = ? AND embedding IS NOT NULL", (cube_id,), True, "ORDER BY rowid")
-                cache = _VectorCache.build(items, int(row[0]))
-                self._vectors[cube_id] = cache
+            items = self._select(tx.cur, "cube_id = ? AND embedding IS NOT NULL", (cube_id,), True, "ORDER BY rowid")
+            cache = _VectorCache.build(items, dim)
+            self._vectors[cube_id] = cache
         return cache
 
-    @_store_errors
-    def vector_search(
-        self, cube_id: str, embedding: Sequence[float], k: int, filters: SearchFilters | None = None
-    ) -> list[tuple[str, float]]:
-        cache = self._cache(cube_id)
-        if cache is None or not cache.ids or k <= 0:
+    @handles(VectorSearchOp)
+    def _vector_search(self, op: VectorSearchOp, tx: _Tx) -> list[tuple[str, float]]:
+        _, dim = self._cube(tx, op.cube_id, Permission.READ)
+        cache = self._cache(tx, op.cube_id, dim)
+        if cache is None or not cache.ids or op.k <= 0:
             return []
-        query = check_vector(embedding, cache.matrix.shape[1], f"query embedding for cube {cube_id!r}")
+        query = check_vector(op.embedding, cache.matrix.shape[1], f"query embedding for cube {op.cube_id!r}")
         norm = float(np.linalg.norm(query))
         scores = cache.matrix @ (query / (norm or 1.0))
-        mask = cache.mask(filters or SearchFilters())
-        idx = np.flatnonzero(mask)
+        idx = np.flatnonzero(cache.mask(compile_filters(op.filters or SearchFilters())))
         if idx.size == 0:
             return []
-        sub = scores[idx]
-        top = idx[np.argsort(-sub, kind="stable")[:k]] if idx.size > k else idx[np.argsort(-sub, kind="stable")]
+        top = idx[np.argsort(-scores[idx], kind="stable")[: op.k]]
         return [(cache.ids[i], float(scores[i])) for i in top]
 
-    @_store_errors
-    def text_search(
-        self, cube_id: str, query: str, k: int, filters: SearchFilters | None = None
-    ) -> list[tuple[str, float]]:
-        terms = Counter(bm25_query_terms(query))  # a repeated query term weighs more, as in FTS5
-        if not terms or k <= 0:
+    @handles(TextSearchOp)
+    def _text_search(self, op: TextSearchOp, tx: _Tx) -> list[tuple[str, float]]:
+        self._cube(tx, op.cube_id, Permission.READ)
+        terms = Counter(bm25_query_terms(op.query))  # a repeated query term weighs more, as in FTS5
+        if not terms or op.k <= 0:
             return []
-        where, params = self._filter_sql(filters or SearchFilters(), alias="i.")
+        where, params = _sql_filter(compile_filters(op.filters or SearchFilters()), alias="i.")
         marks = ",".join("?" * len(terms))
-        with self._lock:
-            n_docs, avgdl = self.conn.execute(
-                "SELECT count(*), avg(doc_len) FROM items WHERE cube_id = ?", (cube_id,)
-            ).fetchone()
-            dfs = self.conn.execute(
-                f"SELECT term, count(*) FROM item_terms WHERE cube_id = ? AND term IN ({marks}) GROUP BY term",
-                (cube_id, *terms),
-            ).fetchall()
-            if not dfs:
-                return []
-            weights = [(term, terms[term] * bm25_idf(n_docs, df)) for term, df in dfs]
-            rows = self.conn.execute(
-                f"WITH w(term, weight) AS (VALUES {','.join(['(?, ?)'] * len(weights))}) "
-                "SELECT i.id, sum(w.weight * t.tf * (? + 1.0) / (t.tf + ? * (1.0 - ? + ? * i.doc_len / ?))) AS score "
-                "FROM item_terms t JOIN w ON w.term = t.term JOIN items i ON i.rowid = t.item_rowid "
-                f"WHERE t.cube_id = ?{where} GROUP BY i.rowid ORDER BY score DESC, i.rowid LIMIT ?",
-                (
-                    *[x for pair in weights for x in pair],
-                    BM25_K1,
-                    BM25_K1,
-                    BM25_B,
-                    BM25_B,
-                    float(avgdl or 1.0),
-                    cube_id,
-                    *params,
-                    k,
-                ),
-            ).fetchall()
+        cur = tx.cur
+        n_docs, avgdl = cur.execute(
+            "SELECT count(*), avg(doc_len) FROM items WHERE cube_id = ?", (op.cube_id,)
+        ).fetchone()
+        dfs = cur.execute(
+            f"SELECT term, count(*) FROM item_terms WHERE cube_id = ? AND term IN ({marks}) GROUP BY term",
+            (op.cube_id, *terms),
+        ).fetchall()
+        if not dfs:
+            return []
+        weights = [(term, terms[term] * bm25_idf(n_docs, df)) for term, df in dfs]
+        rows = cur.execute(
+            f"WITH w(term, weight) AS (VALUES {','.join(['(?, ?)'] * len(weights))}) "
+            "SELECT i.id, sum(w.weight * t.tf * (? + 1.0) / (t.tf + ? * (1.0 - ? + ? * i.doc_len / ?))) AS score "
+            "FROM item_terms t JOIN w ON w.term = t.term JOIN items i ON i.rowid = t.item_rowid "
+            f"WHERE t.cube_id = ?{where} GROUP BY i.rowid ORDER BY score DESC, i.rowid LIMIT ?",
+            (
+                *[x for pair in weights for x in pair],
+                BM25_K1,
+                BM25_K1,
+                BM25_B,
+                BM25_B,
+                float(avgdl or 1.0),
+                op.cube_id,
+                *params,
+                op.k,
+            ),
+        ).fetchall()
         return [(r[0], float(r[1])) for r in rows]
 
-    @_store_errors
-    def expand(
-        self,
-        cube_id: str,
-        ids: Sequence[str],
-        types: Sequence[RelationType],
-        *,
-        depth: int = 1,
-        filters: SearchFilters | None = None,
-    ) -> list[Neighbor]:
-        seen = set(ids)
-        frontier = list(dict.fromkeys(ids))
+    @handles(ExpandOp)
+    def _expand(self, op: ExpandOp, tx: _Tx) -> list[Neighbor]:
+        self._cube(tx, op.cube_id, Permission.READ)
+        check_depth(op.depth)
+        types = [RelationType(t) for t in op.types]
+        seen = set(op.ids)
+        frontier = list(dict.fromkeys(op.ids))
         reached: list[Neighbor] = []
-        for level in range(1, depth + 1):
-            if not frontier:
+        for level in range(1, op.depth + 1):
+            if not frontier or not types:
                 break
             next_frontier: list[str] = []
-            for edge in self.get_edges(cube_id, frontier, types, "both"):
+            for edge in self._edges(tx.cur, op.cube_id, frontier, types, "both"):
                 for origin, other in ((edge.source_id, edge.target_id), (edge.target_id, edge.source_id)):
                     if origin in frontier and other not in seen:
                         seen.add(other)
                         next_frontier.append(other)
                         reached.append(Neighbor(id=other, from_id=origin, type=edge.type, depth=level))
             frontier = next_frontier
-        if filters is not None and reached:
-            where, params = self._filter_sql(filters)
+        if op.filters is not None and reached:
+            where, params = _sql_filter(compile_filters(op.filters))
             ok: set[str] = set()
-            with self._lock:
-                for chunk in _chunks([n.id for n in reached], 500):
-                    marks = ",".join("?" * len(chunk))
-                    ok.update(
-                        r[0]
-                        for r in self.conn.execute(
-                            f"SELECT id FROM items WHERE cube_id = ? AND id IN ({marks}){where}",
-                            (cube_id, *chunk, *params),
-                        )
+            for chunk in _chunks([n.id for n in reached], 500):
+                marks = ",".join("?" * len(chunk))
+                ok.update(
+                    r[0]
+                    for r in tx.cur.execute(
+                        f"SELECT id FROM items WHERE cube_id = ? AND id IN ({marks}){where}",
+                        (op.cube_id, *chunk, *params),
                     )
+                )
             reached = [n for n in reached if n.id in ok]
         return reached
-
-    # -- events ----------------------------------------------------------------------------------------
-    @_store_errors
-    def record_event(self, cube_id: str, kind: str, payload: dict[str, object]) -> None:
-        with self._tx() as cur:
-            self._cube_dim(cur, cube_id)
-            cur.execute(
-                "INSERT INTO events (cube_id, kind, payload, created_at) VALUES (?, ?, ?, ?)",
-                (cube_id, kind, json.dumps(payload, default=str), utcnow().isoformat()),
-            )
-
-    @_store_errors
-    def list_events(self, cube_id: str, kind: str | None = None) -> list[dict[str, object]]:
-        sql = "SELECT kind, payload, created_at FROM events WHERE cube_id = ?"
-        params: list[Any] = [cube_id]
-        if kind is not None:
-            sql += " AND kind = ?"
-            params.append(kind)
-        with self._lock:
-            rows = self.conn.execute(sql + " ORDER BY seq", params).fetchall()
-        return [{"kind": r[0], "payload": json.loads(r[1]), "created_at": r[2]} for r in rows]
 
 
 def _statements(script: str) -> list[str]:

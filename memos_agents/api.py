@@ -1,0 +1,153 @@
+"""Request and result types of the MemOS operations: one pydantic model each, in one module.
+
+The :class:`~memos_agents.os.MemOS` facade validates every call through these models, and the
+same models are meant for the HTTP server, the MCP tools and the LangChain tools, so every
+surface accepts and returns exactly the same shapes. A malformed request raises
+:class:`~memos_agents.errors.InvalidInputError` (see :func:`parse`), never a pydantic error.
+
+``user_id`` is always the *acting principal* (whose cube permissions apply); ``subject_id`` (on
+add) is whom the memories are about, by default the caller: a service account can write for a user.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from memos_agents.errors import InvalidInputError
+from memos_agents.operation.reader import ReadMode
+from memos_agents.schema import Id, Label, LifecycleState, MemoryType, Message, ScoredMemory, SearchFilters
+
+#: Upper bound of every count argument (top_k, token_budget, max_tokens): far above any real use,
+#: and small enough for every backend's integer type.
+MAX_COUNT = 1_000_000
+#: Most earlier messages ``chat`` takes as history.
+MAX_HISTORY = 1_000
+#: Most memory ids one delete names.
+MAX_IDS = 10_000
+
+#: A count argument: a strict integer (not a bool) from 1 to MAX_COUNT.
+Count = Annotated[int, Field(strict=True, ge=1, le=MAX_COUNT)]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse(model: type[M], data: dict[str, Any]) -> M:
+    """Validate ``data`` as ``model``.
+
+    Raises:
+        InvalidInputError: The first problem pydantic found, with where it is (``top_k``,
+            ``messages.0.content``, ...).
+
+    """
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(part) for part in err["loc"]) or model.__name__
+        raise InvalidInputError(f"invalid {where}: {err['msg']}") from exc
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=False)
+
+
+class AddRequest(_Request):
+    """Store conversation turns as memories (``MemOS.add``)."""
+
+    messages: list[Message] = Field(min_length=1, max_length=100_000)
+    user_id: Id
+    cube_id: Id
+    session_id: Id | None = None
+    mode: ReadMode = ReadMode.FAST
+    subject_id: Id | None = None
+
+
+class AddResult(BaseModel):
+    """What ``MemOS.add`` stored.
+
+    Attributes:
+        ids: Ids of the new memory items (turns, facts and merged items; not topic nodes).
+        merged: How many new items were merged into existing ones (and archived).
+        failures: Fine-mode extraction failures (also recorded in the cube's event log).
+
+    """
+
+    ids: list[str] = Field(default_factory=list)
+    merged: int = 0
+    failures: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class SearchRequest(_Request):
+    """Hybrid search over cubes the caller may read (``MemOS.search``)."""
+
+    query: str
+    user_id: Id
+    cube_ids: list[Id] | None = Field(default=None, max_length=1_000)
+    top_k: Count | None = None
+    filters: SearchFilters | None = None
+    token_budget: Count | None = None
+
+
+class HistoryMessage(_Request):
+    """One earlier message of a chat."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    role: Label = Field(min_length=1)
+    content: str
+
+
+class ChatRequest(SearchRequest):
+    """Answer a question with the memories search finds (``MemOS.chat``)."""
+
+    token_budget: Count | None = 1000
+    history: list[HistoryMessage] = Field(default_factory=list, max_length=MAX_HISTORY)
+    max_tokens: Count | None = None
+
+
+class ChatResult(BaseModel):
+    """Answer of ``MemOS.chat`` with the memories it was given and timings (ms)."""
+
+    answer: str
+    memories: list[ScoredMemory]
+    search_ms: float
+    generate_ms: float
+
+
+class GetRequest(_Request):
+    """Read one memory (``MemOS.get``)."""
+
+    memory_id: Id
+    user_id: Id
+    cube_id: Id
+
+
+class UpdateRequest(GetRequest):
+    """Change one memory (``MemOS.update``); None leaves a field as it is."""
+
+    text: str | None = None
+    memory_type: MemoryType | None = None
+    tags: list[Label] | None = None
+    status: LifecycleState | None = None
+    expected_version: int | None = Field(default=None, ge=1)
+
+
+class DeleteRequest(_Request):
+    """Delete memories (``MemOS.delete``)."""
+
+    memory_ids: list[Id] = Field(max_length=MAX_IDS)
+    user_id: Id
+    cube_id: Id
+
+
+class CubeStats(BaseModel):
+    """What a cube holds (``MemOS.stats``): node, memory, topic and edge counts."""
+
+    cube_id: str
+    nodes: int
+    active_memories: int
+    archived_memories: int
+    topics: int
+    edges: int

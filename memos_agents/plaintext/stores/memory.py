@@ -1,0 +1,540 @@
+"""The reference plaintext store: every cube held in Python dicts, beside the ABC.
+
+:class:`InMemoryStore` is to :class:`~memos_agents.plaintext.stores.base.BaseMemoryStore` what
+langchain-core's ``InMemoryVectorStore`` and langgraph's ``InMemoryStore`` are to theirs: the
+plainest implementation of the contract, readable in one sitting. It is the reference
+implementation: it passes the same conformance suite (:mod:`memos_agents.testing.conformance`) as
+every other backend, and every backend must behave as it does (same results, same order, same
+errors; BM25 and cosine scores equal to those of the SQLite store).
+
+* **One transaction per batch.** A batch runs under one :class:`threading.RLock`. Before an op
+  first writes a cube, the cube's state is copied and the copy becomes the live one; if any op of
+  the batch raises, the untouched originals are put back, so every op's effect is kept or none
+  (cube creation, import and deletion included).
+* **The caller is checked per op**, against the cube's header inside the batch, with
+  :func:`~memos_agents.plaintext.stores.base.authorize`.
+* **Search is exact and linear.** Cosine similarity over a float32 matrix of unit rows (built
+  lazily per cube and dropped on every write), stable ordering by insertion on ties; BM25 with
+  FTS5's formula and per-cube statistics (document count and average length over all items of the
+  cube, document frequencies of the query terms), computed item by item.
+
+Not for large data: every list, count, filter and search scans the cube's items, and every write
+batch copies the state of the cubes it writes. Use it for tests, examples and small agents, and
+as the specification the other backends are checked against. The data lives as long as the store
+object: :meth:`InMemoryStore.close` releases nothing and keeps every cube.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from memos_agents.cube import CubeHeader, Permission
+from memos_agents.errors import CubeExistsError, CubeNotFoundError, InvalidInputError
+from memos_agents.plaintext.stores.base import (
+    OP_PERMISSION,
+    SYSTEM,
+    WRITE_OPS,
+    BaseMemoryStore,
+    CallContext,
+    CountOp,
+    CreateCubeOp,
+    DeleteCubeOp,
+    DeleteOp,
+    Direction,
+    EdgesOp,
+    ExpandOp,
+    GetCubeOp,
+    GetOp,
+    ImportCubeOp,
+    ListCubesOp,
+    ListOp,
+    Neighbor,
+    Op,
+    RecordEventOp,
+    StoreCapabilities,
+    StoredItem,
+    TextSearchOp,
+    UpdateCubeOp,
+    VectorSearchOp,
+    WriteBatch,
+    WriteOp,
+    WriteResult,
+    authorize,
+    check_depth,
+    check_permission,
+    check_vector,
+    handles,
+    order_found,
+    plan_write,
+    write_probe,
+)
+from memos_agents.plaintext.stores.codec import search_text
+from memos_agents.plaintext.stores.filters import compile_filters, matches
+from memos_agents.plaintext.text import BM25_B, BM25_K1, bm25_idf, bm25_query_terms, bm25_terms
+from memos_agents.schema import Edge, MemoryItem, RelationType, SearchFilters, utcnow
+
+#: An edge's key: source id, target id and relation type (an edge of the same key replaces it).
+EdgeKey = tuple[str, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    """A stored item (a private copy, never mutated) with its BM25 terms.
+
+    Attributes:
+        item: The item as stored.
+        tf: Term frequency of each BM25 term of the item's search text.
+        doc_len: How many BM25 terms the search text has (repeats included).
+
+    """
+
+    item: MemoryItem
+    tf: Counter[str]
+    doc_len: int
+
+    @staticmethod
+    def of(item: MemoryItem) -> _Row:
+        """Return the row storing a private copy of ``item``."""
+        terms = bm25_terms(search_text(item))
+        return _Row(item.model_copy(deep=True), Counter(terms), len(terms))
+
+
+@dataclass(frozen=True, slots=True)
+class _Vectors:
+    """A cube's items with embeddings, in insertion order, and their unit rows as a float32 matrix."""
+
+    items: list[MemoryItem]
+    matrix: np.ndarray  # (n, dim) float32, unit rows (zero rows stay zero)
+
+    @staticmethod
+    def build(rows: Sequence[_Row], dim: int) -> _Vectors:
+        """Build the matrix of the rows that have an embedding, as the SQLite store's vector cache does."""
+        items = [r.item for r in rows if r.item.embedding is not None]
+        matrix: np.ndarray = np.asarray([i.embedding for i in items], dtype=np.float32).reshape(len(items), dim)
+        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+        return _Vectors(items, matrix / np.where(norms == 0, 1.0, norms))
+
+
+@dataclass(slots=True)
+class _Cube:
+    """Everything of one cube.
+
+    Attributes:
+        header: The cube's header (a private copy).
+        dim: The cube's embedding dimension (None: not set yet).
+        items: Rows by item id, in insertion order (an update keeps the item's place).
+        edges: Edges by key, in insertion order (a replaced edge moves to the end).
+        events: The event log, oldest first.
+        vectors: The vector matrix, built on the first vector search and dropped on every write.
+
+    """
+
+    header: CubeHeader
+    dim: int | None
+    items: dict[str, _Row] = field(default_factory=dict)
+    edges: dict[EdgeKey, Edge] = field(default_factory=dict)
+    events: list[dict[str, object]] = field(default_factory=list)
+    vectors: _Vectors | None = None
+
+    def copy(self) -> _Cube:
+        """Return a copy whose containers can change without changing this cube (rows are shared: never mutated)."""
+        return _Cube(self.header, self.dim, dict(self.items), dict(self.edges), list(self.events), self.vectors)
+
+
+@dataclass(slots=True)
+class _Tx:
+    """One batch: the caller, and the state of each cube the batch wrote before its first write.
+
+    Attributes:
+        ctx: The caller.
+        saved: Cube id -> the cube as it was before the batch wrote it (None: it did not exist).
+
+    """
+
+    ctx: CallContext
+    saved: dict[str, _Cube | None] = field(default_factory=dict)
+
+
+def _edge_key(edge: Edge) -> EdgeKey:
+    return (edge.source_id, edge.target_id, RelationType(edge.type).value)
+
+
+class InMemoryStore(BaseMemoryStore):
+    """The reference plaintext store, held in memory (see the module docstring).
+
+    Safe to share between threads: every batch runs under one lock. Nothing is persisted; the data
+    lives as long as the object. Ops work with or without :meth:`setup`, which only fills
+    :attr:`capabilities`.
+
+    Example:
+        >>> from memos_agents.cube import CubeHeader
+        >>> from memos_agents.schema import MemoryItem
+        >>> store = InMemoryStore()
+        >>> store.setup()
+        >>> store.create_cube(CubeHeader(cube_id="notes", owner_id="alice"))
+        >>> ids = store.add("notes", [MemoryItem(text="Alice likes green tea")])
+        >>> [hit for hit, _ in store.text_search("notes", "tea", 5)] == ids
+        True
+
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.RLock()
+        self._cubes: dict[str, _Cube] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def setup(self) -> None:
+        """Fill :attr:`capabilities` (exact vector search, per-cube BM25). Idempotent; keeps all data."""
+        self.capabilities = StoreCapabilities(vector_search="exact", text_search="bm25")
+
+    def close(self) -> None:
+        """Do nothing: there is nothing to release, and the data stays until the object is dropped. Idempotent."""
+
+    async def asetup(self) -> None:
+        """Async twin of :meth:`setup` (runs it directly: it never blocks)."""
+        self.setup()
+
+    async def aclose(self) -> None:
+        """Async twin of :meth:`close` (runs it directly: it never blocks)."""
+        self.close()
+
+    # -- batches -----------------------------------------------------------------------------------
+    def batch(self, ops: Sequence[Op], *, ctx: CallContext = SYSTEM) -> list[Any]:
+        """Run ``ops`` in order as ``ctx`` in one transaction; return one result per op.
+
+        Args:
+            ops: The operations.
+            ctx: The caller, checked against each op's cube (default: trusted system code).
+
+        Returns:
+            One result per op, in order.
+
+        Raises:
+            InvalidInputError: An op that is not a store op (nothing is run then).
+            The typed errors of each op (see :mod:`~memos_agents.plaintext.stores.base`); nothing
+            of the batch is kept then.
+
+        """
+        ops = list(ops)
+        for op in ops:
+            check_permission(op)
+        with self._lock:
+            tx = _Tx(ctx)
+            try:
+                return [self.handler(op)(op, tx) for op in ops]
+            except BaseException:
+                for cube_id, original in tx.saved.items():
+                    if original is None:
+                        self._cubes.pop(cube_id, None)
+                    else:
+                        self._cubes[cube_id] = original
+                raise
+
+    async def abatch(self, ops: Sequence[Op], *, ctx: CallContext = SYSTEM) -> list[Any]:
+        """Async twin of :meth:`batch`, run directly on the event loop.
+
+        The store never waits on I/O: its lock is only ever held while a batch computes, so
+        :meth:`batch` is called directly instead of in a worker thread.
+        """
+        return self.batch(ops, ctx=ctx)
+
+    def _touch(self, tx: _Tx, cube_id: str) -> _Cube | None:
+        """Prepare ``cube_id`` for a write in ``tx``: keep its state for a rollback; return the live cube.
+
+        On the batch's first write of the cube, the live cube is replaced by a copy (the original is
+        kept in ``tx.saved``); every write drops the cube's vector matrix.
+        """
+        if cube_id not in tx.saved:
+            original = self._cubes.get(cube_id)
+            tx.saved[cube_id] = original
+            if original is not None:
+                self._cubes[cube_id] = original.copy()
+        cube = self._cubes.get(cube_id)
+        if cube is not None:
+            cube.vectors = None
+        return cube
+
+    def _cube(self, tx: _Tx, cube_id: str, op: Op) -> _Cube:
+        """Return the cube ``op`` works on after checking that ``tx.ctx`` may run ``op`` on it.
+
+        A write op gets the live copy it may change (see :meth:`_touch`).
+
+        Raises:
+            CubeNotFoundError: No such cube.
+            PermissionDeniedError: The caller may not.
+
+        """
+        cube = self._cubes.get(cube_id)
+        if cube is None:
+            raise CubeNotFoundError(f"no cube {cube_id!r}")
+        authorize(cube.header, tx.ctx, OP_PERMISSION[type(op)])
+        if isinstance(op, WRITE_OPS):
+            touched = self._touch(tx, cube_id)
+            assert touched is not None
+            return touched
+        return cube
+
+    # -- cubes ---------------------------------------------------------------------------------------
+    def _new_cube(self, tx: _Tx, header: CubeHeader) -> _Cube:
+        """Register a new, empty cube in ``tx``.
+
+        Raises:
+            CubeExistsError: A cube of that id exists.
+
+        """
+        if header.cube_id in self._cubes:
+            raise CubeExistsError(f"cube {header.cube_id!r} already exists")
+        self._touch(tx, header.cube_id)
+        cube = _Cube(header.model_copy(deep=True), header.storage.embedding_dim)
+        self._cubes[header.cube_id] = cube
+        return cube
+
+    @handles(CreateCubeOp)
+    def _create_cube(self, op: CreateCubeOp, tx: _Tx) -> None:
+        self._new_cube(tx, op.header)
+
+    @handles(ImportCubeOp)
+    def _import_cube(self, op: ImportCubeOp, tx: _Tx) -> None:
+        """Create the cube and write its content in one plan; items keep their ``author_id``."""
+        cube = self._new_cube(tx, op.header)
+        self._write(cube, WriteBatch(add=list(op.items), edges=list(op.edges)), SYSTEM)
+
+    @handles(GetCubeOp)
+    def _get_cube(self, op: GetCubeOp, tx: _Tx) -> CubeHeader:
+        return self._cube(tx, op.cube_id, op).header.model_copy(deep=True)
+
+    @handles(ListCubesOp)
+    def _list_cubes(self, op: ListCubesOp, tx: _Tx) -> list[CubeHeader]:
+        return [
+            cube.header.model_copy(deep=True)
+            for _, cube in sorted(self._cubes.items())
+            if (op.owner_id is None or cube.header.owner_id == op.owner_id)
+            and (tx.ctx.system or cube.header.allows(tx.ctx.principal, Permission.READ))
+        ]
+
+    @handles(UpdateCubeOp)
+    def _update_cube(self, op: UpdateCubeOp, tx: _Tx) -> CubeHeader:
+        """Store the new header at the next version; a dimension set by stored vectors stays."""
+        cube = self._cube(tx, op.header.cube_id, op)
+        stored = op.header.model_copy(update={"version": cube.header.version + 1, "updated_at": utcnow()}, deep=True)
+        cube.header = stored
+        if cube.dim is None:
+            cube.dim = stored.storage.embedding_dim
+        return stored.model_copy(deep=True)
+
+    @handles(DeleteCubeOp)
+    def _delete_cube(self, op: DeleteCubeOp, tx: _Tx) -> None:
+        self._cube(tx, op.cube_id, op)
+        del self._cubes[op.cube_id]
+
+    # -- writes ----------------------------------------------------------------------------------------
+    @handles(WriteOp)
+    def _write_op(self, op: WriteOp, tx: _Tx) -> WriteResult:
+        return self._write(self._cube(tx, op.cube_id, op), op.batch, tx.ctx)
+
+    def _write(self, cube: _Cube, batch: WriteBatch, ctx: CallContext) -> WriteResult:
+        """Plan ``batch`` against ``cube`` (a live copy of the batch) and store the plan's rows."""
+        probe = write_probe(batch)
+        existing = {i for i in probe.ids if i in cube.items}
+        stored: dict[str, StoredItem] = {}
+        for item_id in probe.updated:
+            row = cube.items.get(item_id)
+            if row is not None:
+                embedding = row.item.embedding
+                stored[item_id] = StoredItem(
+                    row.item.version, row.item.node_kind.value, None if embedding is None else list(embedding)
+                )
+        newest: dict[str, str] = {}
+        for topic in probe.topics:
+            member = self._newest_member(cube, topic)
+            if member is not None:
+                newest[topic] = member
+        plan = plan_write(
+            cube.header.cube_id,
+            batch,
+            ctx=ctx,
+            dim=cube.dim,
+            existing=existing,
+            stored=stored,
+            newest_member=newest,
+            now=utcnow(),
+        )
+        if plan.dim_changed:
+            cube.dim = plan.dim
+        for item in [*plan.insert, *plan.replace]:  # a replaced item keeps its place
+            cube.items[item.id] = _Row.of(item)
+        for edge in plan.edges:  # as INSERT OR REPLACE: a replaced edge moves to the end
+            key = _edge_key(edge)
+            cube.edges.pop(key, None)
+            cube.edges[key] = edge.model_copy()
+        return plan.result
+
+    @staticmethod
+    def _newest_member(cube: _Cube, topic_id: str) -> str | None:
+        """Return the target of the most recently stored PARENT edge from ``topic_id`` (None: none)."""
+        parent = RelationType.PARENT.value
+        for source, target, type_ in reversed(cube.edges):
+            if source == topic_id and type_ == parent:
+                return target
+        return None
+
+    @handles(DeleteOp)
+    def _delete(self, op: DeleteOp, tx: _Tx) -> int:
+        cube = self._cube(tx, op.cube_id, op)
+        ids = set(op.ids)
+        deleted = sum(1 for item_id in ids if cube.items.pop(item_id, None) is not None)
+        cube.edges = {k: e for k, e in cube.edges.items() if k[0] not in ids and k[1] not in ids}
+        return deleted
+
+    @handles(RecordEventOp)
+    def _record_event(self, op: RecordEventOp, tx: _Tx) -> None:
+        cube = self._cube(tx, op.cube_id, op)
+        cube.events.append(
+            {
+                "kind": op.kind,
+                "payload": json.loads(json.dumps(op.payload, default=str)),
+                "created_at": utcnow().isoformat(),
+            }
+        )
+
+    # -- reads -----------------------------------------------------------------------------------------
+    @staticmethod
+    def _out(item: MemoryItem, with_embeddings: bool) -> MemoryItem:
+        """Return a caller's copy of a stored item (without its embedding unless asked for)."""
+        return item.model_copy(update=None if with_embeddings else {"embedding": None}, deep=True)
+
+    @handles(GetOp)
+    def _get(self, op: GetOp, tx: _Tx) -> list[MemoryItem]:
+        cube = self._cube(tx, op.cube_id, op)
+        found = [self._out(cube.items[i].item, op.with_embeddings) for i in dict.fromkeys(op.ids) if i in cube.items]
+        return order_found(op.ids, found)
+
+    @handles(ListOp)
+    def _list(self, op: ListOp, tx: _Tx) -> list[MemoryItem]:
+        cube = self._cube(tx, op.cube_id, op)
+        predicates = compile_filters(op.filters)
+        found = [r.item for r in cube.items.values() if matches(predicates, r.item)]
+        start = max(op.offset, 0)
+        end = None if op.limit is None or op.limit < 0 else start + op.limit  # a negative limit: none (as SQL)
+        return [self._out(i, op.with_embeddings) for i in found[start:end]]
+
+    @handles(CountOp)
+    def _count(self, op: CountOp, tx: _Tx) -> int:
+        cube = self._cube(tx, op.cube_id, op)
+        predicates = compile_filters(op.filters)
+        return sum(1 for r in cube.items.values() if matches(predicates, r.item))
+
+    @handles(EdgesOp)
+    def _edges_op(self, op: EdgesOp, tx: _Tx) -> list[Edge]:
+        cube = self._cube(tx, op.cube_id, op)
+        return [e.model_copy() for e in self._edges(cube, op.ids, op.types, op.direction)]
+
+    @staticmethod
+    def _edges(
+        cube: _Cube, ids: Sequence[str] | None, types: Sequence[RelationType] | None, direction: Direction
+    ) -> list[Edge]:
+        """Return the stored edges touching ``ids`` (None: any) of ``types`` (None: any), in insertion order.
+
+        Raises:
+            InvalidInputError: An unknown direction.
+
+        """
+        if direction not in ("out", "in", "both"):
+            raise InvalidInputError(f"direction must be 'out', 'in' or 'both', not {direction!r}")
+        wanted = None if types is None else {RelationType(t).value for t in types}
+        ends = None if ids is None else set(ids)
+        out: list[Edge] = []
+        for (source, target, type_), edge in cube.edges.items():
+            if wanted is not None and type_ not in wanted:
+                continue
+            if ends is not None and not (
+                (direction != "in" and source in ends) or (direction != "out" and target in ends)
+            ):
+                continue
+            out.append(edge)
+        return out
+
+    # -- search ----------------------------------------------------------------------------------------
+    @handles(VectorSearchOp)
+    def _vector_search(self, op: VectorSearchOp, tx: _Tx) -> list[tuple[str, float]]:
+        cube = self._cube(tx, op.cube_id, op)
+        if cube.dim is None:
+            return []
+        if cube.vectors is None:
+            cube.vectors = _Vectors.build(list(cube.items.values()), cube.dim)
+        vectors = cube.vectors
+        if not vectors.items or op.k <= 0:
+            return []
+        query = check_vector(op.embedding, vectors.matrix.shape[1], f"query embedding for cube {op.cube_id!r}")
+        norm = float(np.linalg.norm(query))
+        scores = vectors.matrix @ (query / (norm or 1.0))
+        predicates = compile_filters(op.filters or SearchFilters())
+        mask = np.fromiter((matches(predicates, i) for i in vectors.items), dtype=bool, count=len(vectors.items))
+        idx = np.flatnonzero(mask)
+        if idx.size == 0:
+            return []
+        top = idx[np.argsort(-scores[idx], kind="stable")[: op.k]]  # stable: ties keep insertion order
+        return [(vectors.items[i].id, float(scores[i])) for i in top]
+
+    @handles(TextSearchOp)
+    def _text_search(self, op: TextSearchOp, tx: _Tx) -> list[tuple[str, float]]:
+        """BM25 as FTS5 computes it, with the statistics of the whole cube (filters only select hits)."""
+        cube = self._cube(tx, op.cube_id, op)
+        terms = Counter(bm25_query_terms(op.query))  # a repeated query term weighs more, as in FTS5
+        if not terms or op.k <= 0:
+            return []
+        rows = list(cube.items.values())
+        n_docs = len(rows)
+        avgdl = float((sum(r.doc_len for r in rows) / n_docs if n_docs else 0.0) or 1.0)
+        dfs = {term: sum(1 for r in rows if term in r.tf) for term in sorted(terms)}
+        weights = {term: terms[term] * bm25_idf(n_docs, df) for term, df in dfs.items() if df}
+        if not weights:
+            return []
+        predicates = compile_filters(op.filters or SearchFilters())
+        hits: list[tuple[float, int, str]] = []
+        for position, row in enumerate(rows):
+            found = [term for term in weights if term in row.tf]
+            if not found or not matches(predicates, row.item):
+                continue
+            norm = 1.0 - BM25_B + BM25_B * row.doc_len / avgdl
+            score = 0.0
+            for term in found:
+                tf = row.tf[term]
+                score += weights[term] * tf * (BM25_K1 + 1.0) / (tf + BM25_K1 * norm)
+            hits.append((-score, position, row.item.id))
+        hits.sort()  # best first, ties in insertion order
+        return [(item_id, -negated) for negated, _, item_id in hits[: op.k]]
+
+    @handles(ExpandOp)
+    def _expand(self, op: ExpandOp, tx: _Tx) -> list[Neighbor]:
+        """Breadth-first over the edges of ``op.types`` in both directions, in edge insertion order."""
+        cube = self._cube(tx, op.cube_id, op)
+        check_depth(op.depth)
+        types = [RelationType(t) for t in op.types]
+        seen = set(op.ids)
+        frontier = list(dict.fromkeys(op.ids))
+        reached: list[Neighbor] = []
+        for level in range(1, op.depth + 1):
+            if not frontier or not types:
+                break
+            current = set(frontier)
+            next_frontier: list[str] = []
+            for edge in self._edges(cube, frontier, types, "both"):
+                for origin, other in ((edge.source_id, edge.target_id), (edge.target_id, edge.source_id)):
+                    if origin in current and other not in seen:
+                        seen.add(other)
+                        next_frontier.append(other)
+                        reached.append(Neighbor(id=other, from_id=origin, type=edge.type, depth=level))
+            frontier = next_frontier
+        if op.filters is not None and reached:
+            predicates = compile_filters(op.filters)
+            reached = [n for n in reached if n.id in cube.items and matches(predicates, cube.items[n.id].item)]
+        return reached
