@@ -577,6 +577,11 @@ class StoreConformanceTests:
         events = store.list_events(cube, "extraction_failed")
         assert len(events) == 1 and events[0]["payload"] == {"message_ids": ["D1:1"], "errors": ["bad json"]}
         assert len(store.list_events(cube)) == 2
+        assert [e["kind"] for e in store.list_events(cube)] == ["extraction_failed", "other"]  # oldest first
+        with pytest.raises(PermissionDeniedError):
+            store.list_events(cube, ctx=CallContext.of("bob"))
+        with pytest.raises(CubeNotFoundError):
+            store.list_events("no-such-cube")
 
     def test_async_twins(self, store: BaseMemoryStore, cube: str) -> None:
         async def scenario() -> None:

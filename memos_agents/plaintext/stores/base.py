@@ -319,6 +319,17 @@ class RecordEventOp:
     payload: dict[str, object] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class ListEventsOp:
+    """Return the cube's events of ``kind`` (None: all), oldest first (read).
+
+    Each event is ``{"kind", "payload", "created_at"}``.
+    """
+
+    cube_id: str
+    kind: str | None = None
+
+
 Op = (
     CreateCubeOp
     | GetCubeOp
@@ -336,6 +347,7 @@ Op = (
     | TextSearchOp
     | ExpandOp
     | RecordEventOp
+    | ListEventsOp
 )
 
 #: The cube permission each op needs (None: checked otherwise; a list filters by read permission).
@@ -356,6 +368,7 @@ OP_PERMISSION: dict[type, Permission | None] = {
     VectorSearchOp: Permission.READ,
     TextSearchOp: Permission.READ,
     ExpandOp: Permission.READ,
+    ListEventsOp: Permission.READ,
 }
 
 #: Ops that write (a backend opens a write transaction for a batch holding any of them).
@@ -808,6 +821,10 @@ class BaseMemoryStore(ABC):
     def record_event(self, cube_id: str, kind: str, payload: dict[str, object], *, ctx: CallContext = SYSTEM) -> None:
         """Append an event (e.g. an extraction failure) to the cube's event log."""
         self.run(RecordEventOp(cube_id, kind, dict(payload)), ctx=ctx)
+
+    def list_events(self, cube_id: str, kind: str | None = None, *, ctx: CallContext = SYSTEM) -> list[dict[str, Any]]:
+        """Return the cube's events (of ``kind``, None: all), oldest first."""
+        return cast(list[dict[str, Any]], self.run(ListEventsOp(cube_id, kind), ctx=ctx))
 
     # -- async twins of the convenience methods --------------------------------------------------------
     async def acreate_cube(self, header: CubeHeader, *, ctx: CallContext = SYSTEM) -> None:

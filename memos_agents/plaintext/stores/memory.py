@@ -26,6 +26,7 @@ object: :meth:`InMemoryStore.close` releases nothing and keeps every cube.
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 from collections import Counter
@@ -54,6 +55,7 @@ from memos_agents.plaintext.stores.base import (
     GetOp,
     ImportCubeOp,
     ListCubesOp,
+    ListEventsOp,
     ListOp,
     Neighbor,
     Op,
@@ -404,6 +406,11 @@ class InMemoryStore(BaseMemoryStore):
                 "created_at": utcnow().isoformat(),
             }
         )
+
+    @handles(ListEventsOp)
+    def _list_events(self, op: ListEventsOp, tx: _Tx) -> list[dict[str, Any]]:
+        cube = self._cube(tx, op.cube_id, op)
+        return [copy.deepcopy(e) for e in cube.events if op.kind is None or e["kind"] == op.kind]
 
     # -- reads -----------------------------------------------------------------------------------------
     @staticmethod

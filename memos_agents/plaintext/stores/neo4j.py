@@ -109,6 +109,7 @@ from memos_agents.plaintext.stores.base import (
     GetOp,
     ImportCubeOp,
     ListCubesOp,
+    ListEventsOp,
     ListOp,
     Neighbor,
     Op,
@@ -870,6 +871,16 @@ class Neo4jMemoryStore(BaseMemoryStore):
                 created_at=utcnow().isoformat(),
             ),
         )
+
+    @handles(ListEventsOp)
+    def _list_events(self, op: ListEventsOp, state: _Batch) -> Body[list[dict[str, Any]]]:
+        yield from self._cube(state, op.cube_id, Permission.READ)
+        rows = yield (
+            "MATCH (e:Event) WHERE e.tenant = $tenant AND e.cube_id = $cube_id AND ($kind IS NULL OR e.kind = $kind) "
+            "RETURN e.kind AS kind, e.payload AS payload, e.created_at AS created_at ORDER BY e.seq",
+            self._params(op.cube_id, kind=op.kind),
+        )
+        return [{"kind": r["kind"], "payload": json.loads(r["payload"]), "created_at": r["created_at"]} for r in rows]
 
     # -- reads -------------------------------------------------------------------------------------
     @handles(GetOp)

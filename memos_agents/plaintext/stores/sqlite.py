@@ -72,6 +72,7 @@ from memos_agents.plaintext.stores.base import (
     GetOp,
     ImportCubeOp,
     ListCubesOp,
+    ListEventsOp,
     ListOp,
     Neighbor,
     Op,
@@ -784,6 +785,15 @@ class SQLiteMemoryStore(BaseMemoryStore):
             "INSERT INTO events (cube_id, kind, payload, created_at) VALUES (?, ?, ?, ?)",
             (op.cube_id, op.kind, json.dumps(op.payload, default=str), utcnow().isoformat()),
         )
+
+    @handles(ListEventsOp)
+    def _list_events(self, op: ListEventsOp, tx: _Tx) -> list[dict[str, Any]]:
+        self._cube(tx, op.cube_id, Permission.READ)
+        rows = tx.cur.execute(
+            "SELECT kind, payload, created_at FROM events WHERE cube_id = ? AND (? IS NULL OR kind = ?) ORDER BY seq",
+            (op.cube_id, op.kind, op.kind),
+        ).fetchall()
+        return [{"kind": r[0], "payload": json.loads(r[1]), "created_at": r[2]} for r in rows]
 
     # -- reads ----------------------------------------------------------------------------------------
     def _select(
