@@ -19,7 +19,7 @@ from memos_agents.errors import ConfigError, InvalidInputError, StoreError
 from memos_agents.plaintext.stores.base import CountOp, ListOp, RecordEventOp, WriteBatch
 from memos_agents.plaintext.stores.neo4j import SCHEMA_VERSION, Body, Neo4jMemoryStore
 from memos_agents.plaintext.stores.sqlite import SQLiteMemoryStore
-from memos_agents.schema import Edge, MemoryItem, RelationType, SearchFilters, Sources
+from memos_agents.schema import Edge, MemoryItem, NodeKind, RelationType, SearchFilters, Sources
 from memos_agents.testing.bolt_server import BoltTarget, new_tenant
 from memos_agents.testing.conformance import DIM, T0, item, vec
 
@@ -371,3 +371,43 @@ def test_bench_compares_stores(bolt_target: BoltTarget, tmp_path: Path) -> None:
     assert sqlite_results["questions"] == neo_results["questions"] > 100
     assert neo_results["setup"]["store"] == "Neo4jMemoryStore"
     assert (out / "comparison.md").read_text().startswith("# Store comparison")
+
+
+def test_two_instances_on_one_tenant_lose_no_write(bolt_target: BoltTarget) -> None:
+    """Two MemOS instances (own drivers) on one tenant, writing first turns of shared sessions at once."""
+    import threading
+
+    sessions = 4
+
+    def turn(writer: str, n: int) -> list[dict[str, object]]:
+        text = f"Writer {writer} says note number {n} about kites and {writer}-{n * 7919}."
+        return [{"role": "user", "name": "Alice", "content": text, "id": f"{writer}:{n}", "session_id": f"s{n % 4}"}]
+
+    tenant = new_tenant()
+    stores = [open_store(bolt_target, tenant) for _ in range(2)]
+    instances = [MemOS.from_path(Path("/nonexistent-home"), store=s, **PRESET_OFFLINE) for s in stores]
+    instances[0].create_cube("c1", "alice")
+    ids: list[str] = []
+    errors: list[BaseException] = []
+
+    def write(mos: MemOS, writer: str) -> None:
+        try:
+            for n in range(10):
+                ids.extend(mos.add(turn(writer, n), "alice", "c1").ids)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(m, f"w{k}")) for k, m in enumerate(instances)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    memories = [i for i in stores[0].list_items("c1") if i.node_kind.value == "memory"]
+    assert sorted(i.id for i in memories) == sorted(ids) and len(ids) == 20
+    assert stores[0].count("c1", SearchFilters(node_kinds=[NodeKind.TOPIC])) == sessions
+    follows = stores[0].get_edges("c1", types=[RelationType.FOLLOWS])
+    assert len(follows) == len(ids) - sessions
+    assert len({e.source_id for e in follows}) == len(follows) and len({e.target_id for e in follows}) == len(follows)
+    for store in stores:
+        store.close()

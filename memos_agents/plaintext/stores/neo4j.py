@@ -179,6 +179,10 @@ ITEM_PROPERTIES: frozenset[str] = frozenset(c for c in GRAPH_CODEC.columns if _P
 #: URI schemes of the Bolt protocol (the driver's HTTP Query API is not used by this store).
 BOLT_SCHEMES = frozenset({"bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc"})
 VECTOR_INDEX = "memos_memory_embedding"
+#: A batch checks ids itself inside its transaction, so a uniqueness constraint that still fails
+#: (at commit, on an optimistic server such as ArcadeDB) means a concurrent writer inserted the same
+#: id (e.g. a session's topic node): the batch is run again this many times, then refused.
+CONSTRAINT_RETRIES = 3
 FULLTEXT_INDEX = "memos_memory_text"
 
 #: Versioned schema migrations: (version, [(statement, required)]). A statement that is not
@@ -515,11 +519,17 @@ class Neo4jMemoryStore(BaseMemoryStore):
         def work(tx: ManagedTransaction) -> list[Any]:
             return _drive(self._batch_body(ops, ctx), lambda query, params: tx.run(query, params).data())  # type: ignore[arg-type]
 
-        try:
-            with self._sync_driver().session(database=self.database) as session:
-                return session.execute_write(work) if write else session.execute_read(work)
-        except (neo4j.exceptions.Neo4jError, neo4j.exceptions.DriverError) as exc:
-            raise self._translate(exc) from exc
+        for attempt in range(CONSTRAINT_RETRIES + 1):
+            try:
+                with self._sync_driver().session(database=self.database) as session:
+                    return session.execute_write(work) if write else session.execute_read(work)
+            except neo4j.exceptions.ConstraintError as exc:
+                if attempt == CONSTRAINT_RETRIES:
+                    raise self._translate(exc) from exc
+                log.info("constraint violated at commit by a concurrent writer; running the batch again")
+            except (neo4j.exceptions.Neo4jError, neo4j.exceptions.DriverError) as exc:
+                raise self._translate(exc) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def abatch(self, ops: Sequence[Op], *, ctx: CallContext = SYSTEM) -> list[Any]:
         """Async twin of :meth:`batch` on the async driver (``batch`` in a worker thread without one)."""
@@ -536,13 +546,19 @@ class Neo4jMemoryStore(BaseMemoryStore):
 
             return await _adrive(self._batch_body(ops, ctx), run)
 
-        try:
-            async with driver.session(database=self.database) as session:
-                if write:
-                    return await session.execute_write(work)
-                return await session.execute_read(work)
-        except (neo4j.exceptions.Neo4jError, neo4j.exceptions.DriverError) as exc:
-            raise self._translate(exc) from exc
+        for attempt in range(CONSTRAINT_RETRIES + 1):
+            try:
+                async with driver.session(database=self.database) as session:
+                    if write:
+                        return await session.execute_write(work)
+                    return await session.execute_read(work)
+            except neo4j.exceptions.ConstraintError as exc:
+                if attempt == CONSTRAINT_RETRIES:
+                    raise self._translate(exc) from exc
+                log.info("constraint violated at commit by a concurrent writer; running the batch again")
+            except (neo4j.exceptions.Neo4jError, neo4j.exceptions.DriverError) as exc:
+                raise self._translate(exc) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _params(self, cube_id: str, **extra: Any) -> dict[str, Any]:
         return {"tenant": self.tenant, "cube_id": cube_id, **extra}
