@@ -53,6 +53,7 @@ from memos_agents.cube import AclEntry, CubeHeader, MemCube, Permission, Storage
 from memos_agents.errors import (
     ConfigError,
     CubeExistsError,
+    EmbeddingDimensionError,
     InvalidInputError,
     MemoryNotFoundError,
     TextTooLongError,
@@ -65,24 +66,7 @@ from memos_agents.models.tokens import TokenCounter
 from memos_agents.operation.reader import MemReader, ReadMode, call_llm
 from memos_agents.operation.scheduler import MemScheduler
 from memos_agents.plaintext.retrieval import HybridRetriever
-from memos_agents.plaintext.stores.base import (
-    BaseMemoryStore,
-    CallContext,
-    CountOp,
-    CreateCubeOp,
-    DeleteCubeOp,
-    DeleteOp,
-    EdgesOp,
-    GetCubeOp,
-    GetOp,
-    ImportCubeOp,
-    ListCubesOp,
-    ListOp,
-    RecordEventOp,
-    WriteBatch,
-    WriteOp,
-    authorize,
-)
+from memos_agents.plaintext.stores import base
 from memos_agents.plaintext.stores.sqlite import SQLiteMemoryStore
 from memos_agents.plaintext.tree import TreeOrganizer
 from memos_agents.prompts import answer as answer_prompt
@@ -116,7 +100,7 @@ def build_embedder(config: MemOSConfig) -> BaseEmbedder:
     return SentenceTransformerEmbedder(e.model, dim=e.dim, batch_size=e.batch_size)
 
 
-def build_store(config: MemOSConfig) -> BaseMemoryStore:
+def build_store(config: MemOSConfig) -> base.BaseMemoryStore:
     """Create the plaintext store a config asks for (nothing is opened until ``setup()``).
 
     Raises:
@@ -173,7 +157,7 @@ class MemOS:
         self,
         config: MemOSConfig | None = None,
         *,
-        store: BaseMemoryStore | None = None,
+        store: base.BaseMemoryStore | None = None,
         embedder: BaseEmbedder | None = None,
         llm: BaseLLM | None = None,
         token_counter: TokenCounter | None = None,
@@ -201,7 +185,7 @@ class MemOS:
 
         """
         instances = (
-            ("store", BaseMemoryStore),
+            ("store", base.BaseMemoryStore),
             ("embedder", BaseEmbedder),
             ("llm", BaseLLM),
             ("token_counter", TokenCounter),
@@ -245,10 +229,10 @@ class MemOS:
 
     # -- driving flows -------------------------------------------------------------------------------
     @staticmethod
-    def _ctx(user_id: object) -> CallContext:
+    def _ctx(user_id: object) -> base.CallContext:
         if not isinstance(user_id, str):
             raise InvalidInputError(f"user_id must be a string, not {type(user_id).__name__}")
-        return CallContext.of(user_id)
+        return base.CallContext.of(user_id)
 
     def _run(self, flow: Flow[Any], user_id: object) -> Any:
         ctx = self._ctx(user_id)
@@ -323,29 +307,29 @@ class MemOS:
         except (ValidationError, TypeError) as exc:
             raise InvalidInputError(f"invalid cube header: {exc}") from exc
         try:
-            yield [CreateCubeOp(header)]
+            yield [base.CreateCubeOp(header)]
         except CubeExistsError:
             if not exist_ok:
                 raise
-            (existing,) = yield [GetCubeOp(cube_id)]
+            (existing,) = yield [base.GetCubeOp(cube_id)]
             return existing  # type: ignore[no-any-return]
         return header
 
     def get_cube(self, cube_id: str, user_id: str) -> CubeHeader:
         """Return a cube's header (needs read permission)."""
-        return self._run(self._ops([GetCubeOp(validate_id(cube_id, "cube_id"))]), user_id)  # type: ignore[no-any-return]
+        return self._run(self._ops([base.GetCubeOp(validate_id(cube_id, "cube_id"))]), user_id)  # type: ignore[no-any-return]
 
     async def aget_cube(self, cube_id: str, user_id: str) -> CubeHeader:
         """Async twin of :meth:`get_cube`."""
-        return await self._arun(self._ops([GetCubeOp(validate_id(cube_id, "cube_id"))]), user_id)  # type: ignore[no-any-return]
+        return await self._arun(self._ops([base.GetCubeOp(validate_id(cube_id, "cube_id"))]), user_id)  # type: ignore[no-any-return]
 
     def list_cubes(self, user_id: str) -> list[CubeHeader]:
         """Return the headers of the cubes ``user_id`` may read (their own and those shared with them)."""
-        return self._run(self._ops([ListCubesOp()]), user_id)  # type: ignore[no-any-return]
+        return self._run(self._ops([base.ListCubesOp()]), user_id)  # type: ignore[no-any-return]
 
     async def alist_cubes(self, user_id: str) -> list[CubeHeader]:
         """Async twin of :meth:`list_cubes`."""
-        return await self._arun(self._ops([ListCubesOp()]), user_id)  # type: ignore[no-any-return]
+        return await self._arun(self._ops([base.ListCubesOp()]), user_id)  # type: ignore[no-any-return]
 
     def default_cubes(self, user_id: str) -> list[CubeHeader]:
         """Return the cubes ``search``/``chat`` read when no ``cube_ids`` are given: those ``user_id`` owns.
@@ -358,16 +342,16 @@ class MemOS:
         return self._run(self._default_cubes(user_id), user_id)  # type: ignore[no-any-return]
 
     def _default_cubes(self, user_id: str) -> Flow[list[CubeHeader]]:
-        (owned,) = yield [ListCubesOp(owner_id=user_id)]
+        (owned,) = yield [base.ListCubesOp(owner_id=user_id)]
         return [h for h in owned if h.storage.embedding_dim in (None, self.embedder.dim)]
 
     def delete_cube(self, cube_id: str, user_id: str) -> None:
         """Delete a cube and everything in it (needs admin permission)."""
-        self._run(self._ops([DeleteCubeOp(validate_id(cube_id, "cube_id"))]), user_id)
+        self._run(self._ops([base.DeleteCubeOp(validate_id(cube_id, "cube_id"))]), user_id)
 
     async def adelete_cube(self, cube_id: str, user_id: str) -> None:
         """Async twin of :meth:`delete_cube`."""
-        await self._arun(self._ops([DeleteCubeOp(validate_id(cube_id, "cube_id"))]), user_id)
+        await self._arun(self._ops([base.DeleteCubeOp(validate_id(cube_id, "cube_id"))]), user_id)
 
     def stats(self, cube_id: str, user_id: str) -> CubeStats:
         """Return how many nodes, active and archived memories, topics and edges a cube holds (read).
@@ -379,11 +363,11 @@ class MemOS:
     def _stats(self, cube_id: str) -> Flow[CubeStats]:
         every = list(LifecycleState)
         nodes, active, archived, topics, edges = yield [
-            CountOp(cube_id),
-            CountOp(cube_id, SearchFilters()),
-            CountOp(cube_id, SearchFilters(statuses=[LifecycleState.ARCHIVED])),
-            CountOp(cube_id, SearchFilters(statuses=every, node_kinds=[NodeKind.TOPIC])),
-            EdgesOp(cube_id),
+            base.CountOp(cube_id),
+            base.CountOp(cube_id, SearchFilters()),
+            base.CountOp(cube_id, SearchFilters(statuses=[LifecycleState.ARCHIVED])),
+            base.CountOp(cube_id, SearchFilters(statuses=every, node_kinds=[NodeKind.TOPIC])),
+            base.EdgesOp(cube_id),
         ]
         return CubeStats(
             cube_id=cube_id,
@@ -406,8 +390,8 @@ class MemOS:
         The store checks the permission again inside the transaction that writes: this early
         check only avoids reading and embedding for a caller who may not write.
         """
-        (header,) = yield [GetCubeOp(cube_id)]
-        return authorize(header, CallContext.of(ctx_user), permission)
+        (header,) = yield [base.GetCubeOp(cube_id)]
+        return base.authorize(header, base.CallContext.of(ctx_user), permission)
 
     def _check_embedder(self, header: CubeHeader) -> None:
         dim = header.storage.embedding_dim
@@ -520,11 +504,11 @@ class MemOS:
         self._check_embedder(header)
         subject = req.subject_id or req.user_id
         read = yield Compute(lambda: self.reader.read(req.messages, user_id=subject, mode=req.mode))
-        events = [RecordEventOp(req.cube_id, "extraction_failed", f) for f in read.failures]
+        events = [base.RecordEventOp(req.cube_id, "extraction_failed", f) for f in read.failures]
         for attempt in range(self.WRITE_ATTEMPTS):
             update = yield from self.organizer.plan(req.cube_id, read.items, read.edges)
             try:  # the plan, the failures and the caller's permission: one transaction
-                yield [WriteOp(req.cube_id, update.batch), *events]
+                yield [base.WriteOp(req.cube_id, update.batch), *events]
             except VersionConflictError:
                 if attempt + 1 == self.WRITE_ATTEMPTS:
                     raise
@@ -548,7 +532,7 @@ class MemOS:
 
     def _get(self, memory_id: str, user_id: str, cube_id: str) -> Flow[MemoryItem]:
         req = parse(GetRequest, {"memory_id": memory_id, "user_id": user_id, "cube_id": cube_id})
-        (found,) = yield [GetOp(req.cube_id, [req.memory_id])]
+        (found,) = yield [base.GetOp(req.cube_id, [req.memory_id])]
         if not found:
             raise MemoryNotFoundError(f"no memory {req.memory_id!r} in cube {req.cube_id!r}")
         return found[0]  # type: ignore[no-any-return]
@@ -628,7 +612,7 @@ class MemOS:
         )
         header = yield from self._cube(req.cube_id, Permission.WRITE, req.user_id)
         self._check_embedder(header)
-        (current,) = yield [GetOp(req.cube_id, [req.memory_id])]
+        (current,) = yield [base.GetOp(req.cube_id, [req.memory_id])]
         if not current:
             raise MemoryNotFoundError(f"no memory {req.memory_id!r} in cube {req.cube_id!r}")
         changes: dict[str, Any] = {}
@@ -646,7 +630,7 @@ class MemOS:
             new = MemoryItem.model_validate({**current[0].model_dump(), **changes})
         except ValidationError as exc:
             raise InvalidInputError(f"invalid update: {exc.errors()[0]['msg']}") from exc
-        (written,) = yield [WriteOp(req.cube_id, WriteBatch(update=[new]))]
+        (written,) = yield [base.WriteOp(req.cube_id, base.WriteBatch(update=[new]))]
         return written.updated[0]  # type: ignore[no-any-return]
 
     def delete(self, memory_ids: Sequence[str], user_id: str, cube_id: str) -> int:
@@ -661,7 +645,7 @@ class MemOS:
         if isinstance(memory_ids, str | bytes) or not isinstance(memory_ids, Sequence):
             raise InvalidInputError("memory_ids must be a list of ids")
         req = parse(DeleteRequest, {"memory_ids": list(memory_ids), "user_id": user_id, "cube_id": cube_id})
-        (deleted,) = yield [DeleteOp(req.cube_id, req.memory_ids)]
+        (deleted,) = yield [base.DeleteOp(req.cube_id, req.memory_ids)]
         return deleted  # type: ignore[no-any-return]
 
     # -- reads -------------------------------------------------------------------------------------
@@ -740,14 +724,14 @@ class MemOS:
         return parse(model, {k: v for k, v in fields.items() if v is not None or k in ("top_k", "cube_ids")})
 
     def _search_cubes(self, req: SearchRequest) -> Flow[list[str]]:
-        """Resolve the cubes a search reads: the caller's own, or the named ones (the store checks read)."""
+        """Resolve the cubes a search reads: the caller's own, or the named ones.
+
+        Named cubes are not read here: every op of the retrieval checks the caller may read its
+        cube, in the transaction that reads it (and refuses an unknown one).
+        """
         if req.cube_ids is None:
             return [h.cube_id for h in (yield from self._default_cubes(req.user_id))]
-        cubes = list(dict.fromkeys(req.cube_ids))
-        headers = (yield [GetCubeOp(cid) for cid in cubes]) if cubes else []
-        for header in headers:
-            self._check_embedder(header)
-        return cubes
+        return list(dict.fromkeys(req.cube_ids))
 
     def _search(self, req: SearchRequest) -> Flow[list[ScoredMemory]]:
         k = req.top_k if req.top_k is not None else self.config.retrieval.top_k
@@ -755,14 +739,19 @@ class MemOS:
         if not cubes:
             return []
         vector = yield Compute(lambda: self.reader.embed([req.query])[0])
-        chosen = yield from self.retriever.retrieve(
-            cubes,
-            self.reader.parse_query(req.query),
-            vector,
-            k=k,
-            filters=req.filters,
-            dedupe=self.scheduler.deduplicate,
-        )
+        try:
+            chosen = yield from self.retriever.retrieve(
+                cubes,
+                self.reader.parse_query(req.query),
+                vector,
+                k=k,
+                filters=req.filters,
+                dedupe=self.scheduler.deduplicate,
+            )
+        except EmbeddingDimensionError:  # say which cube needs which embedder
+            for header in (yield [base.GetCubeOp(cid) for cid in cubes]):
+                self._check_embedder(header)
+            raise
         budget = req.token_budget if req.token_budget is not None else self.config.default_token_budget
         return self.scheduler.fit(chosen, top_k=k, token_budget=budget)
 
@@ -869,7 +858,8 @@ class MemOS:
         """
         validate_id(cube_id, "cube_id")
         header, items, edges = self._run(
-            self._ops_all([GetCubeOp(cube_id), ListOp(cube_id, with_embeddings=True), EdgesOp(cube_id)]), user_id
+            self._ops_all([base.GetCubeOp(cube_id), base.ListOp(cube_id, with_embeddings=True), base.EdgesOp(cube_id)]),
+            user_id,
         )
         return write_archive(path, MemCube(header=header, items=items, edges=edges))
 
@@ -927,6 +917,7 @@ class MemOS:
             "kept_acl": keep_acl,
         }
         self.store.batch(
-            [ImportCubeOp(header, cube.items, cube.edges), RecordEventOp(target, "imported", provenance)], ctx=ctx
+            [base.ImportCubeOp(header, cube.items, cube.edges), base.RecordEventOp(target, "imported", provenance)],
+            ctx=ctx,
         )
         return header

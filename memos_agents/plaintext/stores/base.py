@@ -622,6 +622,39 @@ def next_version(
     return new
 
 
+def breadth_first(ids: Sequence[str], depth: int, edges_of: Callable[[list[str]], Iterable[Edge]]) -> list[Neighbor]:
+    """Walk edges in both directions from ``ids`` up to ``depth`` hops (the semantics of :class:`ExpandOp`).
+
+    Args:
+        ids: Seeds, best first.
+        depth: Hops (checked by :func:`check_depth`).
+        edges_of: Returns the edges (of the wanted types) touching any of the given ids, in
+            insertion order (a backend's edge read).
+
+    Returns:
+        Items reached (not among ``ids``), each once with the item it was first reached from,
+        nearest first; unfiltered.
+
+    """
+    check_depth(depth)
+    seen = set(ids)
+    frontier = list(dict.fromkeys(ids))
+    reached: list[Neighbor] = []
+    for level in range(1, depth + 1):
+        if not frontier:
+            break
+        current = set(frontier)
+        next_frontier: list[str] = []
+        for edge in edges_of(frontier):
+            for origin, other in ((edge.source_id, edge.target_id), (edge.target_id, edge.source_id)):
+                if origin in current and other not in seen:
+                    seen.add(other)
+                    next_frontier.append(other)
+                    reached.append(Neighbor(id=other, from_id=origin, type=edge.type, depth=level))
+        frontier = next_frontier
+    return reached
+
+
 def order_found(ids: Sequence[str], found: Iterable[MemoryItem]) -> list[MemoryItem]:
     """Return the ``found`` items in the order of ``ids`` (a missing id is skipped, a repeated one repeated)."""
     by_id = {i.id: i for i in found}

@@ -38,45 +38,7 @@ import numpy as np
 
 from memos_agents.cube import CubeHeader, Permission
 from memos_agents.errors import CubeExistsError, CubeNotFoundError, InvalidInputError
-from memos_agents.plaintext.stores.base import (
-    OP_PERMISSION,
-    SYSTEM,
-    WRITE_OPS,
-    BaseMemoryStore,
-    CallContext,
-    CountOp,
-    CreateCubeOp,
-    DeleteCubeOp,
-    DeleteOp,
-    Direction,
-    EdgesOp,
-    ExpandOp,
-    GetCubeOp,
-    GetOp,
-    ImportCubeOp,
-    ListCubesOp,
-    ListEventsOp,
-    ListOp,
-    Neighbor,
-    Op,
-    RecordEventOp,
-    StoreCapabilities,
-    StoredItem,
-    TextSearchOp,
-    UpdateCubeOp,
-    VectorSearchOp,
-    WriteBatch,
-    WriteOp,
-    WriteResult,
-    authorize,
-    check_depth,
-    check_permission,
-    check_vector,
-    handles,
-    order_found,
-    plan_write,
-    write_probe,
-)
+from memos_agents.plaintext.stores import base
 from memos_agents.plaintext.stores.codec import search_text
 from memos_agents.plaintext.stores.filters import compile_filters, matches
 from memos_agents.plaintext.text import BM25_B, BM25_K1, bm25_idf, bm25_query_terms, bm25_terms
@@ -160,7 +122,7 @@ class _Tx:
 
     """
 
-    ctx: CallContext
+    ctx: base.CallContext
     saved: dict[str, _Cube | None] = field(default_factory=dict)
 
 
@@ -168,7 +130,7 @@ def _edge_key(edge: Edge) -> EdgeKey:
     return (edge.source_id, edge.target_id, RelationType(edge.type).value)
 
 
-class InMemoryStore(BaseMemoryStore):
+class InMemoryStore(base.BaseMemoryStore):
     """The reference plaintext store, held in memory (see the module docstring).
 
     Safe to share between threads: every batch runs under one lock. Nothing is persisted; the data
@@ -195,7 +157,7 @@ class InMemoryStore(BaseMemoryStore):
     # -- lifecycle ---------------------------------------------------------------------------------
     def setup(self) -> None:
         """Fill :attr:`capabilities` (exact vector search, per-cube BM25). Idempotent; keeps all data."""
-        self.capabilities = StoreCapabilities(vector_search="exact", text_search="bm25")
+        self.capabilities = base.StoreCapabilities(vector_search="exact", text_search="bm25")
 
     def close(self) -> None:
         """Do nothing: there is nothing to release, and the data stays until the object is dropped. Idempotent."""
@@ -209,7 +171,7 @@ class InMemoryStore(BaseMemoryStore):
         self.close()
 
     # -- batches -----------------------------------------------------------------------------------
-    def batch(self, ops: Sequence[Op], *, ctx: CallContext = SYSTEM) -> list[Any]:
+    def batch(self, ops: Sequence[base.Op], *, ctx: base.CallContext = base.SYSTEM) -> list[Any]:
         """Run ``ops`` in order as ``ctx`` in one transaction; return one result per op.
 
         Args:
@@ -227,7 +189,7 @@ class InMemoryStore(BaseMemoryStore):
         """
         ops = list(ops)
         for op in ops:
-            check_permission(op)
+            base.check_permission(op)
         with self._lock:
             tx = _Tx(ctx)
             try:
@@ -240,7 +202,7 @@ class InMemoryStore(BaseMemoryStore):
                         self._cubes[cube_id] = original
                 raise
 
-    async def abatch(self, ops: Sequence[Op], *, ctx: CallContext = SYSTEM) -> list[Any]:
+    async def abatch(self, ops: Sequence[base.Op], *, ctx: base.CallContext = base.SYSTEM) -> list[Any]:
         """Async twin of :meth:`batch`, run directly on the event loop.
 
         The store never waits on I/O: its lock is only ever held while a batch computes, so
@@ -264,7 +226,7 @@ class InMemoryStore(BaseMemoryStore):
             cube.vectors = None
         return cube
 
-    def _cube(self, tx: _Tx, cube_id: str, op: Op) -> _Cube:
+    def _cube(self, tx: _Tx, cube_id: str, op: base.Op) -> _Cube:
         """Return the cube ``op`` works on after checking that ``tx.ctx`` may run ``op`` on it.
 
         A write op gets the live copy it may change (see :meth:`_touch`).
@@ -277,8 +239,8 @@ class InMemoryStore(BaseMemoryStore):
         cube = self._cubes.get(cube_id)
         if cube is None:
             raise CubeNotFoundError(f"no cube {cube_id!r}")
-        authorize(cube.header, tx.ctx, OP_PERMISSION[type(op)])
-        if isinstance(op, WRITE_OPS):
+        base.authorize(cube.header, tx.ctx, base.OP_PERMISSION[type(op)])
+        if isinstance(op, base.WRITE_OPS):
             touched = self._touch(tx, cube_id)
             assert touched is not None
             return touched
@@ -299,22 +261,22 @@ class InMemoryStore(BaseMemoryStore):
         self._cubes[header.cube_id] = cube
         return cube
 
-    @handles(CreateCubeOp)
-    def _create_cube(self, op: CreateCubeOp, tx: _Tx) -> None:
+    @base.handles(base.CreateCubeOp)
+    def _create_cube(self, op: base.CreateCubeOp, tx: _Tx) -> None:
         self._new_cube(tx, op.header)
 
-    @handles(ImportCubeOp)
-    def _import_cube(self, op: ImportCubeOp, tx: _Tx) -> None:
+    @base.handles(base.ImportCubeOp)
+    def _import_cube(self, op: base.ImportCubeOp, tx: _Tx) -> None:
         """Create the cube and write its content in one plan; items keep their ``author_id``."""
         cube = self._new_cube(tx, op.header)
-        self._write(cube, WriteBatch(add=list(op.items), edges=list(op.edges)), SYSTEM)
+        self._write(cube, base.WriteBatch(add=list(op.items), edges=list(op.edges)), base.SYSTEM)
 
-    @handles(GetCubeOp)
-    def _get_cube(self, op: GetCubeOp, tx: _Tx) -> CubeHeader:
+    @base.handles(base.GetCubeOp)
+    def _get_cube(self, op: base.GetCubeOp, tx: _Tx) -> CubeHeader:
         return self._cube(tx, op.cube_id, op).header.model_copy(deep=True)
 
-    @handles(ListCubesOp)
-    def _list_cubes(self, op: ListCubesOp, tx: _Tx) -> list[CubeHeader]:
+    @base.handles(base.ListCubesOp)
+    def _list_cubes(self, op: base.ListCubesOp, tx: _Tx) -> list[CubeHeader]:
         return [
             cube.header.model_copy(deep=True)
             for _, cube in sorted(self._cubes.items())
@@ -322,8 +284,8 @@ class InMemoryStore(BaseMemoryStore):
             and (tx.ctx.system or cube.header.allows(tx.ctx.principal, Permission.READ))
         ]
 
-    @handles(UpdateCubeOp)
-    def _update_cube(self, op: UpdateCubeOp, tx: _Tx) -> CubeHeader:
+    @base.handles(base.UpdateCubeOp)
+    def _update_cube(self, op: base.UpdateCubeOp, tx: _Tx) -> CubeHeader:
         """Store the new header at the next version; a dimension set by stored vectors stays."""
         cube = self._cube(tx, op.header.cube_id, op)
         stored = op.header.model_copy(update={"version": cube.header.version + 1, "updated_at": utcnow()}, deep=True)
@@ -332,26 +294,26 @@ class InMemoryStore(BaseMemoryStore):
             cube.dim = stored.storage.embedding_dim
         return stored.model_copy(deep=True)
 
-    @handles(DeleteCubeOp)
-    def _delete_cube(self, op: DeleteCubeOp, tx: _Tx) -> None:
+    @base.handles(base.DeleteCubeOp)
+    def _delete_cube(self, op: base.DeleteCubeOp, tx: _Tx) -> None:
         self._cube(tx, op.cube_id, op)
         del self._cubes[op.cube_id]
 
     # -- writes ----------------------------------------------------------------------------------------
-    @handles(WriteOp)
-    def _write_op(self, op: WriteOp, tx: _Tx) -> WriteResult:
+    @base.handles(base.WriteOp)
+    def _write_op(self, op: base.WriteOp, tx: _Tx) -> base.WriteResult:
         return self._write(self._cube(tx, op.cube_id, op), op.batch, tx.ctx)
 
-    def _write(self, cube: _Cube, batch: WriteBatch, ctx: CallContext) -> WriteResult:
+    def _write(self, cube: _Cube, batch: base.WriteBatch, ctx: base.CallContext) -> base.WriteResult:
         """Plan ``batch`` against ``cube`` (a live copy of the batch) and store the plan's rows."""
-        probe = write_probe(batch)
+        probe = base.write_probe(batch)
         existing = {i for i in probe.ids if i in cube.items}
-        stored: dict[str, StoredItem] = {}
+        stored: dict[str, base.StoredItem] = {}
         for item_id in probe.updated:
             row = cube.items.get(item_id)
             if row is not None:
                 embedding = row.item.embedding
-                stored[item_id] = StoredItem(
+                stored[item_id] = base.StoredItem(
                     row.item.version, row.item.node_kind.value, None if embedding is None else list(embedding)
                 )
         newest: dict[str, str] = {}
@@ -359,7 +321,7 @@ class InMemoryStore(BaseMemoryStore):
             member = self._newest_member(cube, topic)
             if member is not None:
                 newest[topic] = member
-        plan = plan_write(
+        plan = base.plan_write(
             cube.header.cube_id,
             batch,
             ctx=ctx,
@@ -388,16 +350,16 @@ class InMemoryStore(BaseMemoryStore):
                 return target
         return None
 
-    @handles(DeleteOp)
-    def _delete(self, op: DeleteOp, tx: _Tx) -> int:
+    @base.handles(base.DeleteOp)
+    def _delete(self, op: base.DeleteOp, tx: _Tx) -> int:
         cube = self._cube(tx, op.cube_id, op)
         ids = set(op.ids)
         deleted = sum(1 for item_id in ids if cube.items.pop(item_id, None) is not None)
         cube.edges = {k: e for k, e in cube.edges.items() if k[0] not in ids and k[1] not in ids}
         return deleted
 
-    @handles(RecordEventOp)
-    def _record_event(self, op: RecordEventOp, tx: _Tx) -> None:
+    @base.handles(base.RecordEventOp)
+    def _record_event(self, op: base.RecordEventOp, tx: _Tx) -> None:
         cube = self._cube(tx, op.cube_id, op)
         cube.events.append(
             {
@@ -407,8 +369,8 @@ class InMemoryStore(BaseMemoryStore):
             }
         )
 
-    @handles(ListEventsOp)
-    def _list_events(self, op: ListEventsOp, tx: _Tx) -> list[dict[str, Any]]:
+    @base.handles(base.ListEventsOp)
+    def _list_events(self, op: base.ListEventsOp, tx: _Tx) -> list[dict[str, Any]]:
         cube = self._cube(tx, op.cube_id, op)
         return [copy.deepcopy(e) for e in cube.events if op.kind is None or e["kind"] == op.kind]
 
@@ -418,14 +380,14 @@ class InMemoryStore(BaseMemoryStore):
         """Return a caller's copy of a stored item (without its embedding unless asked for)."""
         return item.model_copy(update=None if with_embeddings else {"embedding": None}, deep=True)
 
-    @handles(GetOp)
-    def _get(self, op: GetOp, tx: _Tx) -> list[MemoryItem]:
+    @base.handles(base.GetOp)
+    def _get(self, op: base.GetOp, tx: _Tx) -> list[MemoryItem]:
         cube = self._cube(tx, op.cube_id, op)
         found = [self._out(cube.items[i].item, op.with_embeddings) for i in dict.fromkeys(op.ids) if i in cube.items]
-        return order_found(op.ids, found)
+        return base.order_found(op.ids, found)
 
-    @handles(ListOp)
-    def _list(self, op: ListOp, tx: _Tx) -> list[MemoryItem]:
+    @base.handles(base.ListOp)
+    def _list(self, op: base.ListOp, tx: _Tx) -> list[MemoryItem]:
         cube = self._cube(tx, op.cube_id, op)
         predicates = compile_filters(op.filters)
         found = [r.item for r in cube.items.values() if matches(predicates, r.item)]
@@ -433,20 +395,20 @@ class InMemoryStore(BaseMemoryStore):
         end = None if op.limit is None or op.limit < 0 else start + op.limit  # a negative limit: none (as SQL)
         return [self._out(i, op.with_embeddings) for i in found[start:end]]
 
-    @handles(CountOp)
-    def _count(self, op: CountOp, tx: _Tx) -> int:
+    @base.handles(base.CountOp)
+    def _count(self, op: base.CountOp, tx: _Tx) -> int:
         cube = self._cube(tx, op.cube_id, op)
         predicates = compile_filters(op.filters)
         return sum(1 for r in cube.items.values() if matches(predicates, r.item))
 
-    @handles(EdgesOp)
-    def _edges_op(self, op: EdgesOp, tx: _Tx) -> list[Edge]:
+    @base.handles(base.EdgesOp)
+    def _edges_op(self, op: base.EdgesOp, tx: _Tx) -> list[Edge]:
         cube = self._cube(tx, op.cube_id, op)
         return [e.model_copy() for e in self._edges(cube, op.ids, op.types, op.direction)]
 
     @staticmethod
     def _edges(
-        cube: _Cube, ids: Sequence[str] | None, types: Sequence[RelationType] | None, direction: Direction
+        cube: _Cube, ids: Sequence[str] | None, types: Sequence[RelationType] | None, direction: base.Direction
     ) -> list[Edge]:
         """Return the stored edges touching ``ids`` (None: any) of ``types`` (None: any), in insertion order.
 
@@ -470,8 +432,8 @@ class InMemoryStore(BaseMemoryStore):
         return out
 
     # -- search ----------------------------------------------------------------------------------------
-    @handles(VectorSearchOp)
-    def _vector_search(self, op: VectorSearchOp, tx: _Tx) -> list[tuple[str, float]]:
+    @base.handles(base.VectorSearchOp)
+    def _vector_search(self, op: base.VectorSearchOp, tx: _Tx) -> list[tuple[str, float]]:
         cube = self._cube(tx, op.cube_id, op)
         if cube.dim is None:
             return []
@@ -480,7 +442,7 @@ class InMemoryStore(BaseMemoryStore):
         vectors = cube.vectors
         if not vectors.items or op.k <= 0:
             return []
-        query = check_vector(op.embedding, vectors.matrix.shape[1], f"query embedding for cube {op.cube_id!r}")
+        query = base.check_vector(op.embedding, vectors.matrix.shape[1], f"query embedding for cube {op.cube_id!r}")
         norm = float(np.linalg.norm(query))
         scores = vectors.matrix @ (query / (norm or 1.0))
         predicates = compile_filters(op.filters or SearchFilters())
@@ -491,8 +453,8 @@ class InMemoryStore(BaseMemoryStore):
         top = idx[np.argsort(-scores[idx], kind="stable")[: op.k]]  # stable: ties keep insertion order
         return [(vectors.items[i].id, float(scores[i])) for i in top]
 
-    @handles(TextSearchOp)
-    def _text_search(self, op: TextSearchOp, tx: _Tx) -> list[tuple[str, float]]:
+    @base.handles(base.TextSearchOp)
+    def _text_search(self, op: base.TextSearchOp, tx: _Tx) -> list[tuple[str, float]]:
         """BM25 as FTS5 computes it, with the statistics of the whole cube (filters only select hits)."""
         cube = self._cube(tx, op.cube_id, op)
         terms = Counter(bm25_query_terms(op.query))  # a repeated query term weighs more, as in FTS5
@@ -520,27 +482,15 @@ class InMemoryStore(BaseMemoryStore):
         hits.sort()  # best first, ties in insertion order
         return [(item_id, -negated) for negated, _, item_id in hits[: op.k]]
 
-    @handles(ExpandOp)
-    def _expand(self, op: ExpandOp, tx: _Tx) -> list[Neighbor]:
+    @base.handles(base.ExpandOp)
+    def _expand(self, op: base.ExpandOp, tx: _Tx) -> list[base.Neighbor]:
         """Breadth-first over the edges of ``op.types`` in both directions, in edge insertion order."""
         cube = self._cube(tx, op.cube_id, op)
-        check_depth(op.depth)
         types = [RelationType(t) for t in op.types]
-        seen = set(op.ids)
-        frontier = list(dict.fromkeys(op.ids))
-        reached: list[Neighbor] = []
-        for level in range(1, op.depth + 1):
-            if not frontier or not types:
-                break
-            current = set(frontier)
-            next_frontier: list[str] = []
-            for edge in self._edges(cube, frontier, types, "both"):
-                for origin, other in ((edge.source_id, edge.target_id), (edge.target_id, edge.source_id)):
-                    if origin in current and other not in seen:
-                        seen.add(other)
-                        next_frontier.append(other)
-                        reached.append(Neighbor(id=other, from_id=origin, type=edge.type, depth=level))
-            frontier = next_frontier
+        if not types:
+            base.check_depth(op.depth)
+            return []
+        reached = base.breadth_first(op.ids, op.depth, lambda ids: self._edges(cube, ids, types, "both"))
         if op.filters is not None and reached:
             predicates = compile_filters(op.filters)
             reached = [n for n in reached if n.id in cube.items and matches(predicates, cube.items[n.id].item)]

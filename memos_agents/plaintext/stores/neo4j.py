@@ -93,43 +93,7 @@ from memos_agents.errors import (
     StoreError,
     require,
 )
-from memos_agents.plaintext.stores.base import (
-    MAX_EXPAND_DEPTH,
-    SYSTEM,
-    WRITE_OPS,
-    BaseMemoryStore,
-    CallContext,
-    CountOp,
-    CreateCubeOp,
-    DeleteCubeOp,
-    DeleteOp,
-    EdgesOp,
-    ExpandOp,
-    GetCubeOp,
-    GetOp,
-    ImportCubeOp,
-    ListCubesOp,
-    ListEventsOp,
-    ListOp,
-    Neighbor,
-    Op,
-    RecordEventOp,
-    StoreCapabilities,
-    StoredItem,
-    TextSearchOp,
-    UpdateCubeOp,
-    VectorSearchOp,
-    WriteBatch,
-    WriteOp,
-    WriteResult,
-    authorize,
-    check_depth,
-    check_vector,
-    handles,
-    order_found,
-    plan_write,
-    write_probe,
-)
+from memos_agents.plaintext.stores import base
 from memos_agents.plaintext.stores.codec import GRAPH_CODEC, edge_from_row
 from memos_agents.plaintext.stores.filters import Predicate, compile_filters
 from memos_agents.plaintext.text import BM25_B, BM25_K1, bm25_query_terms, content_terms
@@ -143,6 +107,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 if TYPE_CHECKING:
     from neo4j import AsyncDriver, AsyncManagedTransaction, Driver, ManagedTransaction
+
+#: Longest path a graph expansion walks (the store interface's limit).
+MAX_EXPAND_DEPTH = base.MAX_EXPAND_DEPTH
 
 __all__ = [
     "MAX_EXPAND_DEPTH",
@@ -339,7 +306,7 @@ async def _adrive(body: Body[T], run: Callable[[str, dict[str, Any]], Awaitable[
 class _Batch:
     """One batch's state: the caller, and each cube's ``(header, embedding_dim)`` read so far."""
 
-    ctx: CallContext
+    ctx: base.CallContext
     cubes: dict[str, tuple[CubeHeader, int | None]] = field(default_factory=dict)
 
     def remember(self, cube_id: str, rows: Records) -> tuple[CubeHeader, int | None]:
@@ -352,7 +319,7 @@ class _Batch:
         return known
 
 
-class Neo4jMemoryStore(BaseMemoryStore):
+class Neo4jMemoryStore(base.BaseMemoryStore):
     """Plaintext store on Neo4j 5 or another Bolt/Cypher server. See the module docstring.
 
     Args:
@@ -487,7 +454,7 @@ class Neo4jMemoryStore(BaseMemoryStore):
             return InvalidInputError(f"write refused by a uniqueness constraint: {exc}")
         return StoreError(f"neo4j store ({self._uri or 'driver'}, database {self.database!r}): {exc}")
 
-    def _batch_body(self, ops: Sequence[Op], ctx: CallContext) -> Body[list[Any]]:
+    def _batch_body(self, ops: Sequence[base.Op], ctx: base.CallContext) -> Body[list[Any]]:
         """Return the transaction body of a batch: the ops' bodies chained, sharing one :class:`_Batch`."""
         state = _Batch(ctx)
         results: list[Any] = []
@@ -495,16 +462,16 @@ class Neo4jMemoryStore(BaseMemoryStore):
             results.append((yield from self.handler(op)(op, state)))
         return results
 
-    def _prepare(self, ops: Sequence[Op]) -> tuple[list[Op], bool]:
+    def _prepare(self, ops: Sequence[base.Op]) -> tuple[list[base.Op], bool]:
         """Check the ops (known types, store set up); return them and whether the batch writes."""
         ops = list(ops)
         for op in ops:
             self.handler(op)
         if ops and not self._ready:
             raise StoreError("store is not set up: call setup() first")
-        return ops, any(isinstance(op, WRITE_OPS) for op in ops)
+        return ops, any(isinstance(op, base.WRITE_OPS) for op in ops)
 
-    def batch(self, ops: Sequence[Op], *, ctx: CallContext = SYSTEM) -> list[Any]:
+    def batch(self, ops: Sequence[base.Op], *, ctx: base.CallContext = base.SYSTEM) -> list[Any]:
         """Run ``ops`` in order as ``ctx`` in one managed transaction (retried on transient errors).
 
         Raises:
@@ -531,7 +498,7 @@ class Neo4jMemoryStore(BaseMemoryStore):
                 raise self._translate(exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def abatch(self, ops: Sequence[Op], *, ctx: CallContext = SYSTEM) -> list[Any]:
+    async def abatch(self, ops: Sequence[base.Op], *, ctx: base.CallContext = base.SYSTEM) -> list[Any]:
         """Async twin of :meth:`batch` on the async driver (``batch`` in a worker thread without one)."""
         ops, write = self._prepare(ops)
         if not ops:
@@ -575,7 +542,7 @@ class Neo4jMemoryStore(BaseMemoryStore):
         if known is None:
             rows = yield (f"MATCH {_CUBE} RETURN c.header AS header, c.embedding_dim AS dim", self._params(cube_id))
             known = state.remember(cube_id, rows)
-        authorize(known[0], state.ctx, permission)
+        base.authorize(known[0], state.ctx, permission)
         return known
 
     def _counters(
@@ -599,7 +566,7 @@ class Neo4jMemoryStore(BaseMemoryStore):
             "c.event_seq AS event_seq",
             self._params(cube_id, items=items, edges=edges, events=events),
         )
-        authorize(state.remember(cube_id, rows)[0], state.ctx, permission)
+        base.authorize(state.remember(cube_id, rows)[0], state.ctx, permission)
         return rows[0]
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -636,7 +603,7 @@ class Neo4jMemoryStore(BaseMemoryStore):
         self._fulltext_index = self.use_fulltext_index and online.get(FULLTEXT_INDEX) == "FULLTEXT"
         probe = yield ("RETURN vector.similarity.cosine([1.0, 0.0], [0.0, 1.0]) AS s", {})
         self._cosine_normalized = bool(probe) and abs(float(probe[0]["s"]) - 0.5) < 1e-6
-        self.capabilities = StoreCapabilities(
+        self.capabilities = base.StoreCapabilities(
             vector_search="index" if self._vector_index else "exact",
             text_search="index" if self._fulltext_index else "bm25",
             native_async=self._async_driver is not None or self._owns_drivers,
@@ -699,8 +666,8 @@ class Neo4jMemoryStore(BaseMemoryStore):
             self._ready = False
 
     # -- cubes -------------------------------------------------------------------------------------
-    @handles(CreateCubeOp)
-    def _create_cube(self, op: CreateCubeOp, state: _Batch) -> Body[None]:
+    @base.handles(base.CreateCubeOp)
+    def _create_cube(self, op: base.CreateCubeOp, state: _Batch) -> Body[None]:
         header = op.header
         rows = yield (f"MATCH {_CUBE} RETURN c.cube_id AS id", self._params(header.cube_id))
         if rows:
@@ -712,23 +679,23 @@ class Neo4jMemoryStore(BaseMemoryStore):
         )
         state.cubes[header.cube_id] = (header, header.storage.embedding_dim)
 
-    @handles(ImportCubeOp)
-    def _import_cube(self, op: ImportCubeOp, state: _Batch) -> Body[None]:
+    @base.handles(base.ImportCubeOp)
+    def _import_cube(self, op: base.ImportCubeOp, state: _Batch) -> Body[None]:
         """Create the cube and write its items and edges in this one transaction (all or nothing).
 
         Items keep their ``author_id`` (archived provenance): the content is planned as ``SYSTEM``.
         """
-        yield from self._create_cube(CreateCubeOp(op.header), state)
-        batch = WriteBatch(add=list(op.items), edges=list(op.edges))
+        yield from self._create_cube(base.CreateCubeOp(op.header), state)
+        batch = base.WriteBatch(add=list(op.items), edges=list(op.edges))
         yield from self._write(state, op.header.cube_id, batch, as_system=True)
 
-    @handles(GetCubeOp)
-    def _get_cube(self, op: GetCubeOp, state: _Batch) -> Body[CubeHeader]:
+    @base.handles(base.GetCubeOp)
+    def _get_cube(self, op: base.GetCubeOp, state: _Batch) -> Body[CubeHeader]:
         header, _ = yield from self._cube(state, op.cube_id, Permission.READ)
         return header
 
-    @handles(ListCubesOp)
-    def _list_cubes(self, op: ListCubesOp, state: _Batch) -> Body[list[CubeHeader]]:
+    @base.handles(base.ListCubesOp)
+    def _list_cubes(self, op: base.ListCubesOp, state: _Batch) -> Body[list[CubeHeader]]:
         rows = yield (
             "MATCH (c:Cube {tenant: $tenant}) RETURN c.header AS header ORDER BY c.cube_id",
             {"tenant": self.tenant},
@@ -742,8 +709,8 @@ class Neo4jMemoryStore(BaseMemoryStore):
             and (ctx.system or h.allows(ctx.principal, Permission.READ))
         ]
 
-    @handles(UpdateCubeOp)
-    def _update_cube(self, op: UpdateCubeOp, state: _Batch) -> Body[CubeHeader]:
+    @base.handles(base.UpdateCubeOp)
+    def _update_cube(self, op: base.UpdateCubeOp, state: _Batch) -> Body[CubeHeader]:
         current, dim = yield from self._cube(state, op.header.cube_id, Permission.ADMIN)
         stored = op.header.model_copy(update={"version": current.version + 1, "updated_at": utcnow()})
         dim = stored.storage.embedding_dim if dim is None else dim  # the stored vectors' dimension stays
@@ -754,8 +721,8 @@ class Neo4jMemoryStore(BaseMemoryStore):
         state.cubes[stored.cube_id] = (stored, dim)
         return stored
 
-    @handles(DeleteCubeOp)
-    def _delete_cube(self, op: DeleteCubeOp, state: _Batch) -> Body[None]:
+    @base.handles(base.DeleteCubeOp)
+    def _delete_cube(self, op: base.DeleteCubeOp, state: _Batch) -> Body[None]:
         yield from self._cube(state, op.cube_id, Permission.ADMIN)
         params = self._params(op.cube_id)
         yield ("MATCH (m:Memory {tenant: $tenant, cube_id: $cube_id}) DETACH DELETE m", params)
@@ -764,11 +731,13 @@ class Neo4jMemoryStore(BaseMemoryStore):
         state.cubes.pop(op.cube_id, None)
 
     # -- writes ------------------------------------------------------------------------------------
-    @handles(WriteOp)
-    def _write_op(self, op: WriteOp, state: _Batch) -> Body[WriteResult]:
+    @base.handles(base.WriteOp)
+    def _write_op(self, op: base.WriteOp, state: _Batch) -> Body[base.WriteResult]:
         return (yield from self._write(state, op.cube_id, op.batch))
 
-    def _write(self, state: _Batch, cube_id: str, batch: WriteBatch, *, as_system: bool = False) -> Body[WriteResult]:
+    def _write(
+        self, state: _Batch, cube_id: str, batch: base.WriteBatch, *, as_system: bool = False
+    ) -> Body[base.WriteResult]:
         """Probe what :func:`plan_write` needs, plan, and write the plan.
 
         Args:
@@ -778,19 +747,19 @@ class Neo4jMemoryStore(BaseMemoryStore):
             as_system: Plan as ``SYSTEM`` (items keep their ``author_id``) with no permission check.
 
         """
-        ctx = SYSTEM if as_system else state.ctx
+        ctx = base.SYSTEM if as_system else state.ctx
         n_items, n_edges = len(batch.add) + len(batch.ensure), len(batch.edges) + len(batch.follows)
         # taking the cube's counters first also serialises writers of one cube
         counters = yield from self._counters(
             state, cube_id, None if as_system else Permission.WRITE, items=n_items, edges=n_edges
         )
         params = self._params(cube_id)
-        probe = write_probe(batch)
+        probe = base.write_probe(batch)
         existing: set[str] = set()
         if probe.ids:
             rows = yield (f"{_EACH_ITEM} RETURN m.id AS id", {**params, "ids": probe.ids})
             existing = {r["id"] for r in rows}
-        stored: dict[str, StoredItem] = {}
+        stored: dict[str, base.StoredItem] = {}
         seqs: dict[str, int] = {}
         if probe.updated:
             rows = yield (
@@ -799,7 +768,9 @@ class Neo4jMemoryStore(BaseMemoryStore):
                 {**params, "ids": probe.updated},
             )
             for r in rows:
-                stored[r["id"]] = StoredItem(int(r["version"]), r["node_kind"], GRAPH_CODEC.embedding(r["embedding"]))
+                stored[r["id"]] = base.StoredItem(
+                    int(r["version"]), r["node_kind"], GRAPH_CODEC.embedding(r["embedding"])
+                )
                 seqs[r["id"]] = int(r["seq"])
         newest: dict[str, str] = {}
         for topic in probe.topics:
@@ -810,7 +781,7 @@ class Neo4jMemoryStore(BaseMemoryStore):
             )
             if rows:
                 newest[topic] = rows[0]["id"]
-        plan = plan_write(
+        plan = base.plan_write(
             cube_id,
             batch,
             ctx=ctx,
@@ -862,8 +833,8 @@ class Neo4jMemoryStore(BaseMemoryStore):
                 self._params(cube_id, rows=rows),
             )
 
-    @handles(DeleteOp)
-    def _delete(self, op: DeleteOp, state: _Batch) -> Body[int]:
+    @base.handles(base.DeleteOp)
+    def _delete(self, op: base.DeleteOp, state: _Batch) -> Body[int]:
         yield from self._cube(state, op.cube_id, Permission.WRITE)
         unique = list(dict.fromkeys(op.ids))
         if not unique:
@@ -873,8 +844,8 @@ class Neo4jMemoryStore(BaseMemoryStore):
         yield (f"{_EACH_ITEM} DETACH DELETE m", params)
         return int(rows[0]["n"]) if rows else 0
 
-    @handles(RecordEventOp)
-    def _record_event(self, op: RecordEventOp, state: _Batch) -> Body[None]:
+    @base.handles(base.RecordEventOp)
+    def _record_event(self, op: base.RecordEventOp, state: _Batch) -> Body[None]:
         counters = yield from self._counters(state, op.cube_id, Permission.WRITE, events=1)
         yield (
             "CREATE (e:Event {tenant: $tenant, cube_id: $cube_id, seq: $seq, kind: $kind, payload: $payload, "
@@ -888,8 +859,8 @@ class Neo4jMemoryStore(BaseMemoryStore):
             ),
         )
 
-    @handles(ListEventsOp)
-    def _list_events(self, op: ListEventsOp, state: _Batch) -> Body[list[dict[str, Any]]]:
+    @base.handles(base.ListEventsOp)
+    def _list_events(self, op: base.ListEventsOp, state: _Batch) -> Body[list[dict[str, Any]]]:
         yield from self._cube(state, op.cube_id, Permission.READ)
         rows = yield (
             "MATCH (e:Event) WHERE e.tenant = $tenant AND e.cube_id = $cube_id AND ($kind IS NULL OR e.kind = $kind) "
@@ -899,8 +870,8 @@ class Neo4jMemoryStore(BaseMemoryStore):
         return [{"kind": r["kind"], "payload": json.loads(r["payload"]), "created_at": r["created_at"]} for r in rows]
 
     # -- reads -------------------------------------------------------------------------------------
-    @handles(GetOp)
-    def _get(self, op: GetOp, state: _Batch) -> Body[list[MemoryItem]]:
+    @base.handles(base.GetOp)
+    def _get(self, op: base.GetOp, state: _Batch) -> Body[list[MemoryItem]]:
         yield from self._cube(state, op.cube_id, Permission.READ)
         if not op.ids:
             return []
@@ -908,10 +879,10 @@ class Neo4jMemoryStore(BaseMemoryStore):
             f"{_EACH_ITEM} RETURN {_PROJECTION_EMB if op.with_embeddings else _PROJECTION} AS m",
             self._params(op.cube_id, ids=list(dict.fromkeys(op.ids))),
         )
-        return order_found(op.ids, (GRAPH_CODEC.decode(r["m"]) for r in rows))
+        return base.order_found(op.ids, (GRAPH_CODEC.decode(r["m"]) for r in rows))
 
-    @handles(ListOp)
-    def _list(self, op: ListOp, state: _Batch) -> Body[list[MemoryItem]]:
+    @base.handles(base.ListOp)
+    def _list(self, op: base.ListOp, state: _Batch) -> Body[list[MemoryItem]]:
         yield from self._cube(state, op.cube_id, Permission.READ)
         where, fparams = cypher_filter(compile_filters(op.filters))
         page = " SKIP $offset" + ("" if op.limit is None else " LIMIT $limit")
@@ -922,8 +893,8 @@ class Neo4jMemoryStore(BaseMemoryStore):
         )
         return [GRAPH_CODEC.decode(r["m"]) for r in rows]
 
-    @handles(CountOp)
-    def _count(self, op: CountOp, state: _Batch) -> Body[int]:
+    @base.handles(base.CountOp)
+    def _count(self, op: base.CountOp, state: _Batch) -> Body[int]:
         yield from self._cube(state, op.cube_id, Permission.READ)
         where, fparams = cypher_filter(compile_filters(op.filters))
         rows = yield (
@@ -932,8 +903,8 @@ class Neo4jMemoryStore(BaseMemoryStore):
         )
         return int(rows[0]["n"]) if rows else 0
 
-    @handles(EdgesOp)
-    def _edges(self, op: EdgesOp, state: _Batch) -> Body[list[Edge]]:
+    @base.handles(base.EdgesOp)
+    def _edges(self, op: base.EdgesOp, state: _Batch) -> Body[list[Edge]]:
         yield from self._cube(state, op.cube_id, Permission.READ)
         rels = [relation_type(t) for t in (list(RelationType) if op.types is None else op.types)]
         if not rels or (op.ids is not None and not op.ids):
@@ -963,12 +934,12 @@ class Neo4jMemoryStore(BaseMemoryStore):
         unique = {(r["source_id"], r["target_id"], r["type"]): r for r in rows}
         return [edge_from_row(r) for r in sorted(unique.values(), key=lambda r: int(r["seq"]))]
 
-    @handles(VectorSearchOp)
-    def _vector_search(self, op: VectorSearchOp, state: _Batch) -> Body[list[tuple[str, float]]]:
+    @base.handles(base.VectorSearchOp)
+    def _vector_search(self, op: base.VectorSearchOp, state: _Batch) -> Body[list[tuple[str, float]]]:
         _, dim = yield from self._cube(state, op.cube_id, Permission.READ)
         if dim is None or op.k <= 0:
             return []
-        vector = check_vector(op.embedding, dim, f"query embedding for cube {op.cube_id!r}").tolist()
+        vector = base.check_vector(op.embedding, dim, f"query embedding for cube {op.cube_id!r}").tolist()
         where, fparams = cypher_filter(compile_filters(op.filters or SearchFilters()))
         params = self._params(op.cube_id, v=vector, k=op.k, **fparams)
 
@@ -992,8 +963,8 @@ class Neo4jMemoryStore(BaseMemoryStore):
         )
         return [(r["id"], cosine(float(r["score"]))) for r in rows]
 
-    @handles(TextSearchOp)
-    def _text_search(self, op: TextSearchOp, state: _Batch) -> Body[list[tuple[str, float]]]:
+    @base.handles(base.TextSearchOp)
+    def _text_search(self, op: base.TextSearchOp, state: _Batch) -> Body[list[tuple[str, float]]]:
         yield from self._cube(state, op.cube_id, Permission.READ)
         if op.k <= 0:
             return []
@@ -1032,8 +1003,8 @@ class Neo4jMemoryStore(BaseMemoryStore):
         )
         return [(r["id"], float(r["score"])) for r in rows]
 
-    @handles(ExpandOp)
-    def _expand(self, op: ExpandOp, state: _Batch) -> Body[list[Neighbor]]:
+    @base.handles(base.ExpandOp)
+    def _expand(self, op: base.ExpandOp, state: _Batch) -> Body[list[base.Neighbor]]:
         """Walk whitelisted relationships in Cypher (variable-length paths) from ``op.ids``.
 
         Each reached item is reported once, over a shortest path, from the best-ranked seed among
@@ -1044,7 +1015,7 @@ class Neo4jMemoryStore(BaseMemoryStore):
 
         """
         yield from self._cube(state, op.cube_id, Permission.READ)
-        depth = check_depth(op.depth)
+        depth = base.check_depth(op.depth)
         rels = "|".join(dict.fromkeys(relation_type(t) for t in op.types))
         seeds = list(dict.fromkeys(op.ids))
         if not seeds or not rels:
@@ -1067,6 +1038,6 @@ class Neo4jMemoryStore(BaseMemoryStore):
                 best[r["id"]] = r
         ordered = sorted(best.values(), key=lambda r: (int(r["depth"]), int(r["pos"])))
         return [
-            Neighbor(id=r["id"], from_id=r["from_id"], type=RelationType(r["type"]), depth=int(r["depth"]))
+            base.Neighbor(id=r["id"], from_id=r["from_id"], type=RelationType(r["type"]), depth=int(r["depth"]))
             for r in ordered
         ]

@@ -57,43 +57,7 @@ from memos_agents.errors import (
     CubeNotFoundError,
     StoreError,
 )
-from memos_agents.plaintext.stores.base import (
-    SYSTEM,
-    WRITE_OPS,
-    BaseMemoryStore,
-    CallContext,
-    CountOp,
-    CreateCubeOp,
-    DeleteCubeOp,
-    DeleteOp,
-    EdgesOp,
-    ExpandOp,
-    GetCubeOp,
-    GetOp,
-    ImportCubeOp,
-    ListCubesOp,
-    ListEventsOp,
-    ListOp,
-    Neighbor,
-    Op,
-    RecordEventOp,
-    StoreCapabilities,
-    StoredItem,
-    TextSearchOp,
-    UpdateCubeOp,
-    VectorSearchOp,
-    WriteBatch,
-    WriteOp,
-    WriteResult,
-    authorize,
-    check_depth,
-    check_permission,
-    check_vector,
-    handles,
-    order_found,
-    plan_write,
-    write_probe,
-)
+from memos_agents.plaintext.stores import base
 from memos_agents.plaintext.stores.codec import TABLE_CODEC, edge_from_row
 from memos_agents.plaintext.stores.filters import Predicate, compile_filters
 from memos_agents.plaintext.text import BM25_B, BM25_K1, bm25_idf, bm25_query_terms, bm25_terms
@@ -244,7 +208,7 @@ _UPDATE_SQL = (
     "WHERE cube_id = ? AND id = ?"
 )
 #: Ops that run in transactions of their own (chunked, or finishing an interrupted chunked op first).
-_OWN_TX = (CreateCubeOp, ImportCubeOp, DeleteCubeOp)
+_OWN_TX = (base.CreateCubeOp, base.ImportCubeOp, base.DeleteCubeOp)
 
 #: Small integer codes of the enum columns kept in the vector cache (fast numpy masks).
 _CODES: dict[str, dict[str, int]] = {
@@ -341,12 +305,14 @@ class _Tx:
     """One batch's transaction: its cursor, caller and the vector-cache changes to apply after COMMIT."""
 
     cur: sqlite3.Cursor
-    ctx: CallContext
+    ctx: base.CallContext
     #: cube id -> items to append to its vector cache after commit (None: drop the cache).
     vectors: dict[str, list[MemoryItem] | None] = field(default_factory=dict)
+    #: cube id -> (header, dim) already read in this transaction (dropped when the batch changes them).
+    cubes: dict[str, tuple[CubeHeader, int | None]] = field(default_factory=dict)
 
 
-class SQLiteMemoryStore(BaseMemoryStore):
+class SQLiteMemoryStore(base.BaseMemoryStore):
     """Embedded plaintext store on one SQLite file.
 
     Construct with :meth:`from_path` (or the constructor); nothing touches the disk until
@@ -399,7 +365,7 @@ class SQLiteMemoryStore(BaseMemoryStore):
             self._setup()
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite store {self.path}: {exc}") from exc
-        self.capabilities = StoreCapabilities(vector_search="exact", text_search="bm25", chunked_import=True)
+        self.capabilities = base.StoreCapabilities(vector_search="exact", text_search="bm25", chunked_import=True)
 
     def _setup(self) -> None:
         with self._lock:
@@ -458,7 +424,7 @@ class SQLiteMemoryStore(BaseMemoryStore):
                 cur.execute("COMMIT")
 
     # -- batches -----------------------------------------------------------------------------------
-    def batch(self, ops: Sequence[Op], *, ctx: CallContext = SYSTEM) -> list[Any]:
+    def batch(self, ops: Sequence[base.Op], *, ctx: base.CallContext = base.SYSTEM) -> list[Any]:
         """Run ``ops`` as ``ctx`` in one transaction (cube create, import and delete in their own).
 
         Raises:
@@ -468,7 +434,7 @@ class SQLiteMemoryStore(BaseMemoryStore):
         """
         ops = list(ops)
         for op in ops:
-            check_permission(op)
+            base.check_permission(op)
         results: list[Any] = []
         try:
             start = 0
@@ -486,8 +452,8 @@ class SQLiteMemoryStore(BaseMemoryStore):
             raise StoreError(f"sqlite store {self.path}: {exc}") from exc
         return results
 
-    def _run_group(self, ops: Sequence[Op], ctx: CallContext) -> list[Any]:
-        write = any(isinstance(op, WRITE_OPS) for op in ops)
+    def _run_group(self, ops: Sequence[base.Op], ctx: base.CallContext) -> list[Any]:
+        write = any(isinstance(op, base.WRITE_OPS) for op in ops)
         with self._lock:
             tx: _Tx | None = None
             try:
@@ -520,6 +486,9 @@ class SQLiteMemoryStore(BaseMemoryStore):
             PermissionDeniedError: The caller may not.
 
         """
+        known = tx.cubes.get(cube_id) if generation is None else None
+        if known is not None:
+            return base.authorize(known[0], tx.ctx, permission), known[1]
         row = tx.cur.execute(
             "SELECT header, embedding_dim, state, generation FROM cubes WHERE cube_id = ?", (cube_id,)
         ).fetchone()
@@ -532,11 +501,14 @@ class SQLiteMemoryStore(BaseMemoryStore):
         if cached is None or cached[0] != row[0]:
             cached = (row[0], CubeHeader.model_validate_json(row[0]))
             self._headers[cube_id] = cached
-        return authorize(cached[1], tx.ctx, permission), (None if row[1] is None else int(row[1]))
+        dim = None if row[1] is None else int(row[1])
+        if generation is None:
+            tx.cubes[cube_id] = (cached[1], dim)
+        return base.authorize(cached[1], tx.ctx, permission), dim
 
     # -- cubes ---------------------------------------------------------------------------------
-    @handles(CreateCubeOp)
-    def _create_cube(self, op: CreateCubeOp, ctx: CallContext) -> None:
+    @base.handles(base.CreateCubeOp)
+    def _create_cube(self, op: base.CreateCubeOp, ctx: base.CallContext) -> None:
         self._create(op.header, "ready")
 
     def _create(self, header: CubeHeader, state: str) -> str:
@@ -570,8 +542,8 @@ class SQLiteMemoryStore(BaseMemoryStore):
             )
         return generation
 
-    @handles(ImportCubeOp)
-    def _import_cube(self, op: ImportCubeOp, ctx: CallContext) -> None:
+    @base.handles(base.ImportCubeOp)
+    def _import_cube(self, op: base.ImportCubeOp, ctx: base.CallContext) -> None:
         """Create a cube with its content without holding the write lock for long.
 
         The cube is written hidden (reads and ``create_cube`` see it as absent or busy) in
@@ -584,9 +556,9 @@ class SQLiteMemoryStore(BaseMemoryStore):
         generation = self._create(header, "importing")
         try:
             for chunk in _chunks(list(op.items), CHUNK_ROWS):
-                self._write_hidden(header.cube_id, WriteBatch(add=chunk), generation)
+                self._write_hidden(header.cube_id, base.WriteBatch(add=chunk), generation)
             for links in _chunks(list(op.edges), CHUNK_ROWS * 4):
-                self._write_hidden(header.cube_id, WriteBatch(edges=links), generation)
+                self._write_hidden(header.cube_id, base.WriteBatch(edges=links), generation)
             with self._tx() as cur:
                 switched = cur.execute(
                     "UPDATE cubes SET state = 'ready', state_since = ? "
@@ -599,16 +571,16 @@ class SQLiteMemoryStore(BaseMemoryStore):
             self._purge(header.cube_id, generation)
             raise
 
-    def _write_hidden(self, cube_id: str, batch: WriteBatch, generation: str) -> None:
+    def _write_hidden(self, cube_id: str, batch: base.WriteBatch, generation: str) -> None:
         with self._lock, self._tx() as cur:
-            self._write(_Tx(cur, SYSTEM), cube_id, batch, generation=generation)
+            self._write(_Tx(cur, base.SYSTEM), cube_id, batch, generation=generation)
 
-    @handles(GetCubeOp)
-    def _get_cube(self, op: GetCubeOp, tx: _Tx) -> CubeHeader:
+    @base.handles(base.GetCubeOp)
+    def _get_cube(self, op: base.GetCubeOp, tx: _Tx) -> CubeHeader:
         return self._cube(tx, op.cube_id, Permission.READ)[0]
 
-    @handles(ListCubesOp)
-    def _list_cubes(self, op: ListCubesOp, tx: _Tx) -> list[CubeHeader]:
+    @base.handles(base.ListCubesOp)
+    def _list_cubes(self, op: base.ListCubesOp, tx: _Tx) -> list[CubeHeader]:
         rows = tx.cur.execute("SELECT header FROM cubes WHERE state = 'ready' ORDER BY cube_id").fetchall()
         headers = [CubeHeader.model_validate_json(r[0]) for r in rows]
         return [
@@ -618,18 +590,19 @@ class SQLiteMemoryStore(BaseMemoryStore):
             and (tx.ctx.system or h.allows(tx.ctx.principal, Permission.READ))
         ]
 
-    @handles(UpdateCubeOp)
-    def _update_cube(self, op: UpdateCubeOp, tx: _Tx) -> CubeHeader:
+    @base.handles(base.UpdateCubeOp)
+    def _update_cube(self, op: base.UpdateCubeOp, tx: _Tx) -> CubeHeader:
         current, _ = self._cube(tx, op.header.cube_id, Permission.ADMIN)
         stored = op.header.model_copy(update={"version": current.version + 1, "updated_at": utcnow()})
         tx.cur.execute(
             "UPDATE cubes SET header = ?, embedding_dim = COALESCE(embedding_dim, ?) WHERE cube_id = ?",
             (stored.model_dump_json(), stored.storage.embedding_dim, stored.cube_id),
         )
+        tx.cubes.pop(stored.cube_id, None)
         return stored
 
-    @handles(DeleteCubeOp)
-    def _delete_cube(self, op: DeleteCubeOp, ctx: CallContext) -> None:
+    @base.handles(base.DeleteCubeOp)
+    def _delete_cube(self, op: base.DeleteCubeOp, ctx: base.CallContext) -> None:
         """Delete a cube: hidden at once (one short transaction that checks admin), rows then removed in chunks."""
         generation = uuid.uuid4().hex
         with self._lock, self._tx() as cur:
@@ -687,14 +660,16 @@ class SQLiteMemoryStore(BaseMemoryStore):
                 self._purge(cid, generation)
 
     # -- writes -----------------------------------------------------------------------------------
-    @handles(WriteOp)
-    def _write_op(self, op: WriteOp, tx: _Tx) -> WriteResult:
+    @base.handles(base.WriteOp)
+    def _write_op(self, op: base.WriteOp, tx: _Tx) -> base.WriteResult:
         return self._write(tx, op.cube_id, op.batch)
 
-    def _write(self, tx: _Tx, cube_id: str, batch: WriteBatch, *, generation: str | None = None) -> WriteResult:
+    def _write(
+        self, tx: _Tx, cube_id: str, batch: base.WriteBatch, *, generation: str | None = None
+    ) -> base.WriteResult:
         cur = tx.cur
         _, dim = self._cube(tx, cube_id, Permission.WRITE, generation=generation)
-        probe = write_probe(batch)
+        probe = base.write_probe(batch)
         existing: set[str] = set()
         for chunk in _chunks(probe.ids, 500):
             marks = ",".join("?" * len(chunk))
@@ -702,14 +677,14 @@ class SQLiteMemoryStore(BaseMemoryStore):
                 r[0]
                 for r in cur.execute(f"SELECT id FROM items WHERE cube_id = ? AND id IN ({marks})", (cube_id, *chunk))
             )
-        stored: dict[str, StoredItem] = {}
+        stored: dict[str, base.StoredItem] = {}
         for chunk in _chunks(probe.updated, 500):
             marks = ",".join("?" * len(chunk))
             for r in cur.execute(
                 f"SELECT id, version, node_kind, embedding FROM items WHERE cube_id = ? AND id IN ({marks})",
                 (cube_id, *chunk),
             ):
-                stored[r[0]] = StoredItem(int(r[1]), r[2], TABLE_CODEC.embedding(r[3]))
+                stored[r[0]] = base.StoredItem(int(r[1]), r[2], TABLE_CODEC.embedding(r[3]))
         newest: dict[str, str] = {}
         for topic in probe.topics:
             row = cur.execute(
@@ -719,11 +694,12 @@ class SQLiteMemoryStore(BaseMemoryStore):
             ).fetchone()
             if row is not None:
                 newest[topic] = row[0]
-        plan = plan_write(
+        plan = base.plan_write(
             cube_id, batch, ctx=tx.ctx, dim=dim, existing=existing, stored=stored, newest_member=newest, now=utcnow()
         )
         if plan.dim_changed:
             cur.execute("UPDATE cubes SET embedding_dim = ? WHERE cube_id = ?", (plan.dim, cube_id))
+            tx.cubes.pop(cube_id, None)
         rows = [TABLE_CODEC.encode(i) for i in plan.insert]
         cur.executemany(_INSERT_SQL, [[r[c] for c in _WRITE_COLUMNS] for r in rows])
         rowids: dict[str, int] = {}
@@ -762,8 +738,8 @@ class SQLiteMemoryStore(BaseMemoryStore):
             [(cube_id, term, rowid, tf) for rowid, terms in items for term, tf in Counter(terms).items()],
         )
 
-    @handles(DeleteOp)
-    def _delete(self, op: DeleteOp, tx: _Tx) -> int:
+    @base.handles(base.DeleteOp)
+    def _delete(self, op: base.DeleteOp, tx: _Tx) -> int:
         self._cube(tx, op.cube_id, Permission.WRITE)
         deleted = 0
         for chunk in _chunks(list(dict.fromkeys(op.ids)), 500):
@@ -778,16 +754,16 @@ class SQLiteMemoryStore(BaseMemoryStore):
         tx.vectors[op.cube_id] = None
         return deleted
 
-    @handles(RecordEventOp)
-    def _record_event(self, op: RecordEventOp, tx: _Tx) -> None:
+    @base.handles(base.RecordEventOp)
+    def _record_event(self, op: base.RecordEventOp, tx: _Tx) -> None:
         self._cube(tx, op.cube_id, Permission.WRITE)
         tx.cur.execute(
             "INSERT INTO events (cube_id, kind, payload, created_at) VALUES (?, ?, ?, ?)",
             (op.cube_id, op.kind, json.dumps(op.payload, default=str), utcnow().isoformat()),
         )
 
-    @handles(ListEventsOp)
-    def _list_events(self, op: ListEventsOp, tx: _Tx) -> list[dict[str, Any]]:
+    @base.handles(base.ListEventsOp)
+    def _list_events(self, op: base.ListEventsOp, tx: _Tx) -> list[dict[str, Any]]:
         self._cube(tx, op.cube_id, Permission.READ)
         rows = tx.cur.execute(
             "SELECT kind, payload, created_at FROM events WHERE cube_id = ? AND (? IS NULL OR kind = ?) ORDER BY seq",
@@ -803,17 +779,17 @@ class SQLiteMemoryStore(BaseMemoryStore):
         rows = cur.execute(f"SELECT {', '.join(columns)} FROM items WHERE {where} {tail}", tuple(params)).fetchall()
         return [TABLE_CODEC.decode(dict(zip(columns, r, strict=True))) for r in rows]
 
-    @handles(GetOp)
-    def _get(self, op: GetOp, tx: _Tx) -> list[MemoryItem]:
+    @base.handles(base.GetOp)
+    def _get(self, op: base.GetOp, tx: _Tx) -> list[MemoryItem]:
         self._cube(tx, op.cube_id, Permission.READ)
         found: list[MemoryItem] = []
         for chunk in _chunks(list(dict.fromkeys(op.ids)), 500):
             marks = ",".join("?" * len(chunk))
             found += self._select(tx.cur, f"cube_id = ? AND id IN ({marks})", (op.cube_id, *chunk), op.with_embeddings)
-        return order_found(op.ids, found)
+        return base.order_found(op.ids, found)
 
-    @handles(ListOp)
-    def _list(self, op: ListOp, tx: _Tx) -> list[MemoryItem]:
+    @base.handles(base.ListOp)
+    def _list(self, op: base.ListOp, tx: _Tx) -> list[MemoryItem]:
         self._cube(tx, op.cube_id, Permission.READ)
         where, params = _sql_filter(compile_filters(op.filters))
         return self._select(
@@ -824,16 +800,16 @@ class SQLiteMemoryStore(BaseMemoryStore):
             "ORDER BY rowid LIMIT ? OFFSET ?",
         )
 
-    @handles(CountOp)
-    def _count(self, op: CountOp, tx: _Tx) -> int:
+    @base.handles(base.CountOp)
+    def _count(self, op: base.CountOp, tx: _Tx) -> int:
         self._cube(tx, op.cube_id, Permission.READ)
         where, params = _sql_filter(compile_filters(op.filters))
         return int(
             tx.cur.execute(f"SELECT COUNT(*) FROM items WHERE cube_id = ?{where}", (op.cube_id, *params)).fetchone()[0]
         )
 
-    @handles(EdgesOp)
-    def _edges_op(self, op: EdgesOp, tx: _Tx) -> list[Edge]:
+    @base.handles(base.EdgesOp)
+    def _edges_op(self, op: base.EdgesOp, tx: _Tx) -> list[Edge]:
         self._cube(tx, op.cube_id, Permission.READ)
         return self._edges(tx.cur, op.cube_id, op.ids, op.types, op.direction)
 
@@ -887,13 +863,13 @@ class SQLiteMemoryStore(BaseMemoryStore):
             self._vectors[cube_id] = cache
         return cache
 
-    @handles(VectorSearchOp)
-    def _vector_search(self, op: VectorSearchOp, tx: _Tx) -> list[tuple[str, float]]:
+    @base.handles(base.VectorSearchOp)
+    def _vector_search(self, op: base.VectorSearchOp, tx: _Tx) -> list[tuple[str, float]]:
         _, dim = self._cube(tx, op.cube_id, Permission.READ)
         cache = self._cache(tx, op.cube_id, dim)
         if cache is None or not cache.ids or op.k <= 0:
             return []
-        query = check_vector(op.embedding, cache.matrix.shape[1], f"query embedding for cube {op.cube_id!r}")
+        query = base.check_vector(op.embedding, cache.matrix.shape[1], f"query embedding for cube {op.cube_id!r}")
         norm = float(np.linalg.norm(query))
         scores = cache.matrix @ (query / (norm or 1.0))
         idx = np.flatnonzero(cache.mask(compile_filters(op.filters or SearchFilters())))
@@ -902,8 +878,8 @@ class SQLiteMemoryStore(BaseMemoryStore):
         top = idx[np.argsort(-scores[idx], kind="stable")[: op.k]]
         return [(cache.ids[i], float(scores[i])) for i in top]
 
-    @handles(TextSearchOp)
-    def _text_search(self, op: TextSearchOp, tx: _Tx) -> list[tuple[str, float]]:
+    @base.handles(base.TextSearchOp)
+    def _text_search(self, op: base.TextSearchOp, tx: _Tx) -> list[tuple[str, float]]:
         self._cube(tx, op.cube_id, Permission.READ)
         terms = Counter(bm25_query_terms(op.query))  # a repeated query term weighs more, as in FTS5
         if not terms or op.k <= 0:
@@ -940,25 +916,14 @@ class SQLiteMemoryStore(BaseMemoryStore):
         ).fetchall()
         return [(r[0], float(r[1])) for r in rows]
 
-    @handles(ExpandOp)
-    def _expand(self, op: ExpandOp, tx: _Tx) -> list[Neighbor]:
+    @base.handles(base.ExpandOp)
+    def _expand(self, op: base.ExpandOp, tx: _Tx) -> list[base.Neighbor]:
         self._cube(tx, op.cube_id, Permission.READ)
-        check_depth(op.depth)
         types = [RelationType(t) for t in op.types]
-        seen = set(op.ids)
-        frontier = list(dict.fromkeys(op.ids))
-        reached: list[Neighbor] = []
-        for level in range(1, op.depth + 1):
-            if not frontier or not types:
-                break
-            next_frontier: list[str] = []
-            for edge in self._edges(tx.cur, op.cube_id, frontier, types, "both"):
-                for origin, other in ((edge.source_id, edge.target_id), (edge.target_id, edge.source_id)):
-                    if origin in frontier and other not in seen:
-                        seen.add(other)
-                        next_frontier.append(other)
-                        reached.append(Neighbor(id=other, from_id=origin, type=edge.type, depth=level))
-            frontier = next_frontier
+        if not types:
+            base.check_depth(op.depth)
+            return []
+        reached = base.breadth_first(op.ids, op.depth, lambda ids: self._edges(tx.cur, op.cube_id, ids, types, "both"))
         if op.filters is not None and reached:
             where, params = _sql_filter(compile_filters(op.filters))
             ok: set[str] = set()
