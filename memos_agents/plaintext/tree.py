@@ -1,6 +1,11 @@
 """Tree/graph organisation of plaintext memory (MemOS §5.2, "tree memory").
 
-:class:`TreeOrganizer` turns freshly read items into one atomic :class:`WriteBatch`:
+:class:`TreeOrganizer` turns freshly read items into one atomic :class:`WriteBatch`, in two steps:
+:meth:`TreeOrganizer.plan` reads a :class:`TreeSnapshot` (each new item's nearest stored memories,
+two store batches) and the pure :meth:`TreeOrganizer.organize` decides the :class:`TreeUpdate`. What
+depends on state that a concurrent writer may change is left to the store's write transaction: a
+session's topic node is *ensured* (inserted only if absent) and its first new turn *follows* the
+newest stored turn of the session (resolved in the transaction).
 
 * **Episodes in order** — each item FOLLOWS the previous item of its session (across calls too).
 * **Topics** — every session (or, without one, every event day) has a topic node; its members hang
@@ -143,7 +148,7 @@ Body = Generator[list[Op], list[Any], T]
 
 
 class TreeOrganizer:
-    """Places new items in a cube's memory tree: a pure :meth:`organize` over a :meth:`snapshot`.
+    """Places new items in a cube's memory tree: a pure :meth:`organize` over what :meth:`plan` read.
 
     Args:
         config: Thresholds and key-phrase count (see :class:`~memos_agents.config.ReaderConfig`).
