@@ -30,7 +30,7 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from pydantic import ValidationError
 
@@ -85,6 +85,7 @@ from memos_agents.schema import (
 log = logging.getLogger(__name__)
 
 MessageLike = Message | dict[str, Any]
+T = TypeVar("T")
 __all__ = ["AddResult", "ChatResult", "MemOS", "build_embedder", "build_llm", "build_store"]
 
 
@@ -234,11 +235,11 @@ class MemOS:
             raise InvalidInputError(f"user_id must be a string, not {type(user_id).__name__}")
         return base.CallContext.of(user_id)
 
-    def _run(self, flow: Flow[Any], user_id: object) -> Any:
+    def _run(self, flow: Flow[T], user_id: object) -> T:
         ctx = self._ctx(user_id)
         return run_sync(flow, self.store, ctx)
 
-    async def _arun(self, flow: Flow[Any], user_id: object) -> Any:
+    async def _arun(self, flow: Flow[T], user_id: object) -> T:
         ctx = self._ctx(user_id)
         return await run_async(flow, self.store, ctx)
 
@@ -269,7 +270,7 @@ class MemOS:
             PermissionDeniedError: ``exist_ok`` and the existing cube is not readable by the caller.
 
         """
-        return self._run(self._create_cube(cube_id, owner_id, description, source, acl, exist_ok), owner_id)  # type: ignore[no-any-return]
+        return self._run(self._create_cube(cube_id, owner_id, description, source, acl, exist_ok), owner_id)
 
     async def acreate_cube(
         self,
@@ -283,7 +284,7 @@ class MemOS:
     ) -> CubeHeader:
         """Async twin of :meth:`create_cube`."""
         flow = self._create_cube(cube_id, owner_id, description, source, acl, exist_ok)
-        return await self._arun(flow, owner_id)  # type: ignore[no-any-return]
+        return await self._arun(flow, owner_id)
 
     def _create_cube(
         self, cube_id: str, owner_id: str, description: str, source: str | None, acl: Sequence[AclEntry], exist_ok: bool
@@ -312,24 +313,24 @@ class MemOS:
             if not exist_ok:
                 raise
             (existing,) = yield [base.GetCubeOp(cube_id)]
-            return existing  # type: ignore[no-any-return]
+            return cast(CubeHeader, existing)
         return header
 
     def get_cube(self, cube_id: str, user_id: str) -> CubeHeader:
         """Return a cube's header (needs read permission)."""
-        return self._run(self._ops([base.GetCubeOp(validate_id(cube_id, "cube_id"))]), user_id)  # type: ignore[no-any-return]
+        return cast(CubeHeader, self._run(self._ops([base.GetCubeOp(validate_id(cube_id, "cube_id"))]), user_id))
 
     async def aget_cube(self, cube_id: str, user_id: str) -> CubeHeader:
         """Async twin of :meth:`get_cube`."""
-        return await self._arun(self._ops([base.GetCubeOp(validate_id(cube_id, "cube_id"))]), user_id)  # type: ignore[no-any-return]
+        return cast(CubeHeader, await self._arun(self._ops([base.GetCubeOp(validate_id(cube_id, "cube_id"))]), user_id))
 
     def list_cubes(self, user_id: str) -> list[CubeHeader]:
         """Return the headers of the cubes ``user_id`` may read (their own and those shared with them)."""
-        return self._run(self._ops([base.ListCubesOp()]), user_id)  # type: ignore[no-any-return]
+        return cast(list[CubeHeader], self._run(self._ops([base.ListCubesOp()]), user_id))
 
     async def alist_cubes(self, user_id: str) -> list[CubeHeader]:
         """Async twin of :meth:`list_cubes`."""
-        return await self._arun(self._ops([base.ListCubesOp()]), user_id)  # type: ignore[no-any-return]
+        return cast(list[CubeHeader], await self._arun(self._ops([base.ListCubesOp()]), user_id))
 
     def default_cubes(self, user_id: str) -> list[CubeHeader]:
         """Return the cubes ``search``/``chat`` read when no ``cube_ids`` are given: those ``user_id`` owns.
@@ -339,7 +340,7 @@ class MemOS:
         world-readable. Only cubes whose embedding dimension matches this MemOS's embedder are
         included (others need their own embedder).
         """
-        return self._run(self._default_cubes(user_id), user_id)  # type: ignore[no-any-return]
+        return self._run(self._default_cubes(user_id), user_id)
 
     def _default_cubes(self, user_id: str) -> Flow[list[CubeHeader]]:
         (owned,) = yield [base.ListCubesOp(owner_id=user_id)]
@@ -358,7 +359,7 @@ class MemOS:
 
         The counts come from one store transaction, so they agree with each other.
         """
-        return self._run(self._stats(validate_id(cube_id, "cube_id")), user_id)  # type: ignore[no-any-return]
+        return self._run(self._stats(validate_id(cube_id, "cube_id")), user_id)
 
     def _stats(self, cube_id: str) -> Flow[CubeStats]:
         every = list(LifecycleState)
@@ -461,7 +462,7 @@ class MemOS:
             EmbeddingDimensionError / StoreError: Nothing was written.
 
         """
-        return self._run(self._add(messages, user_id, cube_id, mode, session_id, subject_id), user_id)  # type: ignore[no-any-return]
+        return self._run(self._add(messages, user_id, cube_id, mode, session_id, subject_id), user_id)
 
     async def aadd(
         self,
@@ -474,7 +475,7 @@ class MemOS:
         subject_id: str | None = None,
     ) -> AddResult:
         """Async twin of :meth:`add` (the store's async path; reading and embedding in a worker thread)."""
-        return await self._arun(self._add(messages, user_id, cube_id, mode, session_id, subject_id), user_id)  # type: ignore[no-any-return]
+        return await self._arun(self._add(messages, user_id, cube_id, mode, session_id, subject_id), user_id)
 
     def _add(
         self,
@@ -524,18 +525,18 @@ class MemOS:
             MemoryNotFoundError: No such memory in the cube.
 
         """
-        return self._run(self._get(memory_id, user_id, cube_id), user_id)  # type: ignore[no-any-return]
+        return self._run(self._get(memory_id, user_id, cube_id), user_id)
 
     async def aget(self, memory_id: str, user_id: str, cube_id: str) -> MemoryItem:
         """Async twin of :meth:`get`."""
-        return await self._arun(self._get(memory_id, user_id, cube_id), user_id)  # type: ignore[no-any-return]
+        return await self._arun(self._get(memory_id, user_id, cube_id), user_id)
 
     def _get(self, memory_id: str, user_id: str, cube_id: str) -> Flow[MemoryItem]:
         req = parse(GetRequest, {"memory_id": memory_id, "user_id": user_id, "cube_id": cube_id})
         (found,) = yield [base.GetOp(req.cube_id, [req.memory_id])]
         if not found:
             raise MemoryNotFoundError(f"no memory {req.memory_id!r} in cube {req.cube_id!r}")
-        return found[0]  # type: ignore[no-any-return]
+        return cast(MemoryItem, found[0])
 
     def update(
         self,
@@ -566,7 +567,7 @@ class MemOS:
 
         """
         flow = self._update(memory_id, user_id, cube_id, text, memory_type, tags, status, expected_version)
-        return self._run(flow, user_id)  # type: ignore[no-any-return]
+        return self._run(flow, user_id)
 
     async def aupdate(
         self,
@@ -582,7 +583,7 @@ class MemOS:
     ) -> MemoryItem:
         """Async twin of :meth:`update`."""
         flow = self._update(memory_id, user_id, cube_id, text, memory_type, tags, status, expected_version)
-        return await self._arun(flow, user_id)  # type: ignore[no-any-return]
+        return await self._arun(flow, user_id)
 
     def _update(
         self,
@@ -631,22 +632,22 @@ class MemOS:
         except ValidationError as exc:
             raise InvalidInputError(f"invalid update: {exc.errors()[0]['msg']}") from exc
         (written,) = yield [base.WriteOp(req.cube_id, base.WriteBatch(update=[new]))]
-        return written.updated[0]  # type: ignore[no-any-return]
+        return cast(MemoryItem, written.updated[0])
 
     def delete(self, memory_ids: Sequence[str], user_id: str, cube_id: str) -> int:
         """Delete memories and their edges (needs write permission). Returns how many were deleted."""
-        return self._run(self._delete(memory_ids, user_id, cube_id), user_id)  # type: ignore[no-any-return]
+        return self._run(self._delete(memory_ids, user_id, cube_id), user_id)
 
     async def adelete(self, memory_ids: Sequence[str], user_id: str, cube_id: str) -> int:
         """Async twin of :meth:`delete`."""
-        return await self._arun(self._delete(memory_ids, user_id, cube_id), user_id)  # type: ignore[no-any-return]
+        return await self._arun(self._delete(memory_ids, user_id, cube_id), user_id)
 
     def _delete(self, memory_ids: Sequence[str], user_id: str, cube_id: str) -> Flow[int]:
         if isinstance(memory_ids, str | bytes) or not isinstance(memory_ids, Sequence):
             raise InvalidInputError("memory_ids must be a list of ids")
         req = parse(DeleteRequest, {"memory_ids": list(memory_ids), "user_id": user_id, "cube_id": cube_id})
         (deleted,) = yield [base.DeleteOp(req.cube_id, req.memory_ids)]
-        return deleted  # type: ignore[no-any-return]
+        return cast(int, deleted)
 
     # -- reads -------------------------------------------------------------------------------------
     def search(
@@ -682,7 +683,7 @@ class MemOS:
 
         """
         flow = self._search(self._search_request(query, user_id, cube_ids, top_k, filters, token_budget))
-        return self._run(flow, user_id)  # type: ignore[no-any-return]
+        return self._run(flow, user_id)
 
     async def asearch(
         self,
@@ -696,7 +697,7 @@ class MemOS:
     ) -> list[ScoredMemory]:
         """Async twin of :meth:`search` (the store's async path; embedding in a worker thread)."""
         flow = self._search(self._search_request(query, user_id, cube_ids, top_k, filters, token_budget))
-        return await self._arun(flow, user_id)  # type: ignore[no-any-return]
+        return await self._arun(flow, user_id)
 
     def _search_request(
         self,
@@ -784,7 +785,7 @@ class MemOS:
 
         """
         flow = self._chat(query, user_id, cube_ids, top_k, token_budget, history, max_tokens)
-        return self._run(flow, user_id)  # type: ignore[no-any-return]
+        return self._run(flow, user_id)
 
     async def achat(
         self,
@@ -799,7 +800,7 @@ class MemOS:
     ) -> ChatResult:
         """Async twin of :meth:`chat` (generation in a worker thread)."""
         flow = self._chat(query, user_id, cube_ids, top_k, token_budget, history, max_tokens)
-        return await self._arun(flow, user_id)  # type: ignore[no-any-return]
+        return await self._arun(flow, user_id)
 
     def _chat(
         self,
@@ -866,7 +867,7 @@ class MemOS:
     @staticmethod
     def _ops_all(ops: list[Any]) -> Flow[list[Any]]:
         """Run one store batch and return every result (a flow)."""
-        return (yield ops)  # type: ignore[no-any-return]
+        return cast(list[Any], (yield ops))
 
     def import_cube(
         self, path: str | Path, user_id: str, *, cube_id: str | None = None, keep_acl: bool = False

@@ -490,12 +490,8 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
             try:
                 with self._sync_driver().session(database=self.database) as session:
                     return session.execute_write(work) if write else session.execute_read(work)
-            except neo4j.exceptions.ConstraintError as exc:
-                if attempt == CONSTRAINT_RETRIES:
-                    raise self._translate(exc) from exc
-                log.info("constraint violated at commit by a concurrent writer; running the batch again")
             except (neo4j.exceptions.Neo4jError, neo4j.exceptions.DriverError) as exc:
-                raise self._translate(exc) from exc
+                self._retry_or_raise(exc, attempt)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def abatch(self, ops: Sequence[base.Op], *, ctx: base.CallContext = base.SYSTEM) -> list[Any]:
@@ -519,13 +515,16 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
                     if write:
                         return await session.execute_write(work)
                     return await session.execute_read(work)
-            except neo4j.exceptions.ConstraintError as exc:
-                if attempt == CONSTRAINT_RETRIES:
-                    raise self._translate(exc) from exc
-                log.info("constraint violated at commit by a concurrent writer; running the batch again")
             except (neo4j.exceptions.Neo4jError, neo4j.exceptions.DriverError) as exc:
-                raise self._translate(exc) from exc
+                self._retry_or_raise(exc, attempt)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _retry_or_raise(self, exc: Exception, attempt: int) -> None:
+        """Return when a failed batch should run again (see :data:`CONSTRAINT_RETRIES`); else raise it translated."""
+        if isinstance(exc, neo4j.exceptions.ConstraintError) and attempt < CONSTRAINT_RETRIES:
+            log.info("constraint violated at commit by a concurrent writer; running the batch again")
+            return
+        raise self._translate(exc) from exc
 
     def _params(self, cube_id: str, **extra: Any) -> dict[str, Any]:
         return {"tenant": self.tenant, "cube_id": cube_id, **extra}
