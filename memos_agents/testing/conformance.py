@@ -513,6 +513,8 @@ class StoreConformanceTests:
         trusted = item("imported", author_id="dana")
         store.add(cube, [trusted], ctx=SYSTEM)
         assert store.get(cube, [trusted.id])[0].author_id == "dana"
+        (forged,) = store.update(cube, [got.model_copy(update={"author_id": "mallory"})], ctx=CallContext.of("svc"))
+        assert forged.author_id == "svc" and store.get(cube, [written.id])[0].author_id == "svc"  # kept
 
     def test_one_batch_is_one_transaction(self, store: BaseMemoryStore, cube: str) -> None:
         a = item("a")

@@ -455,6 +455,7 @@ class StoredItem:
     version: int
     node_kind: str
     embedding: list[float] | None = None
+    author_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -463,7 +464,7 @@ class WriteProbe:
 
     Attributes:
         ids: Every id whose existence matters: new, ensured and updated items and edge ends.
-        updated: Ids whose version, node kind and embedding are needed.
+        updated: Ids whose version, node kind, embedding and author are needed.
         topics: Topics whose newest member (PARENT target) FOLLOWS links need.
 
     """
@@ -523,10 +524,11 @@ def plan_write(
     Args:
         cube_id: The cube.
         batch: The write.
-        ctx: The caller: a non-system principal becomes each new item's ``author_id``.
+        ctx: The caller: a non-system principal becomes each new item's ``author_id`` and cannot
+            change a stored item's.
         dim: The cube's embedding dimension (None: not yet set).
         existing: Which ids of :func:`write_probe` exist in the cube.
-        stored: Version, node kind and embedding of each stored item among ``probe.updated``.
+        stored: Version, node kind, embedding and author of each stored item among ``probe.updated``.
         newest_member: Newest member of each topic among ``probe.topics`` that has one.
         now: The write time (``updated_at`` of updates).
 
@@ -565,7 +567,9 @@ def plan_write(
         assert row is not None  # next_version raised otherwise
         if row.node_kind != item.node_kind.value:
             raise InvalidInputError(f"memory {item.id!r}: the node kind of a stored item cannot change")
-        stored[item.id] = StoredItem(new.version, row.node_kind, row.embedding)
+        if not ctx.system:  # who wrote an item is provenance: only trusted code may change it
+            new = new.model_copy(update={"author_id": row.author_id})
+        stored[item.id] = StoredItem(new.version, row.node_kind, row.embedding, new.author_id)
         replace.append(new)
     edges = list(batch.edges)
     for link in batch.follows:

@@ -314,7 +314,10 @@ class InMemoryStore(base.BaseMemoryStore):
             if row is not None:
                 embedding = row.item.embedding
                 stored[item_id] = base.StoredItem(
-                    row.item.version, row.item.node_kind.value, None if embedding is None else list(embedding)
+                    row.item.version,
+                    row.item.node_kind.value,
+                    None if embedding is None else list(embedding),
+                    row.item.author_id,
                 )
         newest: dict[str, str] = {}
         for topic in probe.topics:

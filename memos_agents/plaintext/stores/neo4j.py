@@ -763,12 +763,12 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
         if probe.updated:
             rows = yield (
                 f"{_EACH_ITEM} RETURN m.id AS id, m.version AS version, m.node_kind AS node_kind, "
-                "m.embedding AS embedding, m.seq AS seq",
+                "m.embedding AS embedding, m.author_id AS author_id, m.seq AS seq",
                 {**params, "ids": probe.updated},
             )
             for r in rows:
                 stored[r["id"]] = base.StoredItem(
-                    int(r["version"]), r["node_kind"], GRAPH_CODEC.embedding(r["embedding"])
+                    int(r["version"]), r["node_kind"], GRAPH_CODEC.embedding(r["embedding"]), r.get("author_id")
                 )
                 seqs[r["id"]] = int(r["seq"])
         newest: dict[str, str] = {}

@@ -681,10 +681,10 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
         for chunk in _chunks(probe.updated, 500):
             marks = ",".join("?" * len(chunk))
             for r in cur.execute(
-                f"SELECT id, version, node_kind, embedding FROM items WHERE cube_id = ? AND id IN ({marks})",
+                f"SELECT id, version, node_kind, embedding, author_id FROM items WHERE cube_id = ? AND id IN ({marks})",
                 (cube_id, *chunk),
             ):
-                stored[r[0]] = base.StoredItem(int(r[1]), r[2], TABLE_CODEC.embedding(r[3]))
+                stored[r[0]] = base.StoredItem(int(r[1]), r[2], TABLE_CODEC.embedding(r[3]), r[4])
         newest: dict[str, str] = {}
         for topic in probe.topics:
             row = cur.execute(
