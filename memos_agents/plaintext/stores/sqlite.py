@@ -678,13 +678,16 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
                 for r in cur.execute(f"SELECT id FROM items WHERE cube_id = ? AND id IN ({marks})", (cube_id, *chunk))
             )
         stored: dict[str, base.StoredItem] = {}
+        updated_rowids: dict[str, int] = {}
         for chunk in _chunks(probe.updated, 500):
             marks = ",".join("?" * len(chunk))
             for r in cur.execute(
-                f"SELECT id, version, node_kind, embedding, author_id FROM items WHERE cube_id = ? AND id IN ({marks})",
+                "SELECT id, version, node_kind, embedding, author_id, rowid FROM items "
+                f"WHERE cube_id = ? AND id IN ({marks})",
                 (cube_id, *chunk),
             ):
                 stored[r[0]] = base.StoredItem(int(r[1]), r[2], TABLE_CODEC.embedding(r[3]), r[4])
+                updated_rowids[r[0]] = int(r[5])
         newest: dict[str, str] = {}
         for topic in probe.topics:
             row = cur.execute(
@@ -712,9 +715,7 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
         for item in plan.replace:
             r = TABLE_CODEC.encode(item)
             cur.execute(_UPDATE_SQL, [*(r[c] for c in _WRITE_COLUMNS if c not in ("id", "cube_id")), cube_id, item.id])
-            rowid = cur.execute("SELECT rowid FROM items WHERE cube_id = ? AND id = ?", (cube_id, item.id)).fetchone()[
-                0
-            ]
+            rowid = updated_rowids[item.id]  # an UPDATE keeps the row's rowid
             cur.execute("DELETE FROM item_terms WHERE item_rowid = ?", (rowid,))
             self._index_terms(cur, cube_id, [(rowid, r["terms"])])
         cur.executemany(
