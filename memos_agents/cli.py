@@ -381,6 +381,68 @@ def bench_locomo(
     _run(go)
 
 
+@bench_app.command("scale")
+def bench_scale(
+    out: Annotated[Path, typer.Option(help="Output directory (results.json, results.md, scale.png).")],
+    data: Annotated[Path, typer.Option(help="LoCoMo JSON file (the corpus' clauses and speakers, the queries).")] = (
+        DEFAULT_LOCOMO
+    ),
+    sizes: Annotated[
+        str, typer.Option(help="Cube sizes in memories, strictly ascending, comma-separated; one cube grows to each.")
+    ] = "1000,10000,100000,1000000",
+    embedder: Annotated[str, typer.Option(help="hashing (384-d) or sentence-transformers (MiniLM).")] = "hashing",
+    queries: Annotated[int, typer.Option(min=1, help="Timed searches per size (after 10 warm-up ones).")] = 200,
+    adds: Annotated[int, typer.Option(min=1, help="Timed one-message adds per size.")] = 50,
+    home: Annotated[
+        Path | None, typer.Option("--home", help="Keep the MemOS home here for inspection (default: a temporary one).")
+    ] = None,
+    store_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--store-option",
+            help="KEY=VALUE store setting (repeatable), e.g. sqlite_synchronous=FULL; a VALUE that parses as JSON "
+            "is passed as that value.",
+        ),
+    ] = None,
+) -> None:
+    """How the embedded store behaves as one cube grows: ingestion, add and search latency, memory, disk, recall."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from memos_agents.bench.scale import DEFAULT_EMBEDDER, parse_store_options, run_scale_bench, write_results
+
+    def go() -> None:
+        if embedder not in ("hashing", "sentence-transformers"):
+            raise InvalidInputError(f"unknown embedder {embedder!r}; available: hashing, sentence-transformers")
+        emb: dict[str, Any] = DEFAULT_EMBEDDER if embedder == "hashing" else {"provider": embedder}
+        cube_sizes = _ints(sizes, "--sizes")
+        store = parse_store_options(store_option or [])
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+        ) as progress:
+            tasks: dict[str, Any] = {}
+
+            def report(phase: str, done: int, total: int) -> None:
+                if phase not in tasks:
+                    tasks[phase] = progress.add_task(phase, total=total)
+                progress.update(tasks[phase], completed=done)
+
+            results = run_scale_bench(
+                data,
+                sizes=cube_sizes,
+                embedder=emb,
+                store=store,
+                queries=queries,
+                adds=adds,
+                home=home,
+                progress=report,
+            )
+        paths = write_results(results, out)
+        console.print((out / "results.md").read_text())
+        console.print("wrote " + ", ".join(str(p) for p in paths))
+
+    _run(go)
+
+
 def main() -> None:
     """Entry point of the ``memos`` script."""
     app()

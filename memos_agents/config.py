@@ -151,6 +151,13 @@ class StoreConfig(BaseModel):
             acknowledged; slower writes).
         busy_timeout_s: Embedded store: how long a write waits for another process's write lock,
             in seconds (default 30).
+        ann_threshold: Embedded store: searchable items of a cube above which dense search uses
+            its HNSW index instead of exact cosine (default 20,000).
+        hnsw_m / hnsw_ef_construction / hnsw_ef_search: Embedded store: HNSW links per node
+            (default 32), insertion candidate list (default 100) and search candidate list
+            (default 256; at least k is used).
+        snapshot_every: Embedded store: changes to an HNSW index after which its snapshot beside
+            the database is rewritten (default 20,000; also on close).
 
     """
 
@@ -165,6 +172,11 @@ class StoreConfig(BaseModel):
     use_fulltext_index: bool = True
     sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     busy_timeout_s: float = Field(default=30.0, ge=0)
+    ann_threshold: int = Field(default=20_000, ge=0)
+    hnsw_m: int = Field(default=32, ge=2, le=128)
+    hnsw_ef_construction: int = Field(default=100, ge=8, le=4096)
+    hnsw_ef_search: int = Field(default=256, ge=1, le=100_000)
+    snapshot_every: int = Field(default=20_000, ge=1)
 
     @model_validator(mode="after")
     def _uri_for_neo4j(self) -> StoreConfig:

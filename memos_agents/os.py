@@ -68,6 +68,7 @@ from memos_agents.operation.scheduler import MemScheduler
 from memos_agents.plaintext.retrieval import HybridRetriever
 from memos_agents.plaintext.stores import base
 from memos_agents.plaintext.stores.sqlite import SQLiteMemoryStore
+from memos_agents.plaintext.stores.vector_index import HNSWParams
 from memos_agents.plaintext.tree import TreeOrganizer
 from memos_agents.prompts import answer as answer_prompt
 from memos_agents.schema import (
@@ -117,7 +118,14 @@ def build_store(config: MemOSConfig) -> base.BaseMemoryStore:
         return Neo4jMemoryStore.from_uri(
             s.uri or "", auth=auth, database=s.database, tenant=s.tenant, use_fulltext_index=s.use_fulltext_index
         )
-    return SQLiteMemoryStore(config.db_path, synchronous=s.sqlite_synchronous, busy_timeout_s=s.busy_timeout_s)
+    return SQLiteMemoryStore(
+        config.db_path,
+        synchronous=s.sqlite_synchronous,
+        busy_timeout_s=s.busy_timeout_s,
+        ann_threshold=s.ann_threshold,
+        hnsw=HNSWParams(m=s.hnsw_m, ef_construction=s.hnsw_ef_construction, ef_search=s.hnsw_ef_search),
+        snapshot_every=s.snapshot_every,
+    )
 
 
 def build_llm(config: MemOSConfig) -> BaseLLM | None:

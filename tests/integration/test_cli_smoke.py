@@ -81,6 +81,45 @@ def test_bench_writes_result_files(tmp_path: Path) -> None:
 
 
 @pytest.mark.smoke
+def test_bench_scale_writes_result_files(tmp_path: Path) -> None:
+    out = tmp_path / "scale"
+    run = memos(
+        "bench",
+        "scale",
+        "--data",
+        str(LOCOMO),
+        "--sizes",
+        "200,400",
+        "--queries",
+        "5",
+        "--adds",
+        "3",
+        "--store-option",
+        "sqlite_synchronous=FULL",
+        "--out",
+        str(out),
+        home=tmp_path,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    results = json.loads((out / "results.json").read_text())
+    setup = results["setup"]
+    assert setup["embedder"]["dim"] == 384 and setup["store"]["options"] == {"sqlite_synchronous": "FULL"}
+    assert [r["size"] for r in results["sizes"]] == [200, 400]
+    for row in results["sizes"]:
+        assert row["bulk"]["items"] == 200 and row["bulk"]["items_per_s"] > 0
+        assert row["facade"]["messages"] == 200 and row["one_add_ms"]["n"] == 3
+        assert row["search_ms"]["n"] == 5 and 0 < row["search_ms"]["p50"] <= row["search_ms"]["p95"]
+        assert len(row["foreign_commit"]["first_search_ms"]) == 5 and row["reopen"]["first_search_ms"] > 0
+        assert row["rss"]["rss_mib"] > 0 and row["disk_mib"] > 0
+        recall = row["recall_at_10"]
+        assert recall["exact_set"] == recall["store_active"] == row["active_memories"] > row["size"]
+        assert 0 <= recall["user_filter"] <= 1 and 0 <= recall["default"] <= 1
+    assert results["sizes"][1]["active_memories"] > results["sizes"][0]["active_memories"]
+    assert (out / "results.md").read_text().startswith("# Scale")
+    assert (out / "scale.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.smoke
 @pytest.mark.models
 def test_add_search_export_import_info(tmp_path: Path) -> None:
     home = tmp_path / "home"

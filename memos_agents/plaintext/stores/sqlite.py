@@ -36,6 +36,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import threading
@@ -60,13 +61,11 @@ from memos_agents.errors import (
 from memos_agents.plaintext.stores import base
 from memos_agents.plaintext.stores.codec import TABLE_CODEC, edge_from_row
 from memos_agents.plaintext.stores.filters import Predicate, compile_filters
+from memos_agents.plaintext.stores.vector_index import CubeVectorIndex, HNSWParams, IndexRow
 from memos_agents.plaintext.text import BM25_B, BM25_K1, bm25_idf, bm25_query_terms, bm25_terms
 from memos_agents.schema import (
     Edge,
-    LifecycleState,
     MemoryItem,
-    MemoryType,
-    NodeKind,
     RelationType,
     SearchFilters,
     utcnow,
@@ -83,6 +82,17 @@ def _index_all_terms(cur: sqlite3.Cursor) -> None:
             "INSERT INTO item_terms VALUES (?, ?, ?, ?)",
             [(cube_id, term, rowid, tf) for term, tf in Counter(terms).items()],
         )
+
+
+def _fill_statistics(cur: sqlite3.Cursor) -> None:
+    """Migration 5's data step: per-cube BM25 statistics, document frequencies, the store id and change counter."""
+    cur.execute(
+        "UPDATE cubes SET n_docs = (SELECT count(*) FROM items i WHERE i.cube_id = cubes.cube_id), "
+        "sum_doc_len = (SELECT coalesce(sum(doc_len), 0) FROM items i WHERE i.cube_id = cubes.cube_id)"
+    )
+    cur.execute("INSERT INTO term_stats SELECT cube_id, term, count(*) FROM item_terms GROUP BY cube_id, term")
+    cur.execute("UPDATE item_terms SET doc_len = (SELECT doc_len FROM items WHERE items.rowid = item_terms.item_rowid)")
+    cur.execute("INSERT INTO store_meta VALUES ('store_id', ?), ('change_seq', 0)", (uuid.uuid4().hex,))
 
 
 #: Versioned migrations: (version, SQL script, optional data step run after it in the same transaction).
@@ -189,6 +199,32 @@ _MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Cursor], None] | None]] = [
         """,
         None,
     ),
+    (
+        5,
+        """
+        ALTER TABLE items ADD COLUMN change_seq INTEGER NOT NULL DEFAULT 0;
+        CREATE INDEX items_by_change ON items(cube_id, change_seq);
+        CREATE TABLE item_tombstones (
+            cube_id TEXT NOT NULL,
+            item_rowid INTEGER NOT NULL,
+            change_seq INTEGER NOT NULL
+        );
+        CREATE INDEX item_tombstones_by_change ON item_tombstones(cube_id, change_seq);
+        ALTER TABLE cubes ADD COLUMN change_seq INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE cubes ADD COLUMN n_docs INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE cubes ADD COLUMN sum_doc_len INTEGER NOT NULL DEFAULT 0;
+        CREATE TABLE term_stats (
+            cube_id TEXT NOT NULL,
+            term TEXT NOT NULL,
+            df INTEGER NOT NULL,
+            PRIMARY KEY (cube_id, term)
+        ) WITHOUT ROWID;
+        CREATE INDEX edges_by_source_type ON edges(cube_id, source_id, type);
+        CREATE TABLE store_meta (key TEXT PRIMARY KEY, value NOT NULL);
+        ALTER TABLE item_terms ADD COLUMN doc_len INTEGER NOT NULL DEFAULT 0;
+        """,
+        _fill_statistics,
+    ),
 ]
 
 #: Rows per transaction of a cube import or a cube delete: short enough that another writer's
@@ -202,82 +238,31 @@ SCHEMA_VERSION = _MIGRATIONS[-1][0]
 
 _READ_COLUMNS = ", ".join(TABLE_CODEC.read_columns)
 _WRITE_COLUMNS = [c for c in TABLE_CODEC.columns]
-_INSERT_SQL = f"INSERT INTO items ({', '.join(_WRITE_COLUMNS)}) VALUES ({', '.join('?' * len(_WRITE_COLUMNS))})"
+_INSERT_SQL = (
+    f"INSERT INTO items ({', '.join(_WRITE_COLUMNS)}, change_seq) VALUES ({', '.join('?' * (len(_WRITE_COLUMNS) + 1))})"
+)
 _UPDATE_SQL = (
-    f"UPDATE items SET {', '.join(c + ' = ?' for c in _WRITE_COLUMNS if c not in ('id', 'cube_id'))} "
+    f"UPDATE items SET {', '.join(c + ' = ?' for c in _WRITE_COLUMNS if c not in ('id', 'cube_id'))}, change_seq = ? "
     "WHERE cube_id = ? AND id = ?"
 )
 #: Ops that run in transactions of their own (chunked, or finishing an interrupted chunked op first).
 _OWN_TX = (base.CreateCubeOp, base.ImportCubeOp, base.DeleteCubeOp)
 
-#: Small integer codes of the enum columns kept in the vector cache (fast numpy masks).
-_CODES: dict[str, dict[str, int]] = {
-    name: {member.value: code for code, member in enumerate(enum)}
-    for name, enum in (("status", LifecycleState), ("memory_type", MemoryType), ("node_kind", NodeKind))
-}
-_MISSING_US = np.iinfo(np.int64).min
+#: Columns of a row the dense index needs (see :class:`IndexRow`).
+_INDEX_COLUMNS = "rowid, status, memory_type, node_kind, user_id, event_us, tags, embedding"
 
 
-@dataclass
-class _VectorCache:
-    """Per-cube matrix of unit vectors plus the columns filters need."""
-
-    ids: list[str]
-    matrix: np.ndarray  # (n, d) float32, unit rows
-    columns: dict[str, np.ndarray]  # status/memory_type/node_kind codes, user_id, event_us
-    tags: list[frozenset[str]]
-
-    def extended(self, items: Sequence[MemoryItem]) -> _VectorCache:
-        """Return a new cache with ``items`` appended (readers of this one are unaffected)."""
-        rows = [i for i in items if i.embedding is not None]
-        if not rows:
-            return self
-        other = _VectorCache.build(rows, self.matrix.shape[1])
-        return _VectorCache(
-            ids=[*self.ids, *other.ids],
-            matrix=np.vstack([self.matrix, other.matrix]),
-            columns={k: np.concatenate([v, other.columns[k]]) for k, v in self.columns.items()},
-            tags=[*self.tags, *other.tags],
-        )
-
-    @staticmethod
-    def build(items: Sequence[MemoryItem], dim: int) -> _VectorCache:
-        rows = [i for i in items if i.embedding is not None]
-        matrix: np.ndarray = np.asarray([i.embedding for i in rows], dtype=np.float32).reshape(len(rows), dim)
-        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-        matrix = matrix / np.where(norms == 0, 1.0, norms)
-        columns = {
-            name: np.asarray([codes[getattr(i, name).value] for i in rows], dtype=np.int16)
-            for name, codes in _CODES.items()
-        }
-        columns["user_id"] = np.asarray([i.user_id for i in rows], dtype=object)
-        columns["event_us"] = np.asarray(
-            [_MISSING_US if i.event_time is None else int(i.event_time.timestamp() * 1_000_000) for i in rows],
-            dtype=np.int64,
-        )
-        return _VectorCache(
-            ids=[i.id for i in rows], matrix=matrix, columns=columns, tags=[frozenset(i.tags) for i in rows]
-        )
-
-    def mask(self, predicates: Sequence[Predicate]) -> np.ndarray:
-        """Render filter predicates as a boolean mask over the cached rows."""
-        m = np.ones(len(self.ids), dtype=bool)
-        for p in predicates:
-            if p.op == "overlaps":
-                wanted = set(p.value)
-                m &= np.asarray([bool(t & wanted) for t in self.tags], dtype=bool)
-                continue
-            col = self.columns[p.field]
-            codes = _CODES.get(p.field)
-            if p.op == "in":
-                m &= np.isin(col, [codes.get(v, -1) for v in p.value] if codes else list(p.value))
-            elif p.op == "eq":
-                m &= col == (codes.get(p.value, -1) if codes else p.value)
-            elif p.op == "ge":
-                m &= (col != _MISSING_US) & (col >= p.value)
-            else:
-                m &= (col != _MISSING_US) & (col <= p.value)
-        return m
+def _index_row(r: Sequence[Any]) -> IndexRow:
+    return IndexRow(
+        rowid=int(r[0]),
+        status=r[1],
+        memory_type=r[2],
+        node_kind=r[3],
+        user_id=r[4],
+        event_us=r[5],
+        tags=tuple(json.loads(r[6])),
+        embedding=None if r[7] is None else np.frombuffer(r[7], dtype=np.float32),
+    )
 
 
 def _sql_filter(predicates: Sequence[Predicate], alias: str = "") -> tuple[str, list[Any]]:
@@ -302,14 +287,29 @@ def _sql_filter(predicates: Sequence[Predicate], alias: str = "") -> tuple[str, 
 
 @dataclass
 class _Tx:
-    """One batch's transaction: its cursor, caller and the vector-cache changes to apply after COMMIT."""
+    """One batch's transaction: its cursor, caller, change sequence number and the cubes it changed."""
 
     cur: sqlite3.Cursor
     ctx: base.CallContext
-    #: cube id -> items to append to its vector cache after commit (None: drop the cache).
-    vectors: dict[str, list[MemoryItem] | None] = field(default_factory=dict)
+    #: This transaction's change sequence number (allocated by the first write).
+    seq: int | None = None
+    #: Cubes whose items this transaction changed (their dense indexes catch up before COMMIT).
+    touched: set[str] = field(default_factory=set)
     #: cube id -> (header, dim) already read in this transaction (dropped when the batch changes them).
     cubes: dict[str, tuple[CubeHeader, int | None]] = field(default_factory=dict)
+
+    def next_seq(self, cube_id: str) -> int:
+        """Return this transaction's change sequence number (one per transaction) and mark ``cube_id`` changed."""
+        if self.seq is None:
+            self.seq = int(
+                self.cur.execute(
+                    "UPDATE store_meta SET value = value + 1 WHERE key = 'change_seq' RETURNING value"
+                ).fetchone()[0]
+            )
+        if cube_id not in self.touched:
+            self.touched.add(cube_id)
+            self.cur.execute("UPDATE cubes SET change_seq = ? WHERE cube_id = ?", (self.seq, cube_id))
+        return self.seq
 
 
 class SQLiteMemoryStore(base.BaseMemoryStore):
@@ -324,27 +324,51 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
         synchronous: ``"NORMAL"`` (default) or ``"FULL"``; see the module docstring on durability.
         busy_timeout_s: How long a write waits for another connection's write lock, in seconds
             (default 30).
+        ann_threshold: Searchable items of a cube above which dense search uses an HNSW index
+            instead of exact cosine (default 20,000; see
+            :mod:`~memos_agents.plaintext.stores.vector_index`).
+        hnsw: HNSW parameters (default :class:`HNSWParams`: M 32, ef_construction 100, ef_search 256).
+        snapshot_every: Changes to an HNSW index after which its snapshot beside the database file
+            is rewritten (default 20,000, or a quarter of the index when that is more, so that a
+            growing cube writes its snapshot a bounded number of times; also on :meth:`close`).
+            After a crash, at most that many changes are replayed from SQLite on the next open.
 
     Raises:
-        ConfigError: An invalid ``synchronous`` or ``busy_timeout_s``.
+        ConfigError: An invalid ``synchronous``, ``busy_timeout_s``, ``ann_threshold`` or ``snapshot_every``.
 
     """
 
     def __init__(
-        self, path: str | Path, *, synchronous: Literal["NORMAL", "FULL"] = "NORMAL", busy_timeout_s: float = 30.0
+        self,
+        path: str | Path,
+        *,
+        synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+        busy_timeout_s: float = 30.0,
+        ann_threshold: int = 20_000,
+        hnsw: HNSWParams | None = None,
+        snapshot_every: int = 20_000,
     ) -> None:
         super().__init__()
         if synchronous not in ("NORMAL", "FULL"):
             raise ConfigError(f"synchronous must be 'NORMAL' or 'FULL', not {synchronous!r}")
         if not busy_timeout_s >= 0:
             raise ConfigError("busy_timeout_s must be a non-negative number of seconds")
+        if not (isinstance(ann_threshold, int) and ann_threshold >= 0):
+            raise ConfigError("ann_threshold must be a non-negative integer")
+        if not (isinstance(snapshot_every, int) and snapshot_every >= 1):
+            raise ConfigError("snapshot_every must be a positive integer")
         self.path = str(path)
         self.synchronous = synchronous
         self.busy_timeout_s = float(busy_timeout_s)
+        self.ann_threshold = ann_threshold
+        self.hnsw = hnsw or HNSWParams()
+        self.snapshot_every = snapshot_every
+        #: Where HNSW snapshots live: ``<database file>.ann/`` (None for ``:memory:``).
+        self.index_dir: Path | None = None if self.path == ":memory:" else Path(self.path + ".ann")
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.RLock()
-        self._vectors: dict[str, _VectorCache] = {}
-        self._data_version: int | None = None
+        self._indexes: dict[str, CubeVectorIndex] = {}
+        self._store_id = ""
         self._headers: dict[str, tuple[str, CubeHeader]] = {}
 
     @classmethod
@@ -365,7 +389,9 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
             self._setup()
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite store {self.path}: {exc}") from exc
-        self.capabilities = base.StoreCapabilities(vector_search="exact", text_search="bm25", chunked_import=True)
+        self.capabilities = base.StoreCapabilities(
+            vector_search="exact" if self.ann_threshold > 10**12 else "index", text_search="bm25", chunked_import=True
+        )
 
     def _setup(self) -> None:
         with self._lock:
@@ -399,15 +425,19 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
                     if data_step is not None:
                         data_step(cur)
                     cur.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, utcnow().isoformat()))
+            self._store_id = str(conn.execute("SELECT value FROM store_meta WHERE key = 'store_id'").fetchone()[0])
             self._purge_interrupted()
 
     def close(self) -> None:
-        """Close the connection. Idempotent."""
+        """Write the snapshots of HNSW indexes that changed, then close the connection. Idempotent."""
         with self._lock:
+            for cube_id, index in list(self._indexes.items()):
+                if index.dirty:
+                    self._save_snapshot(cube_id, index)
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
-            self._vectors.clear()
+            self._indexes.clear()
 
     @contextmanager
     def _tx(self, *, write: bool = True) -> Iterator[sqlite3.Cursor]:
@@ -460,17 +490,21 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
                 with self._tx(write=write) as cur:
                     tx = _Tx(cur, ctx)
                     out = [self.handler(op)(op, tx) for op in ops]
+                    for cube_id in tx.touched:  # before COMMIT: the indexes follow this batch's changes
+                        if cube_id in self._indexes:
+                            self._catch_up(tx, cube_id, self._indexes[cube_id])
             except BaseException:
-                for cube_id in tx.vectors if tx is not None else ():
-                    self._vectors.pop(cube_id, None)
+                for cube_id in tx.touched if tx is not None else ():
+                    self._indexes.pop(cube_id, None)  # may hold rolled-back changes: reloaded on next use
                 raise
-            # after COMMIT, still under the lock: readers see rows and cache change together
-            for cube_id, added in tx.vectors.items():
-                cache = self._vectors.get(cube_id)
-                if added is None or cache is None:
-                    self._vectors.pop(cube_id, None)
-                else:
-                    self._vectors[cube_id] = cache.extended(added)
+            for cube_id in tx.touched:
+                index = self._indexes.get(cube_id)
+                if (
+                    index is not None
+                    and index.mode == "hnsw"
+                    and index.dirty >= max(self.snapshot_every, len(index) // 4)
+                ):
+                    self._save_snapshot(cube_id, index)
         return out
 
     def _cube(
@@ -623,14 +657,16 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
         """
         owned = "EXISTS (SELECT 1 FROM cubes WHERE cube_id = ? AND state != 'ready' AND generation IS ?)"
         with self._lock:
-            self._vectors.pop(cube_id, None)
-        for table in ("edges", "events", "items"):  # deleting items cascades to their item_terms
+            self._indexes.pop(cube_id, None)
+        # deleting items cascades to their item_terms
+        for table in ("edges", "events", "items", "term_stats", "item_tombstones"):
             while True:
                 with self._tx() as cur:
+                    key = "term" if table == "term_stats" else "rowid"  # term_stats has no rowid
                     done = cur.execute(
-                        f"DELETE FROM {table} WHERE {owned} AND rowid IN "
-                        f"(SELECT rowid FROM {table} WHERE cube_id = ? LIMIT ?)",
-                        (cube_id, generation, cube_id, CHUNK_ROWS),
+                        f"DELETE FROM {table} WHERE {owned} AND cube_id = ? AND {key} IN "
+                        f"(SELECT {key} FROM {table} WHERE cube_id = ? LIMIT ?)",
+                        (cube_id, generation, cube_id, cube_id, CHUNK_ROWS),
                     ).rowcount
                 if done < CHUNK_ROWS:
                     break
@@ -639,7 +675,10 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
                 "DELETE FROM cubes WHERE cube_id = ? AND state != 'ready' AND generation IS ?", (cube_id, generation)
             )
         with self._lock:
-            self._vectors.pop(cube_id, None)
+            self._indexes.pop(cube_id, None)
+        if self.index_dir is not None:  # its snapshot names the old generation: never loaded again; remove it
+            for f in self.index_dir.glob(_snapshot_key(cube_id) + ".*"):
+                f.unlink(missing_ok=True)
 
     def _purge_interrupted(self, cube_id: str | None = None) -> None:
         """Finish interrupted deletes and remove imports with no progress for :data:`STALE_IMPORT_S` seconds.
@@ -691,8 +730,8 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
         newest: dict[str, str] = {}
         for topic in probe.topics:
             row = cur.execute(
-                "SELECT target_id FROM edges WHERE cube_id = ? AND source_id = ? AND type = ? "
-                "ORDER BY rowid DESC LIMIT 1",
+                "SELECT target_id FROM edges INDEXED BY edges_by_source_type "
+                "WHERE cube_id = ? AND source_id = ? AND type = ? ORDER BY rowid DESC LIMIT 1",
                 (cube_id, topic, RelationType.PARENT.value),
             ).fetchone()
             if row is not None:
@@ -703,21 +742,30 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
         if plan.dim_changed:
             cur.execute("UPDATE cubes SET embedding_dim = ? WHERE cube_id = ?", (plan.dim, cube_id))
             tx.cubes.pop(cube_id, None)
-        rows = [TABLE_CODEC.encode(i) for i in plan.insert]
-        cur.executemany(_INSERT_SQL, [[r[c] for c in _WRITE_COLUMNS] for r in rows])
-        rowids: dict[str, int] = {}
-        for chunk in _chunks([r["id"] for r in rows], 500):
-            marks = ",".join("?" * len(chunk))
-            rowids.update(
-                cur.execute(f"SELECT id, rowid FROM items WHERE cube_id = ? AND id IN ({marks})", (cube_id, *chunk))
+        if plan.insert or plan.replace:
+            seq = tx.next_seq(cube_id)
+            rows = [TABLE_CODEC.encode(i) for i in plan.insert]
+            cur.executemany(_INSERT_SQL, [[*(r[c] for c in _WRITE_COLUMNS), seq] for r in rows])
+            rowids: dict[str, int] = {}
+            for chunk in _chunks([r["id"] for r in rows], 500):
+                marks = ",".join("?" * len(chunk))
+                rowids.update(
+                    cur.execute(f"SELECT id, rowid FROM items WHERE cube_id = ? AND id IN ({marks})", (cube_id, *chunk))
+                )
+            replaced = [TABLE_CODEC.encode(item) for item in plan.replace]
+            old_rowids = [updated_rowids[r["id"]] for r in replaced]  # an UPDATE keeps the row's rowid
+            self._drop_terms(cur, cube_id, old_rowids)
+            for r in replaced:
+                cur.execute(
+                    _UPDATE_SQL,
+                    [*(r[c] for c in _WRITE_COLUMNS if c not in ("id", "cube_id")), seq, cube_id, r["id"]],
+                )
+            self._add_terms(
+                cur,
+                cube_id,
+                [(rowids[r["id"]], r["terms"]) for r in rows]
+                + [(updated_rowids[r["id"]], r["terms"]) for r in replaced],
             )
-        self._index_terms(cur, cube_id, [(rowids[r["id"]], r["terms"]) for r in rows])
-        for item in plan.replace:
-            r = TABLE_CODEC.encode(item)
-            cur.execute(_UPDATE_SQL, [*(r[c] for c in _WRITE_COLUMNS if c not in ("id", "cube_id")), cube_id, item.id])
-            rowid = updated_rowids[item.id]  # an UPDATE keeps the row's rowid
-            cur.execute("DELETE FROM item_terms WHERE item_rowid = ?", (rowid,))
-            self._index_terms(cur, cube_id, [(rowid, r["terms"])])
         cur.executemany(
             "INSERT OR REPLACE INTO edges VALUES (?, ?, ?, ?, ?, ?)",
             [
@@ -725,19 +773,49 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
                 for e in plan.edges
             ],
         )
-        if plan.replace or tx.vectors.get(cube_id, []) is None:
-            tx.vectors[cube_id] = None
-        else:
-            tx.vectors[cube_id] = [*(tx.vectors.get(cube_id) or []), *plan.insert]
         return plan.result
 
     @staticmethod
-    def _index_terms(cur: sqlite3.Cursor, cube_id: str, items: Sequence[tuple[int, list[str]]]) -> None:
-        """Add ``(rowid, BM25 terms)`` of items to the BM25 inverted index."""
+    def _add_terms(cur: sqlite3.Cursor, cube_id: str, items: Sequence[tuple[int, list[str]]]) -> None:
+        """Index ``(rowid, BM25 terms)`` of items: postings, document frequencies and the cube's BM25 statistics."""
+        if not items:
+            return
+        postings = [
+            (cube_id, term, rowid, tf, len(terms)) for rowid, terms in items for term, tf in Counter(terms).items()
+        ]
+        cur.executemany("INSERT INTO item_terms VALUES (?, ?, ?, ?, ?)", postings)
+        df = Counter(p[1] for p in postings)
         cur.executemany(
-            "INSERT INTO item_terms VALUES (?, ?, ?, ?)",
-            [(cube_id, term, rowid, tf) for rowid, terms in items for term, tf in Counter(terms).items()],
+            "INSERT INTO term_stats VALUES (?, ?, ?) ON CONFLICT (cube_id, term) DO UPDATE SET df = df + excluded.df",
+            [(cube_id, term, n) for term, n in df.items()],
         )
+        cur.execute(
+            "UPDATE cubes SET n_docs = n_docs + ?, sum_doc_len = sum_doc_len + ? WHERE cube_id = ?",
+            (len(items), sum(len(terms) for _, terms in items), cube_id),
+        )
+
+    @staticmethod
+    def _drop_terms(cur: sqlite3.Cursor, cube_id: str, rowids: Sequence[int]) -> None:
+        """Remove items (by rowid) from the BM25 index and statistics: the inverse of :meth:`_add_terms`."""
+        for chunk in _chunks(list(rowids), 500):
+            marks = ",".join("?" * len(chunk))
+            dfs = cur.execute(
+                f"SELECT term, count(*) FROM item_terms WHERE item_rowid IN ({marks}) GROUP BY term", chunk
+            ).fetchall()
+            cur.executemany(
+                "UPDATE term_stats SET df = df - ? WHERE cube_id = ? AND term = ?", [(n, cube_id, t) for t, n in dfs]
+            )
+            cur.executemany(
+                "DELETE FROM term_stats WHERE cube_id = ? AND term = ? AND df <= 0", [(cube_id, t) for t, _ in dfs]
+            )
+            n, total = cur.execute(
+                f"SELECT count(*), coalesce(sum(doc_len), 0) FROM items WHERE rowid IN ({marks})", chunk
+            ).fetchone()
+            cur.execute(
+                "UPDATE cubes SET n_docs = n_docs - ?, sum_doc_len = sum_doc_len - ? WHERE cube_id = ?",
+                (n, total, cube_id),
+            )
+            cur.execute(f"DELETE FROM item_terms WHERE item_rowid IN ({marks})", chunk)
 
     @base.handles(base.DeleteOp)
     def _delete(self, op: base.DeleteOp, tx: _Tx) -> int:
@@ -745,14 +823,24 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
         deleted = 0
         for chunk in _chunks(list(dict.fromkeys(op.ids)), 500):
             marks = ",".join("?" * len(chunk))
-            deleted += tx.cur.execute(
-                f"DELETE FROM items WHERE cube_id = ? AND id IN ({marks})", (op.cube_id, *chunk)
-            ).rowcount
+            rowids = [
+                int(r[0])
+                for r in tx.cur.execute(
+                    f"SELECT rowid FROM items WHERE cube_id = ? AND id IN ({marks})", (op.cube_id, *chunk)
+                )
+            ]
+            if rowids:
+                seq = tx.next_seq(op.cube_id)
+                self._drop_terms(tx.cur, op.cube_id, rowids)
+                tx.cur.executemany(
+                    "INSERT INTO item_tombstones VALUES (?, ?, ?)", [(op.cube_id, r, seq) for r in rowids]
+                )
+                marks_r = ",".join("?" * len(rowids))
+                deleted += tx.cur.execute(f"DELETE FROM items WHERE rowid IN ({marks_r})", rowids).rowcount
             tx.cur.execute(
                 f"DELETE FROM edges WHERE cube_id = ? AND (source_id IN ({marks}) OR target_id IN ({marks}))",
                 (op.cube_id, *chunk, *chunk),
             )
-        tx.vectors[op.cube_id] = None
         return deleted
 
     @base.handles(base.RecordEventOp)
@@ -845,77 +933,178 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
         unique = {(r[0], r[1], r[2]): r for r in rows}
         return [edge_from_row(dict(zip(names, r, strict=True))) for r in unique.values()]
 
-    # -- search --------------------------------------------------------------------------------------
-    def _cache(self, tx: _Tx, cube_id: str, dim: int | None) -> _VectorCache | None:
-        if dim is None:
-            return None
-        # data_version changes when another connection (another process) commits to the file
-        version = tx.cur.execute("PRAGMA data_version").fetchone()[0]
-        if version != self._data_version:
-            self._vectors.clear()
-            self._data_version = version
-        if cube_id in tx.vectors:  # this batch wrote the cube: read its own writes, drop the cache after
-            self._vectors.pop(cube_id, None)
-            tx.vectors[cube_id] = None
-        cache = self._vectors.get(cube_id)
-        if cache is None:
-            items = self._select(tx.cur, "cube_id = ? AND embedding IS NOT NULL", (cube_id,), True, "ORDER BY rowid")
-            cache = _VectorCache.build(items, dim)
-            self._vectors[cube_id] = cache
-        return cache
+    # -- dense index ---------------------------------------------------------------------------------
+    def _index(self, tx: _Tx, cube_id: str, dim: int) -> CubeVectorIndex:
+        """Return the cube's dense index, current as of ``tx``: loaded (snapshot) or built once, then caught up.
 
+        Catching up reads only the rows whose change sequence number is above the index's
+        watermark (and the tombstones of removed ones), so another process's commit costs what it
+        changed, never a reload.
+        """
+        seq, generation = tx.cur.execute(
+            "SELECT change_seq, generation FROM cubes WHERE cube_id = ?", (cube_id,)
+        ).fetchone()
+        index = self._indexes.get(cube_id)
+        if index is not None and (index.generation != generation or index.dim != dim or index.watermark > seq):
+            index = None  # a recreated cube, or a database that went back in time
+        if index is None:
+            options: dict[str, Any] = {"ann_threshold": self.ann_threshold, "hnsw": self.hnsw}
+            if self.index_dir is not None:
+                index = CubeVectorIndex.load(
+                    self.index_dir,
+                    _snapshot_key(cube_id),
+                    store_id=self._store_id,
+                    generation=generation,
+                    dim=dim,
+                    max_watermark=seq,
+                    **options,
+                )
+            if index is None:
+                index = CubeVectorIndex(dim, generation, **options)
+                rows = tx.cur.execute(
+                    f"SELECT {_INDEX_COLUMNS} FROM items WHERE cube_id = ? AND embedding IS NOT NULL ORDER BY rowid",
+                    (cube_id,),
+                )
+                while batch := rows.fetchmany(20_000):
+                    index.apply([_index_row(r) for r in batch])
+                index.watermark = seq
+                index.dirty = len(index)
+            self._indexes[cube_id] = index
+        if index.watermark < seq:
+            self._catch_up(tx, cube_id, index)
+        return index
+
+    @staticmethod
+    def _catch_up(tx: _Tx, cube_id: str, index: CubeVectorIndex) -> None:
+        """Apply the rows changed since ``index.watermark`` (read in ``tx``) to ``index``."""
+        seq = tx.seq if cube_id in tx.touched and tx.seq is not None else None
+        if seq is None:
+            seq = int(tx.cur.execute("SELECT change_seq FROM cubes WHERE cube_id = ?", (cube_id,)).fetchone()[0])
+        if seq <= index.watermark:
+            return
+        upserts = [
+            _index_row(r)
+            for r in tx.cur.execute(
+                f"SELECT {_INDEX_COLUMNS} FROM items WHERE cube_id = ? AND change_seq > ?", (cube_id, index.watermark)
+            )
+        ]
+        present = {row.rowid for row in upserts}
+        removed = [
+            int(r[0])
+            for r in tx.cur.execute(
+                "SELECT item_rowid FROM item_tombstones WHERE cube_id = ? AND change_seq > ?",
+                (cube_id, index.watermark),
+            )
+            if int(r[0]) not in present  # a reused rowid: its current row wins
+        ]
+        index.apply(upserts, removed, watermark=seq)
+
+    def _save_snapshot(self, cube_id: str, index: CubeVectorIndex) -> None:
+        """Write an HNSW index's snapshot; a failure only leaves the previous snapshot (it is rebuilt or caught up)."""
+        if self.index_dir is None or index.mode != "hnsw":
+            return
+        try:
+            index.save(self.index_dir, _snapshot_key(cube_id), self._store_id)
+        except OSError:
+            pass  # SQLite stays the source of truth; the next open replays more changes
+
+    # -- search --------------------------------------------------------------------------------------
     @base.handles(base.VectorSearchOp)
     def _vector_search(self, op: base.VectorSearchOp, tx: _Tx) -> list[tuple[str, float]]:
         _, dim = self._cube(tx, op.cube_id, Permission.READ)
-        cache = self._cache(tx, op.cube_id, dim)
-        if cache is None or not cache.ids or op.k <= 0:
+        if dim is None or op.k <= 0:
             return []
-        query = base.check_vector(op.embedding, cache.matrix.shape[1], f"query embedding for cube {op.cube_id!r}")
-        norm = float(np.linalg.norm(query))
-        scores = cache.matrix @ (query / (norm or 1.0))
-        idx = np.flatnonzero(cache.mask(compile_filters(op.filters or SearchFilters())))
-        if idx.size == 0:
+        query = base.check_vector(op.embedding, dim, f"query embedding for cube {op.cube_id!r}")
+        index = self._index(tx, op.cube_id, dim)
+        hits = index.search(query, op.k, compile_filters(op.filters or SearchFilters()))
+        return self._with_ids(tx.cur, hits)
+
+    @staticmethod
+    def _with_ids(cur: sqlite3.Cursor, hits: Sequence[tuple[int, float]]) -> list[tuple[str, float]]:
+        """Replace rowids by item ids, keeping the order."""
+        if not hits:
             return []
-        top = idx[np.argsort(-scores[idx], kind="stable")[: op.k]]
-        return [(cache.ids[i], float(scores[i])) for i in top]
+        marks = ",".join("?" * len(hits))
+        ids = dict(cur.execute(f"SELECT rowid, id FROM items WHERE rowid IN ({marks})", [r for r, _ in hits]))
+        return [(ids[r], score) for r, score in hits if r in ids]
 
     @base.handles(base.TextSearchOp)
     def _text_search(self, op: base.TextSearchOp, tx: _Tx) -> list[tuple[str, float]]:
+        """BM25 (FTS5's formula, the cube's statistics) with MaxScore top-k pruning.
+
+        Terms are taken from the highest possible contribution (the rarest) down, each one's
+        postings read from the inverted index alone (term frequency and document length are kept
+        in it). After each, if ``k`` candidates that pass the filters already score more than any
+        item could gain from the terms left, the remaining terms are looked up only for the
+        candidates that can still reach the top ``k`` (MaxScore: Turtle & Flood, "Query evaluation:
+        strategies and optimizations", IP&M 1995). Filters are checked only for the candidates that
+        matter, best first. The result is the exhaustive ranking's (scores summed in the same term
+        order, ties by rowid); only the postings of the rarest terms are read in full.
+        """
         self._cube(tx, op.cube_id, Permission.READ)
         terms = Counter(bm25_query_terms(op.query))  # a repeated query term weighs more, as in FTS5
         if not terms or op.k <= 0:
             return []
-        where, params = _sql_filter(compile_filters(op.filters or SearchFilters()), alias="i.")
-        marks = ",".join("?" * len(terms))
         cur = tx.cur
-        n_docs, avgdl = cur.execute(
-            "SELECT count(*), avg(doc_len) FROM items WHERE cube_id = ?", (op.cube_id,)
+        n_docs, sum_len = cur.execute(
+            "SELECT n_docs, sum_doc_len FROM cubes WHERE cube_id = ?", (op.cube_id,)
         ).fetchone()
+        avgdl = float((sum_len / n_docs if n_docs else 0.0) or 1.0)
+        marks = ",".join("?" * len(terms))
         dfs = cur.execute(
-            f"SELECT term, count(*) FROM item_terms WHERE cube_id = ? AND term IN ({marks}) GROUP BY term",
-            (op.cube_id, *terms),
+            f"SELECT term, df FROM term_stats WHERE cube_id = ? AND term IN ({marks})", (op.cube_id, *terms)
         ).fetchall()
         if not dfs:
             return []
-        weights = [(term, terms[term] * bm25_idf(n_docs, df)) for term, df in dfs]
-        rows = cur.execute(
-            f"WITH w(term, weight) AS (VALUES {','.join(['(?, ?)'] * len(weights))}) "
-            "SELECT i.id, sum(w.weight * t.tf * (? + 1.0) / (t.tf + ? * (1.0 - ? + ? * i.doc_len / ?))) AS score "
-            "FROM item_terms t JOIN w ON w.term = t.term JOIN items i ON i.rowid = t.item_rowid "
-            f"WHERE t.cube_id = ?{where} GROUP BY i.rowid ORDER BY score DESC, i.rowid LIMIT ?",
-            (
-                *[x for pair in weights for x in pair],
-                BM25_K1,
-                BM25_K1,
-                BM25_B,
-                BM25_B,
-                float(avgdl or 1.0),
-                op.cube_id,
-                *params,
-                op.k,
-            ),
-        ).fetchall()
-        return [(r[0], float(r[1])) for r in rows]
+        weights = {term: terms[term] * bm25_idf(n_docs, df) for term, df in dfs}
+        order = sorted(weights, key=lambda t: (-weights[t], t))
+        bound = [weights[t] * (BM25_K1 + 1.0) for t in order]  # a term's largest possible contribution
+        passes = _FilterCheck(cur, compile_filters(op.filters or SearchFilters()))
+        scores: dict[int, float] = {}
+        lengths: dict[int, int] = {}
+
+        def add(term: str, rows: list[Any]) -> None:
+            if not rows:
+                return
+            arr = np.asarray(rows, dtype=np.float64)
+            tf, dl = arr[:, 1], arr[:, 2]
+            gains = weights[term] * tf * (BM25_K1 + 1.0) / (tf + BM25_K1 * (1.0 - BM25_B + BM25_B * dl / avgdl))
+            for (rowid, _, length), gain in zip(rows, gains.tolist(), strict=True):
+                scores[rowid] = scores.get(rowid, 0.0) + gain
+                lengths[rowid] = length
+
+        candidates: list[int] | None = None
+        theta = 0.0
+        for n, term in enumerate(order):
+            if candidates is None:
+                add(
+                    term,
+                    cur.execute(
+                        "SELECT item_rowid, tf, doc_len FROM item_terms WHERE cube_id = ? AND term = ?",
+                        (op.cube_id, term),
+                    ).fetchall(),
+                )
+                rest = sum(bound[n + 1 :])
+                if n + 1 < len(order):
+                    best = passes.best(scores, op.k)
+                    if len(best) == op.k and rest < scores[best[-1]]:  # nothing outside can reach the top k
+                        theta = scores[best[-1]]
+                        candidates = [r for r, sc in scores.items() if sc + rest >= theta]
+                continue
+            for chunk in _chunks(candidates, 500):
+                add(
+                    term,
+                    cur.execute(
+                        "SELECT item_rowid, tf, doc_len FROM item_terms WHERE cube_id = ? AND term = ? "
+                        f"AND item_rowid IN ({','.join('?' * len(chunk))})",
+                        (op.cube_id, term, *chunk),
+                    ).fetchall(),
+                )
+            rest = sum(bound[n + 1 :])  # drop the candidates that can no longer reach the top k
+            candidates = [r for r in candidates if scores[r] + rest >= theta]
+        pool = scores if candidates is None else {r: scores[r] for r in candidates}
+        top = passes.best(pool, op.k)
+        return self._with_ids(cur, [(r, pool[r]) for r in top])
 
     @base.handles(base.ExpandOp)
     def _expand(self, op: base.ExpandOp, tx: _Tx) -> list[base.Neighbor]:
@@ -939,6 +1128,56 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
                 )
             reached = [n for n in reached if n.id in ok]
         return reached
+
+
+class _FilterCheck:
+    """Which rowids pass search filters, asked only for the candidates that matter (answers cached)."""
+
+    def __init__(self, cur: sqlite3.Cursor, predicates: Sequence[Predicate]) -> None:
+        self.cur = cur
+        self.where, self.params = _sql_filter(predicates)
+        self.known: dict[int, bool] = {}
+
+    def _ask(self, rowids: Sequence[int]) -> None:
+        ask = [r for r in rowids if r not in self.known]
+        for chunk in _chunks(ask, 500):
+            ok = {
+                int(r[0])
+                for r in self.cur.execute(
+                    f"SELECT rowid FROM items WHERE rowid IN ({','.join('?' * len(chunk))}){self.where}",
+                    (*chunk, *self.params),
+                )
+            }
+            self.known.update((r, r in ok) for r in chunk)
+
+    def best(self, scores: dict[int, float], k: int) -> list[int]:
+        """Return the ``k`` best passing rowids by (score desc, rowid), checking the filters best first.
+
+        Costs a partial selection over ``scores`` (numpy), not a sort of all of them.
+        """
+        if not scores:
+            return []
+        rowids = np.fromiter(scores.keys(), dtype=np.int64, count=len(scores))
+        values = np.fromiter(scores.values(), dtype=np.float64, count=len(scores))
+        out: list[int] = []
+        want = max(2 * k, 64)
+        while True:
+            if want < len(values):
+                kth = np.partition(-values, want - 1)[want - 1]
+                sel = np.flatnonzero(-values <= kth)  # ties at the cut come along
+            else:
+                sel = np.arange(len(values))
+            ranked = rowids[sel][np.lexsort((rowids[sel], -values[sel]))].tolist()
+            self._ask(ranked)
+            out = [r for r in ranked if self.known[r]]
+            if len(out) >= k or len(sel) == len(values):
+                return out[:k]
+            want *= 4
+
+
+def _snapshot_key(cube_id: str) -> str:
+    """File-name stem of a cube's HNSW snapshot (a digest: cube ids may hold characters file names should not)."""
+    return "cube-" + hashlib.sha256(cube_id.encode()).hexdigest()[:32]
 
 
 def _statements(script: str) -> list[str]:
