@@ -1,7 +1,7 @@
 """The ``memos`` command line (typer + rich).
 
 Commands: ``demo``, ``add``, ``search``, ``chat`` (a REPL), ``cube export|import|info|list`` and
-``bench locomo``. Every command but ``bench`` (which works in a temporary home) takes ``--home``
+``bench locomo|scale``. Every command but ``bench`` (which works in a temporary home) takes ``--home``
 (default ``$MEMOS_HOME`` or ``~/.memos``). Options before the command choose the plaintext store
 for every command: ``memos --store neo4j --neo4j-uri bolt://... cube import notes.zip --user bob``
 (the ``--neo4j-*`` options also read ``NEO4J_URI``, ``NEO4J_USER``, ``NEO4J_PASSWORD``, ``NEO4J_DATABASE``).
