@@ -43,14 +43,23 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
-class _EmbedTimer:
-    """Context manager that times the embedder's calls while it is active (the rest is overhead)."""
+class EmbedTimer:
+    """Times every call of an embedder's ``embed`` while active (as ``bench/locomo.py`` does).
+
+    The instance attribute ``embed`` is replaced, so every holder of the embedder object (the
+    reader of any MemOS built with it, the bench's own calls) is timed. ``seconds`` only grows:
+    callers take differences.
+
+    Args:
+        embedder: The embedder object to time.
+
+    """
 
     def __init__(self, embedder: Any) -> None:
         self.embedder = embedder
         self.seconds = 0.0
 
-    def __enter__(self) -> _EmbedTimer:
+    def __enter__(self) -> EmbedTimer:
         inner = type(self.embedder).embed
 
         def timed(texts: Sequence[str]) -> Any:
@@ -115,7 +124,7 @@ def run_locomo_bench(
             total_turns = sum(c.turn_count for c in convs)
             done = 0
             ingest_s = 0.0
-            inside = _EmbedTimer(mos.embedder)
+            inside = EmbedTimer(mos.embedder)
             for conv in convs:
 
                 def tick(n: int) -> None:

@@ -71,6 +71,7 @@ from typing import Any
 import numpy as np
 
 import memos_agents
+from memos_agents.bench.locomo import EmbedTimer
 from memos_agents.bench.scale_data import ScaleCorpus
 from memos_agents.errors import InvalidInputError
 from memos_agents.os import MemOS
@@ -133,39 +134,6 @@ def _latency(ms: Sequence[float], excl: Sequence[float] | None = None) -> dict[s
 
 def _rate(count: int, seconds: float) -> float | None:
     return round(count / seconds, 1) if seconds > 0 else None
-
-
-class EmbedTimer:
-    """Times every call of an embedder's ``embed`` while active (as ``bench/locomo.py`` does).
-
-    The instance attribute ``embed`` is replaced, so every holder of the embedder object (the
-    reader of any MemOS built with it, the bench's own calls) is timed. ``seconds`` only grows:
-    callers take differences.
-
-    Args:
-        embedder: The embedder object to time.
-
-    """
-
-    def __init__(self, embedder: Any) -> None:
-        self.embedder = embedder
-        self.seconds = 0.0
-
-    def __enter__(self) -> EmbedTimer:
-        inner = type(self.embedder).embed
-
-        def timed(texts: Sequence[str]) -> Any:
-            t0 = time.perf_counter()
-            try:
-                return inner(self.embedder, texts)
-            finally:
-                self.seconds += time.perf_counter() - t0
-
-        self.embedder.embed = timed
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        del self.embedder.embed
 
 
 @contextmanager
