@@ -300,6 +300,39 @@ def _ints(value: str, what: str) -> list[int]:
     return out
 
 
+_EMBEDDER_HELP = (
+    "hashing, or sentence-transformers (MiniLM) with an optional backend and precision: "
+    "sentence-transformers:BACKEND[:PRECISION], BACKEND auto (the default), torch, onnx or openvino, "
+    "PRECISION auto, fp32 or int8 (onnx only)."
+)
+
+
+def _embedder_spec(spec: str, hashing_dim: int) -> dict[str, Any]:
+    """Parse a bench ``--embedder`` value into an embedder config (validated by EmbedderConfig).
+
+    Raises:
+        InvalidInputError: An unknown provider, backend or precision.
+
+    """
+    from pydantic import ValidationError
+
+    from memos_agents.config import EmbedderConfig
+
+    provider, *rest = spec.strip().split(":")
+    if provider == "hashing" and not rest:
+        return {"provider": "hashing", "dim": hashing_dim}
+    if provider != "sentence-transformers" or len(rest) > 2:
+        raise InvalidInputError(
+            f"unknown embedder {spec!r}; available: hashing, sentence-transformers[:BACKEND[:PRECISION]]"
+        )
+    config: dict[str, Any] = {"provider": provider, **dict(zip(("backend", "precision"), rest, strict=False))}
+    try:
+        EmbedderConfig.model_validate(config)
+    except ValidationError as exc:
+        raise InvalidInputError(f"embedder {spec!r}: {exc.errors()[0]['msg']}") from exc
+    return config
+
+
 @bench_app.command("locomo")
 def bench_locomo(
     out: Annotated[Path, typer.Option(help="Output directory (results.json, results.md, recall.png).")],
@@ -315,7 +348,7 @@ def bench_locomo(
             "or, without one, a local ArcadeDB Bolt server started for the run."
         ),
     ] = "sqlite",
-    embedder: Annotated[str, typer.Option(help="sentence-transformers (MiniLM) or hashing.")] = "sentence-transformers",
+    embedder: Annotated[str, typer.Option(help=_EMBEDDER_HELP)] = "sentence-transformers",
 ) -> None:
     """Evidence recall, context tokens, search latency and ingestion cost on LoCoMo."""
     import contextlib
@@ -332,7 +365,7 @@ def bench_locomo(
         if unknown or not stores:
             raise InvalidInputError(f"unknown store {', '.join(unknown) or store!r}; available: sqlite, neo4j")
         ks, budgets = _ints(k, "--k"), _ints(budget, "--budget")
-        emb: dict[str, Any] = {"provider": embedder} if embedder != "hashing" else {"provider": "hashing", "dim": 256}
+        emb = _embedder_spec(embedder, hashing_dim=256)
         results: dict[str, dict[str, Any]] = {}
         with contextlib.ExitStack() as stack:
             neo4j_cfg: dict[str, Any] = {**_STORE, "backend": "neo4j", "tenant": "bench-" + uuid.uuid4().hex[:12]}
@@ -390,7 +423,7 @@ def bench_scale(
     sizes: Annotated[
         str, typer.Option(help="Cube sizes in memories, strictly ascending, comma-separated; one cube grows to each.")
     ] = "1000,10000,100000,1000000",
-    embedder: Annotated[str, typer.Option(help="hashing (384-d) or sentence-transformers (MiniLM).")] = "hashing",
+    embedder: Annotated[str, typer.Option(help="Hashing is 384-d here. " + _EMBEDDER_HELP)] = "hashing",
     queries: Annotated[int, typer.Option(min=1, help="Timed searches per size (after 10 warm-up ones).")] = 200,
     adds: Annotated[int, typer.Option(min=1, help="Timed one-message adds per size.")] = 50,
     home: Annotated[
@@ -411,9 +444,7 @@ def bench_scale(
     from memos_agents.bench.scale import DEFAULT_EMBEDDER, parse_store_options, run_scale_bench, write_results
 
     def go() -> None:
-        if embedder not in ("hashing", "sentence-transformers"):
-            raise InvalidInputError(f"unknown embedder {embedder!r}; available: hashing, sentence-transformers")
-        emb: dict[str, Any] = DEFAULT_EMBEDDER if embedder == "hashing" else {"provider": embedder}
+        emb = _embedder_spec(embedder, hashing_dim=DEFAULT_EMBEDDER["dim"])
         cube_sizes = _ints(sizes, "--sizes")
         store = parse_store_options(store_option or [])
         with Progress(

@@ -91,7 +91,12 @@ __all__ = ["AddResult", "ChatResult", "MemOS", "build_embedder", "build_llm", "b
 
 
 def build_embedder(config: MemOSConfig) -> BaseEmbedder:
-    """Create the embedder a config asks for (no model is loaded until first use)."""
+    """Create the embedder a config asks for (no model is loaded until first use).
+
+    Raises:
+        ConfigError: The openai provider without a model.
+
+    """
     e = config.embedder
     if e.provider == EmbedderProvider.HASHING:
         return HashingEmbedder(dim=e.dim)
@@ -99,7 +104,15 @@ def build_embedder(config: MemOSConfig) -> BaseEmbedder:
         if not e.model:
             raise ConfigError("embedder.model is required for the openai provider")
         return OpenAIEmbedder(e.model, e.dim, base_url=e.base_url, api_key=e.api_key, batch_size=e.batch_size)
-    return SentenceTransformerEmbedder(e.model, dim=e.dim, batch_size=e.batch_size)
+    return SentenceTransformerEmbedder(
+        e.model,
+        dim=e.dim,
+        batch_size=e.batch_size,
+        backend=e.backend,
+        precision=e.precision,
+        cache_dir=e.cache_dir,
+        num_threads=e.num_threads,
+    )
 
 
 def build_store(config: MemOSConfig) -> base.BaseMemoryStore:

@@ -195,7 +195,8 @@ def run_locomo_bench(
     results["setup"] = {
         "data": str(data),
         "conversations": [c.sample_id for c in convs],
-        "embedder": mos.embedder.model_name,
+        "embedder": mos.embedder.model_name
+        + (f" on {runtime}" if (runtime := getattr(mos.embedder, "runtime", None)) else ""),
         "store": type(mos.store).__name__,
         "store_search": {
             "vector": mos.store.capabilities.vector_search,
