@@ -88,3 +88,30 @@ def require(module: str, extra: str) -> ImportError:
 
     """
     return MissingDependencyError(f'{module!r} is not installed; install it with: pip install "memos-agents[{extra}]"')
+
+
+class SensitiveDataError(InvalidInputError):
+    """A write was refused because the cube's redaction policy refuses the personal data or secrets found in it.
+
+    Nothing was stored. The message and the attributes name the kinds found and their character
+    offsets (and, for a batch, which text), never the values.
+
+    Attributes:
+        kinds: The kinds found, sorted and without repeats (e.g. ``("email", "phone")``).
+        spans: ``(kind, start, end)`` per finding, offsets in code points of the refused text.
+        index: The position of the refused text in a batch, or None for a single text.
+
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kinds: tuple[str, ...] = (),
+        spans: tuple[tuple[str, int, int], ...] = (),
+        index: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kinds = kinds
+        self.spans = spans
+        self.index = index

@@ -1,0 +1,1 @@
+"""Infrastructure shared by the memory OS: governance helpers such as PII redaction."""
