@@ -208,7 +208,7 @@ class StoreConfig(BaseModel):
     ann_threshold: int = Field(default=20_000, ge=0)
     hnsw_m: int = Field(default=32, ge=2, le=128)
     hnsw_ef_construction: int = Field(default=100, ge=8, le=4096)
-    hnsw_ef_search: int = Field(default=256, ge=1, le=100_000)
+    hnsw_ef_search: int = Field(default=384, ge=1, le=100_000)
     snapshot_every: int = Field(default=20_000, ge=1)
 
     @model_validator(mode="after")

@@ -22,6 +22,9 @@ cube's count of active memories when the step was measured. At each size, in thi
 4. **First search after a foreign commit**: a child process (a fresh interpreter running
    :func:`foreign_add`) opens the same home, adds one message and exits; then the next search of
    this process is timed. Repeated 5 times; the median and its ratio to the search p50 of step 3.
+   The question searched after a commit is searched once more just before it (warm, excluded
+   from step 3): ``ratio_to_same_query`` compares the medians of the same questions, since the
+   questions' own cost varies more than the commit's (one of the first five costs 3× the p50 at 1M).
 5. **First search after open**: the MemOS is closed and a new one opened on the same home with the
    same (warm) embedder and token counter objects; ``open_ms`` is building it and ``setup()``
    (``setup_ms`` the latter alone), then the first search is timed (also without the embedder).
@@ -145,6 +148,10 @@ def _timed(timer: EmbedTimer) -> Iterator[list[float]]:
         yield out
     finally:
         out += [time.perf_counter() - t0, timer.seconds - e0]
+
+
+#: Store options never written into the results.
+_SECRET_OPTIONS = frozenset({"password", "api_key"})
 
 
 def parse_store_options(pairs: Sequence[str]) -> dict[str, Any]:
@@ -410,9 +417,10 @@ class _ScaleRun:
         return _latency(ms, excl)
 
     def foreign(self, size: int, repeats: int, questions: Sequence[str], p50: float) -> dict[str, Any]:
-        ms, excl = [], []
+        ms, excl, warm = [], [], []
         for n in range(repeats):
             (msg,) = self.messages(1)
+            warm.append(self.search(questions[n % len(questions)])[0])
             self.facade_ids += _foreign_commit(self.home, self.embedder_config, self.store_config, msg)
             total, outside = self.search(questions[n % len(questions)])
             ms.append(total)
@@ -424,6 +432,8 @@ class _ScaleRun:
             "median_ms": round(median, 3),
             "median_excl_embed_ms": round(statistics.median(excl), 3),
             "ratio_to_search_p50": round(median / p50, 2) if p50 else None,
+            "same_query_warm_ms": [round(x, 3) for x in warm],
+            "ratio_to_same_query": round(median / statistics.median(warm), 2) if warm else None,
         }
 
     def reopen(self, question: str, p50: float) -> dict[str, Any]:
@@ -601,10 +611,15 @@ def run_scale_bench(
             setup = {
                 "data": str(data),
                 "sizes": sizes,
-                "embedder": {"config": emb, "model": run.mos.embedder.model_name, "dim": run.mos.embedder.dim},
+                "embedder": {
+                    "config": emb,
+                    "model": run.mos.embedder.model_name,
+                    "dim": run.mos.embedder.dim,
+                    "runtime": getattr(run.mos.embedder, "runtime", None),
+                },
                 "store": {
                     "class": type(run.mos.store).__name__,
-                    "options": store_cfg,
+                    "options": {k: "***" if k in _SECRET_OPTIONS else v for k, v in store_cfg.items()},
                     "capabilities": _capabilities(run.mos),
                 },
                 "queries": queries,
@@ -757,14 +772,24 @@ def write_results(results: dict[str, Any], out: str | Path) -> list[Path]:
         "## First search after a commit by another process (ms)",
         "",
         *_md_table(
-            ["size", "median", "median excl. embedder", "ratio to search p50", "each"],
+            [
+                "size",
+                "median",
+                "median excl. embedder",
+                "ratio to search p50",
+                "ratio to the same questions warm",
+                "each",
+                "same questions warm",
+            ],
             [
                 [
                     r["size"],
                     r["foreign_commit"]["median_ms"],
                     r["foreign_commit"]["median_excl_embed_ms"],
                     r["foreign_commit"]["ratio_to_search_p50"],
+                    r["foreign_commit"].get("ratio_to_same_query"),
                     ", ".join(f"{x:.1f}" for x in r["foreign_commit"]["first_search_ms"]),
+                    ", ".join(f"{x:.1f}" for x in r["foreign_commit"].get("same_query_warm_ms", [])),
                 ]
                 for r in rows
             ],

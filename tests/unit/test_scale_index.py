@@ -131,14 +131,23 @@ def _bm25_history(store: SQLiteMemoryStore | InMemoryStore, items: list[MemoryIt
     _fill(store, items[1500:])
 
 
-def test_maxscore_bm25_ranks_exactly_as_the_exhaustive_reference(tmp_path: Path) -> None:
-    """Pruned BM25 on incrementally kept statistics gives the in-memory store's exhaustive ranking and scores."""
+@pytest.mark.parametrize("indexed", [False, True])
+def test_maxscore_bm25_ranks_exactly_as_the_exhaustive_reference(tmp_path: Path, indexed: bool) -> None:
+    """Pruned BM25 on incrementally kept statistics gives the in-memory store's exhaustive ranking and scores.
+
+    ``indexed``: the dense index is loaded, so filters are read from its masks rather than SQL.
+    """
     items = _items(random.Random(4), 2500)
-    sqlite = _store(tmp_path / "b.db")
+    sqlite = _store(tmp_path / "b.db", ann_threshold=1000)
     memory = InMemoryStore()
     memory.setup()
     _bm25_history(sqlite, items)
     _bm25_history(memory, items)
+    if indexed:
+        sqlite.vector_search("c", [1.0] * DIM, 1)
+        sqlite.update("c", [items[2000].model_copy(update={"user_id": "u2", "version": 1})])  # caught up
+        memory.update("c", [items[2000].model_copy(update={"user_id": "u2", "version": 1})])
+        assert "c" in sqlite._indexes
     rng = random.Random(5)
     for _ in range(60):
         query = " ".join(rng.choices(VOCAB, WEIGHTS, k=rng.randint(1, 6)) + rng.sample(VOCAB[200:], 1))
@@ -271,3 +280,126 @@ def test_index_snapshot_refuses_another_store(tmp_path: Path) -> None:
     assert CubeVectorIndex.load(tmp_path, "k", store_id="store-a", generation="g1", dim=DIM, max_watermark=4) is None
     again = CubeVectorIndex.load(tmp_path, "k", store_id="store-a", generation="g1", dim=DIM, max_watermark=9)
     assert again is not None and len(again) == 39 and again.watermark == 5
+
+
+def _index_pair(n: int, **kwargs: object) -> tuple[CubeVectorIndex, CubeVectorIndex, np.ndarray]:
+    """An HNSW index (threshold 100; filters passing over 50 items walk the graph) and an exact one.
+
+    Both hold the same ``n`` items; returns both and the vectors.
+    """
+    from memos_agents.plaintext.stores.vector_index import IndexRow
+
+    rng = np.random.default_rng(11)
+    vectors = rng.normal(size=(n, DIM)).astype(np.float32)
+    rows = [
+        IndexRow(
+            i + 1,
+            "activated" if i % 50 else "archived",
+            "long_term",
+            "memory",
+            USERS[i % len(USERS)],
+            i,
+            (),
+            vectors[i],
+        )
+        for i in range(n)
+    ]
+    ann = CubeVectorIndex(DIM, "g", ann_threshold=100, exact_below=50, **kwargs)  # type: ignore[arg-type]
+    exact = CubeVectorIndex(DIM, "g", ann_threshold=10**9)
+    for index in (ann, exact):
+        index.apply(rows, watermark=1)
+    assert ann.mode == "hnsw" and exact.mode == "exact"
+    return ann, exact, vectors
+
+
+def test_post_filtered_search_returns_k_hits_that_match_exact_search() -> None:
+    """A filter passing most items: the graph is walked unfiltered, over-fetching, and the hits post-filtered."""
+    from memos_agents.plaintext.stores.filters import compile_filters
+
+    ann, exact, _ = _index_pair(3000)
+    rng = np.random.default_rng(12)
+    cases = [(SearchFilters(), 10), (SearchFilters(), 100), (SearchFilters(user_id="u3"), 5)]
+    recalls = []
+    for flt, k in cases:
+        preds = compile_filters(flt)
+        m, count, packed = ann.mask(preds)
+        assert packed is not None and count < len(ann)  # a real filter (archived items fail it)
+        for _ in range(20):
+            q = rng.normal(size=DIM)
+            qn = (np.asarray(q, dtype=np.float32) / float(np.linalg.norm(q))).astype(np.float32)  # as search() does
+            post = ann._post_filtered(qn, k, m, count)
+            assert post is not None  # this path answered, not the filtered walk
+            got = ann.search(q, k, preds)
+            assert got == post
+            want = exact.search(q, k, preds)
+            assert len(got) == k
+            assert {r for r, _ in got} <= {int(r) for r in exact.rowids[: exact._n][exact.mask(preds)[0]]}
+            scores = {f"{r}": s for r, s in exact.search(q, 3000, preds)}
+            recalls.append(_tie_aware_recall([f"{r}" for r, _ in got], [(f"{r}", s) for r, s in want], scores, k))
+    assert float(np.mean(recalls)) >= 0.98
+
+
+def test_post_filtered_search_falls_back_to_the_filtered_walk() -> None:
+    """Too selective for the over-fetch, or too few hits survive it: the filter is applied during the walk."""
+    from memos_agents.plaintext.stores.filters import compile_filters
+
+    ann, exact, vectors = _index_pair(3000, max_fetch=300)
+    preds = compile_filters(SearchFilters(user_id="u3"))  # 5 %: 100 × 2 / 0.05 > max_fetch
+    m, count, _ = ann.mask(preds)
+    q = vectors[0]
+    assert ann._post_filtered(q, 100, m, count) is None
+    got = ann.search(q, 100, preds)
+    assert len(got) == 100 and {r for r, _ in got} <= {int(r) for r in ann.rowids[: ann._n][m]}
+    # a filter the query's neighbourhood fails: the items nearest to -q pass, so the unfiltered fetch
+    # around q holds fewer than k of them
+    far = set(np.argsort(vectors @ q)[:60].tolist())
+    ann.max_fetch = 10**6
+    ann.overfetch = 1.0
+    mask = np.zeros(ann._n, dtype=bool)
+    mask[list(far)] = True
+    assert ann._post_filtered(q, 10, mask, len(far) * 40) is None
+    preds = compile_filters(SearchFilters(user_id="u7"))
+    assert len(ann.search(q, 10, preds)) == 10 == len(exact.search(q, 10, preds))
+
+
+def test_cached_filter_masks_follow_changes_incrementally() -> None:
+    """Cached masks catch up at the changed positions only, and equal a fresh evaluation after any change."""
+    from memos_agents.plaintext.stores.filters import compile_filters
+    from memos_agents.plaintext.stores.vector_index import IndexRow
+
+    def row(rowid: int, status: str = "activated", user: str | None = "u1", tags: tuple[str, ...] = ()) -> IndexRow:
+        vec = np.random.default_rng(rowid).normal(size=DIM).astype(np.float32)
+        return IndexRow(rowid, status, "long_term", "memory", user, rowid * 10, tags, vec)
+
+    index = CubeVectorIndex(DIM, "g", ann_threshold=150)
+    index.apply([row(i, user=USERS[i % 4], tags=("t",) if i % 9 == 0 else ()) for i in range(1, 120)])
+    filters = [
+        SearchFilters(),
+        SearchFilters(user_id="u2"),
+        SearchFilters(user_id="newcomer"),  # unknown when first cached
+        SearchFilters(tags_any=["t", "x"]),
+        SearchFilters(statuses=[LifecycleState.ARCHIVED]),
+        SearchFilters(time_from=T0),
+    ]
+    preds = [compile_filters(f) for f in filters]
+    for p in preds:
+        index.mask(p)
+    changes: list[tuple[list[IndexRow], list[int]]] = [
+        ([row(5, status="archived"), row(200, user="newcomer", tags=("x",))], [7, 8]),
+        ([row(i, user="newcomer") for i in range(300, 340)], [9]),  # crosses the threshold: a graph now
+        ([row(8, user="u2", tags=("t",)), row(301, status="archived")], [200, 10]),
+        ([IndexRow(11, "activated", "long_term", "memory", "u2", None, (), None)], []),  # no embedding: removed
+    ]
+    for upserts, removed in changes:
+        index.apply(upserts, removed)
+        for p in preds:
+            m, count, _ = index.mask(p)
+            fresh = index._evaluate(p, None)
+            assert np.array_equal(m, fresh) and count == int(fresh.sum())
+    assert index.mode == "hnsw"
+    for n in range(1100):  # more changes than the log keeps: the masks left behind are recomputed
+        index.apply([row(20 + n % 50, status="archived" if n % 3 else "activated", user=USERS[n % 5])])
+    for p in preds:
+        m, count, _ = index.mask(p)
+        fresh = index._evaluate(p, None)
+        assert np.array_equal(m, fresh) and count == int(fresh.sum())

@@ -233,6 +233,10 @@ CHUNK_ROWS = 500
 #: An import that made no progress for this long (seconds) was interrupted; ``setup`` removes it.
 STALE_IMPORT_S = 600.0
 
+#: SQLite page cache of the connection, in KiB (SQLite's default is 2,000): the interior pages of
+#: a large cube's tables and the posting lists of frequent terms stay in memory between searches.
+CACHE_KIB = 64 * 1024
+
 #: Schema version this code writes.
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
 
@@ -260,7 +264,7 @@ def _index_row(r: Sequence[Any]) -> IndexRow:
         node_kind=r[3],
         user_id=r[4],
         event_us=r[5],
-        tags=tuple(json.loads(r[6])),
+        tags=() if r[6] == "[]" else tuple(json.loads(r[6])),
         embedding=None if r[7] is None else np.frombuffer(r[7], dtype=np.float32),
     )
 
@@ -327,10 +331,11 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
         ann_threshold: Searchable items of a cube above which dense search uses an HNSW index
             instead of exact cosine (default 20,000; see
             :mod:`~memos_agents.plaintext.stores.vector_index`).
-        hnsw: HNSW parameters (default :class:`HNSWParams`: M 32, ef_construction 100, ef_search 256).
+        hnsw: HNSW parameters (default :class:`HNSWParams`: M 32, ef_construction 100, ef_search 384).
         snapshot_every: Changes to an HNSW index after which its snapshot beside the database file
             is rewritten (default 20,000, or a quarter of the index when that is more, so that a
-            growing cube writes its snapshot a bounded number of times; also on :meth:`close`).
+            growing cube writes its snapshot a bounded number of times; also on :meth:`close`
+            when at least one in 1,000 of its items changed).
             After a crash, at most that many changes are replayed from SQLite on the next open.
 
     Raises:
@@ -410,6 +415,7 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute(f"PRAGMA synchronous={self.synchronous}")
                 conn.execute("PRAGMA foreign_keys=ON")
+                conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
                 self._conn = conn
             conn = self.conn
             conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT)")
@@ -429,10 +435,15 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
             self._purge_interrupted()
 
     def close(self) -> None:
-        """Write the snapshots of HNSW indexes that changed, then close the connection. Idempotent."""
+        """Write the snapshots of HNSW indexes that changed, then close the connection. Idempotent.
+
+        An index changed by fewer than one in 1,000 of its items keeps its older snapshot: the
+        next open replays those few changes from SQLite, which costs far less than rewriting a
+        large graph (about 1.7 GB at a million items) for a process that added one message.
+        """
         with self._lock:
             for cube_id, index in list(self._indexes.items()):
-                if index.dirty:
+                if index.dirty and index.dirty >= len(index) // 1000:
                     self._save_snapshot(cube_id, index)
             if self._conn is not None:
                 self._conn.close()
@@ -1040,8 +1051,14 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
         strategies and optimizations", IP&M 1995). Filters are checked only for the candidates that
         matter, best first. The result is the exhaustive ranking's (scores summed in the same term
         order, ties by rowid); only the postings of the rarest terms are read in full.
+
+        Scores are kept in numpy arrays (sorted rowids, their partial scores) and a posting list
+        is read as three ``group_concat`` strings in one row (SQLite builds them without a Python
+        object per posting), which costs about half of a row-by-row read. When the cube's dense
+        index is loaded, the filters of the items it holds are read from its cached mask (current
+        as of this transaction) instead of SQL.
         """
-        self._cube(tx, op.cube_id, Permission.READ)
+        _, dim = self._cube(tx, op.cube_id, Permission.READ)
         terms = Counter(bm25_query_terms(op.query))  # a repeated query term weighs more, as in FTS5
         if not terms or op.k <= 0:
             return []
@@ -1051,60 +1068,54 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
         ).fetchone()
         avgdl = float((sum_len / n_docs if n_docs else 0.0) or 1.0)
         marks = ",".join("?" * len(terms))
-        dfs = cur.execute(
-            f"SELECT term, df FROM term_stats WHERE cube_id = ? AND term IN ({marks})", (op.cube_id, *terms)
-        ).fetchall()
+        dfs = dict(
+            cur.execute(
+                f"SELECT term, df FROM term_stats WHERE cube_id = ? AND term IN ({marks})", (op.cube_id, *terms)
+            ).fetchall()
+        )
         if not dfs:
             return []
-        weights = {term: terms[term] * bm25_idf(n_docs, df) for term, df in dfs}
+        weights = {term: terms[term] * bm25_idf(n_docs, df) for term, df in dfs.items()}
         order = sorted(weights, key=lambda t: (-weights[t], t))
         bound = [weights[t] * (BM25_K1 + 1.0) for t in order]  # a term's largest possible contribution
-        passes = _FilterCheck(cur, compile_filters(op.filters or SearchFilters()))
-        scores: dict[int, float] = {}
-        lengths: dict[int, int] = {}
+        predicates = compile_filters(op.filters or SearchFilters())
+        passes = _FilterCheck(cur, predicates)
+        if dim is not None and op.cube_id in self._indexes:
+            index = self._index(tx, op.cube_id, dim)  # caught up to this transaction
+            passes.indexed = (index.pos, index.mask(predicates)[0])
+        ids = np.zeros(0, dtype=np.int64)  # rowids seen so far, ascending
+        scores = np.zeros(0, dtype=np.float64)  # their scores over the terms read so far
 
-        def add(term: str, rows: list[Any]) -> None:
-            if not rows:
-                return
-            arr = np.asarray(rows, dtype=np.float64)
-            tf, dl = arr[:, 1], arr[:, 2]
-            gains = weights[term] * tf * (BM25_K1 + 1.0) / (tf + BM25_K1 * (1.0 - BM25_B + BM25_B * dl / avgdl))
-            for (rowid, _, length), gain in zip(rows, gains.tolist(), strict=True):
-                scores[rowid] = scores.get(rowid, 0.0) + gain
-                lengths[rowid] = length
+        def gains(term: str, tf: np.ndarray, dl: np.ndarray) -> np.ndarray:
+            return weights[term] * tf * (BM25_K1 + 1.0) / (tf + BM25_K1 * (1.0 - BM25_B + BM25_B * dl / avgdl))
 
-        candidates: list[int] | None = None
+        pruned = False
         theta = 0.0
         for n, term in enumerate(order):
-            if candidates is None:
-                add(
-                    term,
-                    cur.execute(
-                        "SELECT item_rowid, tf, doc_len FROM item_terms WHERE cube_id = ? AND term = ?",
-                        (op.cube_id, term),
-                    ).fetchall(),
-                )
-                rest = sum(bound[n + 1 :])
-                if n + 1 < len(order):
-                    best = passes.best(scores, op.k)
-                    if len(best) == op.k and rest < scores[best[-1]]:  # nothing outside can reach the top k
-                        theta = scores[best[-1]]
-                        candidates = [r for r, sc in scores.items() if sc + rest >= theta]
-                continue
-            for chunk in _chunks(candidates, 500):
-                add(
-                    term,
-                    cur.execute(
-                        "SELECT item_rowid, tf, doc_len FROM item_terms WHERE cube_id = ? AND term = ? "
-                        f"AND item_rowid IN ({','.join('?' * len(chunk))})",
-                        (op.cube_id, term, *chunk),
-                    ).fetchall(),
-                )
-            rest = sum(bound[n + 1 :])  # drop the candidates that can no longer reach the top k
-            candidates = [r for r in candidates if scores[r] + rest >= theta]
-        pool = scores if candidates is None else {r: scores[r] for r in candidates}
-        top = passes.best(pool, op.k)
-        return self._with_ids(cur, [(r, pool[r]) for r in top])
+            rest = sum(bound[n + 1 :])
+            if not pruned or dfs[term] <= 4 * len(ids):  # the whole list (cheaper than probes when short)
+                found, tf, dl = _postings(cur, op.cube_id, term)
+                if pruned:  # only the candidates still count
+                    at = np.minimum(np.searchsorted(ids, found), len(ids) - 1)
+                    hit = ids[at] == found
+                    found, tf, dl = found[hit], tf[hit], dl[hit]
+            else:
+                parts = [_postings(cur, op.cube_id, term, chunk) for chunk in _chunks(ids.tolist(), 500)]
+                found, tf, dl = (np.concatenate([p[i] for p in parts]) for i in range(3))
+            ids, scores = _accumulate(ids, scores, found, gains(term, tf, dl))
+            if pruned:  # drop the candidates that can no longer reach the top k
+                keep = scores + rest >= theta
+                ids, scores = ids[keep], scores[keep]
+            elif n + 1 < len(order):
+                best = passes.best(ids, scores, op.k)
+                if len(best) == op.k:
+                    kth = float(scores[np.searchsorted(ids, best[-1])])
+                    if rest < kth:  # nothing outside can reach the top k
+                        theta, pruned = kth, True
+                        keep = scores + rest >= theta
+                        ids, scores = ids[keep], scores[keep]
+        top = passes.best(ids, scores, op.k)
+        return self._with_ids(cur, [(r, float(scores[np.searchsorted(ids, r)])) for r in top])
 
     @base.handles(base.ExpandOp)
     def _expand(self, op: base.ExpandOp, tx: _Tx) -> list[base.Neighbor]:
@@ -1137,9 +1148,16 @@ class _FilterCheck:
         self.cur = cur
         self.where, self.params = _sql_filter(predicates)
         self.known: dict[int, bool] = {}
+        #: The dense index's rowid -> position map and its mask of these filters (None: SQL only).
+        self.indexed: tuple[dict[int, int], np.ndarray] | None = None
 
     def _ask(self, rowids: Sequence[int]) -> None:
         ask = [r for r in rowids if r not in self.known]
+        if self.indexed is not None and ask:
+            pos, mask = self.indexed
+            at = [pos.get(r) for r in ask]
+            self.known.update((r, bool(mask[p])) for r, p in zip(ask, at, strict=True) if p is not None)
+            ask = [r for r, p in zip(ask, at, strict=True) if p is None]  # not in the index: no embedding
         for chunk in _chunks(ask, 500):
             ok = {
                 int(r[0])
@@ -1150,15 +1168,13 @@ class _FilterCheck:
             }
             self.known.update((r, r in ok) for r in chunk)
 
-    def best(self, scores: dict[int, float], k: int) -> list[int]:
+    def best(self, rowids: np.ndarray, values: np.ndarray, k: int) -> list[int]:
         """Return the ``k`` best passing rowids by (score desc, rowid), checking the filters best first.
 
-        Costs a partial selection over ``scores`` (numpy), not a sort of all of them.
+        Costs a partial selection over the scores (numpy), not a sort of all of them.
         """
-        if not scores:
+        if not len(rowids):
             return []
-        rowids = np.fromiter(scores.keys(), dtype=np.int64, count=len(scores))
-        values = np.fromiter(scores.values(), dtype=np.float64, count=len(scores))
         out: list[int] = []
         want = max(2 * k, 64)
         while True:
@@ -1173,6 +1189,54 @@ class _FilterCheck:
             if len(out) >= k or len(sel) == len(values):
                 return out[:k]
             want *= 4
+
+
+def _postings(
+    cur: sqlite3.Cursor, cube_id: str, term: str, rowids: Sequence[int] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return a term's postings (rowids ascending, term frequencies, document lengths) in the cube.
+
+    With ``rowids``: only those items' postings. Read as one row of three ``group_concat`` strings
+    (aligned: every aggregate steps over the same rows), parsed by numpy.
+    """
+    sql = (
+        "SELECT group_concat(item_rowid), group_concat(tf), group_concat(doc_len) FROM item_terms "
+        "WHERE cube_id = ? AND term = ?"
+    )
+    params: list[Any] = [cube_id, term]
+    if rowids is not None:
+        sql += f" AND item_rowid IN ({','.join('?' * len(rowids))})"
+        params += list(rowids)
+    row = cur.execute(sql, params).fetchone()
+    if row is None or row[0] is None:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64), np.zeros(0, dtype=np.float64)
+    found = np.fromstring(row[0], dtype=np.int64, sep=",")
+    tf = np.fromstring(row[1], dtype=np.float64, sep=",")
+    dl = np.fromstring(row[2], dtype=np.float64, sep=",")
+    if len(found) > 1 and not bool(np.all(found[1:] > found[:-1])):
+        order = np.argsort(found, kind="stable")
+        found, tf, dl = found[order], tf[order], dl[order]
+    return found, tf, dl
+
+
+def _accumulate(
+    ids: np.ndarray, scores: np.ndarray, found: np.ndarray, gains: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Add ``gains`` of rowids ``found`` (ascending, distinct) to the running ``scores`` of ``ids`` (ascending).
+
+    Each score becomes ``old + gain`` (0 + gain for a new rowid): the same floating-point sums, in
+    the same term order, as adding term by term in a dict.
+    """
+    if not len(found):
+        return ids, scores
+    if not len(ids):
+        return found, 0.0 + gains
+    every = np.concatenate([ids, found])
+    values = np.concatenate([scores, gains])
+    order = np.argsort(every, kind="stable")  # an existing score comes before the new gain of its rowid
+    every, values = every[order], values[order]
+    starts = np.flatnonzero(np.concatenate([[True], every[1:] != every[:-1]]))
+    return every[starts], np.add.reduceat(values, starts)
 
 
 def _snapshot_key(cube_id: str) -> str:
