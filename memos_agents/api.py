@@ -71,12 +71,15 @@ class AddResult(BaseModel):
         ids: Ids of the new memory items (turns, facts and merged items; not topic nodes).
         merged: How many new items were merged into existing ones (and archived).
         failures: Fine-mode extraction failures (also recorded in the cube's event log).
+        redacted: Findings masked in the messages by the cube's redaction policy, per kind (e.g.
+            ``{"email": 2}``; also recorded in the cube's event log as a ``redacted`` event).
 
     """
 
     ids: list[str] = Field(default_factory=list)
     merged: int = 0
     failures: list[dict[str, Any]] = Field(default_factory=list)
+    redacted: dict[str, int] = Field(default_factory=dict)
 
 
 class SearchRequest(_Request):

@@ -140,6 +140,7 @@ def add(
             console.print(
                 f"stored {len(result.ids)} item(s): {', '.join(result.ids)}"
                 + (f" ({result.merged} merged)" if result.merged else "")
+                + (f"; masked {', '.join(f'{n} {k}' for k, n in result.redacted.items())}" if result.redacted else "")
             )
 
     _run(go)
@@ -274,6 +275,33 @@ def cube_info(cube: Annotated[str, typer.Argument(help="Cube id.")], user: User,
             info = json.loads(header.model_dump_json())
             info["counts"] = mos.stats(cube, user).model_dump(exclude={"cube_id"})
             console.print_json(json.dumps(info))
+
+    _run(go)
+
+
+@cube_app.command("redaction")
+def cube_redaction(
+    cube: Annotated[str, typer.Argument(help="Cube id (created, owned by --user, if missing).")],
+    user: User,
+    mode: Annotated[
+        str, typer.Option(help="off, mask (findings replaced by [KIND]) or refuse (the write is refused).")
+    ],
+    kinds: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated kinds: email, phone, payment_card, iban, ip_address, secret (default all)."),
+    ] = None,
+    home: Home = None,
+) -> None:
+    """Set a cube's PII redaction policy for writes from now on (needs admin on the cube)."""
+
+    def go() -> None:
+        policy: dict[str, Any] = {"mode": mode}
+        if kinds is not None:
+            policy["kinds"] = [k.strip() for k in kinds.split(",") if k.strip()]
+        with _mos(home, llm={"provider": "none"}) as mos:
+            mos.create_cube(cube, user, exist_ok=True)
+            header = mos.set_redaction(cube, user, policy)
+            console.print_json(header.redaction.model_dump_json())
 
     _run(go)
 

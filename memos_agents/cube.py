@@ -40,6 +40,7 @@ from typing import Annotated, Any, Literal, NoReturn, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from memos_agents.errors import ArchiveIOError, CubeFormatError, InvalidInputError
+from memos_agents.infra.redaction import RedactionPolicy
 from memos_agents.schema import Edge, Label, LifecycleState, MemoryItem, as_utc, check_text, utcnow, validate_id
 
 #: Name written into every archive manifest.
@@ -177,6 +178,10 @@ class CubeHeader(BaseModel):
         state: Lifecycle state of the cube.
         storage: Storage profile (backend, embedding model and dimension).
         payload: The typed payload descriptor.
+        redaction: What a write holding personal data or secrets does (default: ``off``): see
+            :class:`~memos_agents.infra.redaction.RedactionPolicy`. ``mask`` and ``refuse`` are
+            applied by the facade before anything is embedded, and every store refuses a write
+            whose texts still hold a finding of the policy's kinds.
 
     """
 
@@ -196,6 +201,7 @@ class CubeHeader(BaseModel):
     state: LifecycleState = LifecycleState.ACTIVATED
     storage: StorageProfile = Field(default_factory=StorageProfile)
     payload: Payload = Field(default_factory=PlaintextPayload)
+    redaction: RedactionPolicy = Field(default_factory=RedactionPolicy)
 
     @field_validator("description")
     @classmethod

@@ -56,10 +56,12 @@ from memos_agents.errors import (
     EmbeddingDimensionError,
     InvalidInputError,
     MemoryNotFoundError,
+    SensitiveDataError,
     TextTooLongError,
     VersionConflictError,
 )
 from memos_agents.flow import Compute, Flow, run_async, run_sync
+from memos_agents.infra.redaction import RedactionMode, RedactionPolicy, default_redactor
 from memos_agents.models.embedders import BaseEmbedder, HashingEmbedder, OpenAIEmbedder, SentenceTransformerEmbedder
 from memos_agents.models.llm import BaseLLM, HFLocalLLM, OpenAICompatibleLLM
 from memos_agents.models.tokens import TokenCounter
@@ -88,6 +90,65 @@ log = logging.getLogger(__name__)
 MessageLike = Message | dict[str, Any]
 T = TypeVar("T")
 __all__ = ["AddResult", "ChatResult", "MemOS", "build_embedder", "build_llm", "build_store"]
+
+
+def _redaction_policy(value: RedactionPolicy | dict[str, Any] | str | None) -> RedactionPolicy:
+    """Return the policy a ``redaction`` argument names (None: ``off``).
+
+    Raises:
+        InvalidInputError: An unknown mode or kind, or a malformed mask.
+
+    """
+    if isinstance(value, RedactionPolicy):
+        return value
+    try:
+        if value is None:
+            return RedactionPolicy()
+        if isinstance(value, str):
+            return RedactionPolicy(mode=RedactionMode(value))
+        return RedactionPolicy.model_validate(value)
+    except (ValidationError, ValueError, TypeError) as exc:
+        raise InvalidInputError(f"invalid redaction policy {value!r}: {exc}") from None
+
+
+def redact_messages(messages: Sequence[Message], policy: RedactionPolicy) -> tuple[list[Message], dict[str, int]]:
+    """Apply a cube's redaction policy to messages' contents and image captions.
+
+    Args:
+        messages: Validated messages.
+        policy: The cube's :class:`~memos_agents.infra.redaction.RedactionPolicy`.
+
+    Returns:
+        The messages (masked copies where something was found) and the findings masked per kind.
+
+    Raises:
+        SensitiveDataError: The policy refuses and a message holds a finding; ``index`` is the
+            message's position; the message names the field, kinds and offsets, never the values.
+
+    """
+    if policy.mode is RedactionMode.OFF:
+        return list(messages), {}
+    redactor = default_redactor()
+    out: list[Message] = []
+    counts: dict[str, int] = {}
+    for pos, message in enumerate(messages):
+        changes: dict[str, str] = {}
+        for name in ("content", "image_caption"):
+            value = getattr(message, name)
+            if not value:
+                continue
+            try:
+                result = redactor.redact(value, policy)
+            except SensitiveDataError as exc:
+                raise SensitiveDataError(
+                    f"message {pos} {name}: {exc}", kinds=exc.kinds, spans=exc.spans, index=pos
+                ) from None
+            if result.changed:
+                changes[name] = result.text
+                for finding in result.findings:
+                    counts[finding.kind.value] = counts.get(finding.kind.value, 0) + 1
+        out.append(message.model_copy(update=changes) if changes else message)
+    return out, counts
 
 
 def build_embedder(config: MemOSConfig) -> BaseEmbedder:
@@ -274,6 +335,7 @@ class MemOS:
         source: str | None = None,
         acl: Sequence[AclEntry] = (),
         exist_ok: bool = False,
+        redaction: RedactionPolicy | dict[str, Any] | str | None = None,
     ) -> CubeHeader:
         """Create a plaintext MemCube owned by ``owner_id`` (the caller).
 
@@ -284,14 +346,17 @@ class MemOS:
             source: Provenance of the cube.
             acl: Extra ACL entries.
             exist_ok: Return the existing header instead of raising (the caller must be allowed to read it).
+            redaction: The cube's PII redaction: a :class:`~memos_agents.infra.redaction.RedactionPolicy`,
+                its fields as a dict, or a mode (``"off"``, ``"mask"``, ``"refuse"``; None: ``off``).
 
         Raises:
-            InvalidInputError: Malformed ids.
+            InvalidInputError: Malformed ids or redaction policy.
             CubeExistsError: The cube exists and ``exist_ok`` is False.
             PermissionDeniedError: ``exist_ok`` and the existing cube is not readable by the caller.
 
         """
-        return self._run(self._create_cube(cube_id, owner_id, description, source, acl, exist_ok), owner_id)
+        flow = self._create_cube(cube_id, owner_id, description, source, acl, exist_ok, redaction)
+        return self._run(flow, owner_id)
 
     async def acreate_cube(
         self,
@@ -302,20 +367,30 @@ class MemOS:
         source: str | None = None,
         acl: Sequence[AclEntry] = (),
         exist_ok: bool = False,
+        redaction: RedactionPolicy | dict[str, Any] | str | None = None,
     ) -> CubeHeader:
         """Async twin of :meth:`create_cube`."""
-        flow = self._create_cube(cube_id, owner_id, description, source, acl, exist_ok)
+        flow = self._create_cube(cube_id, owner_id, description, source, acl, exist_ok, redaction)
         return await self._arun(flow, owner_id)
 
     def _create_cube(
-        self, cube_id: str, owner_id: str, description: str, source: str | None, acl: Sequence[AclEntry], exist_ok: bool
+        self,
+        cube_id: str,
+        owner_id: str,
+        description: str,
+        source: str | None,
+        acl: Sequence[AclEntry],
+        exist_ok: bool,
+        redaction: RedactionPolicy | dict[str, Any] | str | None,
     ) -> Flow[CubeHeader]:
         validate_id(cube_id, "cube_id")
         validate_id(owner_id, "owner_id")
+        policy = _redaction_policy(redaction)
         try:
             header = CubeHeader(
                 cube_id=cube_id,
                 owner_id=owner_id,
+                redaction=policy,
                 acl=list(acl),
                 description=description,
                 source=source,
@@ -336,6 +411,41 @@ class MemOS:
             (existing,) = yield [base.GetCubeOp(cube_id)]
             return cast(CubeHeader, existing)
         return header
+
+    def set_redaction(
+        self, cube_id: str, user_id: str, redaction: RedactionPolicy | dict[str, Any] | str
+    ) -> CubeHeader:
+        """Change a cube's PII redaction policy (needs admin permission); returns the new header.
+
+        The policy applies to writes from then on; stored items are not re-examined.
+
+        Args:
+            cube_id: The cube.
+            user_id: The caller.
+            redaction: A :class:`~memos_agents.infra.redaction.RedactionPolicy`, its fields as a
+                dict, or a mode (``"off"``, ``"mask"``, ``"refuse"``).
+
+        Raises:
+            InvalidInputError: Malformed ids or policy.
+            CubeNotFoundError / PermissionDeniedError: Unknown cube, or the caller is not an admin of it.
+
+        """
+        return self._run(self._set_redaction(cube_id, user_id, redaction), user_id)
+
+    async def aset_redaction(
+        self, cube_id: str, user_id: str, redaction: RedactionPolicy | dict[str, Any] | str
+    ) -> CubeHeader:
+        """Async twin of :meth:`set_redaction`."""
+        return await self._arun(self._set_redaction(cube_id, user_id, redaction), user_id)
+
+    def _set_redaction(
+        self, cube_id: str, user_id: str, redaction: RedactionPolicy | dict[str, Any] | str
+    ) -> Flow[CubeHeader]:
+        validate_id(cube_id, "cube_id")
+        policy = _redaction_policy(redaction)
+        header = yield from self._cube(cube_id, Permission.ADMIN, user_id)
+        (stored,) = yield [base.UpdateCubeOp(header.model_copy(update={"redaction": policy}))]
+        return cast(CubeHeader, stored)
 
     def get_cube(self, cube_id: str, user_id: str) -> CubeHeader:
         """Return a cube's header (needs read permission)."""
@@ -525,8 +635,11 @@ class MemOS:
         header = yield from self._cube(req.cube_id, Permission.WRITE, req.user_id)
         self._check_embedder(header)
         subject = req.subject_id or req.user_id
-        read = yield Compute(lambda: self.reader.read(req.messages, user_id=subject, mode=req.mode))
+        messages, redacted = redact_messages(req.messages, header.redaction)  # before any model sees them
+        read = yield Compute(lambda: self.reader.read(messages, user_id=subject, mode=req.mode))
         events = [base.RecordEventOp(req.cube_id, "extraction_failed", f) for f in read.failures]
+        if redacted:  # kinds and counts only, never values
+            events.append(base.RecordEventOp(req.cube_id, "redacted", {"kinds": redacted, "by": req.user_id}))
         for attempt in range(self.WRITE_ATTEMPTS):
             update = yield from self.organizer.plan(req.cube_id, read.items, read.edges)
             try:  # the plan, the failures and the caller's permission: one transaction
@@ -536,7 +649,7 @@ class MemOS:
                     raise
                 log.info("add to cube %s: a concurrent write made the plan stale; planning again", req.cube_id)
                 continue
-            return AddResult(ids=update.memory_ids, merged=update.merged, failures=read.failures)
+            return AddResult(ids=update.memory_ids, merged=update.merged, failures=read.failures, redacted=redacted)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def get(self, memory_id: str, user_id: str, cube_id: str) -> MemoryItem:
@@ -642,8 +755,8 @@ class MemOS:
             changes["version"] = req.expected_version
         if req.text is not None:
             self._check_text(req.text, "text")
-            changes["text"] = req.text
-            new_text = req.text
+            new_text = default_redactor().redact(req.text, header.redaction).text  # refuse: raises
+            changes["text"] = new_text
             changes["embedding"] = (yield Compute(lambda: self.reader.embed([new_text])[0])).tolist()
         for name in ("memory_type", "status", "tags"):
             if getattr(req, name) is not None:

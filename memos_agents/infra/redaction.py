@@ -74,7 +74,7 @@ from functools import lru_cache
 from typing import Final
 
 import phonenumbers
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 from stdnum import iban as _stdnum_iban
 from stdnum import luhn as _stdnum_luhn
 
@@ -167,6 +167,10 @@ class RedactionPolicy(BaseModel):
             if name != "kind" or spec or conversion:
                 raise ValueError("the mask's only allowed field is {kind} (no format spec or conversion)")
         return value
+
+    @field_serializer("kinds")
+    def _sorted_kinds(self, kinds: frozenset[PIIKind]) -> list[str]:
+        return sorted(k.value for k in kinds)  # a set's order varies between processes; headers must not
 
     @model_validator(mode="after")
     def _check_kinds(self) -> RedactionPolicy:

@@ -516,6 +516,41 @@ class StoreConformanceTests:
         (forged,) = store.update(cube, [got.model_copy(update={"author_id": "mallory"})], ctx=CallContext.of("svc"))
         assert forged.author_id == "svc" and store.get(cube, [written.id])[0].author_id == "svc"  # kept
 
+    def test_redaction_policy_is_enforced_on_every_write(self, store: BaseMemoryStore, cube: str) -> None:
+        from memos_agents.errors import SensitiveDataError
+        from memos_agents.infra.redaction import PIIKind, RedactionMode, RedactionPolicy
+
+        email = "dana.smith" + "@" + "example.org"  # never in a stored row nor an error message
+        plain = item("Dana wrote from " + email, 1)
+        store.add(cube, [plain])  # policy off: stored as it is
+        header = store.get_cube(cube)
+        store.update_cube(header.model_copy(update={"redaction": RedactionPolicy(mode=RedactionMode.MASK)}))
+        assert store.get_cube(cube).redaction.mode == "mask"
+        for bad in (
+            item("write to " + email, 2),
+            item("ok text", 2, key=email),
+            item("ok text", 2, tags=["contact " + email]),
+            item("ok text", 2, metadata={"from": email}),
+        ):
+            with pytest.raises(SensitiveDataError) as caught:
+                store.add(cube, [item("a harmless neighbour", 3), bad], ctx=SYSTEM)  # trusted code too
+            assert email not in str(caught.value) and caught.value.kinds == ("email",)
+        assert store.count(cube) == 1  # nothing of those batches
+        (stored,) = store.get(cube, [plain.id])
+        with pytest.raises(SensitiveDataError):  # an update is checked as a new write
+            store.update(cube, [stored.model_copy(update={"text": "now at " + email})])
+        assert store.get(cube, [plain.id])[0].text == plain.text
+        masked = item("Dana wrote from [EMAIL]", 2)
+        store.add(cube, [masked])
+        assert store.count(cube) == 2
+        store.update_cube(
+            store.get_cube(cube).model_copy(
+                update={"redaction": RedactionPolicy(mode=RedactionMode.REFUSE, kinds=frozenset({PIIKind.PHONE}))}
+            )
+        )
+        store.add(cube, [item("only phones are refused now: " + email, 3)])  # e-mail not among the kinds
+        assert store.count(cube) == 3
+
     def test_one_batch_is_one_transaction(self, store: BaseMemoryStore, cube: str) -> None:
         a = item("a")
         with pytest.raises(InvalidInputError):

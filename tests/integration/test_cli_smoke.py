@@ -150,6 +150,26 @@ def test_add_search_export_import_info(tmp_path: Path) -> None:
 
 @pytest.mark.smoke
 @pytest.mark.models
+def test_cube_redaction_masks_and_refuses(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    email = "alice.w" + "@" + "example.org"
+    setting = memos(
+        "cube", "redaction", "notes", "--user", "alice", "--mode", "mask", "--home", str(home), home=tmp_path
+    )
+    assert setting.returncode == 0 and '"mode": "mask"' in setting.stdout, setting.stdout + setting.stderr
+    add = memos(
+        "add", f"Write to {email} please.", "--user", "alice", "--cube", "notes", "--home", str(home), home=tmp_path
+    )
+    assert add.returncode == 0 and "masked 1 email" in add.stdout, add.stdout + add.stderr
+    found = memos("search", "write to", "--user", "alice", "--home", str(home), "--json", home=tmp_path)
+    assert found.returncode == 0 and email not in found.stdout and "[EMAIL]" in found.stdout
+    memos("cube", "redaction", "notes", "--user", "alice", "--mode", "refuse", "--home", str(home), home=tmp_path)
+    refused = memos("add", f"Or {email}.", "--user", "alice", "--cube", "notes", "--home", str(home), home=tmp_path)
+    assert refused.returncode == 2 and "SensitiveDataError" in refused.stdout and email not in refused.stdout
+
+
+@pytest.mark.smoke
+@pytest.mark.models
 def test_chat_repl_answers_from_memory(tmp_path: Path) -> None:
     home = tmp_path / "home"
     add = memos(

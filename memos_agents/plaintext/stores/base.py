@@ -49,8 +49,10 @@ from memos_agents.errors import (
     InvalidInputError,
     MemoryNotFoundError,
     PermissionDeniedError,
+    SensitiveDataError,
     VersionConflictError,
 )
+from memos_agents.infra.redaction import RedactionMode, RedactionPolicy, default_redactor
 from memos_agents.schema import Edge, Id, MemoryItem, RelationType, SearchFilters, new_id
 
 Direction = Literal["out", "in", "both"]
@@ -508,6 +510,46 @@ class WritePlan:
     result: WriteResult
 
 
+def refuse_unredacted(cube_id: str, items: Sequence[MemoryItem], policy: RedactionPolicy | None) -> None:
+    """Refuse a write whose items hold personal data or secrets the cube's policy covers.
+
+    The facade masks (or refuses) texts before they are embedded; this check is the store's own,
+    so that no path that skips the facade (a store op, a framework adapter) stores what the policy
+    keeps out. Texts masked with the policy's mask pass: the masks hold no finding. Cost: one
+    :meth:`~memos_agents.infra.redaction.Redactor.detect` per non-empty text field (about 12 µs
+    for a conversation turn); nothing with the policy ``off``.
+
+    Args:
+        cube_id: The cube written to (for the message).
+        items: The items of the write (new, ensured and updated).
+        policy: The cube's :class:`~memos_agents.infra.redaction.RedactionPolicy` (None: no check).
+
+    Raises:
+        SensitiveDataError: The first item with a finding, naming its id, the field, the kinds and
+            their offsets, never the values. Nothing of the write is stored.
+
+    """
+    if policy is None or policy.mode is RedactionMode.OFF:
+        return
+    redactor = default_redactor()
+    for item in items:
+        fields = [("text", item.text), ("key", item.key or "")]
+        fields += [(f"tags[{n}]", tag) for n, tag in enumerate(item.tags)]
+        fields += [(f"metadata[{k!r}]", v) for k, v in item.metadata.items() if isinstance(v, str)]
+        for name, value in fields:
+            found = redactor.detect(value, policy.kinds) if value else []
+            if found:
+                kinds = tuple(sorted({f.kind.value for f in found}))
+                spans = tuple((f.kind.value, f.start, f.end) for f in found)
+                where = ", ".join(f"{k} at {a}-{b}" for k, a, b in spans[:5])
+                raise SensitiveDataError(
+                    f"memory {item.id!r}: its {name} holds {where}; cube {cube_id!r} redacts "
+                    f"{', '.join(kinds)} ({policy.mode.value}): nothing was stored",
+                    kinds=kinds,
+                    spans=spans,
+                )
+
+
 def plan_write(
     cube_id: str,
     batch: WriteBatch,
@@ -518,6 +560,7 @@ def plan_write(
     stored: dict[str, StoredItem],
     newest_member: dict[str, str],
     now: datetime,
+    redaction: RedactionPolicy | None = None,
 ) -> WritePlan:
     """Check ``batch`` against the stored state and return the rows to write (the one write-planning step).
 
@@ -531,6 +574,8 @@ def plan_write(
         stored: Version, node kind, embedding and author of each stored item among ``probe.updated``.
         newest_member: Newest member of each topic among ``probe.topics`` that has one.
         now: The write time (``updated_at`` of updates).
+        redaction: The cube's redaction policy (None or ``off``: not checked); see
+            :func:`refuse_unredacted`.
 
     Returns:
         The plan; the backend writes it as it is.
@@ -541,8 +586,10 @@ def plan_write(
         EmbeddingDimensionError / InvalidEmbeddingError: A bad embedding.
         MemoryNotFoundError: An updated item does not exist.
         VersionConflictError: An updated item's version is not the stored one.
+        SensitiveDataError: An item's text, key, tags or metadata still hold what ``redaction`` covers.
 
     """
+    refuse_unredacted(cube_id, [*batch.add, *batch.ensure, *batch.update], redaction)
 
     def own(item: MemoryItem) -> MemoryItem:
         author = item.author_id if ctx.system else ctx.principal

@@ -333,6 +333,7 @@ class InMemoryStore(base.BaseMemoryStore):
             stored=stored,
             newest_member=newest,
             now=utcnow(),
+            redaction=cube.header.redaction,
         )
         if plan.dim_changed:
             cube.dim = plan.dim

@@ -789,6 +789,7 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
             stored=stored,
             newest_member=newest,
             now=utcnow(),
+            redaction=state.cubes[cube_id][0].redaction,
         )
         rels = [relation_type(e.type) for e in plan.edges]
         if plan.dim_changed:

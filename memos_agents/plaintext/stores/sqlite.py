@@ -718,7 +718,7 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
         self, tx: _Tx, cube_id: str, batch: base.WriteBatch, *, generation: str | None = None
     ) -> base.WriteResult:
         cur = tx.cur
-        _, dim = self._cube(tx, cube_id, Permission.WRITE, generation=generation)
+        header, dim = self._cube(tx, cube_id, Permission.WRITE, generation=generation)
         probe = base.write_probe(batch)
         existing: set[str] = set()
         for chunk in _chunks(probe.ids, 500):
@@ -748,7 +748,15 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
             if row is not None:
                 newest[topic] = row[0]
         plan = base.plan_write(
-            cube_id, batch, ctx=tx.ctx, dim=dim, existing=existing, stored=stored, newest_member=newest, now=utcnow()
+            cube_id,
+            batch,
+            ctx=tx.ctx,
+            dim=dim,
+            existing=existing,
+            stored=stored,
+            newest_member=newest,
+            now=utcnow(),
+            redaction=header.redaction if generation is None else None,  # an import stores the archive as it is
         )
         if plan.dim_changed:
             cur.execute("UPDATE cubes SET embedding_dim = ? WHERE cube_id = ?", (plan.dim, cube_id))
