@@ -531,23 +531,22 @@ def refuse_unredacted(cube_id: str, items: Sequence[MemoryItem], policy: Redacti
     """
     if policy is None or policy.mode is RedactionMode.OFF:
         return
+    refuse = policy.model_copy(update={"mode": RedactionMode.REFUSE})  # mask too: what is left is refused
     redactor = default_redactor()
     for item in items:
         fields = [("text", item.text), ("key", item.key or "")]
         fields += [(f"tags[{n}]", tag) for n, tag in enumerate(item.tags)]
         fields += [(f"metadata[{k!r}]", v) for k, v in item.metadata.items() if isinstance(v, str)]
         for name, value in fields:
-            found = redactor.detect(value, policy.kinds) if value else []
-            if found:
-                kinds = tuple(sorted({f.kind.value for f in found}))
-                spans = tuple((f.kind.value, f.start, f.end) for f in found)
-                where = ", ".join(f"{k} at {a}-{b}" for k, a, b in spans[:5])
+            try:
+                redactor.redact(value, refuse)
+            except SensitiveDataError as exc:
                 raise SensitiveDataError(
-                    f"memory {item.id!r}: its {name} holds {where}; cube {cube_id!r} redacts "
-                    f"{', '.join(kinds)} ({policy.mode.value}): nothing was stored",
-                    kinds=kinds,
-                    spans=spans,
-                )
+                    f"memory {item.id!r}, {name}: {exc}; cube {cube_id!r} redacts with mode "
+                    f"{policy.mode.value!r}: nothing was stored",
+                    kinds=exc.kinds,
+                    spans=exc.spans,
+                ) from None
 
 
 def plan_write(
