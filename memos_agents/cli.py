@@ -29,6 +29,8 @@ app = typer.Typer(help="memos-agents: a memory OS for LLM agents.", no_args_is_h
 cube_app = typer.Typer(help="Export, import and inspect MemCubes.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks that write their results as files.", no_args_is_help=True)
 app.add_typer(cube_app, name="cube")
+acl_app = typer.Typer(help="Who may do what on a cube: roles and permissions.", no_args_is_help=True)
+app.add_typer(acl_app, name="acl")
 app.add_typer(bench_app, name="bench")
 console = Console()
 
@@ -304,6 +306,70 @@ def cube_redaction(
             console.print_json(header.redaction.model_dump_json())
 
     _run(go)
+
+
+@acl_app.command("grant")
+def acl_grant(
+    cube: Annotated[str, typer.Argument(help="Cube id.")],
+    principal: Annotated[str, typer.Argument(help="User or service id, or * for everybody.")],
+    user: User,
+    role: Annotated[str | None, typer.Option(help="admin, writer, reader or guest.")] = None,
+    permission: Annotated[
+        list[str] | None,
+        typer.Option("--permission", "-p", help="read, write, delete, share, admin or audit (repeatable)."),
+    ] = None,
+    home: Home = None,
+) -> None:
+    """Give PRINCIPAL a role and/or permissions on CUBE (replaces its entry; needs admin, or share within your own)."""
+
+    def go() -> None:
+        with _mos(home, llm={"provider": "none"}) as mos:
+            header = mos.grant(cube, user, principal, role=role, permissions=permission or [])
+            _print_acl(header)
+
+    _run(go)
+
+
+@acl_app.command("revoke")
+def acl_revoke(
+    cube: Annotated[str, typer.Argument(help="Cube id.")],
+    principal: Annotated[str, typer.Argument(help="User or service id, or *.")],
+    user: User,
+    home: Home = None,
+) -> None:
+    """Remove PRINCIPAL's entry from CUBE's ACL."""
+
+    def go() -> None:
+        with _mos(home, llm={"provider": "none"}) as mos:
+            _print_acl(mos.revoke(cube, user, principal))
+
+    _run(go)
+
+
+@acl_app.command("list")
+def acl_list(cube: Annotated[str, typer.Argument(help="Cube id.")], user: User, home: Home = None) -> None:
+    """Show CUBE's owner and ACL with what each entry grants."""
+
+    def go() -> None:
+        with _mos(home, llm={"provider": "none"}) as mos:
+            _print_acl(mos.get_cube(cube, user))
+
+    _run(go)
+
+
+def _print_acl(header: Any) -> None:
+    table = Table()
+    for col in ("principal", "role", "permissions", "grants"):
+        table.add_column(col)
+    table.add_row(escape(header.owner_id), "owner", "", "everything")
+    for e in header.acl:
+        table.add_row(
+            escape(e.principal),
+            e.role.value if e.role else "",
+            ", ".join(p.value for p in e.permissions),
+            ", ".join(sorted(p.value for p in e.granted())) or "nothing",
+        )
+    console.print(table)
 
 
 @cube_app.command("list")

@@ -97,25 +97,89 @@ _RecordT = TypeVar("_RecordT", MemoryItem, Edge)
 
 
 class Permission(StrEnum):
-    """What an ACL entry allows on a cube."""
+    """What a principal may do on a cube (MemGovernance).
+
+    ``read`` (search, get, list, count, cube info, event log), ``write`` (add and update items,
+    record events), ``delete`` (delete items), ``share`` (add, change or remove ACL entries that grant
+    at most the caller's own permissions), ``admin`` (change the header, delete the cube; implies
+    every other permission), ``audit`` (read the cube's audit trail).
+    """
 
     READ = "read"
     WRITE = "write"
+    DELETE = "delete"
+    SHARE = "share"
     ADMIN = "admin"
+    AUDIT = "audit"
+
+
+class Role(StrEnum):
+    """A named set of permissions on a cube (:data:`ROLE_PERMISSIONS`)."""
+
+    OWNER = "owner"
+    ADMIN = "admin"
+    WRITER = "writer"
+    READER = "reader"
+    GUEST = "guest"
+
+
+#: The permissions of each role. The owner is ``CubeHeader.owner_id`` (an ACL entry cannot make
+#: another one); a guest has no permission on the cube's own items.
+ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    Role.OWNER: frozenset(Permission),
+    Role.ADMIN: frozenset(Permission),
+    Role.WRITER: frozenset({Permission.READ, Permission.WRITE, Permission.DELETE}),
+    Role.READER: frozenset({Permission.READ}),
+    Role.GUEST: frozenset(),
+}
+
+#: What a permission listed in an entry brings with it: ``admin`` everything, ``write`` also
+#: ``read`` and ``delete`` (as before roles existed, when writers could delete), ``share`` and
+#: ``audit`` also ``read``.
+_IMPLIED: dict[Permission, frozenset[Permission]] = {
+    Permission.READ: frozenset({Permission.READ}),
+    Permission.WRITE: frozenset({Permission.WRITE, Permission.READ, Permission.DELETE}),
+    Permission.DELETE: frozenset({Permission.DELETE}),
+    Permission.SHARE: frozenset({Permission.SHARE, Permission.READ}),
+    Permission.ADMIN: frozenset(Permission),
+    Permission.AUDIT: frozenset({Permission.AUDIT, Permission.READ}),
+}
 
 
 class AclEntry(BaseModel):
-    """One access-control entry: a principal (user id or ``*``) and what it may do."""
+    """One access-control entry: a principal (user id or ``*``) with a role and/or permissions.
+
+    Attributes:
+        principal: A user or service id, or ``*`` for everybody.
+        role: A :class:`Role` other than ``owner`` (None: only ``permissions``).
+        permissions: Permissions granted on top of the role's (each with what it implies).
+
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     principal: str
-    permissions: list[Permission] = Field(max_length=len(Permission))
+    role: Role | None = None
+    permissions: list[Permission] = Field(default_factory=list, max_length=len(Permission))
 
     @field_validator("principal")
     @classmethod
     def _principal(cls, value: str) -> str:
         return value if value == "*" else validate_id(value, "ACL principal")
+
+    @field_validator("role")
+    @classmethod
+    def _role(cls, value: Role | None) -> Role | None:
+        if value is Role.OWNER:
+            raise ValueError("the owner is the cube's owner_id; an ACL entry cannot grant the owner role")
+        return value
+
+    def granted(self) -> frozenset[Permission]:
+        """Return every permission this entry grants (its role's, its own, and what they imply)."""
+        out = set(ROLE_PERMISSIONS[self.role]) if self.role is not None else set()
+        for permission in self.permissions:
+            out |= _IMPLIED[permission]
+        return frozenset(out)
 
 
 class StorageProfile(BaseModel):
@@ -219,20 +283,23 @@ class CubeHeader(BaseModel):
     def _utc(cls, value: datetime | None) -> datetime | None:
         return as_utc(value)
 
-    def allows(self, user_id: str, permission: Permission) -> bool:
-        """Return True if ``user_id`` may do ``permission`` on this cube.
+    def permissions_of(self, user_id: str) -> frozenset[Permission]:
+        """Return what ``user_id`` may do here.
 
-        The owner may do everything; otherwise an ACL entry for the user or ``*`` must list the
-        permission (``admin`` implies ``write`` implies ``read``).
+        Everything for the owner; otherwise the union of what the ACL entries for the user and for
+        ``*`` grant (see :meth:`AclEntry.granted`).
         """
         if user_id == self.owner_id:
-            return True
-        implied = {
-            Permission.READ: {Permission.READ, Permission.WRITE, Permission.ADMIN},
-            Permission.WRITE: {Permission.WRITE, Permission.ADMIN},
-            Permission.ADMIN: {Permission.ADMIN},
-        }[permission]
-        return any(e.principal in (user_id, "*") and implied & set(e.permissions) for e in self.acl)
+            return ROLE_PERMISSIONS[Role.OWNER]
+        out: frozenset[Permission] = frozenset()
+        for entry in self.acl:
+            if entry.principal in (user_id, "*"):
+                out |= entry.granted()
+        return out
+
+    def allows(self, user_id: str, permission: Permission) -> bool:
+        """Return True if ``user_id`` may do ``permission`` on this cube (see :meth:`permissions_of`)."""
+        return permission in self.permissions_of(user_id)
 
 
 class MemCube(BaseModel):

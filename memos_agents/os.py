@@ -49,7 +49,16 @@ from memos_agents.api import (
     parse,
 )
 from memos_agents.config import EmbedderProvider, LLMProvider, MemOSConfig, StoreBackend
-from memos_agents.cube import AclEntry, CubeHeader, MemCube, Permission, StorageProfile, read_archive, write_archive
+from memos_agents.cube import (
+    AclEntry,
+    CubeHeader,
+    MemCube,
+    Permission,
+    Role,
+    StorageProfile,
+    read_archive,
+    write_archive,
+)
 from memos_agents.errors import (
     ConfigError,
     CubeExistsError,
@@ -445,6 +454,92 @@ class MemOS:
         policy = _redaction_policy(redaction)
         header = yield from self._cube(cube_id, Permission.ADMIN, user_id)
         (stored,) = yield [base.UpdateCubeOp(header.model_copy(update={"redaction": policy}))]
+        return cast(CubeHeader, stored)
+
+    def grant(
+        self,
+        cube_id: str,
+        user_id: str,
+        principal: str,
+        *,
+        role: Role | str | None = None,
+        permissions: Sequence[Permission | str] = (),
+    ) -> CubeHeader:
+        """Give ``principal`` a role and/or permissions on a cube, replacing its entry; returns the header.
+
+        Args:
+            cube_id: The cube.
+            user_id: The caller: needs ``admin``, or ``share`` when what it grants (and what the
+                replaced entry granted) is within its own permissions.
+            principal: A user or service id, or ``*`` for everybody.
+            role: ``admin``, ``writer``, ``reader`` or ``guest`` (see :class:`~memos_agents.cube.Role`).
+            permissions: Further permissions (``read``, ``write``, ``delete``, ``share``, ``admin``, ``audit``).
+
+        Raises:
+            InvalidInputError: Malformed ids, an unknown role or permission, nothing to grant, or the
+                ``owner`` role (the owner is the cube's ``owner_id``).
+            CubeNotFoundError / PermissionDeniedError: Checked by the store in the writing transaction.
+
+        """
+        return self._run(self._grant(cube_id, user_id, principal, role, permissions), user_id)
+
+    async def agrant(
+        self,
+        cube_id: str,
+        user_id: str,
+        principal: str,
+        *,
+        role: Role | str | None = None,
+        permissions: Sequence[Permission | str] = (),
+    ) -> CubeHeader:
+        """Async twin of :meth:`grant`."""
+        return await self._arun(self._grant(cube_id, user_id, principal, role, permissions), user_id)
+
+    def _grant(
+        self,
+        cube_id: str,
+        user_id: str,
+        principal: str,
+        role: Role | str | None,
+        permissions: Sequence[Permission | str],
+    ) -> Flow[CubeHeader]:
+        if isinstance(permissions, str | bytes):
+            raise InvalidInputError("permissions must be a list")
+        try:
+            entry = AclEntry.model_validate({"principal": principal, "role": role, "permissions": list(permissions)})
+        except ValidationError as exc:
+            raise InvalidInputError(f"invalid ACL entry: {exc.errors()[0]['msg']}") from None
+        if not entry.granted() and entry.role is None:
+            raise InvalidInputError("grant needs a role or at least one permission")
+        (header,) = yield [base.GetCubeOp(validate_id(cube_id, "cube_id"))]
+        acl = [e for e in header.acl if e.principal != entry.principal] + [entry]
+        (stored,) = yield [base.UpdateCubeOp(header.model_copy(update={"acl": acl}))]
+        return cast(CubeHeader, stored)
+
+    def revoke(self, cube_id: str, user_id: str, principal: str) -> CubeHeader:
+        """Remove ``principal``'s ACL entry from a cube; returns the header.
+
+        Needs ``admin``, or ``share`` when the entry grants no more than the caller's own
+        permissions. Revoking a principal without an entry changes nothing.
+
+        Raises:
+            InvalidInputError / CubeNotFoundError / PermissionDeniedError.
+
+        """
+        return self._run(self._revoke(cube_id, user_id, principal), user_id)
+
+    async def arevoke(self, cube_id: str, user_id: str, principal: str) -> CubeHeader:
+        """Async twin of :meth:`revoke`."""
+        return await self._arun(self._revoke(cube_id, user_id, principal), user_id)
+
+    def _revoke(self, cube_id: str, user_id: str, principal: str) -> Flow[CubeHeader]:
+        if principal != "*":
+            validate_id(principal, "principal")
+        (header,) = yield [base.GetCubeOp(validate_id(cube_id, "cube_id"))]
+        acl = [e for e in header.acl if e.principal != principal]
+        if len(acl) == len(header.acl):
+            return cast(CubeHeader, header)
+        (stored,) = yield [base.UpdateCubeOp(header.model_copy(update={"acl": acl}))]
         return cast(CubeHeader, stored)
 
     def get_cube(self, cube_id: str, user_id: str) -> CubeHeader:

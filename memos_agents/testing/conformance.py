@@ -551,6 +551,59 @@ class StoreConformanceTests:
         store.add(cube, [item("only phones are refused now: " + email, 3)])  # e-mail not among the kinds
         assert store.count(cube) == 3
 
+    def test_roles_are_checked_by_the_store(self, store: BaseMemoryStore, cube: str) -> None:
+        from memos_agents.cube import Role
+
+        header = store.get_cube(cube)  # owned by "alice" (the fixture)
+        acl = [
+            AclEntry(principal="rita", role=Role.READER),
+            AclEntry(principal="walt", role=Role.WRITER),
+            AclEntry(principal="sam", permissions=[Permission.SHARE]),
+            AclEntry(principal="ada", role=Role.ADMIN),
+            AclEntry(principal="gus", role=Role.GUEST),
+            AclEntry(principal="old", permissions=[Permission.WRITE]),  # before roles: write could delete
+        ]
+        store.update_cube(header.model_copy(update={"acl": acl}))
+        rita, walt, sam, ada, gus, old = (CallContext.of(u) for u in ("rita", "walt", "sam", "ada", "gus", "old"))
+        a = item("a fact about kites", 1)
+        store.add(cube, [a], ctx=walt)
+        assert [i.id for i in store.get(cube, [a.id], ctx=rita)] == [a.id]
+        for denied in (
+            lambda: store.add(cube, [item("x", 2)], ctx=rita),
+            lambda: store.delete(cube, [a.id], ctx=rita),
+            lambda: store.get(cube, [a.id], ctx=gus),
+            lambda: store.text_search(cube, "kites", 5, ctx=gus),
+            lambda: store.update_cube(store.get_cube(cube).model_copy(update={"description": "mine"}), ctx=walt),
+            lambda: store.update_cube(store.get_cube(cube).model_copy(update={"acl": []}), ctx=walt),
+            lambda: store.delete_cube(cube, ctx=walt),
+        ):
+            with pytest.raises(PermissionDeniedError):
+                denied()
+        current = store.get_cube(cube)
+        # share: may add a reader (at most its own level: share+read), not a writer, not touch an admin
+        store.update_cube(
+            current.model_copy(update={"acl": [*current.acl, AclEntry(principal="newbie", role=Role.READER)]}), ctx=sam
+        )
+        current = store.get_cube(cube)
+        for escalation in (
+            [*current.acl, AclEntry(principal="sam", role=Role.WRITER)],
+            [*current.acl, AclEntry(principal="eve", permissions=[Permission.ADMIN])],
+            [e for e in current.acl if e.principal != "ada"],
+        ):
+            with pytest.raises(PermissionDeniedError):
+                store.update_cube(current.model_copy(update={"acl": escalation}), ctx=sam)
+        with pytest.raises(PermissionDeniedError):  # share is not admin: no other field
+            store.update_cube(current.model_copy(update={"description": "x"}), ctx=sam)
+        with pytest.raises(PermissionDeniedError):  # an admin cannot take the cube over
+            store.update_cube(current.model_copy(update={"owner_id": "ada"}), ctx=ada)
+        store.update_cube(current.model_copy(update={"description": "by ada"}), ctx=ada)
+        assert store.get_cube(cube).description == "by ada" and store.get_cube(cube).acl == current.acl
+        assert store.delete(cube, [a.id], ctx=old) == 1  # a legacy write entry still deletes
+        b = item("another", 2)
+        store.add(cube, [b], ctx=walt)
+        assert store.delete(cube, [b.id], ctx=walt) == 1
+        assert store.count(cube) == 0
+
     def test_one_batch_is_one_transaction(self, store: BaseMemoryStore, cube: str) -> None:
         a = item("a")
         with pytest.raises(InvalidInputError):

@@ -169,6 +169,23 @@ def test_cube_redaction_masks_and_refuses(tmp_path: Path) -> None:
 
 
 @pytest.mark.smoke
+def test_acl_grant_list_revoke(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    h = ("--home", str(home))
+    assert memos("cube", "redaction", "notes", "--user", "ann", "--mode", "off", *h, home=tmp_path).returncode == 0
+    granted = memos("acl", "grant", "notes", "bob", "--role", "writer", "--user", "ann", *h, home=tmp_path)
+    assert granted.returncode == 0 and "delete, read, write" in granted.stdout, granted.stdout + granted.stderr
+    assert memos("acl", "grant", "notes", "sam", "-p", "share", "--user", "ann", *h, home=tmp_path).returncode == 0
+    escalate = memos("acl", "grant", "notes", "sam", "--role", "admin", "--user", "sam", *h, home=tmp_path)
+    assert escalate.returncode == 2 and "PermissionDeniedError" in escalate.stdout
+    listed = memos("acl", "list", "notes", "--user", "bob", *h, home=tmp_path)
+    assert listed.returncode == 0 and "writer" in listed.stdout and "everything" in listed.stdout
+    revoked = memos("acl", "revoke", "notes", "bob", "--user", "ann", *h, home=tmp_path)
+    assert revoked.returncode == 0 and "writer" not in revoked.stdout
+    assert memos("acl", "list", "notes", "--user", "bob", *h, home=tmp_path).returncode == 2
+
+
+@pytest.mark.smoke
 @pytest.mark.models
 def test_chat_repl_answers_from_memory(tmp_path: Path) -> None:
     home = tmp_path / "home"

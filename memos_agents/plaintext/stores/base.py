@@ -110,6 +110,43 @@ def authorize(header: CubeHeader, ctx: CallContext, permission: Permission | Non
     raise PermissionDeniedError(f"user {ctx.principal!r} may not {permission.value} cube {header.cube_id!r}")
 
 
+def authorize_header_update(current: CubeHeader, new: CubeHeader, ctx: CallContext) -> None:
+    """Check that ``ctx`` may replace a cube's header ``current`` by ``new`` (an ``UpdateCubeOp``).
+
+    * Trusted code (SYSTEM) may change anything.
+    * Only the owner may change ``owner_id`` (hand the cube over).
+    * ``admin`` may change every other field.
+    * ``share`` alone may change only the ACL, and only entries that grant at most the caller's own
+      permissions, before and after the change (no one raises anyone, themselves included, above
+      their own level, nor demotes someone who has more).
+
+    Version and ``updated_at`` are set by the store and not compared.
+
+    Raises:
+        PermissionDeniedError: What the caller may not change, named.
+
+    """
+    if ctx.system:
+        return
+    mine = current.permissions_of(ctx.principal)
+    if new.owner_id != current.owner_id and ctx.principal != current.owner_id:
+        raise PermissionDeniedError(f"only the owner of cube {current.cube_id!r} may hand it over")
+    if Permission.ADMIN in mine:
+        return
+    skip = {"acl", "version", "updated_at"}
+    if Permission.SHARE not in mine or current.model_dump(exclude=skip) != new.model_dump(exclude=skip):
+        raise PermissionDeniedError(f"user {ctx.principal!r} may not admin cube {current.cube_id!r}")
+    before = {(e.principal, e.role, tuple(sorted(e.permissions))): e for e in current.acl}
+    after = {(e.principal, e.role, tuple(sorted(e.permissions))): e for e in new.acl}
+    for key in before.keys() ^ after.keys():  # entries added or removed (a change is both)
+        entry = before.get(key) or after[key]
+        if not entry.granted() <= mine:
+            raise PermissionDeniedError(
+                f"user {ctx.principal!r} may not grant or revoke {sorted(p.value for p in entry.granted())} "
+                f"on cube {current.cube_id!r}: more than its own permissions"
+            )
+
+
 class StoreCapabilities(BaseModel):
     """What a backend found it can do (filled by ``setup()``; read by callers, e.g. the benchmark).
 
@@ -358,10 +395,10 @@ OP_PERMISSION: dict[type, Permission | None] = {
     ImportCubeOp: None,
     ListCubesOp: None,
     GetCubeOp: Permission.READ,
-    UpdateCubeOp: Permission.ADMIN,
+    UpdateCubeOp: None,  # authorize_header_update: admin, or share for ACL-only changes
     DeleteCubeOp: Permission.ADMIN,
     WriteOp: Permission.WRITE,
-    DeleteOp: Permission.WRITE,
+    DeleteOp: Permission.DELETE,
     RecordEventOp: Permission.WRITE,
     GetOp: Permission.READ,
     ListOp: Permission.READ,

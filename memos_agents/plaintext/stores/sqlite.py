@@ -637,7 +637,8 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
 
     @base.handles(base.UpdateCubeOp)
     def _update_cube(self, op: base.UpdateCubeOp, tx: _Tx) -> CubeHeader:
-        current, _ = self._cube(tx, op.header.cube_id, Permission.ADMIN)
+        current, _ = self._cube(tx, op.header.cube_id, None)
+        base.authorize_header_update(current, op.header, tx.ctx)
         stored = op.header.model_copy(update={"version": current.version + 1, "updated_at": utcnow()})
         tx.cur.execute(
             "UPDATE cubes SET header = ?, embedding_dim = COALESCE(embedding_dim, ?) WHERE cube_id = ?",
@@ -838,7 +839,7 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
 
     @base.handles(base.DeleteOp)
     def _delete(self, op: base.DeleteOp, tx: _Tx) -> int:
-        self._cube(tx, op.cube_id, Permission.WRITE)
+        self._cube(tx, op.cube_id, Permission.DELETE)
         deleted = 0
         for chunk in _chunks(list(dict.fromkeys(op.ids)), 500):
             marks = ",".join("?" * len(chunk))
