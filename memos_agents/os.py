@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -450,11 +450,8 @@ class MemOS:
     def _set_redaction(
         self, cube_id: str, user_id: str, redaction: RedactionPolicy | dict[str, Any] | str
     ) -> Flow[CubeHeader]:
-        validate_id(cube_id, "cube_id")
         policy = _redaction_policy(redaction)
-        header = yield from self._cube(cube_id, Permission.ADMIN, user_id)
-        (stored,) = yield [base.UpdateCubeOp(header.model_copy(update={"redaction": policy}))]
-        return cast(CubeHeader, stored)
+        return (yield from self._change_header(cube_id, lambda _: {"redaction": policy}))
 
     def grant(
         self,
@@ -511,10 +508,33 @@ class MemOS:
             raise InvalidInputError(f"invalid ACL entry: {exc.errors()[0]['msg']}") from None
         if not entry.granted() and entry.role is None:
             raise InvalidInputError("grant needs a role or at least one permission")
-        (header,) = yield [base.GetCubeOp(validate_id(cube_id, "cube_id"))]
-        acl = [e for e in header.acl if e.principal != entry.principal] + [entry]
-        (stored,) = yield [base.UpdateCubeOp(header.model_copy(update={"acl": acl}))]
-        return cast(CubeHeader, stored)
+        return (
+            yield from self._change_header(
+                cube_id, lambda h: {"acl": [e for e in h.acl if e.principal != entry.principal] + [entry]}
+            )
+        )
+
+    def _change_header(self, cube_id: str, change: Callable[[CubeHeader], dict[str, Any] | None]) -> Flow[CubeHeader]:
+        """Read a cube's header, apply ``change`` (the fields to replace; None: nothing) and write it.
+
+        The store refuses a header written over a newer one (``VersionConflictError``): the change
+        is then applied to the newer header, up to ``WRITE_ATTEMPTS`` times, so two concurrent
+        grants, or a grant and a redaction change, both take effect.
+        """
+        validate_id(cube_id, "cube_id")
+        for attempt in range(self.WRITE_ATTEMPTS):
+            (header,) = yield [base.GetCubeOp(cube_id)]
+            fields = change(cast(CubeHeader, header))
+            if fields is None:
+                return cast(CubeHeader, header)
+            try:
+                (stored,) = yield [base.UpdateCubeOp(header.model_copy(update=fields))]
+            except VersionConflictError:
+                if attempt + 1 == self.WRITE_ATTEMPTS:
+                    raise
+                continue
+            return cast(CubeHeader, stored)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def revoke(self, cube_id: str, user_id: str, principal: str) -> CubeHeader:
         """Remove ``principal``'s ACL entry from a cube; returns the header.
@@ -535,12 +555,12 @@ class MemOS:
     def _revoke(self, cube_id: str, user_id: str, principal: str) -> Flow[CubeHeader]:
         if principal != "*":
             validate_id(principal, "principal")
-        (header,) = yield [base.GetCubeOp(validate_id(cube_id, "cube_id"))]
-        acl = [e for e in header.acl if e.principal != principal]
-        if len(acl) == len(header.acl):
-            return cast(CubeHeader, header)
-        (stored,) = yield [base.UpdateCubeOp(header.model_copy(update={"acl": acl}))]
-        return cast(CubeHeader, stored)
+
+        def without(header: CubeHeader) -> dict[str, Any] | None:
+            acl = [e for e in header.acl if e.principal != principal]
+            return None if len(acl) == len(header.acl) else {"acl": acl}
+
+        return (yield from self._change_header(cube_id, without))
 
     def get_cube(self, cube_id: str, user_id: str) -> CubeHeader:
         """Return a cube's header (needs read permission)."""

@@ -599,6 +599,11 @@ class StoreConformanceTests:
         store.update_cube(current.model_copy(update={"description": "by ada"}), ctx=ada)
         assert store.get_cube(cube).description == "by ada" and store.get_cube(cube).acl == current.acl
         assert store.delete(cube, [a.id], ctx=old) == 1  # a legacy write entry still deletes
+        stale = store.get_cube(cube)
+        store.update_cube(stale.model_copy(update={"description": "first"}), ctx=ada)
+        with pytest.raises(VersionConflictError):  # written over a newer header: refused, not lost
+            store.update_cube(stale.model_copy(update={"acl": []}), ctx=ada)
+        assert store.get_cube(cube).description == "first" and store.get_cube(cube).acl == current.acl
         b = item("another", 2)
         store.add(cube, [b], ctx=walt)
         assert store.delete(cube, [b.id], ctx=walt) == 1

@@ -65,3 +65,24 @@ def test_grant_and_revoke(tmp_path: Path) -> None:
                 m.grant("c", "ann", "x", **bad)  # type: ignore[arg-type]
         with pytest.raises(InvalidInputError):
             m.grant("c", "ann", "bad id!", role="reader")
+
+
+def test_a_concurrent_header_change_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from memos_agents.plaintext.stores.base import GetCubeOp
+
+    with _mos(tmp_path) as m:
+        m.create_cube("c", "ann")
+        original = m.store.batch
+        armed = {"left": 1}
+
+        def batch(ops: list[object], **kw: object) -> list[object]:
+            out = original(ops, **kw)  # type: ignore[arg-type]
+            if armed["left"] and any(isinstance(op, GetCubeOp) for op in ops):
+                armed["left"] -= 1  # another writer changes the header right after this read
+                m.store.update_cube(m.store.get_cube("c").model_copy(update={"description": "meanwhile"}))
+            return out
+
+        monkeypatch.setattr(m.store, "batch", batch)
+        header = m.grant("c", "ann", "bob", role="reader")
+        assert header.description == "meanwhile" and [e.principal for e in header.acl] == ["bob"]
+        assert armed["left"] == 0

@@ -110,8 +110,11 @@ def authorize(header: CubeHeader, ctx: CallContext, permission: Permission | Non
     raise PermissionDeniedError(f"user {ctx.principal!r} may not {permission.value} cube {header.cube_id!r}")
 
 
-def authorize_header_update(current: CubeHeader, new: CubeHeader, ctx: CallContext) -> None:
+def check_header_update(current: CubeHeader, new: CubeHeader, ctx: CallContext) -> None:
     """Check that ``ctx`` may replace a cube's header ``current`` by ``new`` (an ``UpdateCubeOp``).
+
+    ``new`` must carry the stored ``version`` (it was read from the current header: optimistic
+    concurrency, so a change made meanwhile is never overwritten unseen). Then:
 
     * Trusted code (SYSTEM) may change anything.
     * Only the owner may change ``owner_id`` (hand the cube over).
@@ -123,9 +126,15 @@ def authorize_header_update(current: CubeHeader, new: CubeHeader, ctx: CallConte
     Version and ``updated_at`` are set by the store and not compared.
 
     Raises:
+        VersionConflictError: ``new.version`` is not the stored version.
         PermissionDeniedError: What the caller may not change, named.
 
     """
+    if new.version != current.version:
+        raise VersionConflictError(
+            f"cube {current.cube_id!r}: the header is at version {current.version}, not {new.version}; "
+            "read it again and reapply the change"
+        )
     if ctx.system:
         return
     mine = current.permissions_of(ctx.principal)
@@ -395,7 +404,7 @@ OP_PERMISSION: dict[type, Permission | None] = {
     ImportCubeOp: None,
     ListCubesOp: None,
     GetCubeOp: Permission.READ,
-    UpdateCubeOp: None,  # authorize_header_update: admin, or share for ACL-only changes
+    UpdateCubeOp: None,  # check_header_update: admin, or share for ACL-only changes
     DeleteCubeOp: Permission.ADMIN,
     WriteOp: Permission.WRITE,
     DeleteOp: Permission.DELETE,

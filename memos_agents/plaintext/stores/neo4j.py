@@ -711,7 +711,7 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
     @base.handles(base.UpdateCubeOp)
     def _update_cube(self, op: base.UpdateCubeOp, state: _Batch) -> Body[CubeHeader]:
         current, dim = yield from self._cube(state, op.header.cube_id, None)
-        base.authorize_header_update(current, op.header, state.ctx)
+        base.check_header_update(current, op.header, state.ctx)
         stored = op.header.model_copy(update={"version": current.version + 1, "updated_at": utcnow()})
         dim = stored.storage.embedding_dim if dim is None else dim  # the stored vectors' dimension stays
         yield (

@@ -638,7 +638,7 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
     @base.handles(base.UpdateCubeOp)
     def _update_cube(self, op: base.UpdateCubeOp, tx: _Tx) -> CubeHeader:
         current, _ = self._cube(tx, op.header.cube_id, None)
-        base.authorize_header_update(current, op.header, tx.ctx)
+        base.check_header_update(current, op.header, tx.ctx)
         stored = op.header.model_copy(update={"version": current.version + 1, "updated_at": utcnow()})
         tx.cur.execute(
             "UPDATE cubes SET header = ?, embedding_dim = COALESCE(embedding_dim, ?) WHERE cube_id = ?",
