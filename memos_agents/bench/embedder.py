@@ -36,6 +36,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from memos_agents.bench import percentile
 from memos_agents.bench.locomo_data import STANDARD_CATEGORIES, load_locomo
 from memos_agents.errors import InvalidInputError
 from memos_agents.models.embedders import BACKENDS, PRECISIONS, Backend, Precision, SentenceTransformerEmbedder
@@ -48,13 +49,6 @@ VARIANTS: tuple[tuple[str, str], ...] = (
     ("openvino", "fp32"),
     ("openvino", "auto"),
 )
-
-
-def _percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q
-    lo, hi = int(pos), min(int(pos) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
 def load_texts(data: str | Path, queries: int = 300, turns: int = 2000) -> tuple[list[str], list[list[str]]]:
@@ -156,8 +150,8 @@ def measure_variant(
         "runtime": embedder.runtime,
         "load_s": round(load_s, 2),
         "query_ms": {
-            "p50": round(_percentile(latencies, 0.5), 2),
-            "p95": round(_percentile(latencies, 0.95), 2),
+            "p50": round(percentile(latencies, 0.5), 2),
+            "p95": round(percentile(latencies, 0.95), 2),
             "mean": round(statistics.fmean(latencies), 2),
         },
         "batch_texts_per_s": round(len(texts) / batch_s, 1),

@@ -28,19 +28,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from memos_agents.bench import percentile
 from memos_agents.bench.locomo_data import STANDARD_CATEGORIES, Conversation, evidence_recall, load_locomo
 from memos_agents.os import MemOS
 
 BENCH_USER = "bench"
-
-
-def _percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return 0.0
-    pos = (len(ordered) - 1) * q
-    lo, hi = int(pos), min(int(pos) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
 class EmbedTimer:
@@ -179,8 +171,8 @@ def run_locomo_bench(
         if any(r["category"] == c for r in rows)
     }
     results["search_ms"] = {
-        "p50": round(_percentile(latencies, 0.5), 2),
-        "p95": round(_percentile(latencies, 0.95), 2),
+        "p50": round(percentile(latencies, 0.5), 2),
+        "p95": round(percentile(latencies, 0.95), 2),
         "mean": round(statistics.fmean(latencies), 2),
     }
     results["ingest"] = {

@@ -74,6 +74,7 @@ from typing import Any
 import numpy as np
 
 import memos_agents
+from memos_agents.bench import percentile
 from memos_agents.bench.locomo import EmbedTimer
 from memos_agents.bench.scale_data import ScaleCorpus
 from memos_agents.errors import InvalidInputError
@@ -113,25 +114,16 @@ def _bulk_index(item_id: str) -> int | None:
     return None
 
 
-def _percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return 0.0
-    pos = (len(ordered) - 1) * q
-    lo, hi = int(pos), min(int(pos) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
-
-
 def _latency(ms: Sequence[float], excl: Sequence[float] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "n": len(ms),
-        "p50": round(_percentile(ms, 0.5), 3),
-        "p95": round(_percentile(ms, 0.95), 3),
+        "p50": round(percentile(ms, 0.5), 3),
+        "p95": round(percentile(ms, 0.95), 3),
         "mean": round(statistics.fmean(ms), 3) if ms else 0.0,
     }
     if excl is not None:
-        out["p50_excl_embed"] = round(_percentile(excl, 0.5), 3)
-        out["p95_excl_embed"] = round(_percentile(excl, 0.95), 3)
+        out["p50_excl_embed"] = round(percentile(excl, 0.5), 3)
+        out["p95_excl_embed"] = round(percentile(excl, 0.95), 3)
     return out
 
 
