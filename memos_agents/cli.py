@@ -1,7 +1,8 @@
 """The ``memos`` command line (typer + rich).
 
-Commands: ``demo``, ``add``, ``search``, ``chat`` (a REPL), ``cube export|import|info|list`` and
-``bench locomo|scale``. Every command but ``bench`` (which works in a temporary home) takes ``--home``
+Commands: ``demo``, ``add``, ``search``, ``chat`` (a REPL), ``cube export|import|info|list|redaction``,
+``acl grant|revoke|list``, ``audit list|verify|export`` and ``bench locomo|scale|audit``. Every
+command but ``bench`` (which works in a temporary home) takes ``--home``
 (default ``$MEMOS_HOME`` or ``~/.memos``). Options before the command choose the plaintext store
 for every command: ``memos --store neo4j --neo4j-uri bolt://... cube import notes.zip --user bob``
 (the ``--neo4j-*`` options also read ``NEO4J_URI``, ``NEO4J_USER``, ``NEO4J_PASSWORD``, ``NEO4J_DATABASE``).
@@ -32,6 +33,8 @@ app.add_typer(cube_app, name="cube")
 acl_app = typer.Typer(help="Who may do what on a cube: roles and permissions.", no_args_is_help=True)
 app.add_typer(acl_app, name="acl")
 app.add_typer(bench_app, name="bench")
+audit_app = typer.Typer(help="The audit log: query, verify its hash chains, export.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 console = Console()
 
 #: Where the LoCoMo file lies in this project's checkout layout (``../shared/data``).
@@ -372,6 +375,126 @@ def _print_acl(header: Any) -> None:
     console.print(table)
 
 
+AuditCube = Annotated[str | None, typer.Option("--cube", help="One cube's chain (default: every chain you may read).")]
+Admin = Annotated[
+    bool,
+    typer.Option(
+        "--admin",
+        help="Act as a system-wide admin (an operator holding the store's files or credentials): "
+        "every chain, the store's own and deleted cubes' included.",
+    ),
+]
+
+
+def _time(value: str | None, name: str) -> Any:
+    from datetime import UTC, datetime
+
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInputError(f"--{name} must be an ISO 8601 time, e.g. 2026-11-23T10:00:00+00:00") from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+@audit_app.command("list")
+def audit_list(
+    user: User,
+    cube: AuditCube = None,
+    actor: Annotated[str | None, typer.Option(help="Only this principal's entries.")] = None,
+    action: Annotated[str | None, typer.Option(help="Only this action, e.g. write, search.vector.")] = None,
+    outcome: Annotated[str | None, typer.Option(help="ok, denied or failed.")] = None,
+    since: Annotated[str | None, typer.Option(help="ISO 8601 time (UTC if no zone).")] = None,
+    until: Annotated[str | None, typer.Option(help="ISO 8601 time (UTC if no zone).")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100,
+    admin: Admin = False,
+    home: Home = None,
+) -> None:
+    """Show audit entries, oldest first (needs audit on the cube)."""
+
+    def go() -> None:
+        with _mos(home, llm={"provider": "none"}, admins=[user] if admin else []) as mos:
+            entries = mos.audit_log(
+                user,
+                cube,
+                actor=actor,
+                action=action,
+                outcome=outcome,
+                since=_time(since, "since"),
+                until=_time(until, "until"),
+                limit=limit,
+            )
+        table = Table()
+        for col in ("cube", "seq", "at", "actor", "action", "items", "outcome", "reason"):
+            table.add_column(col)
+        for e in entries:
+            table.add_row(
+                escape(e.cube_id or "-"),
+                str(e.seq),
+                e.at.isoformat(timespec="seconds"),
+                escape(e.actor),
+                escape(e.action),
+                str(e.item_count),
+                e.outcome.value,
+                escape(e.reason or ""),
+            )
+        console.print(table)
+
+    _run(go)
+
+
+@audit_app.command("verify")
+def audit_verify(user: User, cube: AuditCube = None, admin: Admin = False, home: Home = None) -> None:
+    """Verify the hash chains: exit 1 if an entry was edited, deleted, inserted, reordered or cut off."""
+
+    def go() -> bool:
+        with _mos(home, llm={"provider": "none"}, admins=[user] if admin else []) as mos:
+            results = mos.verify_audit(user, cube)
+        for chain, result in results.items():
+            name = chain or "(store)"
+            head = f"head {result.head.seq} {result.head.hash}" if result.head else "empty"
+            if result.ok:
+                console.print(f"{escape(name)}: ok, {result.checked} entries, {head}", highlight=False)
+            for p in result.problems:
+                console.print(f"{escape(name)}: [red]{p.kind}[/] at {p.seq}: {escape(p.detail)}", highlight=False)
+        return all(r.ok for r in results.values())
+
+    if not _run(go):
+        raise typer.Exit(1)
+
+
+@audit_app.command("export")
+def audit_export(
+    user: User,
+    out: Annotated[Path, typer.Option("--out", help="JSON Lines file to write (- for standard output).")],
+    cube: AuditCube = None,
+    admin: Admin = False,
+    home: Home = None,
+) -> None:
+    """Write every audit entry you may read as JSON Lines (one entry per line, chain by chain)."""
+    import sys
+
+    def go() -> int:
+        n = 0
+        with _mos(home, llm={"provider": "none"}, admins=[user] if admin else []) as mos:
+            if str(out) == "-":
+                for entry in mos.iter_audit(user, cube):
+                    sys.stdout.write(entry.model_dump_json() + "\n")
+                    n += 1
+                return n
+            tmp = out.with_name(out.name + ".part")
+            with tmp.open("w", encoding="utf-8") as f:
+                for entry in mos.iter_audit(user, cube):
+                    f.write(entry.model_dump_json() + "\n")
+                    n += 1
+            tmp.replace(out)
+        console.print(f"wrote {n} entries to {escape(str(out))}", highlight=False)
+        return n
+
+    _run(go)
+
+
 @cube_app.command("list")
 def cube_list(user: User, home: Home = None) -> None:
     """List the cubes the user may read."""
@@ -443,6 +566,14 @@ def bench_locomo(
         ),
     ] = "sqlite",
     embedder: Annotated[str, typer.Option(help=_EMBEDDER_HELP)] = "sentence-transformers",
+    governance: Annotated[
+        str,
+        typer.Option(
+            help="on (the audit log written, and the cubes' PII redaction set to mask), off (neither), "
+            "or off,on: both runs on each store in one invocation, OUT/<store>/comparison.md giving "
+            "the ratios. Cube ACLs are checked either way."
+        ),
+    ] = "on",
 ) -> None:
     """Evidence recall, context tokens, search latency and ingestion cost on LoCoMo."""
     import contextlib
@@ -459,6 +590,9 @@ def bench_locomo(
         if unknown or not stores:
             raise InvalidInputError(f"unknown store {', '.join(unknown) or store!r}; available: sqlite, neo4j")
         ks, budgets = _ints(k, "--k"), _ints(budget, "--budget")
+        modes = list(dict.fromkeys(g.strip() for g in governance.split(",") if g.strip()))
+        if not modes or any(g not in ("on", "off") for g in modes):
+            raise InvalidInputError(f"--governance must be on, off or off,on; not {governance!r}")
         emb = _embedder_spec(embedder, hashing_dim=256)
         results: dict[str, dict[str, Any]] = {}
         with contextlib.ExitStack() as stack:
@@ -470,11 +604,13 @@ def bench_locomo(
                 root = stack.enter_context(tempfile.TemporaryDirectory(prefix="memos-bolt-"))
                 server = stack.enter_context(BoltServer.start(root))
                 neo4j_cfg.update(uri=server.uri, user=server.auth[0], password=server.auth[1], database=server.database)
-            for name in stores:
-                cfg: dict[str, Any] = {"store": neo4j_cfg} if name == "neo4j" else {}
+            for name, mode in [(s, g) for s in stores for g in modes]:
+                store_cfg: dict[str, Any] = dict(neo4j_cfg) if name == "neo4j" else {}
+                store_cfg["audit"] = mode == "on"
+                run_name = name if len(modes) == 1 else f"{name}/governance-{mode}"
 
-                def factory(home: Path, cfg: dict[str, Any] = cfg) -> MemOS:
-                    return MemOS.from_path(home, embedder=emb, llm={"provider": "none"}, **cfg)
+                def factory(home: Path, store_cfg: dict[str, Any] = store_cfg) -> MemOS:
+                    return MemOS.from_path(home, embedder=emb, llm={"provider": "none"}, store=store_cfg)
 
                 with Progress(
                     TextColumn("{task.description}"),
@@ -486,24 +622,97 @@ def bench_locomo(
                     tasks: dict[str, Any] = {}
 
                     def report(
-                        phase: str, done: int, total: int, tasks: dict[str, Any] = tasks, name: str = name
+                        phase: str, done: int, total: int, tasks: dict[str, Any] = tasks, name: str = run_name
                     ) -> None:
                         if phase not in tasks:
                             tasks[phase] = progress.add_task(f"{name} {phase}", total=total)
                         progress.update(tasks[phase], completed=done)
 
-                    results[name] = run_locomo_bench(
-                        data, ks=ks, budgets=budgets, mos_factory=factory, conversations=conversations, progress=report
+                    results[run_name] = run_locomo_bench(
+                        data,
+                        ks=ks,
+                        budgets=budgets,
+                        mos_factory=factory,
+                        conversations=conversations,
+                        progress=report,
+                        redaction="mask" if mode == "on" else None,
                     )
-                target = out / name if len(stores) > 1 else out
-                paths = write_results(results[name], target)
+                target = out / run_name if len(stores) > 1 or len(modes) > 1 else out
+                paths = write_results(results[run_name], target)
                 console.print((target / "results.md").read_text())
                 console.print("wrote " + ", ".join(str(p) for p in paths))
-        if len(stores) > 1:
+        if len(modes) > 1:
+            for name in stores:
+                pair = {g: results[f"{name}/governance-{g}"] for g in modes}
+                paths = write_comparison(compare_stores(pair, baseline=modes[0]), out / name)
+                console.print((out / name / "comparison.md").read_text())
+                console.print("wrote " + ", ".join(str(p) for p in paths))
+        elif len(stores) > 1:
             comparison = compare_stores(results, baseline=stores[0])
             paths = write_comparison(comparison, out)
             console.print((out / "comparison.md").read_text())
             console.print("wrote " + ", ".join(str(p) for p in paths))
+
+    _run(go)
+
+
+@bench_app.command("audit")
+def bench_audit(
+    out: Annotated[Path, typer.Option(help="Output directory (results.json, results.md, audit.png).")],
+    store: Annotated[
+        str, typer.Option(help="Store backend(s), comma-separated: sqlite, neo4j (as for bench locomo).")
+    ] = "sqlite",
+    sizes: Annotated[str, typer.Option(help="Chain lengths at which verify is timed, comma-separated.")] = (
+        "10000,50000,100000"
+    ),
+    per_batch: Annotated[int, typer.Option(min=10, help="One-op batches timed with the log off and on.")] = 2000,
+) -> None:
+    """Audit log cost per batch, entries written per second, and verify time per 100k entries."""
+    import contextlib
+    import tempfile
+    import uuid
+
+    from memos_agents.bench.audit import run_audit_bench, write_results
+    from memos_agents.plaintext.stores.base import BaseMemoryStore
+    from memos_agents.plaintext.stores.sqlite import SQLiteMemoryStore
+
+    def go() -> None:
+        stores = list(dict.fromkeys(s.strip() for s in store.split(",") if s.strip()))
+        unknown = [s for s in stores if s not in ("sqlite", "neo4j")]
+        if unknown or not stores:
+            raise InvalidInputError(f"unknown store {', '.join(unknown) or store!r}; available: sqlite, neo4j")
+        results: dict[str, Any] = {}
+        with contextlib.ExitStack() as stack:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="memos-bench-audit-")))
+            uri, auth, database = _STORE.get("uri"), None, _STORE.get("database")
+            if _STORE.get("user"):
+                auth = (_STORE["user"], _STORE.get("password") or "")
+            if "neo4j" in stores and not uri:
+                from memos_agents.testing.bolt_server import BoltServer
+
+                console.print("starting a local ArcadeDB Bolt server for the neo4j store ...")
+                server = stack.enter_context(BoltServer.start(tmp / "bolt"))
+                uri, auth, database = server.uri, server.auth, server.database
+            for name in stores:
+
+                def factory(audit: bool, name: str = name) -> BaseMemoryStore:
+                    made: BaseMemoryStore
+                    if name == "sqlite":
+                        made = SQLiteMemoryStore(tmp / f"{uuid.uuid4().hex}.db", audit=audit)
+                    else:
+                        from memos_agents.plaintext.stores.neo4j import Neo4jMemoryStore
+
+                        made = Neo4jMemoryStore.from_uri(
+                            str(uri), auth=auth, database=database, tenant="bench-" + uuid.uuid4().hex[:12], audit=audit
+                        )
+                    made.setup()
+                    return made
+
+                console.print(f"{name} ...")
+                results[name] = run_audit_bench(factory, per_batch=per_batch, sizes=_ints(sizes, "--sizes"))
+        paths = write_results(results, out)
+        console.print((out / "results.md").read_text())
+        console.print("wrote " + ", ".join(str(p) for p in paths))
 
     _run(go)
 

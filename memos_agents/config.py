@@ -188,9 +188,11 @@ class StoreConfig(BaseModel):
             its HNSW index instead of exact cosine (default 20,000).
         hnsw_m / hnsw_ef_construction / hnsw_ef_search: Embedded store: HNSW links per node
             (default 32), insertion candidate list (default 100) and search candidate list
-            (default 256; at least k is used).
+            (default 384; at least k is used).
         snapshot_every: Embedded store: changes to an HNSW index after which its snapshot beside
             the database is rewritten (default 20,000; also on close).
+        audit: Write every store operation to the audit log, refusals included (default True;
+            see :mod:`memos_agents.infra.audit`).
 
     """
 
@@ -210,6 +212,7 @@ class StoreConfig(BaseModel):
     hnsw_ef_construction: int = Field(default=100, ge=8, le=4096)
     hnsw_ef_search: int = Field(default=384, ge=1, le=100_000)
     snapshot_every: int = Field(default=20_000, ge=1)
+    audit: bool = True
 
     @model_validator(mode="after")
     def _uri_for_neo4j(self) -> StoreConfig:
@@ -233,6 +236,9 @@ class MemOSConfig(BaseModel):
         tokenizer_encoding: tiktoken encoding for token budgets (``cl100k_base``).
         max_text_chars: Longest accepted memory or query text, in characters (8000).
         default_token_budget: Token budget of ``search`` when none is given (None: unlimited).
+        admins: Principals that act as system-wide admins (operators): every permission on every
+            cube and the store's own audit chain; still audited under their own names. Set by
+            whoever configures the application, never by a caller.
 
     """
 
@@ -247,6 +253,7 @@ class MemOSConfig(BaseModel):
     tokenizer_encoding: str = "cl100k_base"
     max_text_chars: int = Field(default=8000, ge=1)
     default_token_budget: int | None = Field(default=None, ge=1)
+    admins: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _expand_home(self) -> MemOSConfig:

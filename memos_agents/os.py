@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -70,6 +71,7 @@ from memos_agents.errors import (
     VersionConflictError,
 )
 from memos_agents.flow import Compute, Flow, run_async, run_sync
+from memos_agents.infra.audit import AuditEntry, AuditOutcome, ChainVerification
 from memos_agents.infra.redaction import RedactionMode, RedactionPolicy, default_redactor
 from memos_agents.models.embedders import BaseEmbedder, HashingEmbedder, OpenAIEmbedder, SentenceTransformerEmbedder
 from memos_agents.models.llm import BaseLLM, HFLocalLLM, OpenAICompatibleLLM
@@ -199,7 +201,12 @@ def build_store(config: MemOSConfig) -> base.BaseMemoryStore:
 
         auth = (s.user, s.password or "") if s.user else None
         return Neo4jMemoryStore.from_uri(
-            s.uri or "", auth=auth, database=s.database, tenant=s.tenant, use_fulltext_index=s.use_fulltext_index
+            s.uri or "",
+            auth=auth,
+            database=s.database,
+            tenant=s.tenant,
+            use_fulltext_index=s.use_fulltext_index,
+            audit=s.audit,
         )
     return SQLiteMemoryStore(
         config.db_path,
@@ -208,6 +215,7 @@ def build_store(config: MemOSConfig) -> base.BaseMemoryStore:
         ann_threshold=s.ann_threshold,
         hnsw=HNSWParams(m=s.hnsw_m, ef_construction=s.hnsw_ef_construction, ef_search=s.hnsw_ef_search),
         snapshot_every=s.snapshot_every,
+        audit=s.audit,
     )
 
 
@@ -320,11 +328,10 @@ class MemOS:
         await self.aclose()
 
     # -- driving flows -------------------------------------------------------------------------------
-    @staticmethod
-    def _ctx(user_id: object) -> base.CallContext:
+    def _ctx(self, user_id: object) -> base.CallContext:
         if not isinstance(user_id, str):
             raise InvalidInputError(f"user_id must be a string, not {type(user_id).__name__}")
-        return base.CallContext.of(user_id)
+        return base.CallContext.of(user_id, admin=user_id in self.config.admins)
 
     def _run(self, flow: Flow[T], user_id: object) -> T:
         ctx = self._ctx(user_id)
@@ -577,6 +584,139 @@ class MemOS:
     async def alist_cubes(self, user_id: str) -> list[CubeHeader]:
         """Async twin of :meth:`list_cubes`."""
         return cast(list[CubeHeader], await self._arun(self._ops([base.ListCubesOp()]), user_id))
+
+    # -- the audit log (MemGovernance) --------------------------------------------------------------
+    def audit_log(
+        self,
+        user_id: str,
+        cube_id: str | None = None,
+        *,
+        actor: str | None = None,
+        action: str | None = None,
+        outcome: AuditOutcome | str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after_seq: int = 0,
+        limit: int = 1000,
+    ) -> list[AuditEntry]:
+        """Return audit entries, oldest first (see :mod:`memos_agents.infra.audit`).
+
+        Args:
+            user_id: The caller: needs ``audit`` on the cube; the store's own chain and deleted
+                cubes' chains need a system-wide admin (``MemOSConfig.admins``).
+            cube_id: One cube's chain; None: every chain the caller may read (its cubes with
+                ``audit``; for an admin every chain, the store's included), merged by time.
+            actor: Only entries of this principal.
+            action: Only this action (``write``, ``search.vector``, ``cube.update``, ...).
+            outcome: Only ``ok``, ``denied`` or ``failed`` entries.
+            since: Only entries at or after this time (timezone-aware).
+            until: Only entries before this time (timezone-aware).
+            after_seq: With ``cube_id``: only entries after this position (paging).
+            limit: At most this many (1 to 10,000; default 1,000).
+
+        Raises:
+            InvalidInputError: Malformed ids, naive times, a bad limit or outcome.
+            CubeNotFoundError / PermissionDeniedError: As the store checks them (audited too).
+
+        """
+        flow = self._audit_log(user_id, cube_id, actor, action, outcome, since, until, after_seq, limit)
+        return self._run(flow, user_id)
+
+    async def aaudit_log(
+        self,
+        user_id: str,
+        cube_id: str | None = None,
+        *,
+        actor: str | None = None,
+        action: str | None = None,
+        outcome: AuditOutcome | str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after_seq: int = 0,
+        limit: int = 1000,
+    ) -> list[AuditEntry]:
+        """Async twin of :meth:`audit_log`."""
+        flow = self._audit_log(user_id, cube_id, actor, action, outcome, since, until, after_seq, limit)
+        return await self._arun(flow, user_id)
+
+    def _audit_chains(self, user_id: str, cube_id: str | None) -> Flow[list[str | None]]:
+        """Return the chains a request names: ``cube_id``'s, or every chain the caller may read."""
+        if cube_id is not None:
+            return [validate_id(cube_id, "cube_id")]
+        if self._ctx(user_id).unrestricted:
+            (chains,) = yield [base.ListAuditChainsOp()]
+            return [c or None for c in chains]
+        (headers,) = yield [base.ListCubesOp()]
+        return [h.cube_id for h in headers if h.allows(user_id, Permission.AUDIT)]
+
+    def _audit_log(
+        self,
+        user_id: str,
+        cube_id: str | None,
+        actor: str | None,
+        action: str | None,
+        outcome: AuditOutcome | str | None,
+        since: datetime | None,
+        until: datetime | None,
+        after_seq: int,
+        limit: int,
+    ) -> Flow[list[AuditEntry]]:
+        try:
+            wanted = None if outcome is None else AuditOutcome(outcome)
+        except ValueError:
+            raise InvalidInputError(f"outcome must be one of {[o.value for o in AuditOutcome]}") from None
+        chains = yield from self._audit_chains(user_id, cube_id)
+        if not chains:
+            return []
+        ops: list[Any] = [base.ListAuditOp(c, actor, action, wanted, since, until, after_seq, limit) for c in chains]
+        results = yield ops
+        entries = [e for found in results for e in found]
+        if len(chains) > 1:
+            entries.sort(key=lambda e: (e.at, e.cube_id or "", e.seq))
+        return entries[:limit]
+
+    def iter_audit(self, user_id: str, cube_id: str | None = None, *, page: int = 1000) -> Iterator[AuditEntry]:
+        """Yield every audit entry the caller may read, chain by chain, each chain oldest first.
+
+        Reads ``page`` entries per store batch, so an export of a long log holds one page in
+        memory. Each page read is itself audited (``audit.list``).
+
+        Raises:
+            As :meth:`audit_log`.
+
+        """
+        for chain in self._run(self._audit_chains(user_id, cube_id), user_id):
+            after = 0
+            while True:
+                found = self._run(self._ops([base.ListAuditOp(chain, after_seq=after, limit=page)]), user_id)
+                yield from found
+                if len(found) < page:
+                    break
+                after = found[-1].seq
+
+    def verify_audit(self, user_id: str, cube_id: str | None = None) -> dict[str, ChainVerification]:
+        """Verify audit chains against their stored heads; return one result per chain (``""``: the store's).
+
+        Args:
+            user_id: The caller (as for :meth:`audit_log`).
+            cube_id: One cube's chain; None: every chain the caller may read.
+
+        Raises:
+            As :meth:`audit_log`.
+
+        """
+        return self._run(self._verify_audit(user_id, cube_id), user_id)
+
+    async def averify_audit(self, user_id: str, cube_id: str | None = None) -> dict[str, ChainVerification]:
+        """Async twin of :meth:`verify_audit`."""
+        return await self._arun(self._verify_audit(user_id, cube_id), user_id)
+
+    def _verify_audit(self, user_id: str, cube_id: str | None) -> Flow[dict[str, ChainVerification]]:
+        chains = yield from self._audit_chains(user_id, cube_id)
+        out: dict[str, ChainVerification] = {}
+        for chain in chains:  # one chain per batch: each is read in one transaction
+            (out[chain or ""],) = yield [base.VerifyAuditOp(chain)]
+        return out
 
     def default_cubes(self, user_id: str) -> list[CubeHeader]:
         """Return the cubes ``search``/``chat`` read when no ``cube_ids`` are given: those ``user_id`` owns.

@@ -69,12 +69,26 @@ class EmbedTimer:
 
 
 def ingest_conversation(
-    mos: MemOS, conv: Conversation, cube_id: str, on_session: Callable[[int], None] | None = None
+    mos: MemOS,
+    conv: Conversation,
+    cube_id: str,
+    on_session: Callable[[int], None] | None = None,
+    *,
+    redaction: str | None = None,
 ) -> float:
-    """Create ``cube_id`` (replacing an old one) and add every session; returns seconds spent in ``add``."""
+    """Create ``cube_id`` (replacing an old one; ``redaction``: its policy mode) and add every session.
+
+    Returns the seconds spent in ``add``.
+    """
     if any(h.cube_id == cube_id for h in mos.list_cubes(BENCH_USER)):
         mos.delete_cube(cube_id, BENCH_USER)
-    mos.create_cube(cube_id, BENCH_USER, source=f"locomo:{conv.sample_id}", description=" & ".join(conv.speakers))
+    mos.create_cube(
+        cube_id,
+        BENCH_USER,
+        source=f"locomo:{conv.sample_id}",
+        description=" & ".join(conv.speakers),
+        redaction=redaction,
+    )
     spent = 0.0
     for session in conv.sessions:
         t0 = time.perf_counter()
@@ -94,6 +108,7 @@ def run_locomo_bench(
     home: str | Path | None = None,
     conversations: int | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    redaction: str | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark and return the results dict (see the module docstring).
 
@@ -105,6 +120,7 @@ def run_locomo_bench(
         home: Home directory (default: a temporary one, removed afterwards).
         conversations: Only the first N conversations (default: all).
         progress: Called as ``progress(phase, done, total)``.
+        redaction: The PII redaction mode of the benchmark's cubes (None: the default, off).
 
     """
     convs = load_locomo(data)[: conversations or None]
@@ -126,7 +142,7 @@ def run_locomo_bench(
                         progress("ingest", done, total_turns)
 
                 with inside:
-                    ingest_s += ingest_conversation(mos, conv, conv.sample_id, tick)
+                    ingest_s += ingest_conversation(mos, conv, conv.sample_id, tick, redaction=redaction)
             embed_s = 0.0
             for conv in convs:
                 for session in conv.sessions:
@@ -196,6 +212,8 @@ def run_locomo_bench(
         },
         "mode": "fast",
         "tokenizer": mos.config.tokenizer_encoding,
+        "audit_log": bool(getattr(mos.store, "audit", False)),
+        "redaction": redaction or "off",
     }
     return results
 

@@ -35,6 +35,7 @@ from memos_agents.errors import InvalidInputError
 
 __all__ = [
     "GENESIS_HASH",
+    "MAX_ITEM_IDS",
     "AuditEntry",
     "AuditOutcome",
     "ChainHead",
@@ -42,11 +43,14 @@ __all__ = [
     "ChainVerification",
     "entry_hash",
     "seal",
+    "stored_time",
     "verify_chain",
 ]
 
 #: ``prev_hash`` of the first entry of a chain.
 GENESIS_HASH = "0" * 64
+#: Item ids kept in one entry (a listing of a large cube keeps the first ones and the count).
+MAX_ITEM_IDS = 1000
 
 
 class AuditOutcome(StrEnum):
@@ -72,7 +76,9 @@ class AuditEntry(BaseModel):
         actor: The acting principal (``CallContext.principal``).
         action: The operation, e.g. ``search``, ``write``, ``delete``, ``acl.grant``.
         cube_id: The cube acted on (None for operations on no cube, e.g. user management).
-        item_ids: The items read or written (ids only).
+        item_ids: The items read or written (ids only; the first :data:`MAX_ITEM_IDS`).
+        item_count: How many items were read or written (``len(item_ids)`` unless more than
+            :data:`MAX_ITEM_IDS`).
         outcome: :class:`AuditOutcome`.
         reason: For a refusal or failure: the error type and a message without memory contents.
         request_id: ``CallContext.request_id``: every entry of one request shares it.
@@ -89,6 +95,7 @@ class AuditEntry(BaseModel):
     action: str = Field(min_length=1, max_length=64)
     cube_id: str | None = Field(default=None, max_length=256)
     item_ids: tuple[str, ...] = ()
+    item_count: int = Field(default=0, ge=0)
     outcome: AuditOutcome = AuditOutcome.OK
     reason: str | None = Field(default=None, max_length=2000)
     request_id: str = Field(min_length=1, max_length=256)
@@ -109,6 +116,14 @@ class AuditEntry(BaseModel):
         return _canonical(self.model_dump(mode="json", exclude={"hash"}))
 
 
+def stored_time(at: datetime) -> str:
+    """Return ``at`` as stores keep it: UTC, fixed width (``2026-01-02T03:04:05.000006+00:00``).
+
+    Strings of this one format sort as the times they name.
+    """
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+
+
 def _canonical(fields: dict[str, Any]) -> bytes:
     return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -119,7 +134,7 @@ def entry_hash(entry: AuditEntry) -> str:
 
 
 def seal(
-    previous: AuditEntry | None,
+    previous: AuditEntry | ChainHead | None,
     *,
     at: datetime,
     actor: str,
@@ -127,19 +142,21 @@ def seal(
     request_id: str,
     cube_id: str | None = None,
     item_ids: Iterable[str] = (),
+    item_count: int | None = None,
     outcome: AuditOutcome = AuditOutcome.OK,
     reason: str | None = None,
 ) -> AuditEntry:
     """Return the entry that follows ``previous`` (None: the first of a chain), hashed.
 
     Args:
-        previous: The chain's last entry, or None.
+        previous: The chain's last entry (or its head: position and hash), or None.
         at: When the operation ended (timezone-aware).
         actor: The acting principal.
         action: The operation's name.
         request_id: The request it belongs to.
         cube_id: The cube acted on (None: none).
-        item_ids: The items read or written.
+        item_ids: The items read or written (the first :data:`MAX_ITEM_IDS` are kept).
+        item_count: How many (None: ``len(item_ids)``).
         outcome: How it ended (default ``ok``).
         reason: Why it was refused or failed (no memory contents).
 
@@ -148,13 +165,15 @@ def seal(
 
     """
     seq, prev = (previous.seq + 1, previous.hash) if previous is not None else (1, GENESIS_HASH)
+    ids = tuple(item_ids)
     fields: dict[str, Any] = {
         "seq": seq,
         "at": at,
         "actor": actor,
         "action": action,
         "cube_id": cube_id,
-        "item_ids": tuple(item_ids),
+        "item_ids": ids[:MAX_ITEM_IDS],
+        "item_count": len(ids) if item_count is None else item_count,
         "outcome": outcome,
         "reason": reason,
         "request_id": request_id,

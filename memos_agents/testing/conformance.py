@@ -36,6 +36,7 @@ from memos_agents.errors import (
     PermissionDeniedError,
     VersionConflictError,
 )
+from memos_agents.infra.audit import AuditOutcome
 from memos_agents.plaintext.stores.base import (
     SYSTEM,
     BaseMemoryStore,
@@ -664,6 +665,107 @@ class StoreConformanceTests:
         assert written.added == [a.id] and hits[0][0] == a.id and n == 1  # type: ignore[attr-defined,index]
         with pytest.raises(PermissionDeniedError):
             asyncio.run(store.abatch([CountOp(cube)], ctx=CallContext.of("bob")))
+
+    # -- the audit log ----------------------------------------------------------------------------------
+    def tamper_audit(self, store: BaseMemoryStore, chain: str, how: str) -> None:
+        """Edit the stored audit rows of ``chain`` directly, as an attacker with the files would.
+
+        ``how``: ``edit`` (entry 2's actor), ``delete`` (entry 2), ``insert`` (a forged entry after
+        entry 2), ``reorder`` (entries 2 and 3 swapped), ``truncate`` (the last entry removed, the
+        head left). Every backend's test module implements it against its own storage.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement tamper_audit for its backend")
+
+    def test_every_operation_is_audited_without_contents(self, store: BaseMemoryStore, cube: str) -> None:
+        alice, bob = CallContext.of("alice"), CallContext.of("bob")
+        a = item("kites at the secret lake", 1)
+        store.add(cube, [a], ctx=alice)
+        assert [h for h, _ in store.vector_search(cube, vec(1), 5, ctx=alice)] == [a.id]
+        with pytest.raises(PermissionDeniedError):
+            store.get(cube, [a.id], ctx=bob)
+        bobs = CallContext.of("bob")
+        with pytest.raises(PermissionDeniedError):
+            store.batch([WriteOp(cube, WriteBatch(add=[item("x", 2)])), DeleteOp(cube, [a.id])], ctx=bobs)
+        assert store.count(cube) == 1  # nothing of the refused batch
+        entries = store.list_audit(cube, ctx=alice)  # the owner may audit its cube
+        seen = [(e.actor, e.action, e.outcome) for e in entries]
+        assert seen == [
+            ("system", "cube.create", AuditOutcome.OK),
+            ("alice", "write", AuditOutcome.OK),
+            ("alice", "search.vector", AuditOutcome.OK),
+            ("bob", "get", AuditOutcome.DENIED),
+            ("bob", "write", AuditOutcome.DENIED),
+            ("bob", "delete", AuditOutcome.FAILED),
+            ("system", "count", AuditOutcome.OK),
+        ]
+        assert entries[1].item_ids == (a.id,) and entries[2].item_ids == (a.id,) and entries[1].item_count == 1
+        assert entries[3].reason is not None and entries[3].reason.startswith("PermissionDeniedError")
+        assert entries[4].request_id == entries[5].request_id == bobs.request_id  # one request
+        assert entries[5].reason is not None and "not applied" in entries[5].reason
+        assert [e.seq for e in entries] == list(range(1, 8))
+        assert all("kites" not in e.model_dump_json() and "secret" not in e.model_dump_json() for e in entries)
+        # queries: actor, action, outcome, time range, paging
+        assert [e.seq for e in store.list_audit(cube, actor="bob")] == [4, 5, 6]
+        assert [e.seq for e in store.list_audit(cube, action="write")] == [2, 5]
+        assert [e.seq for e in store.list_audit(cube, outcome=AuditOutcome.DENIED)] == [4, 5]
+        assert [e.seq for e in store.list_audit(cube, since=entries[2].at, until=entries[2].at)] == []
+        assert entries[2].seq in [e.seq for e in store.list_audit(cube, since=entries[2].at)]
+        assert [e.seq for e in store.list_audit(cube, after_seq=5, limit=2)] == [6, 7]
+        verified = store.verify_audit(cube)
+        assert verified.ok and verified.checked >= 7 and verified.head is not None
+        # who may read the log: audit on the cube; the store's own chain is for trusted code only
+        with pytest.raises(PermissionDeniedError):
+            store.list_audit(cube, ctx=bob)
+        with pytest.raises(PermissionDeniedError):
+            store.verify_audit(cube, ctx=bob)
+        with pytest.raises(PermissionDeniedError):
+            store.list_audit(None, ctx=alice)
+        assert store.list_audit(cube, action="audit.list", outcome=AuditOutcome.DENIED)[0].actor == "bob"
+        # an op on a crafted cube id is refused and audited on the store's chain, without the id
+        crafted = CallContext.of("mallory")
+        with pytest.raises((InvalidInputError, CubeNotFoundError)):
+            store.get("../" + cube, ["x"], ctx=crafted)
+        (refused,) = [e for e in store.list_audit(None, actor="mallory") if e.request_id == crafted.request_id]
+        assert refused.cube_id is None and refused.outcome == AuditOutcome.FAILED
+        assert cube in store.list_audit_chains() and "" in store.list_audit_chains()
+
+    def test_the_audit_log_outlives_its_cube(self, store: BaseMemoryStore, cube: str) -> None:
+        alice = CallContext.of("alice")
+        store.add(cube, [item("a")], ctx=alice)
+        store.delete_cube(cube, ctx=alice)
+        assert [e.action for e in store.list_audit(cube)][-1] == "cube.delete"  # trusted code still reads it
+        with pytest.raises(CubeNotFoundError):
+            store.list_audit(cube, ctx=alice)
+        # a new cube of that id: its owner sees only what happened since it was created
+        store.create_cube(CubeHeader(cube_id=cube, owner_id="mallory", storage=StorageProfile(embedding_dim=DIM)))
+        mine = store.list_audit(cube, ctx=CallContext.of("mallory"))
+        assert [e.action for e in mine] == ["cube.create"]
+        assert store.verify_audit(cube).ok  # one chain across both cubes
+
+    def test_async_audit_twins(self, store: BaseMemoryStore, cube: str) -> None:
+        async def scenario() -> None:
+            await store.aadd(cube, [item("async")], ctx=CallContext.of("alice"))
+            assert (await store.alist_audit(cube, actor="alice"))[0].action == "write"
+            assert (await store.averify_audit(cube)).ok
+
+        asyncio.run(scenario())
+
+    @pytest.mark.parametrize(
+        ("how", "kind"),
+        [("edit", "edited"), ("delete", "missing"), ("insert", None), ("reorder", None), ("truncate", "truncated")],
+    )
+    def test_audit_verify_detects_edited_rows(
+        self, store: BaseMemoryStore, cube: str, how: str, kind: str | None
+    ) -> None:
+        alice = CallContext.of("alice")
+        for n in range(4):
+            store.add(cube, [item(f"fact {n}")], ctx=alice)
+        assert store.verify_audit(cube).ok
+        self.tamper_audit(store, cube, how)
+        result = store.verify_audit(cube)
+        assert not result.ok, how
+        if kind is not None:
+            assert kind in {p.kind for p in result.problems}, result.problems
 
     # -- events and async -------------------------------------------------------------------------------
     def test_events(self, store: BaseMemoryStore, cube: str) -> None:

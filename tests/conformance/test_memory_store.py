@@ -18,6 +18,21 @@ from memos_agents.testing.conformance import DIM, T0, StoreConformanceTests
 
 
 class TestInMemoryStore(StoreConformanceTests):
+    def tamper_audit(self, store: InMemoryStore, chain: str, how: str) -> None:  # type: ignore[override]
+        entries = store._audit[chain]
+        if how == "edit":
+            entries[1] = entries[1].model_copy(update={"actor": "someone-else"})
+        elif how == "delete":
+            del entries[1]
+        elif how == "insert":
+            entries.insert(2, entries[1].model_copy(update={"actor": "forger", "seq": 3, "prev_hash": entries[1].hash}))
+        elif how == "reorder":
+            entries[1], entries[2] = entries[2], entries[1]
+        elif how == "truncate":
+            entries.pop()
+        else:
+            raise ValueError(how)
+
     @pytest.fixture
     def store(self) -> Iterator[InMemoryStore]:
         s = InMemoryStore()

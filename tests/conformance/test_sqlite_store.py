@@ -7,7 +7,40 @@ from memos_agents.plaintext.stores.sqlite import SQLiteMemoryStore
 from memos_agents.testing.conformance import StoreConformanceTests
 
 
+def tamper_sqlite_audit(store: SQLiteMemoryStore, chain: str, how: str) -> None:
+    """Edit the audit rows of ``chain`` in the file, past the append-only triggers (as an attacker would)."""
+    conn = store.conn
+    conn.execute("DROP TRIGGER IF EXISTS audit_log_no_update")
+    conn.execute("DROP TRIGGER IF EXISTS audit_log_no_delete")
+    ids = [r[0] for r in conn.execute("SELECT id FROM audit_log WHERE chain = ? ORDER BY id", (chain,))]
+    columns = (
+        "chain, seq, at, actor, action, cube_id, item_ids, item_count, outcome, reason, request_id, prev_hash, hash"
+    )
+    if how == "edit":
+        conn.execute("UPDATE audit_log SET actor = 'someone-else' WHERE id = ?", (ids[1],))
+    elif how == "delete":
+        conn.execute("DELETE FROM audit_log WHERE id = ?", (ids[1],))
+    elif how == "insert":  # a forged entry appended at the end of the table, numbered after entry 2
+        conn.execute(
+            f"INSERT INTO audit_log ({columns}) SELECT chain, seq + 1, at, 'forger', action, cube_id, item_ids, "
+            "item_count, outcome, reason, request_id, hash, hash FROM audit_log WHERE id = ?",
+            (ids[1],),
+        )
+    elif how == "reorder":  # rows 2 and 3 exchange their contents: storage order changes
+        rows = {i: conn.execute(f"SELECT {columns} FROM audit_log WHERE id = ?", (i,)).fetchone() for i in ids[1:3]}
+        sets = ", ".join(f"{c.strip()} = ?" for c in columns.split(","))
+        conn.execute(f"UPDATE audit_log SET {sets} WHERE id = ?", (*rows[ids[2]], ids[1]))
+        conn.execute(f"UPDATE audit_log SET {sets} WHERE id = ?", (*rows[ids[1]], ids[2]))
+    elif how == "truncate":
+        conn.execute("DELETE FROM audit_log WHERE id = ?", (ids[-1],))
+    else:
+        raise ValueError(how)
+
+
 class TestSQLiteStore(StoreConformanceTests):
+    def tamper_audit(self, store: SQLiteMemoryStore, chain: str, how: str) -> None:  # type: ignore[override]
+        tamper_sqlite_audit(store, chain, how)
+
     @pytest.fixture
     def store(self, tmp_path: Path) -> Iterator[SQLiteMemoryStore]:
         s = SQLiteMemoryStore.from_path(tmp_path / "memos.db")
@@ -17,6 +50,9 @@ class TestSQLiteStore(StoreConformanceTests):
 
 
 class TestSQLiteInMemoryStore(StoreConformanceTests):
+    def tamper_audit(self, store: SQLiteMemoryStore, chain: str, how: str) -> None:  # type: ignore[override]
+        tamper_sqlite_audit(store, chain, how)
+
     @pytest.fixture
     def store(self) -> Iterator[SQLiteMemoryStore]:
         s = SQLiteMemoryStore(":memory:")

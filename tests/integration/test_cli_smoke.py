@@ -214,3 +214,34 @@ def test_chat_repl_answers_from_memory(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "1 memories" in run.stdout and "memos>" in run.stdout
+
+
+@pytest.mark.smoke
+def test_audit_list_verify_export_and_tampering(tmp_path: Path) -> None:
+    import json
+    import sqlite3
+
+    home = tmp_path / "home"
+    h = ("--home", str(home))
+    assert memos("cube", "redaction", "notes", "--user", "ann", "--mode", "off", *h, home=tmp_path).returncode == 0
+    assert memos("acl", "list", "notes", "--user", "eve", *h, home=tmp_path).returncode == 2  # refused, audited
+    listed = memos("audit", "list", "--cube", "notes", "--user", "ann", *h, home=tmp_path)
+    assert listed.returncode == 0 and "cube.update" in listed.stdout and "denied" in listed.stdout, listed.stdout
+    assert memos("audit", "list", "--user", "eve", "--cube", "notes", *h, home=tmp_path).returncode == 2
+    own = memos("audit", "verify", "--user", "ann", *h, home=tmp_path)
+    assert own.returncode == 0 and "notes: ok" in own.stdout and "(store)" not in own.stdout, own.stdout
+    every = memos("audit", "verify", "--user", "op", "--admin", *h, home=tmp_path)
+    assert every.returncode == 0 and "(store): ok" in every.stdout, every.stdout
+    out = tmp_path / "audit.jsonl"
+    exported = memos("audit", "export", "--user", "ann", "--out", str(out), *h, home=tmp_path)
+    assert exported.returncode == 0, exported.stdout + exported.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rows and {r["cube_id"] for r in rows} == {"notes"} and all(len(r["hash"]) == 64 for r in rows)
+    # edit a stored row behind the store's back: verify finds it and exits 1
+    conn = sqlite3.connect(home / "memos.db")
+    conn.execute("DROP TRIGGER audit_log_no_update")
+    conn.execute("UPDATE audit_log SET actor = 'nobody' WHERE chain = 'notes' AND seq = 2")
+    conn.commit()
+    conn.close()
+    broken = memos("audit", "verify", "--user", "ann", "--cube", "notes", *h, home=tmp_path)
+    assert broken.returncode == 1 and "edited at 2" in broken.stdout, broken.stdout

@@ -40,7 +40,7 @@ from datetime import datetime
 from typing import Any, ClassVar, Literal, TypeVar, cast
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from memos_agents.cube import CubeHeader, Permission
 from memos_agents.errors import (
@@ -52,6 +52,13 @@ from memos_agents.errors import (
     SensitiveDataError,
     VersionConflictError,
 )
+from memos_agents.infra.audit import (
+    AuditEntry,
+    AuditOutcome,
+    ChainHead,
+    ChainVerification,
+    seal,
+)
 from memos_agents.infra.redaction import RedactionMode, RedactionPolicy, default_redactor
 from memos_agents.schema import Edge, Id, MemoryItem, RelationType, SearchFilters, new_id
 
@@ -60,6 +67,8 @@ T = TypeVar("T")
 
 #: Longest path a graph expansion walks.
 MAX_EXPAND_DEPTH = 5
+#: The system-wide role of operators (see :attr:`CallContext.roles`).
+SYSTEM_ADMIN = "admin"
 
 
 class CallContext(BaseModel):
@@ -68,7 +77,9 @@ class CallContext(BaseModel):
     Attributes:
         principal: The acting principal (a user or service account id) whose permissions apply.
             It is not necessarily whom a memory is about (``MemoryItem.user_id``, the subject).
-        roles: Role names of the principal (reserved for MemGovernance; not consulted yet).
+        roles: System-wide roles of the principal: :data:`SYSTEM_ADMIN` (an operator: every
+            permission on every cube, and the store's own audit chain) or none. Given by trusted
+            configuration (``MemOSConfig.admins``), never by the caller.
         system: Trusted application code (migrations, maintenance, tests): no ACL check.
         request_id: Correlates the store work of one request (random by default).
 
@@ -81,9 +92,22 @@ class CallContext(BaseModel):
     system: bool = False
     request_id: str = Field(default_factory=new_id)
 
+    @field_validator("roles")
     @classmethod
-    def of(cls, principal: str) -> CallContext:
-        """Return the context of an ordinary (ACL-checked) caller.
+    def _known_roles(cls, roles: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = set(roles) - {SYSTEM_ADMIN}
+        if unknown:
+            raise ValueError(f"unknown system-wide roles {sorted(unknown)}; the only one is {SYSTEM_ADMIN!r}")
+        return roles
+
+    @property
+    def unrestricted(self) -> bool:
+        """Whether no cube ACL applies: trusted code, or a system-wide admin (still audited by name)."""
+        return self.system or SYSTEM_ADMIN in self.roles
+
+    @classmethod
+    def of(cls, principal: str, *, admin: bool = False) -> CallContext:
+        """Return the context of a caller: ACL-checked, or a system-wide admin with ``admin``.
 
         Raises:
             InvalidInputError: Malformed principal id.
@@ -91,7 +115,7 @@ class CallContext(BaseModel):
         """
         from memos_agents.schema import validate_id
 
-        return cls(principal=validate_id(principal, "user_id"))
+        return cls(principal=validate_id(principal, "user_id"), roles=(SYSTEM_ADMIN,) if admin else ())
 
 
 #: Trusted application code: every op is allowed (the convenience methods' default).
@@ -105,7 +129,7 @@ def authorize(header: CubeHeader, ctx: CallContext, permission: Permission | Non
         PermissionDeniedError: The cube's owner and ACL do not allow it.
 
     """
-    if permission is None or ctx.system or header.allows(ctx.principal, permission):
+    if permission is None or ctx.unrestricted or header.allows(ctx.principal, permission):
         return header
     raise PermissionDeniedError(f"user {ctx.principal!r} may not {permission.value} cube {header.cube_id!r}")
 
@@ -116,7 +140,7 @@ def check_header_update(current: CubeHeader, new: CubeHeader, ctx: CallContext) 
     ``new`` must carry the stored ``version`` (it was read from the current header: optimistic
     concurrency, so a change made meanwhile is never overwritten unseen). Then:
 
-    * Trusted code (SYSTEM) may change anything.
+    * Trusted code (SYSTEM) and system-wide admins may change anything.
     * Only the owner may change ``owner_id`` (hand the cube over).
     * ``admin`` may change every other field.
     * ``share`` alone may change only the ACL, and only entries that grant at most the caller's own
@@ -135,7 +159,7 @@ def check_header_update(current: CubeHeader, new: CubeHeader, ctx: CallContext) 
             f"cube {current.cube_id!r}: the header is at version {current.version}, not {new.version}; "
             "read it again and reapply the change"
         )
-    if ctx.system:
+    if ctx.unrestricted:
         return
     mine = current.permissions_of(ctx.principal)
     if new.owner_id != current.owner_id and ctx.principal != current.owner_id:
@@ -368,6 +392,63 @@ class RecordEventOp:
 
 
 @dataclass(frozen=True, slots=True)
+class ListAuditOp:
+    """Return entries of one audit chain, oldest first (audit; see :mod:`memos_agents.infra.audit`).
+
+    ``cube_id`` names the cube's chain (it may be a deleted cube's: then only trusted code may read
+    it); None names the store's own chain (operations on no cube, and on ids that name no valid
+    cube), which only trusted code may read. An ordinary caller with ``audit`` on the cube sees
+    the entries written since the cube was created (not those of an earlier cube of that id).
+
+    Attributes:
+        cube_id: The chain.
+        actor: Only entries of this actor.
+        action: Only this action (e.g. ``write``, ``search.vector``).
+        outcome: Only this outcome.
+        since: Only entries at or after this time.
+        until: Only entries before this time.
+        after_seq: Only entries with a greater ``seq`` (paging).
+        limit: At most this many (1 to 10,000; default 1,000).
+
+    """
+
+    cube_id: str | None = None
+    actor: str | None = None
+    action: str | None = None
+    outcome: AuditOutcome | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    after_seq: int = 0
+    limit: int = 1000
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.limit, int) and 1 <= self.limit <= 10_000):
+            raise InvalidInputError("limit must be an integer from 1 to 10,000")
+        if not (isinstance(self.after_seq, int) and self.after_seq >= 0):
+            raise InvalidInputError("after_seq must be a non-negative integer")
+        for name in ("since", "until"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, datetime) or value.tzinfo is None):
+                raise InvalidInputError(f"{name} must be a timezone-aware datetime")
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyAuditOp:
+    """Verify one audit chain against its stored head; return a ``ChainVerification`` (audit).
+
+    ``cube_id`` as in :class:`ListAuditOp` (None: the store's chain, trusted code only). The whole
+    chain is read in one transaction, in storage order, one SHA-256 per entry.
+    """
+
+    cube_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ListAuditChainsOp:
+    """Return the ids of every audit chain in the store (``""``: the store's own), sorted (trusted code only)."""
+
+
+@dataclass(frozen=True, slots=True)
 class ListEventsOp:
     """Return the cube's events of ``kind`` (None: all), oldest first (read).
 
@@ -396,6 +477,9 @@ Op = (
     | ExpandOp
     | RecordEventOp
     | ListEventsOp
+    | ListAuditOp
+    | VerifyAuditOp
+    | ListAuditChainsOp
 )
 
 #: The cube permission each op needs (None: checked otherwise; a list filters by read permission).
@@ -417,6 +501,9 @@ OP_PERMISSION: dict[type, Permission | None] = {
     TextSearchOp: Permission.READ,
     ExpandOp: Permission.READ,
     ListEventsOp: Permission.READ,
+    ListAuditOp: None,  # authorize_audit: audit on the cube, or trusted code for a deleted cube / the store
+    VerifyAuditOp: None,
+    ListAuditChainsOp: None,
 }
 
 #: Ops that write (a backend opens a write transaction for a batch holding any of them).
@@ -444,6 +531,204 @@ def check_permission(op: Any) -> Permission | None:
         return OP_PERMISSION[type(op)]
     except KeyError:
         raise InvalidInputError(f"not a store operation: {type(op).__name__}") from None
+
+
+# -- the audit log --------------------------------------------------------------------------------------
+#: The chain of operations on no cube (and on ids that name no valid cube).
+STORE_CHAIN = ""
+
+#: The action each op is audited as.
+AUDIT_ACTIONS: dict[type, str] = {
+    CreateCubeOp: "cube.create",
+    GetCubeOp: "cube.get",
+    ListCubesOp: "cube.list",
+    UpdateCubeOp: "cube.update",
+    DeleteCubeOp: "cube.delete",
+    ImportCubeOp: "cube.import",
+    WriteOp: "write",
+    DeleteOp: "delete",
+    GetOp: "get",
+    ListOp: "list",
+    CountOp: "count",
+    EdgesOp: "edges",
+    VectorSearchOp: "search.vector",
+    TextSearchOp: "search.text",
+    ExpandOp: "search.expand",
+    RecordEventOp: "event.record",
+    ListEventsOp: "event.list",
+    ListAuditOp: "audit.list",
+    VerifyAuditOp: "audit.verify",
+    ListAuditChainsOp: "audit.chains",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One operation to audit, before it is sealed into its chain (see :func:`seal_records`).
+
+    Attributes:
+        chain: The chain it goes to: the cube's id, or :data:`STORE_CHAIN`.
+        action: :data:`AUDIT_ACTIONS` of the op.
+        cube_id: The cube named (None: none, or not a valid cube id).
+        item_ids: Items read or written (ids only).
+        outcome: How it ended.
+        reason: Why it was refused or failed (an error type and our own message; never contents).
+
+    """
+
+    chain: str
+    action: str
+    cube_id: str | None
+    item_ids: tuple[str, ...] = ()
+    outcome: AuditOutcome = AuditOutcome.OK
+    reason: str | None = None
+
+
+def _op_cube(op: Any) -> str | None:
+    if isinstance(op, CreateCubeOp | ImportCubeOp | UpdateCubeOp):
+        return op.header.cube_id
+    cube_id = getattr(op, "cube_id", None)
+    if not isinstance(cube_id, str):
+        return None
+    from memos_agents.schema import validate_id
+
+    try:
+        return validate_id(cube_id, "cube_id")
+    except InvalidInputError:
+        return None  # a crafted id: audited on the store's chain, without the id
+
+
+def _touched_ids(op: Any, result: Any) -> tuple[str, ...]:
+    """Return the item ids an op read or wrote, from the op and its result (never contents)."""
+    if isinstance(op, WriteOp) and isinstance(result, WriteResult):
+        return (*result.added, *(item.id for item in result.updated))
+    if isinstance(op, DeleteOp):
+        return tuple(op.ids)
+    if isinstance(op, ImportCubeOp):
+        return tuple(item.id for item in op.items)
+    if isinstance(op, GetOp | ListOp) and isinstance(result, list):
+        return tuple(item.id for item in result)
+    if isinstance(op, VectorSearchOp | TextSearchOp) and isinstance(result, list):
+        return tuple(hit[0] for hit in result)
+    if isinstance(op, ExpandOp) and isinstance(result, list):
+        return tuple(n.id for n in result)
+    if isinstance(op, EdgesOp) and op.ids is not None:
+        return tuple(op.ids)
+    return ()
+
+
+def audit_record(op: Any, result: Any) -> AuditRecord:
+    """Return the record of ``op`` that succeeded with ``result``."""
+    cube_id = _op_cube(op)
+    return AuditRecord(
+        chain=cube_id if cube_id is not None else STORE_CHAIN,
+        action=AUDIT_ACTIONS[type(op)],
+        cube_id=cube_id,
+        item_ids=_touched_ids(op, result),
+    )
+
+
+def refusal_reason(exc: BaseException) -> tuple[AuditOutcome, str]:
+    """Return the outcome and the logged reason of an op that raised ``exc``.
+
+    Refusals by an access check or a policy (``PermissionDeniedError``, ``SensitiveDataError``) are
+    ``denied``; anything else ``failed``. The reason is the error's type and, for our own errors
+    (whose messages name ids, kinds and limits, never memory contents), its message; for any other
+    exception (a backend's, whose message may quote data) only its type.
+    """
+    from memos_agents.errors import MemOSError
+
+    outcome = (
+        AuditOutcome.DENIED if isinstance(exc, PermissionDeniedError | SensitiveDataError) else AuditOutcome.FAILED
+    )
+    if isinstance(exc, MemOSError):
+        return outcome, f"{type(exc).__name__}: {str(exc)[:1500]}"
+    return outcome, type(exc).__name__
+
+
+def audit_failure(ops: Sequence[Any], failed: int | None, exc: BaseException) -> list[AuditRecord]:
+    """Return the records of a batch that raised ``exc`` at op ``failed`` (None: at commit).
+
+    The failing op carries the reason; the batch's other ops are recorded as ``failed``, "not
+    applied", since nothing of the batch was kept.
+    """
+    outcome, reason = refusal_reason(exc)
+    records = []
+    for i, op in enumerate(ops):
+        cube_id = _op_cube(op)
+        here = failed is None or i == failed
+        records.append(
+            AuditRecord(
+                chain=cube_id if cube_id is not None else STORE_CHAIN,
+                action=AUDIT_ACTIONS[type(op)],
+                cube_id=cube_id,
+                outcome=outcome if here else AuditOutcome.FAILED,
+                reason=reason if here else "not applied: another operation of its batch failed",
+            )
+        )
+    return records
+
+
+def seal_records(
+    records: Sequence[AuditRecord], heads: dict[str, ChainHead | None], ctx: CallContext, at: datetime
+) -> list[tuple[str, AuditEntry]]:
+    """Seal ``records`` onto their chains, in order; return ``(chain, entry)`` pairs.
+
+    ``heads`` maps each chain named by a record to its stored head (None: an empty chain) and is
+    updated in place to the new heads, which the backend stores with the entries.
+    """
+    out = []
+    for record in records:
+        entry = seal(
+            heads.get(record.chain),
+            at=at,
+            actor=ctx.principal,
+            action=record.action,
+            request_id=ctx.request_id,
+            cube_id=record.cube_id,
+            item_ids=record.item_ids,
+            outcome=record.outcome,
+            reason=record.reason,
+        )
+        heads[record.chain] = ChainHead(entry.seq, entry.hash)
+        out.append((record.chain, entry))
+    return out
+
+
+def authorize_audit(header: CubeHeader | None, ctx: CallContext, cube_id: str | None) -> datetime | None:
+    """Check that ``ctx`` may read the audit chain of ``cube_id`` (None: the store's chain).
+
+    Returns the earliest time the caller may see (the cube's creation for an ordinary caller, so
+    that the owner of a new cube never reads an earlier, deleted cube's entries; None: all).
+
+    Raises:
+        PermissionDeniedError: The store's chain for an ordinary caller, or no ``audit`` permission.
+        CubeNotFoundError: An ordinary caller named a cube that does not exist.
+
+    """
+    from memos_agents.errors import CubeNotFoundError
+
+    if ctx.unrestricted:
+        return None
+    if cube_id is None:
+        raise PermissionDeniedError(f"user {ctx.principal!r} may not read the store's audit chain")
+    if header is None:
+        raise CubeNotFoundError(f"no cube {cube_id!r}")
+    authorize(header, ctx, Permission.AUDIT)
+    return header.created_at
+
+
+def audit_row_matches(entry: AuditEntry, op: ListAuditOp, floor: datetime | None) -> bool:
+    """Whether ``entry`` passes ``op``'s filters (and the caller's ``floor`` from :func:`authorize_audit`)."""
+    return (
+        entry.seq > op.after_seq
+        and (op.actor is None or entry.actor == op.actor)
+        and (op.action is None or entry.action == op.action)
+        and (op.outcome is None or entry.outcome == op.outcome)
+        and (op.since is None or entry.at >= op.since)
+        and (op.until is None or entry.at < op.until)
+        and (floor is None or entry.at >= floor)
+    )
 
 
 # -- shared checks and the write planning step ----------------------------------------------------------
@@ -955,7 +1240,53 @@ class BaseMemoryStore(ABC):
         """Return the cube's events (of ``kind``, None: all), oldest first."""
         return cast(list[dict[str, Any]], self.run(ListEventsOp(cube_id, kind), ctx=ctx))
 
+    def list_audit(
+        self,
+        cube_id: str | None = None,
+        *,
+        actor: str | None = None,
+        action: str | None = None,
+        outcome: AuditOutcome | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after_seq: int = 0,
+        limit: int = 1000,
+        ctx: CallContext = SYSTEM,
+    ) -> list[AuditEntry]:
+        """Return audit entries of the cube's chain (None: the store's), oldest first; see :class:`ListAuditOp`."""
+        op = ListAuditOp(cube_id, actor, action, outcome, since, until, after_seq, limit)
+        return cast(list[AuditEntry], self.run(op, ctx=ctx))
+
+    def verify_audit(self, cube_id: str | None = None, *, ctx: CallContext = SYSTEM) -> ChainVerification:
+        """Verify the cube's audit chain (None: the store's) against its stored head; see :class:`VerifyAuditOp`."""
+        return cast(ChainVerification, self.run(VerifyAuditOp(cube_id), ctx=ctx))
+
+    def list_audit_chains(self, *, ctx: CallContext = SYSTEM) -> list[str]:
+        """Return every audit chain's id (``""``: the store's own), sorted (trusted code only)."""
+        return cast(list[str], self.run(ListAuditChainsOp(), ctx=ctx))
+
     # -- async twins of the convenience methods --------------------------------------------------------
+    async def alist_audit(
+        self,
+        cube_id: str | None = None,
+        *,
+        actor: str | None = None,
+        action: str | None = None,
+        outcome: AuditOutcome | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after_seq: int = 0,
+        limit: int = 1000,
+        ctx: CallContext = SYSTEM,
+    ) -> list[AuditEntry]:
+        """Async twin of :meth:`list_audit`."""
+        op = ListAuditOp(cube_id, actor, action, outcome, since, until, after_seq, limit)
+        return cast(list[AuditEntry], await self.arun(op, ctx=ctx))
+
+    async def averify_audit(self, cube_id: str | None = None, *, ctx: CallContext = SYSTEM) -> ChainVerification:
+        """Async twin of :meth:`verify_audit`."""
+        return cast(ChainVerification, await self.arun(VerifyAuditOp(cube_id), ctx=ctx))
+
     async def acreate_cube(self, header: CubeHeader, *, ctx: CallContext = SYSTEM) -> None:
         """Async twin of :meth:`create_cube`."""
         await self.arun(CreateCubeOp(header), ctx=ctx)

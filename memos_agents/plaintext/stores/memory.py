@@ -32,12 +32,14 @@ import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 
 from memos_agents.cube import CubeHeader, Permission
 from memos_agents.errors import CubeExistsError, CubeNotFoundError, InvalidInputError
+from memos_agents.infra.audit import AuditEntry, ChainHead, ChainVerification, verify_chain
 from memos_agents.plaintext.stores import base
 from memos_agents.plaintext.stores.codec import search_text
 from memos_agents.plaintext.stores.filters import compile_filters, matches
@@ -149,10 +151,16 @@ class InMemoryStore(base.BaseMemoryStore):
 
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, audit: bool = True) -> None:
         super().__init__()
         self._lock = threading.RLock()
         self._cubes: dict[str, _Cube] = {}
+        #: Whether every batch is written to the audit log (see :mod:`memos_agents.infra.audit`).
+        self.audit = audit
+        #: chain id -> its entries, in order (the audit log outlives the cubes it describes).
+        self._audit: dict[str, list[AuditEntry]] = {}
+        #: chain id -> the head written with its last entry (kept apart: a truncated tail shows).
+        self._audit_heads: dict[str, ChainHead] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -192,15 +200,49 @@ class InMemoryStore(base.BaseMemoryStore):
             base.check_permission(op)
         with self._lock:
             tx = _Tx(ctx)
+            out: list[Any] = []
             try:
-                return [self.handler(op)(op, tx) for op in ops]
-            except BaseException:
+                for op in ops:
+                    out.append(self.handler(op)(op, tx))
+            except BaseException as exc:
                 for cube_id, original in tx.saved.items():
                     if original is None:
                         self._cubes.pop(cube_id, None)
                     else:
                         self._cubes[cube_id] = original
+                if self.audit and isinstance(exc, Exception):
+                    self._append_audit(ctx, base.audit_failure(ops, len(out), exc))
                 raise
+            if self.audit:
+                self._append_audit(ctx, [base.audit_record(op, r) for op, r in zip(ops, out, strict=True)])
+            return out
+
+    def _append_audit(self, ctx: base.CallContext, records: Sequence[base.AuditRecord]) -> None:
+        heads: dict[str, ChainHead | None] = {r.chain: self._audit_heads.get(r.chain) for r in records}
+        for chain_id, entry in base.seal_records(records, heads, ctx, utcnow()):
+            self._audit.setdefault(chain_id, []).append(entry)
+        self._audit_heads.update((k, v) for k, v in heads.items() if v is not None)
+
+    # -- the audit log ---------------------------------------------------------------------------------
+    def _audit_chain(self, tx: _Tx, cube_id: str | None) -> tuple[list[AuditEntry], datetime | None]:
+        cube = None if cube_id is None else self._cubes.get(cube_id)
+        floor = base.authorize_audit(None if cube is None else cube.header, tx.ctx, cube_id)
+        return self._audit.get(base.STORE_CHAIN if cube_id is None else cube_id, []), floor
+
+    @base.handles(base.ListAuditOp)
+    def _list_audit(self, op: base.ListAuditOp, tx: _Tx) -> list[AuditEntry]:
+        chain, floor = self._audit_chain(tx, op.cube_id)
+        return [e for e in chain if base.audit_row_matches(e, op, floor)][: op.limit]
+
+    @base.handles(base.VerifyAuditOp)
+    def _verify_audit(self, op: base.VerifyAuditOp, tx: _Tx) -> ChainVerification:
+        chain, _ = self._audit_chain(tx, op.cube_id)
+        return verify_chain(chain, expected_head=self._audit_heads.get(op.cube_id or base.STORE_CHAIN))
+
+    @base.handles(base.ListAuditChainsOp)
+    def _list_audit_chains(self, op: base.ListAuditChainsOp, tx: _Tx) -> list[str]:
+        base.authorize_audit(None, tx.ctx, None)
+        return sorted(self._audit)
 
     async def abatch(self, ops: Sequence[base.Op], *, ctx: base.CallContext = base.SYSTEM) -> list[Any]:
         """Async twin of :meth:`batch`, run directly on the event loop.
@@ -281,7 +323,7 @@ class InMemoryStore(base.BaseMemoryStore):
             cube.header.model_copy(deep=True)
             for _, cube in sorted(self._cubes.items())
             if (op.owner_id is None or cube.header.owner_id == op.owner_id)
-            and (tx.ctx.system or cube.header.allows(tx.ctx.principal, Permission.READ))
+            and (tx.ctx.unrestricted or cube.header.allows(tx.ctx.principal, Permission.READ))
         ]
 
     @base.handles(base.UpdateCubeOp)

@@ -81,6 +81,7 @@ import re
 import weakref
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from memos_agents.cube import CubeHeader, Permission
@@ -93,6 +94,7 @@ from memos_agents.errors import (
     StoreError,
     require,
 )
+from memos_agents.infra.audit import AuditEntry, ChainHead, ChainVerification, stored_time, verify_chain
 from memos_agents.plaintext.stores import base
 from memos_agents.plaintext.stores.codec import GRAPH_CODEC, edge_from_row
 from memos_agents.plaintext.stores.filters import Predicate, compile_filters
@@ -181,7 +183,33 @@ _MIGRATIONS: list[tuple[int, list[tuple[str, bool]]]] = [
             ),
         ],
     ),
+    (
+        2,
+        [
+            (
+                "CREATE CONSTRAINT memos_audit_head_key IF NOT EXISTS "
+                "FOR (h:AuditHead) REQUIRE (h.tenant, h.chain) IS UNIQUE",
+                True,
+            ),
+            ("CREATE INDEX memos_audit_chain IF NOT EXISTS FOR (a:AuditEntry) ON (a.tenant, a.chain, a.seq)", True),
+        ],
+    ),
 ]
+_AUDIT_FIELDS = (
+    "seq",
+    "at",
+    "actor",
+    "action",
+    "cube_id",
+    "item_ids",
+    "item_count",
+    "outcome",
+    "reason",
+    "request_id",
+    "prev_hash",
+    "hash",
+)
+_AUDIT_PROJECTION = "a {" + ", ".join("." + f for f in _AUDIT_FIELDS) + "}"
 #: Schema version this code writes.
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
 
@@ -308,6 +336,8 @@ class _Batch:
 
     ctx: base.CallContext
     cubes: dict[str, tuple[CubeHeader, int | None]] = field(default_factory=dict)
+    #: The results of the ops run so far (how far a refused batch got).
+    results: list[Any] = field(default_factory=list)
 
     def remember(self, cube_id: str, rows: Records) -> tuple[CubeHeader, int | None]:
         """Keep the cube read in ``rows`` (``header``, ``dim``); raise CubeNotFoundError if none."""
@@ -334,6 +364,10 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
         use_fulltext_index: Use Neo4j's full-text index for text search when :meth:`setup` finds
             it (default True); False computes BM25 in Cypher with the embedded store's terms,
             formula and per-cube statistics (a scan of the cube, so slower on large cubes).
+        audit: Write every batch to the audit log (default True): a batch that writes appends its
+            entries in its own transaction, a read-only or refused one in a write transaction
+            right after; each chain's ``AuditHead`` node is locked while appending, so appenders
+            of one cube's chain serialise (as its writers already do on the cube's counters).
 
     Raises:
         ConfigError: Neither driver given.
@@ -349,8 +383,11 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
         database: str | None = None,
         tenant: str = "default",
         use_fulltext_index: bool = True,
+        audit: bool = True,
     ) -> None:
         super().__init__()
+        #: Whether every batch is written to the audit log (see :mod:`memos_agents.infra.audit`).
+        self.audit = audit
         if driver is None and async_driver is None:
             raise ConfigError("Neo4jMemoryStore needs a driver or an async_driver (or use from_uri)")
         self.database = database
@@ -381,6 +418,7 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
         database: str | None = None,
         tenant: str = "default",
         use_fulltext_index: bool = True,
+        audit: bool = True,
         **driver_config: Any,
     ) -> Neo4jMemoryStore:
         """Return a store that owns drivers for ``uri`` (no connection is made until :meth:`setup`).
@@ -394,6 +432,7 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
             database: Database name (None: the server's default).
             tenant: Namespace inside the database.
             use_fulltext_index: See the class.
+            audit: See the class.
             **driver_config: Passed to ``neo4j.GraphDatabase.driver`` (timeouts, pool size, ...).
 
         Raises:
@@ -408,7 +447,7 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
             driver = neo4j.GraphDatabase.driver(uri, auth=auth, **driver_config)
         except (ValueError, TypeError, neo4j.exceptions.ConfigurationError) as exc:
             raise ConfigError(f"invalid Neo4j URI or driver configuration: {exc}") from exc
-        store = cls(driver, database=database, tenant=tenant, use_fulltext_index=use_fulltext_index)
+        store = cls(driver, database=database, tenant=tenant, use_fulltext_index=use_fulltext_index, audit=audit)
         store._uri, store._auth, store._driver_config = uri, auth, driver_config
         store._owns_drivers = True
         return store
@@ -454,13 +493,148 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
             return InvalidInputError(f"write refused by a uniqueness constraint: {exc}")
         return StoreError(f"neo4j store ({self._uri or 'driver'}, database {self.database!r}): {exc}")
 
-    def _batch_body(self, ops: Sequence[base.Op], ctx: base.CallContext) -> Body[list[Any]]:
-        """Return the transaction body of a batch: the ops' bodies chained, sharing one :class:`_Batch`."""
-        state = _Batch(ctx)
-        results: list[Any] = []
+    def _batch_body(self, ops: Sequence[base.Op], state: _Batch, write: bool) -> Body[list[Any]]:
+        """Return the transaction body of a batch: the ops' bodies chained, sharing one :class:`_Batch`.
+
+        A batch that writes appends its audit entries in the same transaction.
+        """
+        state.results = []
         for op in ops:
-            results.append((yield from self.handler(op)(op, state)))
-        return results
+            state.results.append((yield from self.handler(op)(op, state)))
+        if write and self.audit:
+            yield from self._audit_body(
+                state.ctx, [base.audit_record(op, r) for op, r in zip(ops, state.results, strict=True)]
+            )
+        return state.results
+
+    # -- the audit log ---------------------------------------------------------------------------------
+    def _audit_body(self, ctx: base.CallContext, records: Sequence[base.AuditRecord]) -> Body[None]:
+        """Append ``records`` to their chains: lock each chain's head (in chain order), seal, store."""
+        heads: dict[str, ChainHead | None] = {}
+        for chain in sorted({r.chain for r in records}):
+            # the SET takes the head's write lock before it is read: appenders of a chain serialise
+            rows = yield (
+                "MERGE (h:AuditHead {tenant: $tenant, chain: $chain}) ON CREATE SET h.seq = 0, h.hash = '' "
+                "SET h.appends = coalesce(h.appends, 0) + 1 RETURN h.seq AS seq, h.hash AS hash",
+                {"tenant": self.tenant, "chain": chain},
+            )
+            seq = int(rows[0]["seq"] or 0)
+            heads[chain] = ChainHead(seq, str(rows[0]["hash"])) if seq else None
+        sealed = base.seal_records(records, heads, ctx, utcnow())
+        yield (
+            "UNWIND $rows AS r CREATE (a:AuditEntry {tenant: $tenant, chain: r.chain, seq: r.seq, at: r.at, "
+            "actor: r.actor, action: r.action, cube_id: r.cube_id, item_ids: r.item_ids, item_count: r.item_count, "
+            "outcome: r.outcome, reason: r.reason, request_id: r.request_id, prev_hash: r.prev_hash, hash: r.hash})",
+            {
+                "tenant": self.tenant,
+                "rows": [
+                    {
+                        **e.model_dump(mode="json", exclude={"at", "item_ids"}),
+                        "at": stored_time(e.at),
+                        "item_ids": json.dumps(e.item_ids),
+                        "chain": chain,
+                    }
+                    for chain, e in sealed
+                ],
+            },
+        )
+        yield (
+            "UNWIND $heads AS x MATCH (h:AuditHead {tenant: $tenant, chain: x.chain}) "
+            "SET h.seq = x.seq, h.hash = x.hash",
+            {
+                "tenant": self.tenant,
+                "heads": [{"chain": c, "seq": h.seq, "hash": h.hash} for c, h in heads.items() if h is not None],
+            },
+        )
+
+    def _audit_now(self, ctx: base.CallContext, records: Sequence[base.AuditRecord]) -> None:
+        """Append ``records`` in a write transaction of their own (a read batch's, or a refused batch's)."""
+
+        def work(tx: ManagedTransaction) -> None:
+            _drive(self._audit_body(ctx, records), lambda query, params: tx.run(query, params).data())  # type: ignore[arg-type]
+
+        with self._sync_driver().session(database=self.database) as session:
+            session.execute_write(work)
+
+    async def _aaudit_now(
+        self, driver: AsyncDriver, ctx: base.CallContext, records: Sequence[base.AuditRecord]
+    ) -> None:
+        """Async twin of :meth:`_audit_now`."""
+
+        async def work(tx: AsyncManagedTransaction) -> None:
+            async def run(query: str, params: dict[str, Any]) -> Records:
+                return await (await tx.run(query, params)).data()  # type: ignore[arg-type]
+
+            await _adrive(self._audit_body(ctx, records), run)
+
+        async with driver.session(database=self.database) as session:
+            await session.execute_write(work)
+
+    def _audit_refused(self, ops: Sequence[base.Op], state: _Batch | None, exc: Exception) -> list[base.AuditRecord]:
+        done = len(state.results) if state is not None else 0
+        return base.audit_failure(ops, done if done < len(ops) else None, exc)
+
+    def _audit_entry(self, row: dict[str, Any]) -> AuditEntry:
+        return AuditEntry.model_validate({**row, "item_ids": tuple(json.loads(row["item_ids"]))})
+
+    def _audit_floor(self, state: _Batch, cube_id: str | None) -> Body[datetime | None]:
+        header = None
+        if cube_id is not None and not state.ctx.unrestricted:
+            try:
+                header = (yield from self._cube(state, cube_id, None))[0]
+            except CubeNotFoundError:
+                header = None
+        return base.authorize_audit(header, state.ctx, cube_id)
+
+    @base.handles(base.ListAuditOp)
+    def _list_audit(self, op: base.ListAuditOp, state: _Batch) -> Body[list[AuditEntry]]:
+        floor = yield from self._audit_floor(state, op.cube_id)
+        params: dict[str, Any] = {
+            "tenant": self.tenant,
+            "chain": op.cube_id or base.STORE_CHAIN,
+            "after": op.after_seq,
+            "limit": op.limit,
+            "actor": op.actor,
+            "action": op.action,
+            "outcome": None if op.outcome is None else op.outcome.value,
+            "since": None if op.since is None else stored_time(op.since),
+            "until": None if op.until is None else stored_time(op.until),
+            "floor": None if floor is None else stored_time(floor),
+        }
+        rows = yield (
+            "MATCH (a:AuditEntry) WHERE a.tenant = $tenant AND a.chain = $chain AND a.seq > $after "
+            "AND ($actor IS NULL OR a.actor = $actor) AND ($action IS NULL OR a.action = $action) "
+            "AND ($outcome IS NULL OR a.outcome = $outcome) AND ($since IS NULL OR a.at >= $since) "
+            "AND ($until IS NULL OR a.at < $until) AND ($floor IS NULL OR a.at >= $floor) "
+            f"RETURN {_AUDIT_PROJECTION} AS a ORDER BY a.seq LIMIT $limit",
+            params,
+        )
+        return [self._audit_entry(r["a"]) for r in rows]
+
+    @base.handles(base.VerifyAuditOp)
+    def _verify_audit(self, op: base.VerifyAuditOp, state: _Batch) -> Body[ChainVerification]:
+        yield from self._audit_floor(state, op.cube_id)
+        params = {"tenant": self.tenant, "chain": op.cube_id or base.STORE_CHAIN}
+        heads = yield (
+            "MATCH (h:AuditHead {tenant: $tenant, chain: $chain}) RETURN h.seq AS seq, h.hash AS hash",
+            params,
+        )
+        rows = yield (
+            f"MATCH (a:AuditEntry) WHERE a.tenant = $tenant AND a.chain = $chain RETURN {_AUDIT_PROJECTION} AS a "
+            "ORDER BY a.seq",
+            params,
+        )
+        head = ChainHead(int(heads[0]["seq"]), str(heads[0]["hash"])) if heads and heads[0]["seq"] else None
+        return verify_chain((self._audit_entry(r["a"]) for r in rows), expected_head=head)
+
+    @base.handles(base.ListAuditChainsOp)
+    def _list_audit_chains(self, op: base.ListAuditChainsOp, state: _Batch) -> Body[list[str]]:
+        base.authorize_audit(None, state.ctx, None)
+        rows = yield (
+            "MATCH (h:AuditHead) WHERE h.tenant = $tenant RETURN h.chain AS chain ORDER BY chain",
+            {"tenant": self.tenant},
+        )
+        return [str(r["chain"]) for r in rows]
 
     def _prepare(self, ops: Sequence[base.Op]) -> tuple[list[base.Op], bool]:
         """Check the ops (known types, store set up); return them and whether the batch writes."""
@@ -482,17 +656,33 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
         ops, write = self._prepare(ops)
         if not ops:
             return []
+        state: _Batch | None = None
 
         def work(tx: ManagedTransaction) -> list[Any]:
-            return _drive(self._batch_body(ops, ctx), lambda query, params: tx.run(query, params).data())  # type: ignore[arg-type]
+            nonlocal state
+            state = _Batch(ctx)
+            return _drive(self._batch_body(ops, state, write), lambda query, params: tx.run(query, params).data())  # type: ignore[arg-type]
 
-        for attempt in range(CONSTRAINT_RETRIES + 1):
-            try:
-                with self._sync_driver().session(database=self.database) as session:
-                    return session.execute_write(work) if write else session.execute_read(work)
-            except (neo4j.exceptions.Neo4jError, neo4j.exceptions.DriverError) as exc:
-                self._retry_or_raise(exc, attempt)
-        raise AssertionError("unreachable")  # pragma: no cover
+        try:
+            for attempt in range(CONSTRAINT_RETRIES + 1):
+                try:
+                    with self._sync_driver().session(database=self.database) as session:
+                        results = session.execute_write(work) if write else session.execute_read(work)
+                    break
+                except (neo4j.exceptions.Neo4jError, neo4j.exceptions.DriverError) as exc:
+                    self._retry_or_raise(exc, attempt)
+            if not write and self.audit:
+                self._audit_now(ctx, [base.audit_record(op, r) for op, r in zip(ops, results, strict=True)])
+        except (neo4j.exceptions.Neo4jError, neo4j.exceptions.DriverError) as exc:
+            raise self._translate(exc) from exc
+        except MemOSError as exc:
+            if self.audit and not isinstance(exc, StoreError):
+                try:
+                    self._audit_now(ctx, self._audit_refused(ops, state, exc))
+                except (neo4j.exceptions.Neo4jError, neo4j.exceptions.DriverError) as audit_exc:
+                    log.error("could not write the audit entries of a refused batch: %s", audit_exc)
+            raise
+        return results
 
     async def abatch(self, ops: Sequence[base.Op], *, ctx: base.CallContext = base.SYSTEM) -> list[Any]:
         """Async twin of :meth:`batch` on the async driver (``batch`` in a worker thread without one)."""
@@ -503,21 +693,42 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
         if driver is None:
             return await asyncio.to_thread(self.batch, ops, ctx=ctx)
 
+        state: _Batch | None = None
+
         async def work(tx: AsyncManagedTransaction) -> list[Any]:
+            nonlocal state
+            state = _Batch(ctx)
+
             async def run(query: str, params: dict[str, Any]) -> Records:
                 return await (await tx.run(query, params)).data()  # type: ignore[arg-type]
 
-            return await _adrive(self._batch_body(ops, ctx), run)
+            return await _adrive(self._batch_body(ops, state, write), run)
 
-        for attempt in range(CONSTRAINT_RETRIES + 1):
-            try:
-                async with driver.session(database=self.database) as session:
-                    if write:
-                        return await session.execute_write(work)
-                    return await session.execute_read(work)
-            except (neo4j.exceptions.Neo4jError, neo4j.exceptions.DriverError) as exc:
-                self._retry_or_raise(exc, attempt)
-        raise AssertionError("unreachable")  # pragma: no cover
+        try:
+            for attempt in range(CONSTRAINT_RETRIES + 1):
+                try:
+                    async with driver.session(database=self.database) as session:
+                        if write:
+                            results = await session.execute_write(work)
+                        else:
+                            results = await session.execute_read(work)
+                    break
+                except (neo4j.exceptions.Neo4jError, neo4j.exceptions.DriverError) as exc:
+                    self._retry_or_raise(exc, attempt)
+            if not write and self.audit:
+                await self._aaudit_now(
+                    driver, ctx, [base.audit_record(op, r) for op, r in zip(ops, results, strict=True)]
+                )
+        except (neo4j.exceptions.Neo4jError, neo4j.exceptions.DriverError) as exc:
+            raise self._translate(exc) from exc
+        except MemOSError as exc:
+            if self.audit and not isinstance(exc, StoreError):
+                try:
+                    await self._aaudit_now(driver, ctx, self._audit_refused(ops, state, exc))
+                except (neo4j.exceptions.Neo4jError, neo4j.exceptions.DriverError) as audit_exc:
+                    log.error("could not write the audit entries of a refused batch: %s", audit_exc)
+            raise
+        return results
 
     def _retry_or_raise(self, exc: Exception, attempt: int) -> None:
         """Return when a failed batch should run again (see :data:`CONSTRAINT_RETRIES`); else raise it translated."""
@@ -705,7 +916,7 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
             h
             for h in headers
             if (op.owner_id is None or h.owner_id == op.owner_id)
-            and (ctx.system or h.allows(ctx.principal, Permission.READ))
+            and (ctx.unrestricted or h.allows(ctx.principal, Permission.READ))
         ]
 
     @base.handles(base.UpdateCubeOp)

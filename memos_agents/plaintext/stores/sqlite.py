@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sqlite3
 import threading
 import uuid
@@ -57,6 +58,14 @@ from memos_agents.errors import (
     CubeExistsError,
     CubeNotFoundError,
     StoreError,
+)
+from memos_agents.infra.audit import (
+    AuditEntry,
+    AuditOutcome,
+    ChainHead,
+    ChainVerification,
+    stored_time,
+    verify_chain,
 )
 from memos_agents.plaintext.stores import base
 from memos_agents.plaintext.stores.codec import TABLE_CODEC, edge_from_row
@@ -225,7 +234,39 @@ _MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Cursor], None] | None]] = [
         """,
         _fill_statistics,
     ),
+    (
+        6,
+        """
+        CREATE TABLE audit_log (
+            id INTEGER PRIMARY KEY,
+            chain TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            at TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            cube_id TEXT,
+            item_ids TEXT NOT NULL,
+            item_count INTEGER NOT NULL,
+            outcome TEXT NOT NULL,
+            reason TEXT,
+            request_id TEXT NOT NULL,
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL
+        );
+        CREATE INDEX audit_by_chain ON audit_log(chain, seq);
+        CREATE TABLE audit_heads (chain TEXT PRIMARY KEY, seq INTEGER NOT NULL, hash TEXT NOT NULL);
+        CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+            BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+        CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+            BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+        """,
+        None,
+    ),
 ]
+
+log = logging.getLogger(__name__)
+
+_AUDIT_COLUMNS = "seq, at, actor, action, cube_id, item_ids, item_count, outcome, reason, request_id, prev_hash, hash"
 
 #: Rows per transaction of a cube import or a cube delete: short enough that another writer's
 #: transaction waits well under a second for the write lock between two chunks.
@@ -337,6 +378,11 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
             growing cube writes its snapshot a bounded number of times; also on :meth:`close`
             when at least one in 1,000 of its items changed).
             After a crash, at most that many changes are replayed from SQLite on the next open.
+        audit: Write every batch to the audit log (default True): a batch that writes appends its
+            entries in its own transaction; a read-only batch appends them in a short write
+            transaction after its snapshot; a refused or failed batch appends them after its
+            rollback. Cube create, import and delete are audited right after their own
+            transactions (so a crash in between can lose that one entry).
 
     Raises:
         ConfigError: An invalid ``synchronous``, ``busy_timeout_s``, ``ann_threshold`` or ``snapshot_every``.
@@ -352,8 +398,11 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
         ann_threshold: int = 20_000,
         hnsw: HNSWParams | None = None,
         snapshot_every: int = 20_000,
+        audit: bool = True,
     ) -> None:
         super().__init__()
+        #: Whether every batch is written to the audit log (see :mod:`memos_agents.infra.audit`).
+        self.audit = audit
         if synchronous not in ("NORMAL", "FULL"):
             raise ConfigError(f"synchronous must be 'NORMAL' or 'FULL', not {synchronous!r}")
         if not busy_timeout_s >= 0:
@@ -481,7 +530,7 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
             start = 0
             while start < len(ops):
                 if isinstance(ops[start], _OWN_TX):
-                    results.append(self.handler(ops[start])(ops[start], ctx))
+                    results.append(self._run_own(ops[start], ctx))
                     start += 1
                     continue
                 end = start
@@ -493,21 +542,45 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
             raise StoreError(f"sqlite store {self.path}: {exc}") from exc
         return results
 
+    def _run_own(self, op: base.Op, ctx: base.CallContext) -> Any:
+        """Run a cube create, import or delete (their own transactions), then audit it in one more."""
+        try:
+            result = self.handler(op)(op, ctx)
+        except Exception as exc:
+            self._audit_refusal(ctx, base.audit_failure([op], 0, exc))
+            raise
+        if self.audit:
+            with self._tx() as cur:
+                self._append_audit(cur, ctx, [base.audit_record(op, result)])
+        return result
+
     def _run_group(self, ops: Sequence[base.Op], ctx: base.CallContext) -> list[Any]:
         write = any(isinstance(op, base.WRITE_OPS) for op in ops)
         with self._lock:
             tx: _Tx | None = None
+            out: list[Any] = []
             try:
                 with self._tx(write=write) as cur:
                     tx = _Tx(cur, ctx)
-                    out = [self.handler(op)(op, tx) for op in ops]
+                    for op in ops:
+                        out.append(self.handler(op)(op, tx))
                     for cube_id in tx.touched:  # before COMMIT: the indexes follow this batch's changes
                         if cube_id in self._indexes:
                             self._catch_up(tx, cube_id, self._indexes[cube_id])
-            except BaseException:
+                    if write and self.audit:  # in the batch's own transaction: both commit, or neither
+                        self._append_audit(cur, ctx, [base.audit_record(op, r) for op, r in zip(ops, out, strict=True)])
+            except BaseException as exc:
                 for cube_id in tx.touched if tx is not None else ():
                     self._indexes.pop(cube_id, None)  # may hold rolled-back changes: reloaded on next use
+                if isinstance(exc, Exception):
+                    self._audit_refusal(ctx, base.audit_failure(ops, len(out) if len(out) < len(ops) else None, exc))
                 raise
+            if not write and self.audit:
+                # a read is audited in a short write transaction of its own after its snapshot, so
+                # readers never hold the write lock while they search; the results are returned only
+                # once their entry is stored
+                with self._tx() as cur:
+                    self._append_audit(cur, ctx, [base.audit_record(op, r) for op, r in zip(ops, out, strict=True)])
             for cube_id in tx.touched:
                 index = self._indexes.get(cube_id)
                 if (
@@ -517,6 +590,115 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
                 ):
                     self._save_snapshot(cube_id, index)
         return out
+
+    # -- the audit log ---------------------------------------------------------------------------------
+    def _append_audit(self, cur: sqlite3.Cursor, ctx: base.CallContext, records: Sequence[base.AuditRecord]) -> None:
+        """Seal ``records`` onto their chains and store entries and heads with ``cur`` (a write transaction)."""
+        heads: dict[str, ChainHead | None] = {}
+        for chain in dict.fromkeys(r.chain for r in records):
+            row = cur.execute("SELECT seq, hash FROM audit_heads WHERE chain = ?", (chain,)).fetchone()
+            heads[chain] = None if row is None else ChainHead(int(row[0]), row[1])
+        sealed = base.seal_records(records, heads, ctx, utcnow())
+        cur.executemany(
+            f"INSERT INTO audit_log (chain, {_AUDIT_COLUMNS}) VALUES ({', '.join('?' * 13)})",
+            [
+                (
+                    chain,
+                    e.seq,
+                    stored_time(e.at),
+                    e.actor,
+                    e.action,
+                    e.cube_id,
+                    json.dumps(e.item_ids),
+                    e.item_count,
+                    e.outcome.value,
+                    e.reason,
+                    e.request_id,
+                    e.prev_hash,
+                    e.hash,
+                )
+                for chain, e in sealed
+            ],
+        )
+        cur.executemany(
+            "INSERT INTO audit_heads (chain, seq, hash) VALUES (?, ?, ?) "
+            "ON CONFLICT(chain) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+            [(chain, head.seq, head.hash) for chain, head in heads.items() if head is not None],
+        )
+
+    def _audit_refusal(self, ctx: base.CallContext, records: Sequence[base.AuditRecord]) -> None:
+        """Store the entries of a refused or failed batch, in a transaction of their own (after its rollback).
+
+        A failure to store them is logged, and the batch's own error is what the caller sees.
+        """
+        if not self.audit:
+            return
+        try:
+            with self._tx() as cur:
+                self._append_audit(cur, ctx, records)
+        except sqlite3.Error as exc:
+            log.error("could not write the audit entries of a refused batch: %s", exc)
+
+    @staticmethod
+    def _audit_entry(row: sqlite3.Row | tuple[Any, ...]) -> AuditEntry:
+        return AuditEntry(
+            seq=row[0],
+            at=datetime.fromisoformat(row[1]),
+            actor=row[2],
+            action=row[3],
+            cube_id=row[4],
+            item_ids=tuple(json.loads(row[5])),
+            item_count=row[6],
+            outcome=AuditOutcome(row[7]),
+            reason=row[8],
+            request_id=row[9],
+            prev_hash=row[10],
+            hash=row[11],
+        )
+
+    def _audit_floor(self, tx: _Tx, cube_id: str | None) -> datetime | None:
+        header = None
+        if cube_id is not None and not tx.ctx.unrestricted:
+            try:
+                header = self._cube(tx, cube_id, None)[0]
+            except CubeNotFoundError:
+                header = None
+        return base.authorize_audit(header, tx.ctx, cube_id)
+
+    @base.handles(base.ListAuditOp)
+    def _list_audit(self, op: base.ListAuditOp, tx: _Tx) -> list[AuditEntry]:
+        floor = self._audit_floor(tx, op.cube_id)
+        where: list[str] = ["chain = ?", "seq > ?"]
+        params: list[object] = [op.cube_id or base.STORE_CHAIN, op.after_seq]
+        for column, value in (("actor", op.actor), ("action", op.action), ("outcome", op.outcome)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(str(value))
+        for bound, time in ((">=", op.since), ("<", op.until), (">=", floor)):
+            if time is not None:
+                where.append(f"at {bound} ?")  # fixed-width UTC strings compare as times
+                params.append(stored_time(time))
+        rows = tx.cur.execute(
+            f"SELECT {_AUDIT_COLUMNS} FROM audit_log WHERE {' AND '.join(where)} ORDER BY seq, id LIMIT ?",
+            (*params, op.limit),
+        ).fetchall()
+        return [self._audit_entry(r) for r in rows]
+
+    @base.handles(base.VerifyAuditOp)
+    def _verify_audit(self, op: base.VerifyAuditOp, tx: _Tx) -> ChainVerification:
+        self._audit_floor(tx, op.cube_id)
+        chain = op.cube_id or base.STORE_CHAIN
+        head = tx.cur.execute("SELECT seq, hash FROM audit_heads WHERE chain = ?", (chain,)).fetchone()
+        # storage order (the rowid), not seq: a reordered entry must show as reordered
+        rows = self.conn.execute(f"SELECT {_AUDIT_COLUMNS} FROM audit_log WHERE chain = ? ORDER BY id", (chain,))
+        return verify_chain(
+            (self._audit_entry(r) for r in rows), expected_head=None if head is None else ChainHead(head[0], head[1])
+        )
+
+    @base.handles(base.ListAuditChainsOp)
+    def _list_audit_chains(self, op: base.ListAuditChainsOp, tx: _Tx) -> list[str]:
+        base.authorize_audit(None, tx.ctx, None)
+        return [r[0] for r in tx.cur.execute("SELECT chain FROM audit_heads ORDER BY chain")]
 
     def _cube(
         self, tx: _Tx, cube_id: str, permission: Permission | None, *, generation: str | None = None
@@ -632,7 +814,7 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
             h
             for h in headers
             if (op.owner_id is None or h.owner_id == op.owner_id)
-            and (tx.ctx.system or h.allows(tx.ctx.principal, Permission.READ))
+            and (tx.ctx.unrestricted or h.allows(tx.ctx.principal, Permission.READ))
         ]
 
     @base.handles(base.UpdateCubeOp)
