@@ -1,8 +1,8 @@
 """The ``memos`` command line (typer + rich).
 
 Commands: ``demo``, ``add``, ``search``, ``chat`` (a REPL), ``cube export|import|info|list|redaction``,
-``acl grant|revoke|list``, ``audit list|verify|export`` and ``bench locomo|scale|audit``. Every
-command but ``bench`` (which works in a temporary home) takes ``--home``
+``acl grant|revoke|list``, ``audit list|verify|export``, ``history``, ``rollback`` and
+``bench locomo|scale|audit``. Every command but ``bench`` (which works in a temporary home) takes ``--home``
 (default ``$MEMOS_HOME`` or ``~/.memos``). Options before the command choose the plaintext store
 for every command: ``memos --store neo4j --neo4j-uri bolt://... cube import notes.zip --user bob``
 (the ``--neo4j-*`` options also read ``NEO4J_URI``, ``NEO4J_USER``, ``NEO4J_PASSWORD``, ``NEO4J_DATABASE``).
@@ -375,6 +375,64 @@ def _print_acl(header: Any) -> None:
     console.print(table)
 
 
+@app.command()
+def history(
+    memory_id: Annotated[str, typer.Argument(help="Memory id.")],
+    user: User,
+    cube: Annotated[str, typer.Option(help="The memory's cube.")],
+    diff: Annotated[
+        str | None, typer.Option(help="Two versions, e.g. 1,3: show what changed from the first to the second.")
+    ] = None,
+    home: Home = None,
+) -> None:
+    """Show a memory's kept versions (MemVault), oldest first, or the diff of two of them."""
+
+    def go() -> None:
+        with _mos(home, llm={"provider": "none"}) as mos:
+            if diff is not None:
+                versions = _ints(diff, "--diff")
+                if len(versions) != 2:
+                    raise InvalidInputError("--diff takes two versions, e.g. 1,3")
+                result = mos.diff(memory_id, user, cube, versions[0], versions[1])
+                console.print_json(result.model_dump_json(exclude={"text_diff"}))
+                if result.text_diff:
+                    console.print(escape(result.text_diff), highlight=False)
+                return
+            found = mos.history(memory_id, user, cube)
+        table = Table()
+        for col in ("version", "ended by", "at", "who", "text"):
+            table.add_column(col)
+        for v in found:
+            table.add_row(
+                str(v.item.version),
+                v.change or "(current)",
+                v.changed_at.isoformat(timespec="seconds") if v.changed_at else "",
+                escape(v.changed_by or ""),
+                escape(v.item.text if len(v.item.text) <= 80 else v.item.text[:77] + "..."),
+            )
+        console.print(table)
+
+    _run(go)
+
+
+@app.command()
+def rollback(
+    memory_id: Annotated[str, typer.Argument(help="Memory id.")],
+    user: User,
+    cube: Annotated[str, typer.Option(help="The memory's cube.")],
+    to: Annotated[int, typer.Option("--to", min=1, help="The version to restore.")],
+    home: Home = None,
+) -> None:
+    """Restore a memory (also a deleted one) to a kept version; the version number moves on."""
+
+    def go() -> None:
+        with _mos(home, llm={"provider": "none"}) as mos:
+            item = mos.rollback(memory_id, user, cube, to)
+        console.print(f"{escape(item.id)} is now version {item.version}: {escape(item.text)}", highlight=False)
+
+    _run(go)
+
+
 AuditCube = Annotated[str | None, typer.Option("--cube", help="One cube's chain (default: every chain you may read).")]
 Admin = Annotated[
     bool,
@@ -384,6 +442,15 @@ Admin = Annotated[
         "every chain, the store's own and deleted cubes' included.",
     ),
 ]
+
+
+def _stores(value: str) -> list[str]:
+    """Parse a ``--store`` list (sqlite, neo4j), in order, without repeats."""
+    stores = list(dict.fromkeys(s.strip() for s in value.split(",") if s.strip()))
+    unknown = [s for s in stores if s not in ("sqlite", "neo4j")]
+    if unknown or not stores:
+        raise InvalidInputError(f"unknown store {', '.join(unknown) or value!r}; available: sqlite, neo4j")
+    return stores
 
 
 def _time(value: str | None, name: str) -> Any:
@@ -585,10 +652,7 @@ def bench_locomo(
     from memos_agents.bench.locomo import compare_stores, run_locomo_bench, write_comparison, write_results
 
     def go() -> None:
-        stores = list(dict.fromkeys(s.strip() for s in store.split(",") if s.strip()))
-        unknown = [s for s in stores if s not in ("sqlite", "neo4j")]
-        if unknown or not stores:
-            raise InvalidInputError(f"unknown store {', '.join(unknown) or store!r}; available: sqlite, neo4j")
+        stores = _stores(store)
         ks, budgets = _ints(k, "--k"), _ints(budget, "--budget")
         modes = list(dict.fromkeys(g.strip() for g in governance.split(",") if g.strip()))
         if not modes or any(g not in ("on", "off") for g in modes):
@@ -677,10 +741,7 @@ def bench_audit(
     from memos_agents.plaintext.stores.sqlite import SQLiteMemoryStore
 
     def go() -> None:
-        stores = list(dict.fromkeys(s.strip() for s in store.split(",") if s.strip()))
-        unknown = [s for s in stores if s not in ("sqlite", "neo4j")]
-        if unknown or not stores:
-            raise InvalidInputError(f"unknown store {', '.join(unknown) or store!r}; available: sqlite, neo4j")
+        stores = _stores(store)
         results: dict[str, Any] = {}
         with contextlib.ExitStack() as stack:
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="memos-bench-audit-")))

@@ -193,6 +193,9 @@ class StoreConfig(BaseModel):
             the database is rewritten (default 20,000; also on close).
         audit: Write every store operation to the audit log, refusals included (default True;
             see :mod:`memos_agents.infra.audit`).
+        audit_reads: Embedded store: ``buffered`` (default: read entries stored with the next
+            write, within 256 entries or 1 s, or on close) or ``sync`` (stored before results are
+            returned); see ``SQLiteMemoryStore``.
 
     """
 
@@ -213,6 +216,7 @@ class StoreConfig(BaseModel):
     hnsw_ef_search: int = Field(default=384, ge=1, le=100_000)
     snapshot_every: int = Field(default=20_000, ge=1)
     audit: bool = True
+    audit_reads: Literal["buffered", "sync"] = "buffered"
 
     @model_validator(mode="after")
     def _uri_for_neo4j(self) -> StoreConfig:

@@ -73,6 +73,7 @@ from memos_agents.errors import (
 from memos_agents.flow import Compute, Flow, run_async, run_sync
 from memos_agents.infra.audit import AuditEntry, AuditOutcome, ChainVerification
 from memos_agents.infra.redaction import RedactionMode, RedactionPolicy, default_redactor
+from memos_agents.infra.vault import VersionDiff, diff_items
 from memos_agents.models.embedders import BaseEmbedder, HashingEmbedder, OpenAIEmbedder, SentenceTransformerEmbedder
 from memos_agents.models.llm import BaseLLM, HFLocalLLM, OpenAICompatibleLLM
 from memos_agents.models.tokens import TokenCounter
@@ -80,6 +81,7 @@ from memos_agents.operation.reader import MemReader, ReadMode, call_llm
 from memos_agents.operation.scheduler import MemScheduler
 from memos_agents.plaintext.retrieval import HybridRetriever
 from memos_agents.plaintext.stores import base
+from memos_agents.plaintext.stores.base import ItemVersion
 from memos_agents.plaintext.stores.sqlite import SQLiteMemoryStore
 from memos_agents.plaintext.stores.vector_index import HNSWParams
 from memos_agents.plaintext.tree import TreeOrganizer
@@ -216,6 +218,7 @@ def build_store(config: MemOSConfig) -> base.BaseMemoryStore:
         hnsw=HNSWParams(m=s.hnsw_m, ef_construction=s.hnsw_ef_construction, ef_search=s.hnsw_ef_search),
         snapshot_every=s.snapshot_every,
         audit=s.audit,
+        audit_reads=s.audit_reads,
     )
 
 
@@ -584,6 +587,115 @@ class MemOS:
     async def alist_cubes(self, user_id: str) -> list[CubeHeader]:
         """Async twin of :meth:`list_cubes`."""
         return cast(list[CubeHeader], await self._arun(self._ops([base.ListCubesOp()]), user_id))
+
+    # -- MemVault: versions, diffs, rollback ---------------------------------------------------------
+    def history(self, memory_id: str, user_id: str, cube_id: str) -> list[ItemVersion]:
+        """Return a memory's versions, oldest first, the current one last (if it was not deleted).
+
+        Every update and delete keeps the version it ends, with its provenance (``change``,
+        ``changed_at``, ``changed_by``, ``request_id``: the audit log's entries of that write
+        share it). Needs read on the cube.
+
+        Raises:
+            InvalidInputError: Malformed ids.
+            CubeNotFoundError / PermissionDeniedError: As the store checks them.
+
+        """
+        return self._run(self._history(memory_id, cube_id, False), user_id)
+
+    async def ahistory(self, memory_id: str, user_id: str, cube_id: str) -> list[ItemVersion]:
+        """Async twin of :meth:`history`."""
+        return await self._arun(self._history(memory_id, cube_id, False), user_id)
+
+    def _history(self, memory_id: str, cube_id: str, with_embeddings: bool) -> Flow[list[ItemVersion]]:
+        op = base.HistoryOp(validate_id(cube_id, "cube_id"), validate_id(memory_id, "memory_id"), with_embeddings)
+        (versions,) = yield [op]
+        return cast(list[ItemVersion], versions)
+
+    @staticmethod
+    def _version(versions: Sequence[ItemVersion], memory_id: str, version: int) -> ItemVersion:
+        found = [v for v in versions if v.item.version == version]
+        if not found:
+            kept = sorted({v.item.version for v in versions})
+            raise MemoryNotFoundError(f"memory {memory_id!r} has no version {version} (kept: {kept})")
+        return found[-1]
+
+    def diff(self, memory_id: str, user_id: str, cube_id: str, from_version: int, to_version: int) -> VersionDiff:
+        """Return what changed between two versions of a memory (see :func:`~memos_agents.infra.vault.diff_items`).
+
+        Raises:
+            MemoryNotFoundError: A version that was never kept.
+            InvalidInputError / CubeNotFoundError / PermissionDeniedError: As for :meth:`history`.
+
+        """
+        return self._run(self._diff(memory_id, cube_id, from_version, to_version), user_id)
+
+    async def adiff(
+        self, memory_id: str, user_id: str, cube_id: str, from_version: int, to_version: int
+    ) -> VersionDiff:
+        """Async twin of :meth:`diff`."""
+        return await self._arun(self._diff(memory_id, cube_id, from_version, to_version), user_id)
+
+    def _diff(self, memory_id: str, cube_id: str, from_version: int, to_version: int) -> Flow[VersionDiff]:
+        versions = yield from self._history(memory_id, cube_id, True)
+        old = self._version(versions, memory_id, from_version)
+        new = self._version(versions, memory_id, to_version)
+        return diff_items(old.item, new.item)
+
+    def rollback(self, memory_id: str, user_id: str, cube_id: str, version: int) -> MemoryItem:
+        """Restore a memory to a kept version; returns the stored item (a new version).
+
+        The restored content (text, embedding, tags, metadata, ...) is that of ``version``; the
+        version number moves on (a rollback is itself a change, kept in the history and audited,
+        with a ``rollback`` event naming the version). A deleted memory comes back with the edges
+        that were removed with it whose other end still exists. Restoring the current version
+        changes nothing. A concurrent change is retried up to ``WRITE_ATTEMPTS`` times.
+
+        Raises:
+            MemoryNotFoundError: ``version`` was never kept.
+            SensitiveDataError: The cube's redaction policy refuses the old content now.
+            InvalidInputError / CubeNotFoundError / PermissionDeniedError: As the store checks them.
+
+        """
+        return self._run(self._rollback(memory_id, cube_id, version), user_id)
+
+    async def arollback(self, memory_id: str, user_id: str, cube_id: str, version: int) -> MemoryItem:
+        """Async twin of :meth:`rollback`."""
+        return await self._arun(self._rollback(memory_id, cube_id, version), user_id)
+
+    def _rollback(self, memory_id: str, cube_id: str, version: int) -> Flow[MemoryItem]:
+        for attempt in range(self.WRITE_ATTEMPTS):
+            versions = yield from self._history(memory_id, cube_id, True)
+            target = self._version(versions, memory_id, version)
+            current = versions[-1] if versions[-1].change is None else None
+            if target.change is None:
+                return target.item.model_copy(update={"embedding": None})
+            event = base.RecordEventOp(cube_id, "rollback", {"memory_id": memory_id, "to_version": version})
+            if current is not None:
+                restored = target.item.model_copy(update={"version": current.item.version})
+                batch = base.WriteBatch(update=[restored])
+            else:
+                last = max(v.item.version for v in versions)
+                edges = next(v.edges for v in reversed(versions) if v.change == "delete")
+                others = sorted({x for e in edges for x in (e.source_id, e.target_id)} - {memory_id})
+                exists: set[str] = set()
+                if others:
+                    (alive,) = yield [base.GetOp(cube_id, others)]
+                    exists = {i.id for i in alive}
+                keep = [e for e in edges if {e.source_id, e.target_id} - {memory_id} <= exists]
+                batch = base.WriteBatch(add=[target.item.model_copy(update={"version": last + 1})], edges=keep)
+            try:
+                (written, _) = yield [base.WriteOp(cube_id, batch), event]
+            except (VersionConflictError, InvalidInputError) as exc:
+                # a concurrent update (version), re-add (id taken) or edge-end delete: read again
+                if attempt + 1 == self.WRITE_ATTEMPTS or isinstance(exc, SensitiveDataError):
+                    raise
+                continue
+            if written.updated:
+                return cast(MemoryItem, written.updated[0]).model_copy(update={"embedding": None})
+            (found,) = yield [base.GetOp(cube_id, [memory_id])]
+            return cast(MemoryItem, found[0])
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # -- the audit log (MemGovernance) --------------------------------------------------------------
     def audit_log(

@@ -143,6 +143,14 @@ def run_locomo_bench(
 
                 with inside:
                     ingest_s += ingest_conversation(mos, conv, conv.sample_id, tick, redaction=redaction)
+            # MemVault after ingestion: merges update items, and every update keeps the version it ends
+            stored = [i for conv in convs for i in mos.store.list_items(conv.sample_id)]
+            vault = {"items": len(stored), "kept_versions": sum(i.version - 1 for i in stored)}
+            if hasattr(mos.store, "conn"):  # the embedded store: the table's own figures
+                n, size = mos.store.conn.execute(
+                    "SELECT count(*), coalesce(sum(length(item)), 0) FROM item_versions"
+                ).fetchone()
+                vault.update(version_rows=int(n), version_bytes=int(size))
             embed_s = 0.0
             for conv in convs:
                 for session in conv.sessions:
@@ -200,6 +208,7 @@ def run_locomo_bench(
         "embed_within_ingest_seconds": round(inside.seconds, 3),
         "non_embedding_seconds": round(ingest_s - inside.seconds, 3),
     }
+    results["vault"] = vault
     results["setup"] = {
         "data": str(data),
         "conversations": [c.sample_id for c in convs],
@@ -259,6 +268,13 @@ def write_results(results: dict[str, Any], out: str | Path) -> list[Path]:
         f"{i['embed_only_seconds']} s; ratio {i['ratio_to_embed_only']}; time outside the embedder "
         f"{i['non_embedding_seconds']} s.",
     ]
+    if "vault" in results:
+        v = results["vault"]
+        lines.append(
+            f"MemVault after ingestion: {v['items']} items, {v['kept_versions']} kept versions"
+            + (f" ({v['version_rows']} rows, {v['version_bytes']:,} bytes)" if "version_rows" in v else "")
+            + "."
+        )
     paths[1].write_text("\n".join(lines) + "\n")
     try:
         import matplotlib

@@ -109,3 +109,34 @@ def test_schema_1_database_is_migrated_with_its_terms(tmp_path: Path) -> None:
     store.delete("c", ["a"])
     assert store.conn.execute("SELECT count(*) FROM item_terms").fetchone()[0] == 0  # cascaded
     store.close()
+
+
+def test_read_entries_are_queued_then_stored_in_order(tmp_path: Path) -> None:
+    from memos_agents.cube import CubeHeader, StorageProfile
+    from memos_agents.plaintext.stores.base import CallContext
+    from memos_agents.testing.conformance import item
+
+    u = CallContext.of("u")
+    a, other = SQLiteMemoryStore(tmp_path / "m.db"), SQLiteMemoryStore(tmp_path / "m.db")
+    a.setup()
+    other.setup()
+    a.create_cube(CubeHeader(cube_id="c", owner_id="u", storage=StorageProfile(embedding_dim=8)))
+    def seen() -> list[str]:  # u's entries as another process sees them
+        return [e.action for e in other.list_audit("c", actor="u")]
+
+    a.count("c", ctx=u)
+    assert seen() == []  # queued in a's process
+    assert [e.action for e in a.list_audit("c", actor="u")] == ["count"]  # a reader of the log sees it
+    a.count("c", ctx=u)
+    a.add("c", [item("x", 1)], ctx=u)  # a write stores the queue first, in its transaction
+    assert seen() == ["count", "count", "write"]
+    a.get("c", ["x"], ctx=u)
+    a.close()  # close stores what is still queued
+    assert seen()[-1] == "get"
+    strict = SQLiteMemoryStore(tmp_path / "m.db", audit_reads="sync")
+    strict.setup()
+    strict.count("c", ctx=u)
+    assert seen()[-1] == "count"  # stored before the result came back
+    assert other.verify_audit("c").ok
+    strict.close()
+    other.close()

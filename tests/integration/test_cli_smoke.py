@@ -245,3 +245,27 @@ def test_audit_list_verify_export_and_tampering(tmp_path: Path) -> None:
     conn.close()
     broken = memos("audit", "verify", "--user", "ann", "--cube", "notes", *h, home=tmp_path)
     assert broken.returncode == 1 and "edited at 2" in broken.stdout, broken.stdout
+
+
+@pytest.mark.smoke
+def test_history_diff_and_rollback(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    h = ("--home", str(home))
+    assert memos("cube", "redaction", "notes", "--user", "ann", "--mode", "off", *h, home=tmp_path).returncode == 0
+    from memos_agents.plaintext.stores.sqlite import SQLiteMemoryStore
+    from memos_agents.schema import MemoryItem
+
+    store = SQLiteMemoryStore(home / "memos.db")
+    store.setup()
+    first = MemoryItem(text="Ana lives in Porto", embedding=[1.0] * 384)
+    store.add("notes", [first])
+    store.update("notes", [first.model_copy(update={"text": "Ana lives in Lisbon"})])
+    store.close()
+    shown = memos("history", first.id, "--cube", "notes", "--user", "ann", *h, home=tmp_path)
+    assert shown.returncode == 0 and "Porto" in shown.stdout and "(current)" in shown.stdout, shown.stdout
+    diffed = memos("history", first.id, "--cube", "notes", "--user", "ann", "--diff", "1,2", *h, home=tmp_path)
+    assert diffed.returncode == 0 and "+Ana lives in Lisbon" in diffed.stdout, diffed.stdout
+    back = memos("rollback", first.id, "--cube", "notes", "--user", "ann", "--to", "1", *h, home=tmp_path)
+    assert back.returncode == 0 and "version 3: Ana lives in Porto" in back.stdout, back.stdout
+    denied = memos("rollback", first.id, "--cube", "notes", "--user", "eve", "--to", "2", *h, home=tmp_path)
+    assert denied.returncode == 2 and "PermissionDeniedError" in denied.stdout

@@ -33,6 +33,7 @@ Every backend must pass :mod:`memos_agents.testing.conformance`.
 from __future__ import annotations
 
 import asyncio
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -244,6 +245,62 @@ class WriteResult(BaseModel):
     updated: list[MemoryItem] = Field(default_factory=list)
 
 
+class ItemVersion(BaseModel):
+    """One version of an item kept by MemVault: the item as it was, and what replaced it.
+
+    Attributes:
+        item: The item as stored at that version (``embedding`` only when asked for).
+        change: ``update`` or ``delete``: what ended this version; None for the current version.
+        changed_at: When it was ended (None: current).
+        changed_by: The principal whose write ended it (None: current).
+        request_id: The request that ended it (None: current); the audit log's entries share it.
+        edges: For a ``delete``: the edges removed with the item (restored by a rollback when
+            their other end still exists).
+
+    """
+
+    item: MemoryItem
+    change: Literal["update", "delete"] | None = None
+    changed_at: datetime | None = None
+    changed_by: str | None = None
+    request_id: str | None = None
+    edges: list[Edge] = Field(default_factory=list)
+
+
+def version_row(
+    old: MemoryItem, change: Literal["update", "delete"], ctx: CallContext, at: datetime, edges: Sequence[Edge] = ()
+) -> dict[str, Any]:
+    """Return the stored form of the version ``old`` that a write of ``ctx`` ends (every backend stores these keys).
+
+    ``item`` and ``edges`` are JSON (the item with its embedding, so a rollback restores it exactly).
+    """
+    return {
+        "item_id": old.id,
+        "version": old.version,
+        "item": old.model_dump_json(),
+        "edges": json.dumps([e.model_dump(mode="json") for e in edges]),
+        "change": change,
+        "changed_at": at.isoformat(),
+        "changed_by": ctx.principal,
+        "request_id": ctx.request_id,
+    }
+
+
+def version_from_row(row: dict[str, Any], with_embeddings: bool) -> ItemVersion:
+    """Return the :class:`ItemVersion` of a row written from :func:`version_row`."""
+    item = MemoryItem.model_validate_json(row["item"])
+    if not with_embeddings:
+        item = item.model_copy(update={"embedding": None})
+    return ItemVersion(
+        item=item,
+        change=row["change"],
+        changed_at=datetime.fromisoformat(row["changed_at"]),
+        changed_by=row["changed_by"],
+        request_id=row["request_id"],
+        edges=[Edge.model_validate(e) for e in json.loads(row["edges"])],
+    )
+
+
 # -- operations ------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class CreateCubeOp:
@@ -392,6 +449,19 @@ class RecordEventOp:
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryOp:
+    """Return an item's versions (MemVault), oldest first, the current one last if it exists (read).
+
+    Every update and delete keeps the version it ends (:class:`ItemVersion`), in the same
+    transaction; an item never stored gives an empty list.
+    """
+
+    cube_id: str
+    item_id: str
+    with_embeddings: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class ListAuditOp:
     """Return entries of one audit chain, oldest first (audit; see :mod:`memos_agents.infra.audit`).
 
@@ -477,6 +547,7 @@ Op = (
     | ExpandOp
     | RecordEventOp
     | ListEventsOp
+    | HistoryOp
     | ListAuditOp
     | VerifyAuditOp
     | ListAuditChainsOp
@@ -501,6 +572,7 @@ OP_PERMISSION: dict[type, Permission | None] = {
     TextSearchOp: Permission.READ,
     ExpandOp: Permission.READ,
     ListEventsOp: Permission.READ,
+    HistoryOp: Permission.READ,
     ListAuditOp: None,  # authorize_audit: audit on the cube, or trusted code for a deleted cube / the store
     VerifyAuditOp: None,
     ListAuditChainsOp: None,
@@ -556,6 +628,7 @@ AUDIT_ACTIONS: dict[type, str] = {
     ExpandOp: "search.expand",
     RecordEventOp: "event.record",
     ListEventsOp: "event.list",
+    HistoryOp: "history",
     ListAuditOp: "audit.list",
     VerifyAuditOp: "audit.verify",
     ListAuditChainsOp: "audit.chains",
@@ -612,8 +685,24 @@ def _touched_ids(op: Any, result: Any) -> tuple[str, ...]:
         return tuple(hit[0] for hit in result)
     if isinstance(op, ExpandOp) and isinstance(result, list):
         return tuple(n.id for n in result)
+    if isinstance(op, HistoryOp):
+        return (op.item_id,)
     if isinstance(op, EdgesOp) and op.ids is not None:
         return tuple(op.ids)
+    return ()
+
+
+def _requested_ids(op: Any) -> tuple[str, ...]:
+    """Return the item ids an op named (a refused op's record keeps what it tried to reach)."""
+    if isinstance(op, WriteOp):
+        b = op.batch
+        return tuple(dict.fromkeys(i.id for i in (*b.add, *b.ensure, *b.update)))
+    if isinstance(op, DeleteOp | GetOp | ExpandOp):
+        return tuple(str(i) for i in op.ids)
+    if isinstance(op, HistoryOp):
+        return (str(op.item_id),)
+    if isinstance(op, EdgesOp) and op.ids is not None:
+        return tuple(str(i) for i in op.ids)
     return ()
 
 
@@ -650,7 +739,7 @@ def audit_failure(ops: Sequence[Any], failed: int | None, exc: BaseException) ->
     """Return the records of a batch that raised ``exc`` at op ``failed`` (None: at commit).
 
     The failing op carries the reason; the batch's other ops are recorded as ``failed``, "not
-    applied", since nothing of the batch was kept.
+    applied", since nothing of the batch was kept. Each record keeps the item ids its op named.
     """
     outcome, reason = refusal_reason(exc)
     records = []
@@ -662,6 +751,7 @@ def audit_failure(ops: Sequence[Any], failed: int | None, exc: BaseException) ->
                 chain=cube_id if cube_id is not None else STORE_CHAIN,
                 action=AUDIT_ACTIONS[type(op)],
                 cube_id=cube_id,
+                item_ids=_requested_ids(op),
                 outcome=outcome if here else AuditOutcome.FAILED,
                 reason=reason if here else "not applied: another operation of its batch failed",
             )
@@ -1240,6 +1330,12 @@ class BaseMemoryStore(ABC):
         """Return the cube's events (of ``kind``, None: all), oldest first."""
         return cast(list[dict[str, Any]], self.run(ListEventsOp(cube_id, kind), ctx=ctx))
 
+    def history(
+        self, cube_id: str, item_id: str, *, with_embeddings: bool = False, ctx: CallContext = SYSTEM
+    ) -> list[ItemVersion]:
+        """Return an item's versions, oldest first, the current one last; see :class:`HistoryOp`."""
+        return cast(list[ItemVersion], self.run(HistoryOp(cube_id, item_id, with_embeddings), ctx=ctx))
+
     def list_audit(
         self,
         cube_id: str | None = None,
@@ -1266,6 +1362,12 @@ class BaseMemoryStore(ABC):
         return cast(list[str], self.run(ListAuditChainsOp(), ctx=ctx))
 
     # -- async twins of the convenience methods --------------------------------------------------------
+    async def ahistory(
+        self, cube_id: str, item_id: str, *, with_embeddings: bool = False, ctx: CallContext = SYSTEM
+    ) -> list[ItemVersion]:
+        """Async twin of :meth:`history`."""
+        return cast(list[ItemVersion], await self.arun(HistoryOp(cube_id, item_id, with_embeddings), ctx=ctx))
+
     async def alist_audit(
         self,
         cube_id: str | None = None,

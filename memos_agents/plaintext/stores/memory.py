@@ -99,6 +99,7 @@ class _Cube:
         edges: Edges by key, in insertion order (a replaced edge moves to the end).
         events: The event log, oldest first.
         vectors: The vector matrix, built on the first vector search and dropped on every write.
+        versions: MemVault: the versions ended by updates and deletes (:func:`base.version_row`), oldest first.
 
     """
 
@@ -108,10 +109,19 @@ class _Cube:
     edges: dict[EdgeKey, Edge] = field(default_factory=dict)
     events: list[dict[str, object]] = field(default_factory=list)
     vectors: _Vectors | None = None
+    versions: list[dict[str, Any]] = field(default_factory=list)
 
     def copy(self) -> _Cube:
         """Return a copy whose containers can change without changing this cube (rows are shared: never mutated)."""
-        return _Cube(self.header, self.dim, dict(self.items), dict(self.edges), list(self.events), self.vectors)
+        return _Cube(
+            self.header,
+            self.dim,
+            dict(self.items),
+            dict(self.edges),
+            list(self.events),
+            self.vectors,
+            list(self.versions),
+        )
 
 
 @dataclass(slots=True)
@@ -380,6 +390,8 @@ class InMemoryStore(base.BaseMemoryStore):
         )
         if plan.dim_changed:
             cube.dim = plan.dim
+        now = utcnow()
+        cube.versions += [base.version_row(cube.items[i.id].item, "update", ctx, now) for i in plan.replace]
         for item in [*plan.insert, *plan.replace]:  # a replaced item keeps its place
             cube.items[item.id] = _Row.of(item)
         for edge in plan.edges:  # as INSERT OR REPLACE: a replaced edge moves to the end
@@ -401,9 +413,25 @@ class InMemoryStore(base.BaseMemoryStore):
     def _delete(self, op: base.DeleteOp, tx: _Tx) -> int:
         cube = self._cube(tx, op.cube_id, op)
         ids = set(op.ids)
+        now = utcnow()
+        for item_id in dict.fromkeys(op.ids):
+            row = cube.items.get(item_id)
+            if row is not None:
+                edges = [e for k, e in cube.edges.items() if item_id in (k[0], k[1])]
+                cube.versions.append(base.version_row(row.item, "delete", tx.ctx, now, edges))
         deleted = sum(1 for item_id in ids if cube.items.pop(item_id, None) is not None)
         cube.edges = {k: e for k, e in cube.edges.items() if k[0] not in ids and k[1] not in ids}
         return deleted
+
+    @base.handles(base.HistoryOp)
+    def _history(self, op: base.HistoryOp, tx: _Tx) -> list[base.ItemVersion]:
+        cube = self._cube(tx, op.cube_id, op)
+        rows = sorted((r for r in cube.versions if r["item_id"] == op.item_id), key=lambda r: int(r["version"]))
+        out = [base.version_from_row(r, op.with_embeddings) for r in rows]
+        current = cube.items.get(op.item_id)
+        if current is not None:
+            out.append(base.ItemVersion(item=self._out(current.item, op.with_embeddings)))
+        return out
 
     @base.handles(base.RecordEventOp)
     def _record_event(self, op: base.RecordEventOp, tx: _Tx) -> None:

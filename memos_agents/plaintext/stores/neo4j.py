@@ -82,7 +82,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from memos_agents.cube import CubeHeader, Permission
 from memos_agents.errors import (
@@ -192,6 +192,11 @@ _MIGRATIONS: list[tuple[int, list[tuple[str, bool]]]] = [
                 True,
             ),
             ("CREATE INDEX memos_audit_chain IF NOT EXISTS FOR (a:AuditEntry) ON (a.tenant, a.chain, a.seq)", True),
+            (
+                "CREATE INDEX memos_version_item IF NOT EXISTS "
+                "FOR (v:MemoryVersion) ON (v.tenant, v.cube_id, v.item_id)",
+                True,
+            ),
         ],
     ),
 ]
@@ -938,6 +943,7 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
         params = self._params(op.cube_id)
         yield ("MATCH (m:Memory {tenant: $tenant, cube_id: $cube_id}) DETACH DELETE m", params)
         yield ("MATCH (e:Event {tenant: $tenant, cube_id: $cube_id}) DELETE e", params)
+        yield ("MATCH (v:MemoryVersion {tenant: $tenant, cube_id: $cube_id}) DELETE v", params)
         yield (f"MATCH {_CUBE} DELETE c", params)
         state.cubes.pop(op.cube_id, None)
 
@@ -1014,6 +1020,8 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
         for labels, group in groups.items():
             yield (f"UNWIND $rows AS row CREATE (m:{labels}) SET m = row", {"rows": group})
         if plan.replace:
+            old = yield from self._old_items(cube_id, [i.id for i in plan.replace])
+            yield from self._keep_versions(state, cube_id, old, "update")
             yield (
                 "UNWIND $rows AS row MATCH (m:Memory {tenant: $tenant, cube_id: $cube_id, id: row.id}) SET m = row",
                 {**params, "rows": [node_properties(i, self.tenant, seqs[i.id]) for i in plan.replace]},
@@ -1052,9 +1060,57 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
         if not unique:
             return 0
         params = self._params(op.cube_id, ids=unique)
-        rows = yield (f"{_EACH_ITEM} RETURN count(m) AS n", params)
+        old = yield from self._old_items(op.cube_id, unique)
+        if old:
+            edges = yield from self._read_edges(base.EdgesOp(op.cube_id, [i.id for i in old]))
+            yield from self._keep_versions(
+                state,
+                op.cube_id,
+                old,
+                "delete",
+                {i.id: [e for e in edges if i.id in (e.source_id, e.target_id)] for i in old},
+            )
         yield (f"{_EACH_ITEM} DETACH DELETE m", params)
-        return int(rows[0]["n"]) if rows else 0
+        return len(old)
+
+    def _old_items(self, cube_id: str, ids: Sequence[str]) -> Body[list[MemoryItem]]:
+        rows = yield (f"{_EACH_ITEM} RETURN {_PROJECTION_EMB} AS m", self._params(cube_id, ids=list(ids)))
+        return [GRAPH_CODEC.decode(r["m"]) for r in rows]
+
+    def _keep_versions(
+        self,
+        state: _Batch,
+        cube_id: str,
+        old: Sequence[MemoryItem],
+        change: Literal["update", "delete"],
+        edges: dict[str, list[Edge]] | None = None,
+    ) -> Body[None]:
+        """Store the versions that ``change`` ends as ``MemoryVersion`` nodes (MemVault), in the batch's transaction."""
+        now = utcnow()
+        rows = [base.version_row(i, change, state.ctx, now, (edges or {}).get(i.id, ())) for i in old]
+        yield (
+            "UNWIND $rows AS r CREATE (v:MemoryVersion {tenant: $tenant, cube_id: $cube_id, item_id: r.item_id, "
+            "version: r.version, item: r.item, edges: r.edges, change: r.change, changed_at: r.changed_at, "
+            "changed_by: r.changed_by, request_id: r.request_id})",
+            self._params(cube_id, rows=rows),
+        )
+
+    @base.handles(base.HistoryOp)
+    def _history(self, op: base.HistoryOp, state: _Batch) -> Body[list[base.ItemVersion]]:
+        yield from self._cube(state, op.cube_id, Permission.READ)
+        rows = yield (
+            "MATCH (v:MemoryVersion) WHERE v.tenant = $tenant AND v.cube_id = $cube_id AND v.item_id = $item_id "
+            "RETURN v.item_id AS item_id, v.version AS version, v.item AS item, v.edges AS edges, v.change AS change, "
+            "v.changed_at AS changed_at, v.changed_by AS changed_by, v.request_id AS request_id "
+            "ORDER BY v.version, v.changed_at",
+            self._params(op.cube_id, item_id=op.item_id),
+        )
+        out = [base.version_from_row(r, op.with_embeddings) for r in rows]
+        current = yield (
+            f"{_EACH_ITEM} RETURN {_PROJECTION_EMB if op.with_embeddings else _PROJECTION} AS m",
+            self._params(op.cube_id, ids=[op.item_id]),
+        )
+        return out + [base.ItemVersion(item=GRAPH_CODEC.decode(r["m"])) for r in current]
 
     @base.handles(base.RecordEventOp)
     def _record_event(self, op: base.RecordEventOp, state: _Batch) -> Body[None]:
@@ -1118,6 +1174,10 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
     @base.handles(base.EdgesOp)
     def _edges(self, op: base.EdgesOp, state: _Batch) -> Body[list[Edge]]:
         yield from self._cube(state, op.cube_id, Permission.READ)
+        return (yield from self._read_edges(op))
+
+    def _read_edges(self, op: base.EdgesOp) -> Body[list[Edge]]:
+        """Return the edges ``op`` asks for, in insertion order (the caller has checked the cube)."""
         rels = [relation_type(t) for t in (list(RelationType) if op.types is None else op.types)]
         if not rels or (op.ids is not None and not op.ids):
             return []

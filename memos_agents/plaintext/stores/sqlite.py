@@ -41,6 +41,7 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -262,11 +263,36 @@ _MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Cursor], None] | None]] = [
         """,
         None,
     ),
+    (
+        7,
+        """
+        CREATE TABLE item_versions (
+            cube_id TEXT NOT NULL,
+            item_id TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            item TEXT NOT NULL,
+            edges TEXT NOT NULL,
+            change TEXT NOT NULL,
+            changed_at TEXT NOT NULL,
+            changed_by TEXT NOT NULL,
+            request_id TEXT NOT NULL
+        );
+        CREATE INDEX item_versions_by_item ON item_versions(cube_id, item_id, version);
+        """,
+        None,
+    ),
 ]
+_EDGE_COLUMNS = ("source_id", "target_id", "type", "weight", "created_at")
+_VERSION_COLUMNS = ("item_id", "version", "item", "edges", "change", "changed_at", "changed_by", "request_id")
 
 log = logging.getLogger(__name__)
 
 _AUDIT_COLUMNS = "seq, at, actor, action, cube_id, item_ids, item_count, outcome, reason, request_id, prev_hash, hash"
+
+#: Read entries queued (``audit_reads="buffered"``) before they are stored in a transaction of their own.
+AUDIT_BUFFER_ENTRIES = 256
+#: Seconds a queued read entry waits at most (checked at the next read) before it is stored.
+AUDIT_BUFFER_S = 1.0
 
 #: Rows per transaction of a cube import or a cube delete: short enough that another writer's
 #: transaction waits well under a second for the write lock between two chunks.
@@ -292,6 +318,7 @@ _UPDATE_SQL = (
 )
 #: Ops that run in transactions of their own (chunked, or finishing an interrupted chunked op first).
 _OWN_TX = (base.CreateCubeOp, base.ImportCubeOp, base.DeleteCubeOp)
+_AUDIT_READS = (base.ListAuditOp, base.VerifyAuditOp, base.ListAuditChainsOp)
 
 #: Columns of a row the dense index needs (see :class:`IndexRow`).
 _INDEX_COLUMNS = "rowid, status, memory_type, node_kind, user_id, event_us, tags, embedding"
@@ -383,6 +410,12 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
             transaction after its snapshot; a refused or failed batch appends them after its
             rollback. Cube create, import and delete are audited right after their own
             transactions (so a crash in between can lose that one entry).
+        audit_reads: ``"buffered"`` (default): a read-only batch's entries are queued and stored
+            with this store's next write batch (in its transaction, before its own entries), or
+            after :data:`AUDIT_BUFFER_ENTRIES` entries or :data:`AUDIT_BUFFER_S` seconds, or on
+            :meth:`close`, so a search does not pay a write transaction; a process killed before
+            then loses those read entries (never a write's). ``"sync"``: stored before the read's
+            results are returned.
 
     Raises:
         ConfigError: An invalid ``synchronous``, ``busy_timeout_s``, ``ann_threshold`` or ``snapshot_every``.
@@ -399,10 +432,17 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
         hnsw: HNSWParams | None = None,
         snapshot_every: int = 20_000,
         audit: bool = True,
+        audit_reads: Literal["buffered", "sync"] = "buffered",
     ) -> None:
         super().__init__()
+        if audit_reads not in ("buffered", "sync"):
+            raise ConfigError(f"audit_reads must be 'buffered' or 'sync', not {audit_reads!r}")
         #: Whether every batch is written to the audit log (see :mod:`memos_agents.infra.audit`).
         self.audit = audit
+        self.audit_reads = audit_reads
+        #: Read batches' audit entries not stored yet: (caller, time, records), oldest first.
+        self._audit_pending: list[tuple[base.CallContext, datetime, list[base.AuditRecord]]] = []
+        self._audit_pending_since: float | None = None
         if synchronous not in ("NORMAL", "FULL"):
             raise ConfigError(f"synchronous must be 'NORMAL' or 'FULL', not {synchronous!r}")
         if not busy_timeout_s >= 0:
@@ -491,6 +531,11 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
         large graph (about 1.7 GB at a million items) for a process that added one message.
         """
         with self._lock:
+            if self._audit_pending and self._conn is not None:
+                try:
+                    self._write_audit([])
+                except sqlite3.Error as exc:
+                    log.error("could not store %d queued read audit entries: %s", len(self._audit_pending), exc)
             for cube_id, index in list(self._indexes.items()):
                 if index.dirty and index.dirty >= len(index) // 1000:
                     self._save_snapshot(cube_id, index)
@@ -527,6 +572,8 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
             base.check_permission(op)
         results: list[Any] = []
         try:
+            if self._audit_pending and any(isinstance(op, _AUDIT_READS) for op in ops):
+                self._write_audit([])  # who reads the log sees every read this store made so far
             start = 0
             while start < len(ops):
                 if isinstance(ops[start], _OWN_TX):
@@ -550,8 +597,7 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
             self._audit_refusal(ctx, base.audit_failure([op], 0, exc))
             raise
         if self.audit:
-            with self._tx() as cur:
-                self._append_audit(cur, ctx, [base.audit_record(op, result)])
+            self._write_audit([(ctx, utcnow(), [base.audit_record(op, result)])])
         return result
 
     def _run_group(self, ops: Sequence[base.Op], ctx: base.CallContext) -> list[Any]:
@@ -567,8 +613,11 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
                     for cube_id in tx.touched:  # before COMMIT: the indexes follow this batch's changes
                         if cube_id in self._indexes:
                             self._catch_up(tx, cube_id, self._indexes[cube_id])
+                    flushed = 0
                     if write and self.audit:  # in the batch's own transaction: both commit, or neither
-                        self._append_audit(cur, ctx, [base.audit_record(op, r) for op, r in zip(ops, out, strict=True)])
+                        records = [base.audit_record(op, r) for op, r in zip(ops, out, strict=True)]
+                        flushed = self._append_audit(cur, [(ctx, utcnow(), records)])
+                del self._audit_pending[:flushed]  # committed with this batch
             except BaseException as exc:
                 for cube_id in tx.touched if tx is not None else ():
                     self._indexes.pop(cube_id, None)  # may hold rolled-back changes: reloaded on next use
@@ -576,11 +625,7 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
                     self._audit_refusal(ctx, base.audit_failure(ops, len(out) if len(out) < len(ops) else None, exc))
                 raise
             if not write and self.audit:
-                # a read is audited in a short write transaction of its own after its snapshot, so
-                # readers never hold the write lock while they search; the results are returned only
-                # once their entry is stored
-                with self._tx() as cur:
-                    self._append_audit(cur, ctx, [base.audit_record(op, r) for op, r in zip(ops, out, strict=True)])
+                self._audit_read(ctx, [base.audit_record(op, r) for op, r in zip(ops, out, strict=True)])
             for cube_id in tx.touched:
                 index = self._indexes.get(cube_id)
                 if (
@@ -592,13 +637,49 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
         return out
 
     # -- the audit log ---------------------------------------------------------------------------------
-    def _append_audit(self, cur: sqlite3.Cursor, ctx: base.CallContext, records: Sequence[base.AuditRecord]) -> None:
-        """Seal ``records`` onto their chains and store entries and heads with ``cur`` (a write transaction)."""
+    def _audit_read(self, ctx: base.CallContext, records: list[base.AuditRecord]) -> None:
+        """Audit a read-only batch: queued (``audit_reads="buffered"``) or stored now (``"sync"``).
+
+        A read's entries are written in a write transaction after its snapshot, so readers never
+        hold the write lock while they search. Buffered, they wait for the next write batch of this
+        store (whose transaction stores them first, in order), or for :data:`AUDIT_BUFFER_ENTRIES`
+        queued entries or :data:`AUDIT_BUFFER_S` seconds, or for :meth:`close`; sync, the results
+        are returned only once their entries are stored.
+        """
+        self._audit_pending.append((ctx, utcnow(), records))
+        pending = sum(len(g[2]) for g in self._audit_pending)
+        if self._audit_pending_since is None:
+            self._audit_pending_since = time.monotonic()
+        if (
+            self.audit_reads == "sync"
+            or pending >= AUDIT_BUFFER_ENTRIES
+            or time.monotonic() - self._audit_pending_since >= AUDIT_BUFFER_S
+        ):
+            self._write_audit([])
+
+    def _write_audit(self, groups: list[tuple[base.CallContext, datetime, list[base.AuditRecord]]]) -> None:
+        """Store the queued read entries and ``groups`` in a write transaction of their own."""
+        with self._lock:
+            with self._tx() as cur:
+                flushed = self._append_audit(cur, groups)
+            del self._audit_pending[:flushed]
+
+    def _append_audit(
+        self, cur: sqlite3.Cursor, groups: list[tuple[base.CallContext, datetime, list[base.AuditRecord]]]
+    ) -> int:
+        """Seal the queued read entries, then ``groups``, onto their chains and store them with ``cur``.
+
+        ``cur`` is in a write transaction. Returns how many queued groups it stored: the caller
+        drops them from the queue once the transaction has committed.
+        """
+        queued = len(self._audit_pending)
+        groups = [*self._audit_pending, *groups]
+        self._audit_pending_since = None  # what is queued after this transaction starts a new wait
         heads: dict[str, ChainHead | None] = {}
-        for chain in dict.fromkeys(r.chain for r in records):
+        for chain in dict.fromkeys(r.chain for _, _, records in groups for r in records):
             row = cur.execute("SELECT seq, hash FROM audit_heads WHERE chain = ?", (chain,)).fetchone()
             heads[chain] = None if row is None else ChainHead(int(row[0]), row[1])
-        sealed = base.seal_records(records, heads, ctx, utcnow())
+        sealed = [entry for ctx, at, records in groups for entry in base.seal_records(records, heads, ctx, at)]
         cur.executemany(
             f"INSERT INTO audit_log (chain, {_AUDIT_COLUMNS}) VALUES ({', '.join('?' * 13)})",
             [
@@ -625,6 +706,7 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
             "ON CONFLICT(chain) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
             [(chain, head.seq, head.hash) for chain, head in heads.items() if head is not None],
         )
+        return queued
 
     def _audit_refusal(self, ctx: base.CallContext, records: Sequence[base.AuditRecord]) -> None:
         """Store the entries of a refused or failed batch, in a transaction of their own (after its rollback).
@@ -634,8 +716,7 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
         if not self.audit:
             return
         try:
-            with self._tx() as cur:
-                self._append_audit(cur, ctx, records)
+            self._write_audit([(ctx, utcnow(), list(records))])
         except sqlite3.Error as exc:
             log.error("could not write the audit entries of a refused batch: %s", exc)
 
@@ -674,10 +755,10 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(str(value))
-        for bound, time in ((">=", op.since), ("<", op.until), (">=", floor)):
-            if time is not None:
+        for bound, when in ((">=", op.since), ("<", op.until), (">=", floor)):
+            if when is not None:
                 where.append(f"at {bound} ?")  # fixed-width UTC strings compare as times
-                params.append(stored_time(time))
+                params.append(stored_time(when))
         rows = tx.cur.execute(
             f"SELECT {_AUDIT_COLUMNS} FROM audit_log WHERE {' AND '.join(where)} ORDER BY seq, id LIMIT ?",
             (*params, op.limit),
@@ -853,7 +934,7 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
         with self._lock:
             self._indexes.pop(cube_id, None)
         # deleting items cascades to their item_terms
-        for table in ("edges", "events", "items", "term_stats", "item_tombstones"):
+        for table in ("edges", "events", "items", "term_stats", "item_tombstones", "item_versions"):
             while True:
                 with self._tx() as cur:
                     key = "term" if table == "term_stats" else "rowid"  # term_stats has no rowid
@@ -956,6 +1037,7 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
                 )
             replaced = [TABLE_CODEC.encode(item) for item in plan.replace]
             old_rowids = [updated_rowids[r["id"]] for r in replaced]  # an UPDATE keeps the row's rowid
+            self._keep_versions(tx, cube_id, old_rowids, "update")
             self._drop_terms(cur, cube_id, old_rowids)
             for r in replaced:
                 cur.execute(
@@ -976,6 +1058,43 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
             ],
         )
         return plan.result
+
+    def _keep_versions(self, tx: _Tx, cube_id: str, rowids: Sequence[int], change: Literal["update", "delete"]) -> None:
+        """Copy the stored rows ``rowids`` into ``item_versions`` before ``change`` ends them (MemVault)."""
+        now = utcnow()
+        for chunk in _chunks(list(rowids), 500):
+            marks = ",".join("?" * len(chunk))
+            old = self._select(tx.cur, f"rowid IN ({marks})", chunk, True)
+            edges: dict[str, list[Edge]] = {}
+            if change == "delete":
+                ids = [i.id for i in old]
+                id_marks = ",".join("?" * len(ids))
+                for r in tx.cur.execute(
+                    "SELECT source_id, target_id, type, weight, created_at FROM edges WHERE cube_id = ? "
+                    f"AND (source_id IN ({id_marks}) OR target_id IN ({id_marks})) ORDER BY rowid",
+                    (cube_id, *ids, *ids),
+                ):
+                    edge = edge_from_row(dict(zip(_EDGE_COLUMNS, r, strict=True)))
+                    for end in {edge.source_id, edge.target_id} & set(ids):
+                        edges.setdefault(end, []).append(edge)
+            rows = [base.version_row(i, change, tx.ctx, now, edges.get(i.id, ())) for i in old]
+            tx.cur.executemany(
+                f"INSERT INTO item_versions (cube_id, {', '.join(_VERSION_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * (len(_VERSION_COLUMNS) + 1))})",
+                [(cube_id, *(r[c] for c in _VERSION_COLUMNS)) for r in rows],
+            )
+
+    @base.handles(base.HistoryOp)
+    def _history(self, op: base.HistoryOp, tx: _Tx) -> list[base.ItemVersion]:
+        self._cube(tx, op.cube_id, Permission.READ)
+        rows = tx.cur.execute(
+            f"SELECT {', '.join(_VERSION_COLUMNS)} FROM item_versions WHERE cube_id = ? AND item_id = ? "
+            "ORDER BY version, rowid",
+            (op.cube_id, op.item_id),
+        ).fetchall()
+        out = [base.version_from_row(dict(zip(_VERSION_COLUMNS, r, strict=True)), op.with_embeddings) for r in rows]
+        current = self._select(tx.cur, "cube_id = ? AND id = ?", (op.cube_id, op.item_id), op.with_embeddings)
+        return out + [base.ItemVersion(item=i) for i in current]
 
     @staticmethod
     def _add_terms(cur: sqlite3.Cursor, cube_id: str, items: Sequence[tuple[int, list[str]]]) -> None:
@@ -1033,6 +1152,7 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
             ]
             if rowids:
                 seq = tx.next_seq(op.cube_id)
+                self._keep_versions(tx, op.cube_id, rowids, "delete")
                 self._drop_terms(tx.cur, op.cube_id, rowids)
                 tx.cur.executemany(
                     "INSERT INTO item_tombstones VALUES (?, ?, ?)", [(op.cube_id, r, seq) for r in rowids]
