@@ -121,6 +121,7 @@ def test_read_entries_are_queued_then_stored_in_order(tmp_path: Path) -> None:
     a.setup()
     other.setup()
     a.create_cube(CubeHeader(cube_id="c", owner_id="u", storage=StorageProfile(embedding_dim=8)))
+
     def seen() -> list[str]:  # u's entries as another process sees them
         return [e.action for e in other.list_audit("c", actor="u")]
 
