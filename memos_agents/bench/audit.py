@@ -101,6 +101,7 @@ def run_audit_bench(
             query_ms = (time.perf_counter() - t0) * 1000
         finally:
             store.close()
+    reads = getattr(store, "audit_reads", "sync")  # the embedded store queues read entries by default
     off, on = latency["off"], latency["on"]
     per_100k = [v["seconds"] * 100_000 / v["entries"] for v in verify]
     return {
@@ -117,7 +118,7 @@ def run_audit_bench(
         "verify": verify,
         "verify_seconds_per_100k": round(statistics.fmean(per_100k), 3),
         "query_by_actor_ms": round(query_ms, 2),
-        "setup": {"per_batch": per_batch, "ops_per_batch": ops_per_batch, "sizes": list(sizes)},
+        "setup": {"per_batch": per_batch, "ops_per_batch": ops_per_batch, "sizes": list(sizes), "audit_reads": reads},
     }
 
 
