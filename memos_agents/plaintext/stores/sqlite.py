@@ -406,10 +406,10 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
             when at least one in 1,000 of its items changed).
             After a crash, at most that many changes are replayed from SQLite on the next open.
         audit: Write every batch to the audit log (default True): a batch that writes appends its
-            entries in its own transaction; a read-only batch appends them in a short write
-            transaction after its snapshot; a refused or failed batch appends them after its
-            rollback. Cube create, import and delete are audited right after their own
-            transactions (so a crash in between can lose that one entry).
+            entries in its own transaction; a read-only batch's are stored as ``audit_reads``
+            says; a refused or failed batch appends them after its rollback. Cube create, import
+            and delete are audited right after their own transactions (so a crash in between can
+            lose that one entry).
         audit_reads: ``"buffered"`` (default): a read-only batch's entries are queued and stored
             with this store's next write batch (in its transaction, before its own entries), or
             after :data:`AUDIT_BUFFER_ENTRIES` entries or :data:`AUDIT_BUFFER_S` seconds, or on
