@@ -735,17 +735,19 @@ def refusal_reason(exc: BaseException) -> tuple[AuditOutcome, str]:
     return outcome, type(exc).__name__
 
 
-def audit_failure(ops: Sequence[Any], failed: int | None, exc: BaseException) -> list[AuditRecord]:
-    """Return the records of a batch that raised ``exc`` at op ``failed`` (None: at commit).
+def audit_failure(ops: Sequence[Any], done: int, exc: BaseException) -> list[AuditRecord]:
+    """Return the records of a batch that raised ``exc`` after ``done`` of its ops had finished.
 
-    The failing op carries the reason; the batch's other ops are recorded as ``failed``, "not
-    applied", since nothing of the batch was kept. Each record keeps the item ids its op named.
+    With ``done < len(ops)`` op ``done`` failed and carries the reason, the batch's other ops
+    being recorded as ``failed``, "not applied", since nothing of the batch was kept; with every
+    op finished the batch failed at commit and every op carries the reason. Each record keeps
+    the item ids its op named.
     """
     outcome, reason = refusal_reason(exc)
     records = []
     for i, op in enumerate(ops):
         cube_id = _op_cube(op)
-        here = failed is None or i == failed
+        here = i == done or done >= len(ops)
         records.append(
             AuditRecord(
                 chain=cube_id if cube_id is not None else STORE_CHAIN,

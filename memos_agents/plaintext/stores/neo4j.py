@@ -576,8 +576,7 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
             await session.execute_write(work)
 
     def _audit_refused(self, ops: Sequence[base.Op], state: _Batch | None, exc: Exception) -> list[base.AuditRecord]:
-        done = len(state.results) if state is not None else 0
-        return base.audit_failure(ops, done if done < len(ops) else None, exc)
+        return base.audit_failure(ops, len(state.results) if state is not None else 0, exc)
 
     def _audit_entry(self, row: dict[str, Any]) -> AuditEntry:
         return AuditEntry.model_validate({**row, "item_ids": tuple(json.loads(row["item_ids"]))})

@@ -622,7 +622,7 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
                 for cube_id in tx.touched if tx is not None else ():
                     self._indexes.pop(cube_id, None)  # may hold rolled-back changes: reloaded on next use
                 if isinstance(exc, Exception):
-                    self._audit_refusal(ctx, base.audit_failure(ops, len(out) if len(out) < len(ops) else None, exc))
+                    self._audit_refusal(ctx, base.audit_failure(ops, len(out), exc))
                 raise
             if not write and self.audit:
                 self._audit_read(ctx, [base.audit_record(op, r) for op, r in zip(ops, out, strict=True)])
