@@ -24,6 +24,7 @@ from memos_agents.schema import (
     ScoredMemory,
     SearchFilters,
     Sources,
+    Visibility,
 )
 
 __version__ = "0.1.0"
@@ -54,4 +55,5 @@ __all__ = [
     "ScoredMemory",
     "SearchFilters",
     "Sources",
+    "Visibility",
 ]

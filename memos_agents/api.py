@@ -13,11 +13,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from memos_agents.errors import InvalidInputError
 from memos_agents.operation.reader import ReadMode
-from memos_agents.schema import Id, Label, LifecycleState, MemoryType, Message, ScoredMemory, SearchFilters
+from memos_agents.schema import (
+    Id,
+    Label,
+    LifecycleState,
+    MemoryType,
+    Message,
+    ScoredMemory,
+    SearchFilters,
+    Visibility,
+)
 
 #: Upper bound of every count argument (top_k, token_budget, max_tokens): far above any real use,
 #: and small enough for every backend's integer type.
@@ -62,6 +71,22 @@ class AddRequest(_Request):
     session_id: Id | None = None
     mode: ReadMode = ReadMode.FAST
     subject_id: Id | None = None
+    visibility: Visibility = Visibility.CUBE
+
+
+class CubeRollback(BaseModel):
+    """What ``MemOS.rollback_cube`` changed.
+
+    Attributes:
+        updated: Items put back to their state of then.
+        restored: Items deleted since, added back (with their edges to items that exist).
+        deleted: Items added since, deleted (their versions are kept).
+
+    """
+
+    updated: list[str] = Field(default_factory=list)
+    restored: list[str] = Field(default_factory=list)
+    deleted: list[str] = Field(default_factory=list)
 
 
 class AddResult(BaseModel):
@@ -91,6 +116,7 @@ class SearchRequest(_Request):
     top_k: Count | None = None
     filters: SearchFilters | None = None
     token_budget: Count | None = None
+    as_of: AwareDatetime | None = None
 
 
 class HistoryMessage(_Request):

@@ -25,6 +25,7 @@ from memos_agents.config import default_home
 from memos_agents.errors import InvalidInputError, MemOSError
 from memos_agents.operation.reader import ReadMode
 from memos_agents.os import MemOS
+from memos_agents.schema import Visibility
 
 app = typer.Typer(help="memos-agents: a memory OS for LLM agents.", no_args_is_help=True, add_completion=False)
 cube_app = typer.Typer(help="Export, import and inspect MemCubes.", no_args_is_help=True)
@@ -133,6 +134,9 @@ def add(
     mode: Annotated[ReadMode, typer.Option(help="fast (no LLM) or fine (LLM extraction).")] = ReadMode.FAST,
     session: Annotated[str | None, typer.Option(help="Session id.")] = None,
     speaker: Annotated[str | None, typer.Option(help="Speaker name (default: the user id).")] = None,
+    visibility: Annotated[
+        Visibility, typer.Option(help="Who may read it: private (you), cube (readers of the cube), public (anyone).")
+    ] = Visibility.CUBE,
 ) -> None:
     """Add one message to a cube."""
 
@@ -140,7 +144,12 @@ def add(
         with _mos(home) as mos:
             mos.create_cube(cube, user, exist_ok=True)
             result = mos.add(
-                [{"role": "user", "name": speaker or user, "content": text}], user, cube, mode=mode, session_id=session
+                [{"role": "user", "name": speaker or user, "content": text}],
+                user,
+                cube,
+                mode=mode,
+                session_id=session,
+                visibility=visibility,
             )
             console.print(
                 f"stored {len(result.ids)} item(s): {', '.join(result.ids)}"
@@ -179,12 +188,16 @@ def search(
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1)] = 10,
     budget: Annotated[int | None, typer.Option(min=1, help="Token budget of the results.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="Search the cubes as they were at this ISO 8601 time (UTC if no zone)."),
+    ] = None,
 ) -> None:
-    """Search memories."""
+    """Search memories (now, or as they were at --as-of)."""
 
     def go() -> None:
         with _mos(home, llm={"provider": "none"}) as mos:
-            hits = mos.search(query, user, cube, top_k=top_k, token_budget=budget)
+            hits = mos.search(query, user, cube, top_k=top_k, token_budget=budget, as_of=_time(as_of, "as-of"))
             if as_json:
                 print(
                     json.dumps([json.loads(h.model_dump_json(exclude={"item": {"embedding"}})) for h in hits], indent=2)
@@ -417,18 +430,73 @@ def history(
 
 @app.command()
 def rollback(
-    memory_id: Annotated[str, typer.Argument(help="Memory id.")],
     user: User,
-    cube: Annotated[str, typer.Option(help="The memory's cube.")],
-    to: Annotated[int, typer.Option("--to", min=1, help="The version to restore.")],
+    cube: Annotated[str, typer.Option(help="The cube.")],
+    memory_id: Annotated[str | None, typer.Argument(help="Memory id (omit with --to-time: the whole cube).")] = None,
+    to: Annotated[int | None, typer.Option("--to", min=1, help="The version of MEMORY_ID to restore.")] = None,
+    to_time: Annotated[
+        str | None, typer.Option("--to-time", help="Put the whole cube back as it was at this ISO 8601 time.")
+    ] = None,
     home: Home = None,
 ) -> None:
-    """Restore a memory (also a deleted one) to a kept version; the version number moves on."""
+    """Restore a memory (also a deleted one) to a kept version, or a whole cube to a past time."""
+
+    def go() -> None:
+        if (memory_id is None) == (to_time is None) or (memory_id is not None and to is None):
+            raise InvalidInputError("give MEMORY_ID with --to VERSION, or --to-time TIME for the whole cube")
+        with _mos(home, llm={"provider": "none"}) as mos:
+            if memory_id is None:
+                done = mos.rollback_cube(cube, user, to=_time(to_time, "to-time"))
+                console.print(
+                    f"{escape(cube)}: {len(done.updated)} updated, {len(done.restored)} restored, "
+                    f"{len(done.deleted)} deleted",
+                    highlight=False,
+                )
+                return
+            assert to is not None
+            item = mos.rollback(memory_id, user, cube, to)
+        console.print(f"{escape(item.id)} is now version {item.version}: {escape(item.text)}", highlight=False)
+
+    _run(go)
+
+
+@app.command()
+def purge(
+    user: User,
+    cube: Annotated[str, typer.Option(help="The cube.")],
+    older_than_days: Annotated[
+        float | None,
+        typer.Option(min=0, help="Retention in days (default: the config's version_retention_days, 30)."),
+    ] = None,
+    home: Home = None,
+) -> None:
+    """Remove versions (deleted memories included) older than the retention period: final."""
 
     def go() -> None:
         with _mos(home, llm={"provider": "none"}) as mos:
-            item = mos.rollback(memory_id, user, cube, to)
-        console.print(f"{escape(item.id)} is now version {item.version}: {escape(item.text)}", highlight=False)
+            n = mos.purge_versions(cube, user, older_than_days=older_than_days)
+        console.print(f"{escape(cube)}: {n} version(s) purged", highlight=False)
+
+    _run(go)
+
+
+@app.command("forget-user")
+def forget_user(
+    forgotten: Annotated[str, typer.Argument(help="The user whose memories are erased.")],
+    user: User,
+    admin: Annotated[
+        bool, typer.Option("--admin", help="Act as a system-wide admin (an operator): erase from every cube.")
+    ] = False,
+    home: Home = None,
+) -> None:
+    """Erase a user's memories, versions and index entries from every cube you administer (GDPR-style)."""
+
+    def go() -> None:
+        with _mos(home, llm={"provider": "none"}, admins=[user] if admin else []) as mos:
+            erased = mos.forget_user(forgotten, user)
+        for cube_id, ids in erased.items():
+            console.print(f"{escape(cube_id)}: {len(ids)} memory item(s) erased", highlight=False)
+        console.print(f"{sum(len(v) for v in erased.values())} erased in {len(erased)} cube(s)")
 
     _run(go)
 

@@ -243,6 +243,9 @@ class MemOSConfig(BaseModel):
         admins: Principals that act as system-wide admins (operators): every permission on every
             cube and the store's own audit chain; still audited under their own names. Set by
             whoever configures the application, never by a caller.
+        version_retention_days: MemVault's retention period in days (30): ``MemOS.purge_versions``
+            removes versions ended longer ago than this, so a deleted memory can be restored for
+            that long and is gone for good after the purge.
 
     """
 
@@ -258,6 +261,7 @@ class MemOSConfig(BaseModel):
     max_text_chars: int = Field(default=8000, ge=1)
     default_token_budget: int | None = Field(default=None, ge=1)
     admins: list[str] = Field(default_factory=list)
+    version_retention_days: float = Field(default=30.0, ge=0.0, le=36_500.0)
 
     @model_validator(mode="after")
     def _expand_home(self) -> MemOSConfig:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -42,6 +42,7 @@ from memos_agents.api import (
     AddResult,
     ChatRequest,
     ChatResult,
+    CubeRollback,
     CubeStats,
     DeleteRequest,
     GetRequest,
@@ -94,7 +95,9 @@ from memos_agents.schema import (
     NodeKind,
     ScoredMemory,
     SearchFilters,
+    Visibility,
     check_text,
+    utcnow,
     validate_id,
 )
 
@@ -697,6 +700,167 @@ class MemOS:
             return cast(MemoryItem, found[0])
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def rollback_cube(self, cube_id: str, user_id: str, *, to: datetime) -> CubeRollback:
+        """Put a cube back as it was at ``to`` (MemVault): every change made since is undone.
+
+        Items updated since get their state of then back (a merge is undone too: the merged item,
+        added since, is deleted, and its archived originals become active again with their
+        vectors); items deleted since are restored with the edges they had to items that still
+        exist; items added since are deleted (their versions are kept: the rollback itself can be
+        rolled back). One transaction, through the normal write path (redaction, ACL, audit), with
+        a ``rollback`` event; retried on a concurrent change. Only items the caller may read are
+        touched (another author's private items stay as they are).
+
+        Args:
+            cube_id: The cube.
+            user_id: The caller: needs read, write and delete on the cube.
+            to: The instant to go back to (timezone-aware).
+
+        Returns:
+            The ids updated, restored and deleted.
+
+        Raises:
+            InvalidInputError: Malformed ids, a naive ``to``.
+            CubeNotFoundError / PermissionDeniedError / SensitiveDataError: As the store checks them.
+            VersionConflictError: Concurrent writers kept changing the cube.
+
+        """
+        return self._run(self._rollback_cube(cube_id, to), user_id)
+
+    async def arollback_cube(self, cube_id: str, user_id: str, *, to: datetime) -> CubeRollback:
+        """Async twin of :meth:`rollback_cube`."""
+        return await self._arun(self._rollback_cube(cube_id, to), user_id)
+
+    def _rollback_cube(self, cube_id: str, to: datetime) -> Flow[CubeRollback]:
+        cube_id = validate_id(cube_id, "cube_id")
+        for attempt in range(self.WRITE_ATTEMPTS):
+            (ids,) = yield [base.ChangedSinceOp(cube_id, to)]
+            if not ids:
+                return CubeRollback()
+            then_snap, now_items = yield [
+                base.AsOfOp(cube_id, to, ids, with_embeddings=True),
+                base.GetOp(cube_id, ids, with_embeddings=True),
+            ]
+            then = {i.id: i for i in cast(base.CubeSnapshot, then_snap).items}
+            now = {i.id: i for i in cast(list[MemoryItem], now_items)}
+            update = [then[i].model_copy(update={"version": now[i].version}) for i in ids if i in then and i in now]
+            update = [
+                u for u in update if u.model_dump(exclude={"version"}) != now[u.id].model_dump(exclude={"version"})
+            ]
+            readd = [i for i in ids if i in then and i not in now]
+            delete = [i for i in ids if i not in then and i in now]
+            histories = (yield [base.HistoryOp(cube_id, i) for i in readd]) if readd else []
+            add = [
+                then[i].model_copy(update={"version": max(v.item.version for v in h) + 1})
+                for i, h in zip(readd, histories, strict=True)
+            ]
+            alive = (set(now) - set(delete)) | set(then)
+            candidates = list(cast(base.CubeSnapshot, then_snap).edges)
+            candidates += [e for h in histories for v in h if v.change == "delete" for e in v.edges]
+            others = sorted({x for e in candidates for x in (e.source_id, e.target_id)} - set(ids))
+            if others:  # an end that did not change since: it exists now as it did then
+                (present,) = yield [base.GetOp(cube_id, others)]
+                alive |= {i.id for i in present}
+            edges = list(
+                {
+                    (e.source_id, e.target_id, e.type): e
+                    for e in candidates
+                    if e.source_id in alive and e.target_id in alive and (e.source_id in readd or e.target_id in readd)
+                }.values()
+            )
+            payload = {"to": to.isoformat(), "updated": len(update), "restored": len(add), "deleted": len(delete)}
+            ops: list[base.Op] = []
+            if delete:
+                ops.append(base.DeleteOp(cube_id, delete))
+            ops += [
+                base.WriteOp(cube_id, base.WriteBatch(update=update, add=add, edges=edges)),
+                base.RecordEventOp(cube_id, "rollback", payload),
+            ]
+            try:
+                yield ops
+            except (VersionConflictError, InvalidInputError) as exc:
+                if attempt + 1 == self.WRITE_ATTEMPTS or isinstance(exc, SensitiveDataError):
+                    raise
+                continue
+            return CubeRollback(updated=[u.id for u in update], restored=readd, deleted=delete)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def purge_versions(self, cube_id: str, user_id: str, *, older_than_days: float | None = None) -> int:
+        """Remove the versions ended longer ago than the retention period (MemVault's purge).
+
+        Deletion is soft: a deleted memory stays restorable (:meth:`rollback`, :meth:`rollback_cube`)
+        and readable by :meth:`history` and ``as_of`` reads until this purge removes its versions.
+
+        Args:
+            cube_id: The cube.
+            user_id: The caller: needs admin on the cube.
+            older_than_days: The retention period in days (default ``config.version_retention_days``).
+
+        Returns:
+            How many versions were removed.
+
+        Raises:
+            InvalidInputError: Malformed ids, a negative period.
+            CubeNotFoundError / PermissionDeniedError: As the store checks them.
+
+        """
+        return self._run(self._purge_versions(cube_id, older_than_days), user_id)
+
+    async def apurge_versions(self, cube_id: str, user_id: str, *, older_than_days: float | None = None) -> int:
+        """Async twin of :meth:`purge_versions`."""
+        return await self._arun(self._purge_versions(cube_id, older_than_days), user_id)
+
+    def _purge_versions(self, cube_id: str, older_than_days: float | None) -> Flow[int]:
+        days = self.config.version_retention_days if older_than_days is None else older_than_days
+        if isinstance(days, bool) or not isinstance(days, int | float) or not 0 <= days <= 36_500:
+            raise InvalidInputError(f"older_than_days must be a number from 0 to 36500, got {days!r}")
+        before = utcnow() - timedelta(days=float(days))
+        (n,) = yield [base.PurgeVersionsOp(validate_id(cube_id, "cube_id"), before)]
+        return cast(int, n)
+
+    def forget_user(self, forgotten: str, user_id: str) -> dict[str, list[str]]:
+        """Erase one user's memories from every cube and every index (a GDPR-style erasure).
+
+        In every cube the caller administers (for a system-wide admin, ``MemOSConfig.admins``:
+        every cube of the store): the items about (``user_id``) or by (``author_id``) the user,
+        their edges, BM25 postings and dense-index entries, and every kept version of them (and
+        the earlier versions of other items that were about or by the user). One store batch:
+        erased everywhere, or nowhere. Each cube's audit chain records a ``forget_user`` entry with
+        the erased ids and their count, never contents. The embedded store also zeroes the freed
+        pages (``secure_delete``), checkpoints the write-ahead log and drops the cube's dense index
+        and its snapshot files.
+
+        Args:
+            forgotten: The user to erase.
+            user_id: The caller: a system-wide admin, or a cube admin (its own cubes only).
+
+        Returns:
+            Cube id -> erased item ids (cubes with nothing erased included, as empty lists).
+
+        Raises:
+            InvalidInputError: Malformed ids.
+
+        """
+        return self._run(self._forget_user(forgotten, user_id), user_id)
+
+    async def aforget_user(self, forgotten: str, user_id: str) -> dict[str, list[str]]:
+        """Async twin of :meth:`forget_user`."""
+        return await self._arun(self._forget_user(forgotten, user_id), user_id)
+
+    def _forget_user(self, forgotten: str, user_id: str) -> Flow[dict[str, list[str]]]:
+        forgotten = validate_id(forgotten, "user_id")
+        ctx = self._ctx(user_id)
+        (headers,) = yield [base.ListCubesOp()]
+        cubes = [
+            h.cube_id
+            for h in cast(list[CubeHeader], headers)
+            if ctx.unrestricted or h.allows(ctx.principal, Permission.ADMIN)
+        ]
+        if not cubes:
+            return {}
+        erased = yield [base.ForgetUserOp(cid, forgotten) for cid in cubes]
+        return {cid: list(ids) for cid, ids in zip(cubes, erased, strict=True)}
+
     # -- the audit log (MemGovernance) --------------------------------------------------------------
     def audit_log(
         self,
@@ -935,6 +1099,7 @@ class MemOS:
         mode: ReadMode | str = ReadMode.FAST,
         session_id: str | None = None,
         subject_id: str | None = None,
+        visibility: Visibility | str = Visibility.CUBE,
     ) -> AddResult:
         """Read messages into memories and store them atomically in the cube's tree.
 
@@ -948,6 +1113,9 @@ class MemOS:
             session_id: Session for messages that carry none.
             subject_id: Whom the memories are about (each item's ``user_id``; default: the caller),
                 e.g. the user a service account writes for.
+            visibility: Who may read the new memories: ``"private"`` (the caller only, under a
+                topic of its own), ``"cube"`` (everyone with read on the cube; default) or
+                ``"public"`` (anyone; needs share on the cube).
 
         Returns:
             The stored ids, how many were merged, and extraction failures.
@@ -955,12 +1123,12 @@ class MemOS:
         Raises:
             InvalidInputError: Empty/oversized text, malformed ids or messages, unknown mode.
             CubeNotFoundError: Unknown cube.
-            PermissionDeniedError: No write permission.
+            PermissionDeniedError: No write permission (or no share permission for ``public``).
             ConfigError: ``fine`` mode without an LLM, or an embedder that does not match the cube.
             EmbeddingDimensionError / StoreError: Nothing was written.
 
         """
-        return self._run(self._add(messages, user_id, cube_id, mode, session_id, subject_id), user_id)
+        return self._run(self._add(messages, user_id, cube_id, mode, session_id, subject_id, visibility), user_id)
 
     async def aadd(
         self,
@@ -971,9 +1139,12 @@ class MemOS:
         mode: ReadMode | str = ReadMode.FAST,
         session_id: str | None = None,
         subject_id: str | None = None,
+        visibility: Visibility | str = Visibility.CUBE,
     ) -> AddResult:
         """Async twin of :meth:`add` (the store's async path; reading and embedding in a worker thread)."""
-        return await self._arun(self._add(messages, user_id, cube_id, mode, session_id, subject_id), user_id)
+        return await self._arun(
+            self._add(messages, user_id, cube_id, mode, session_id, subject_id, visibility), user_id
+        )
 
     def _add(
         self,
@@ -983,6 +1154,7 @@ class MemOS:
         mode: ReadMode | str,
         session_id: str | None,
         subject_id: str | None,
+        visibility: Visibility | str = Visibility.CUBE,
     ) -> Flow[AddResult]:
         try:
             read_mode = ReadMode(mode)
@@ -997,6 +1169,7 @@ class MemOS:
                 "session_id": session_id,
                 "mode": read_mode,
                 "subject_id": subject_id,
+                "visibility": visibility,
             },
         )
         header = yield from self._cube(req.cube_id, Permission.WRITE, req.user_id)
@@ -1004,11 +1177,12 @@ class MemOS:
         subject = req.subject_id or req.user_id
         messages, redacted = redact_messages(req.messages, header.redaction)  # before any model sees them
         read = yield Compute(lambda: self.reader.read(messages, user_id=subject, mode=req.mode))
+        items = [i.model_copy(update={"visibility": req.visibility, "author_id": req.user_id}) for i in read.items]
         events = [base.RecordEventOp(req.cube_id, "extraction_failed", f) for f in read.failures]
         if redacted:  # kinds and counts only, never values
             events.append(base.RecordEventOp(req.cube_id, "redacted", {"kinds": redacted, "by": req.user_id}))
         for attempt in range(self.WRITE_ATTEMPTS):
-            update = yield from self.organizer.plan(req.cube_id, read.items, read.edges)
+            update = yield from self.organizer.plan(req.cube_id, items, read.edges)
             try:  # the plan, the failures and the caller's permission: one transaction
                 yield [base.WriteOp(req.cube_id, update.batch), *events]
             except VersionConflictError:
@@ -1019,21 +1193,35 @@ class MemOS:
             return AddResult(ids=update.memory_ids, merged=update.merged, failures=read.failures, redacted=redacted)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def get(self, memory_id: str, user_id: str, cube_id: str) -> MemoryItem:
-        """Return one memory (needs read permission).
+    def get(self, memory_id: str, user_id: str, cube_id: str, *, as_of: datetime | None = None) -> MemoryItem:
+        """Return one memory (needs read permission), as it is now or as it was at ``as_of``.
+
+        Args:
+            memory_id: The memory.
+            user_id: The caller.
+            cube_id: Its cube.
+            as_of: A past instant (timezone-aware): the version stored then (MemVault; the
+                caller's read scope as of then). None: now.
 
         Raises:
-            MemoryNotFoundError: No such memory in the cube.
+            InvalidInputError: Malformed ids, a naive ``as_of``.
+            MemoryNotFoundError: No such memory in the cube (at ``as_of``: none stored then).
 
         """
-        return self._run(self._get(memory_id, user_id, cube_id), user_id)
+        return self._run(self._get(memory_id, user_id, cube_id, as_of), user_id)
 
-    async def aget(self, memory_id: str, user_id: str, cube_id: str) -> MemoryItem:
+    async def aget(self, memory_id: str, user_id: str, cube_id: str, *, as_of: datetime | None = None) -> MemoryItem:
         """Async twin of :meth:`get`."""
-        return await self._arun(self._get(memory_id, user_id, cube_id), user_id)
+        return await self._arun(self._get(memory_id, user_id, cube_id, as_of), user_id)
 
-    def _get(self, memory_id: str, user_id: str, cube_id: str) -> Flow[MemoryItem]:
+    def _get(self, memory_id: str, user_id: str, cube_id: str, as_of: datetime | None = None) -> Flow[MemoryItem]:
         req = parse(GetRequest, {"memory_id": memory_id, "user_id": user_id, "cube_id": cube_id})
+        if as_of is not None:
+            (snap,) = yield [base.AsOfOp(req.cube_id, as_of, [req.memory_id])]
+            found = cast(base.CubeSnapshot, snap).items
+            if not found:
+                raise MemoryNotFoundError(f"no memory {req.memory_id!r} in cube {req.cube_id!r} at {as_of.isoformat()}")
+            return found[0]
         (found,) = yield [base.GetOp(req.cube_id, [req.memory_id])]
         if not found:
             raise MemoryNotFoundError(f"no memory {req.memory_id!r} in cube {req.cube_id!r}")
@@ -1160,6 +1348,7 @@ class MemOS:
         top_k: int | None = None,
         filters: SearchFilters | dict[str, Any] | None = None,
         token_budget: int | None = None,
+        as_of: datetime | None = None,
     ) -> list[ScoredMemory]:
         """Hybrid search over the cubes the caller may read.
 
@@ -1172,6 +1361,10 @@ class MemOS:
             filters: :class:`SearchFilters` or a dict of its fields.
             token_budget: Maximum total tokens of the rendered results (default
                 ``config.default_token_budget``); results that do not fit are skipped.
+            as_of: A past instant (timezone-aware): search the cubes as they were then
+                (MemVault point-in-time read: each cube's state at ``as_of`` is rebuilt from its
+                kept versions and searched exactly, in memory; cost grows with the cube's size,
+                not the changes). None: now.
 
         Returns:
             Results best first, each with score, tokens and per-retriever signals.
@@ -1183,8 +1376,8 @@ class MemOS:
             ModelError: The embedder failed.
 
         """
-        flow = self._search(self._search_request(query, user_id, cube_ids, top_k, filters, token_budget))
-        return self._run(flow, user_id)
+        req = self._search_request(query, user_id, cube_ids, top_k, filters, token_budget, as_of=as_of)
+        return self._run(self._search(req), user_id)
 
     async def asearch(
         self,
@@ -1195,10 +1388,11 @@ class MemOS:
         top_k: int | None = None,
         filters: SearchFilters | dict[str, Any] | None = None,
         token_budget: int | None = None,
+        as_of: datetime | None = None,
     ) -> list[ScoredMemory]:
         """Async twin of :meth:`search` (the store's async path; embedding in a worker thread)."""
-        flow = self._search(self._search_request(query, user_id, cube_ids, top_k, filters, token_budget))
-        return await self._arun(flow, user_id)
+        req = self._search_request(query, user_id, cube_ids, top_k, filters, token_budget, as_of=as_of)
+        return await self._arun(self._search(req), user_id)
 
     def _search_request(
         self,
@@ -1242,7 +1436,7 @@ class MemOS:
             return []
         vector = yield Compute(lambda: self.reader.embed([req.query])[0])
         try:
-            chosen = yield from self.retriever.retrieve(
+            retrieval = self.retriever.retrieve(
                 cubes,
                 self.reader.parse_query(req.query),
                 vector,
@@ -1250,12 +1444,31 @@ class MemOS:
                 filters=req.filters,
                 dedupe=self.scheduler.deduplicate,
             )
+            if req.as_of is None:
+                chosen = yield from retrieval
+            else:  # the cubes as they were: rebuilt by the store (caller's scope), searched in memory
+                snaps = yield [base.AsOfOp(cid, req.as_of, with_embeddings=True) for cid in cubes]
+                chosen = yield Compute(lambda: self._search_snapshots(cubes, snaps, retrieval))
         except EmbeddingDimensionError:  # say which cube needs which embedder
             for header in (yield [base.GetCubeOp(cid) for cid in cubes]):
                 self._check_embedder(header)
             raise
         budget = req.token_budget if req.token_budget is not None else self.config.default_token_budget
         return self.scheduler.fit(chosen, top_k=k, token_budget=budget)
+
+    @staticmethod
+    def _search_snapshots(
+        cubes: Sequence[str], snaps: Sequence[base.CubeSnapshot], retrieval: Flow[list[ScoredMemory]]
+    ) -> list[ScoredMemory]:
+        """Run a retrieval flow against point-in-time snapshots loaded into an in-memory store."""
+        from memos_agents.plaintext.stores.memory import InMemoryStore
+
+        past = InMemoryStore(audit=False)  # the reads were audited by the real store (history.as_of)
+        past.setup()
+        for cube_id, snap in zip(cubes, snaps, strict=True):
+            header = CubeHeader(cube_id=cube_id, owner_id="system")
+            past.run(base.ImportCubeOp(header, snap.items, snap.edges))
+        return run_sync(retrieval, past, base.SYSTEM)
 
     def chat(
         self,

@@ -167,6 +167,25 @@ class MemoryOrigin(StrEnum):
     STRUCTURE = "structure"  # a node the tree organizer built (session topics)
 
 
+class Visibility(StrEnum):
+    """Who may read one memory item (MemGovernance), on top of the cube's ACL.
+
+    ``private``: its author only (and system-wide admins); ``cube``: everyone with ``read`` on the
+    cube (the default); ``public``: anyone, even without a role on the cube. Ordered from the most
+    to the least restrictive (see :func:`most_restrictive`).
+    """
+
+    PRIVATE = "private"
+    CUBE = "cube"
+    PUBLIC = "public"
+
+
+def most_restrictive(*levels: Visibility) -> Visibility:
+    """Return the most restrictive of ``levels`` (what a merge of items of those levels may be read by)."""
+    order = list(Visibility)
+    return min(levels, key=order.index)
+
+
 class RelationType(StrEnum):
     """Whitelisted relation types of the memory graph.
 
@@ -221,12 +240,15 @@ class MemoryItem(BaseModel):
         user_id: The memory's subject: the user the memory is about (not necessarily who wrote it).
         author_id: The acting principal that stored it (set by the store from the call context;
             None for trusted system writes that did not name one).
+        visibility: Who may read it (:class:`Visibility`): its author only, everyone with read
+            on the cube (default), or anyone. Setting ``public`` needs ``share`` on the cube.
         origin: How the item came to be (:class:`MemoryOrigin`).
         turns: How many conversation turns the text holds, one per line in the order of
             ``sources.message_ids`` when every turn had an id (0: the text is not a list of turns).
         event_time: When the remembered event happened (UTC), separate from ``created_at``.
         created_at: Ingestion time (UTC).
-        updated_at: Last change (UTC).
+        updated_at: When the store last wrote it (UTC): set by the store on every add and update
+            (an import keeps the archive's); MemVault's point-in-time reads go by it.
         confidence: 0..1; 1.0 for verbatim turns, the extractor's estimate for LLM facts.
         status: Lifecycle state; search sees ``activated`` items by default.
         version: Incremented by the store on every update, starting at 1.
@@ -253,6 +275,7 @@ class MemoryItem(BaseModel):
     sources: Sources = Field(default_factory=Sources)
     user_id: Annotated[str | None, AfterValidator(_optional_id)] = None
     author_id: Annotated[str | None, AfterValidator(_optional_id)] = None
+    visibility: Visibility = Visibility.CUBE
     origin: MemoryOrigin = MemoryOrigin.DIRECT
     turns: int = Field(default=0, ge=0, le=MAX_SOURCES)
     event_time: datetime | None = None

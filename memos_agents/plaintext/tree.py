@@ -10,9 +10,11 @@ newest stored turn of the session (resolved in the transaction).
 * **Episodes in order** — each item FOLLOWS the previous item of its session (across calls too).
 * **Topics** — every session (or, without one, every event day) has a topic node; its members hang
   under it by PARENT edges. A topic's text names the session, its date, speakers and key phrases;
-  its embedding is the normalised mean of its first members' (no extra embedding call).
-* **Near-duplicates merged** — an item whose cosine to an active memory of the same user that
-  shares none of its source messages is at least ``merge_threshold`` is merged with it, unless the
+  its embedding is the normalised mean of its first members' (no extra embedding call). Private
+  items hang under a private topic of their author's (:func:`item_topic`), so no topic text shows
+  readers of the cube what a private item says.
+* **Near-duplicates merged** — an item whose cosine to an active memory of the same user and
+  visibility that shares none of its source messages is at least ``merge_threshold`` is merged with it, unless the
   two differ in a number, date, time, name or negation (:func:`~memos_agents.plaintext.text.same_statement`):
   those are different statements (a correction, a new appointment), both stay active and the newer
   is linked to the older by CONFLICTS_WITH; nor when they happened on different days (a repeated
@@ -48,6 +50,8 @@ from memos_agents.schema import (
     NodeKind,
     RelationType,
     SearchFilters,
+    Visibility,
+    most_restrictive,
 )
 
 T = TypeVar("T")
@@ -69,6 +73,18 @@ def session_key(item: MemoryItem) -> str:
 def session_label(key: str) -> str:
     """Return how a :func:`session_key` reads in a topic's text (``"2023-05-08"``, ``"undated"``, the session id)."""
     return key.removeprefix(":day:").removeprefix(":")
+
+
+def item_topic(item: MemoryItem) -> str:
+    """Return the id of the topic node an item hangs under: its episode's, or for a private item its author's own.
+
+    A topic's text names key phrases of its members, so private items get a private topic of their
+    author's (and a FOLLOWS chain of their own) rather than one that readers of the cube see.
+    """
+    key = session_key(item)
+    if item.visibility is Visibility.PRIVATE:
+        return topic_id(f"{key}:private:{item.author_id or ''}")
+    return topic_id(key)
 
 
 def topic_id(session: str) -> str:
@@ -234,16 +250,15 @@ class TreeOrganizer:
             if key in last:
                 batch.edges.append(Edge(source_id=item.id, target_id=last[key], type=RelationType.FOLLOWS))
             else:
-                batch.follows.append(FollowLink(item_id=item.id, topic_id=topic_id(key)))
+                batch.follows.append(FollowLink(item_id=item.id, topic_id=item_topic(item)))
             last[key] = item.id
 
     def _topics(self, items: Sequence[MemoryItem], batch: WriteBatch) -> None:
-        groups: dict[str, list[MemoryItem]] = {}
+        groups: dict[tuple[str, str], list[MemoryItem]] = {}
         for item in items:
             if _is_turn(item):
-                groups.setdefault(session_key(item), []).append(item)
-        for session, members in groups.items():
-            tid = topic_id(session)
+                groups.setdefault((session_key(item), item_topic(item)), []).append(item)
+        for (session, tid), members in groups.items():
             batch.ensure.append(self._topic_node(tid, session, members))  # inserted unless it exists
             batch.edges.extend(Edge(source_id=tid, target_id=m.id, type=RelationType.PARENT) for m in members)
 
@@ -263,6 +278,7 @@ class TreeOrganizer:
             tags=[p for p, _ in phrases[: self.config.key_phrases]],
             sources=members[0].sources.model_copy(update={"message_ids": [], "speakers": speakers}),
             user_id=members[0].user_id,
+            visibility=Visibility.PRIVATE if members[0].visibility is Visibility.PRIVATE else Visibility.CUBE,
             event_time=min(times) if times else None,
             origin=MemoryOrigin.STRUCTURE,
             embedding=_unit(np.mean(np.asarray(vectors, dtype=np.float32), axis=0)) if vectors else None,
@@ -284,8 +300,8 @@ class TreeOrganizer:
             vec = np.asarray(item.embedding, dtype=np.float32)
             best_score, best, is_stored = -1.0, None, False
             for hit, score in snapshot.neighbours.get(item.id, []):
-                if hit.id in archived_now or _overlap(hit, item):
-                    continue  # overlapping windows share turns: neighbours, not duplicates
+                if hit.id in archived_now or _overlap(hit, item) or hit.visibility != item.visibility:
+                    continue  # overlapping windows share turns: neighbours, not duplicates; nor across visibility
                 kept_apart = _kept_apart(item, hit, score) if score >= cfg.merge_threshold else None
                 if kept_apart is not None:
                     batch.edges.append(kept_apart)
@@ -298,7 +314,12 @@ class TreeOrganizer:
                 break
             for other, other_vec in pending:
                 score = float(other_vec @ vec)
-                if score > best_score and other.user_id == item.user_id and not _overlap(other, item):
+                if (
+                    score > best_score
+                    and other.user_id == item.user_id
+                    and other.visibility == item.visibility
+                    and not _overlap(other, item)
+                ):
                     kept_apart = _kept_apart(item, other, score) if score >= cfg.merge_threshold else None
                     if kept_apart is not None:
                         batch.edges.append(kept_apart)
@@ -350,6 +371,7 @@ class TreeOrganizer:
             tags=list(dict.fromkeys([*new.tags, *old.tags]))[: max(self.config.key_phrases, 1) * 2],
             sources=old.sources.union(new.sources),
             user_id=new.user_id,
+            visibility=most_restrictive(old.visibility, new.visibility),
             event_time=new.event_time or old.event_time,
             confidence=max(old.confidence, new.confidence),
             status=LifecycleState.ACTIVATED,

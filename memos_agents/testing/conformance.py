@@ -42,6 +42,7 @@ from memos_agents.plaintext.stores.base import (
     BaseMemoryStore,
     CallContext,
     CountOp,
+    CubeSnapshot,
     DeleteCubeOp,
     DeleteOp,
     EdgesOp,
@@ -67,6 +68,7 @@ from memos_agents.schema import (
     RelationType,
     SearchFilters,
     Sources,
+    Visibility,
 )
 
 DIM = 8
@@ -160,11 +162,14 @@ class StoreConformanceTests:
             metadata={"role": "user", "n": 3, "ok": True, "x": 1.5, "none": None},
             embedding=vec(1, 2),
         )
+        before = datetime.now(UTC)
         store.add(cube, [original])
         (got,) = store.get(cube, [original.id], with_embeddings=True)
-        assert got.model_dump(exclude={"embedding"}) == original.model_copy(update={"cube_id": cube}).model_dump(
-            exclude={"embedding"}
+        exclude = {"embedding", "updated_at"}  # updated_at: when the store wrote it (MemVault's clock)
+        assert got.model_dump(exclude=exclude) == original.model_copy(update={"cube_id": cube}).model_dump(
+            exclude=exclude
         )
+        assert before <= got.updated_at <= datetime.now(UTC)
         assert np.allclose(got.embedding or [], original.embedding or [])
         (plain,) = store.get(cube, [original.id])
         assert plain.embedding is None
@@ -665,6 +670,84 @@ class StoreConformanceTests:
         with pytest.raises(PermissionDeniedError):
             asyncio.run(store.abatch([CountOp(cube)], ctx=CallContext.of("bob")))
 
+    # -- per-item visibility ------------------------------------------------------------------------------
+    def test_item_visibility_is_enforced_in_every_read_path(self, store: BaseMemoryStore, cube: str) -> None:
+        header = store.get_cube(cube)  # owned by "alice"
+        acl = [
+            AclEntry(principal="rita", role=Role.READER),
+            AclEntry(principal="walt", role=Role.WRITER),
+            AclEntry(principal="gus", role=Role.GUEST),
+        ]
+        store.update_cube(header.model_copy(update={"acl": acl}))
+        alice, rita, walt, gus, zed = (CallContext.of(u) for u in ("alice", "rita", "walt", "gus", "zed"))
+        admin = CallContext.of("operator", admin=True)
+        c1 = item("walt notes kites on the beach", 1)
+        p = item("walt's private diary: kites and the secret lake", 1, 2, visibility=Visibility.PRIVATE)
+        c2 = item("a note about the lake", 3)
+        store.add(
+            cube,
+            [c1, p, c2],
+            [
+                Edge(source_id=c1.id, target_id=p.id, type=RelationType.FOLLOWS),
+                Edge(source_id=p.id, target_id=c2.id, type=RelationType.FOLLOWS),
+            ],
+            ctx=walt,
+        )
+        with pytest.raises(PermissionDeniedError):  # a cube without public items stays closed to strangers
+            store.get(cube, [c1.id], ctx=zed)
+        with pytest.raises(PermissionDeniedError):  # publishing is sharing: a writer may not
+            store.add(cube, [item("for everyone", 4, visibility=Visibility.PUBLIC)], ctx=walt)
+        pub = item("the public timetable of the lake ferry", 4, visibility=Visibility.PUBLIC)
+        store.add(cube, [pub], [Edge(source_id=pub.id, target_id=p.id, type=RelationType.RELATE_TO)], ctx=alice)
+        everything = {c1.id, p.id, c2.id, pub.id}
+
+        def visible(ctx: CallContext) -> dict[str, object]:
+            everyone = SearchFilters(statuses=list(LifecycleState), node_kinds=list(NodeKind))
+            return {
+                "get": {i.id for i in store.get(cube, sorted(everything), ctx=ctx)},
+                "list": {i.id for i in store.list_items(cube, everyone, ctx=ctx)},
+                "count": store.count(cube, everyone, ctx=ctx),
+                "dense": {h for h, _ in store.vector_search(cube, vec(1, 2), 10, ctx=ctx)},
+                "bm25": {h for h, _ in store.text_search(cube, "diary secret kites lake ferry", 10, ctx=ctx)},
+                "edges": {(e.source_id, e.target_id) for e in store.get_edges(cube, ctx=ctx)},
+                "expand": {
+                    (n.id, n.from_id)
+                    for seed in sorted(everything)
+                    for n in store.expand(cube, [seed], list(RelationType), depth=3, ctx=ctx)
+                },
+                "history": {v.item.id for i in sorted(everything) for v in store.history(cube, i, ctx=ctx)},
+            }
+
+        full = visible(walt)  # the author sees his private item
+        assert full == visible(admin) and full["get"] == everything and full["count"] == 4
+        assert (c1.id, p.id) in full["edges"] and (c2.id, p.id) in full["expand"]  # type: ignore[operator]
+        members = {c1.id, c2.id, pub.id}
+        for ctx in (rita, alice):  # read on the cube: everything but another author's private item
+            seen = visible(ctx)
+            assert seen["get"] == seen["list"] == seen["history"] == members and seen["count"] == 3
+            assert p.id not in seen["dense"] and c1.id in seen["dense"]  # type: ignore[operator]
+            assert seen["bm25"] == {c1.id, c2.id, pub.id}
+            assert seen["edges"] == set()  # every edge touches the private item
+            assert seen["expand"] == set()  # never walked through it: c1 and c2 are not neighbours
+        for ctx in (gus, zed):  # a guest and a stranger: the public item only
+            seen = visible(ctx)
+            assert seen["get"] == seen["list"] == seen["history"] == seen["bm25"] == seen["dense"] == {pub.id}
+            assert seen["count"] == 1 and seen["edges"] == set() and seen["expand"] == set()
+        # another author's private item cannot be changed or deleted: for the caller it does not exist
+        before = store.history(cube, p.id, with_embeddings=True)
+        with pytest.raises(MemoryNotFoundError):
+            store.update(cube, [p.model_copy(update={"text": "overwritten"})], ctx=alice)
+        assert store.delete(cube, [p.id], ctx=alice) == 0
+        assert store.history(cube, p.id, with_embeddings=True) == before
+        assert store.count(cube, ctx=walt) == 4
+        # the author opens it to the cube: now the reader sees it, with its links
+        (opened,) = store.get(cube, [p.id], ctx=walt)
+        store.update(cube, [opened.model_copy(update={"visibility": Visibility.CUBE})], ctx=walt)
+        assert {i.id for i in store.get(cube, [p.id], ctx=rita)} == {p.id}
+        assert (c1.id, p.id) in {(e.source_id, e.target_id) for e in store.get_edges(cube, ctx=rita)}
+        assert [v.item.visibility for v in store.history(cube, p.id, ctx=rita)] == [Visibility.CUBE]
+        assert store.get(cube, [p.id], ctx=zed) == []
+
     # -- MemVault ---------------------------------------------------------------------------------------
     def test_updates_and_deletes_keep_versions(self, store: BaseMemoryStore, cube: str) -> None:
         alice, walt = CallContext.of("alice"), CallContext.of("walt")
@@ -693,6 +776,85 @@ class StoreConformanceTests:
             store.history("no-such-cube", a.id)
         entries = store.list_audit(cube, action="history")
         assert entries and entries[-1].item_ids == (a.id,)
+
+    def test_point_in_time_reads_and_changes(self, store: BaseMemoryStore, cube: str) -> None:
+        header = store.get_cube(cube)
+        store.update_cube(header.model_copy(update={"acl": [AclEntry(principal="rita", role=Role.READER)]}))
+        alice, walt, rita = CallContext.of("alice"), CallContext.of("walt"), CallContext.of("rita")
+        t0 = datetime.now(UTC)
+        a, b = item("Ana lives in Porto", 1), item("Ben plays chess", 2)
+        store.add(cube, [a, b], [Edge(source_id=a.id, target_id=b.id, type=RelationType.RELATE_TO)], ctx=alice)
+        t1 = datetime.now(UTC)
+        (a2,) = store.get(cube, [a.id])
+        store.update(cube, [a2.model_copy(update={"text": "Ana lives in Lisbon", "embedding": vec(4)})], ctx=alice)
+        c = item("a private note", 3, visibility=Visibility.PRIVATE)
+        store.add(cube, [c], ctx=alice)
+        store.delete(cube, [b.id], ctx=alice)
+        t2 = datetime.now(UTC)
+
+        def state(snap: CubeSnapshot) -> tuple[dict[str, str], set[tuple[str, str]]]:
+            return {i.id: i.text for i in snap.items}, {(e.source_id, e.target_id) for e in snap.edges}
+
+        assert state(store.as_of(cube, t0)) == ({}, set())
+        at1 = store.as_of(cube, t1, with_embeddings=True)
+        assert state(at1) == ({a.id: "Ana lives in Porto", b.id: "Ben plays chess"}, {(a.id, b.id)})
+        assert {i.id: i.embedding for i in at1.items}[a.id] == vec(1)  # the vector of then, exactly
+        assert state(store.as_of(cube, t2)) == ({a.id: "Ana lives in Lisbon", c.id: "a private note"}, set())
+        assert state(store.as_of(cube, t2, ctx=rita))[0] == {a.id: "Ana lives in Lisbon"}  # scope as of then
+        assert state(store.as_of(cube, t1, [a.id])) == ({a.id: "Ana lives in Porto"}, set())
+        assert state(store.as_of(cube, t1, [a.id, b.id]))[1] == {(a.id, b.id)}
+        assert all(i.embedding is None for i in store.as_of(cube, t2).items)
+        assert set(store.changed_since(cube, t1)) == {a.id, b.id, c.id}
+        assert set(store.changed_since(cube, t1, ctx=rita)) == {a.id, b.id}  # not the private item's id
+        assert store.changed_since(cube, t2) == []
+        with pytest.raises(InvalidInputError):
+            store.as_of(cube, datetime(2024, 1, 1))  # naive: ambiguous
+        with pytest.raises(PermissionDeniedError):
+            store.as_of(cube, t1, ctx=CallContext.of("bob"))
+        assert [e.action for e in store.list_audit(cube)][-5:].count("history.as_of") >= 1
+
+        # retention: versions ended before the cut are purged for good (admin only)
+        with pytest.raises(PermissionDeniedError):
+            store.purge_versions(cube, t2, ctx=walt)
+        assert store.purge_versions(cube, t2, ctx=alice) == 2  # a's first version, b's last
+        assert [v.change for v in store.history(cube, b.id)] == []  # the deleted item is gone
+        assert state(store.as_of(cube, t1))[0] == {}  # nothing left of that time
+        assert store.purge_versions(cube, t2) == 0
+
+    def test_forget_user_erases_items_versions_and_index_entries(self, store: BaseMemoryStore, cube: str) -> None:
+        alice = CallContext.of("alice")
+        header = store.get_cube(cube)
+        store.update_cube(header.model_copy(update={"acl": [AclEntry(principal="uma", role=Role.WRITER)]}))
+        uma = CallContext.of("uma")
+        by_uma = item("uma's zebra-crossing diary", 1)
+        about_uma = item("uma has a zebra named Quagga", 2, user_id="uma")
+        other = item("the office zebra mural", 3)
+        kept = item("was about uma once: zebra", 5, user_id="uma")
+        store.add(cube, [by_uma], ctx=uma)
+        store.add(cube, [about_uma, other, kept], ctx=alice)
+        store.add_edges(cube, [Edge(source_id=other.id, target_id=by_uma.id, type=RelationType.RELATE_TO)])
+        (k,) = store.get(cube, [kept.id])
+        store.update(cube, [k.model_copy(update={"user_id": "zoe", "text": "now about zoe: zebra"})], ctx=alice)
+        (u,) = store.get(cube, [about_uma.id])
+        store.update(cube, [u.model_copy(update={"text": "uma has two zebras"})], ctx=alice)
+        with pytest.raises(PermissionDeniedError):
+            store.forget_user(cube, "uma", ctx=uma)  # an erasure is the cube admin's (or an operator's)
+        erased = store.forget_user(cube, "uma", ctx=alice)
+        assert set(erased) == {by_uma.id, about_uma.id}
+        assert {i.id for i in store.list_items(cube)} == {other.id, kept.id}
+        assert store.history(cube, by_uma.id) == [] and store.history(cube, about_uma.id) == []
+        assert [v.item.user_id for v in store.history(cube, kept.id)] == ["zoe"]  # uma's earlier version erased
+        assert {h for h, _ in store.vector_search(cube, vec(1), 10)} == {other.id, kept.id}
+        assert {h for h, _ in store.text_search(cube, "zebra quagga diary", 10)} == {other.id, kept.id}
+        assert store.get_edges(cube) == []
+        snapshot = store.as_of(cube, datetime.now(UTC))
+        assert {i.id for i in snapshot.items} == {other.id, kept.id}
+        (refused, entry) = store.list_audit(cube, action="forget_user")
+        assert refused.actor == "uma" and refused.outcome == AuditOutcome.DENIED
+        assert entry.actor == "alice" and set(entry.item_ids) == set(erased) and entry.item_count == 2
+        assert "zebra" not in entry.model_dump_json() and "Quagga" not in entry.model_dump_json()
+        assert store.forget_user(cube, "uma") == []  # idempotent
+        assert store.verify_audit(cube).ok
 
     def test_a_refused_write_keeps_no_version(self, store: BaseMemoryStore, cube: str) -> None:
         a = item("first", 1)

@@ -269,3 +269,36 @@ def test_history_diff_and_rollback(tmp_path: Path) -> None:
     assert back.returncode == 0 and "version 3: Ana lives in Porto" in back.stdout, back.stdout
     denied = memos("rollback", first.id, "--cube", "notes", "--user", "eve", "--to", "2", *h, home=tmp_path)
     assert denied.returncode == 2 and "PermissionDeniedError" in denied.stdout
+
+
+def test_point_in_time_search_cube_rollback_purge_and_forget_user(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from memos_agents.plaintext.stores.sqlite import SQLiteMemoryStore
+    from memos_agents.schema import MemoryItem, Visibility
+
+    home = tmp_path / "home"
+    h = ("--home", str(home))
+    assert memos("cube", "redaction", "notes", "--user", "ann", "--mode", "off", *h, home=tmp_path).returncode == 0
+    store = SQLiteMemoryStore(home / "memos.db")
+    store.setup()
+    first = MemoryItem(text="Ana lives in Porto", embedding=[1.0] * 384, user_id="ana")
+    secret = MemoryItem(
+        text="ann's private Porto diary", embedding=[1.0] * 384, visibility=Visibility.PRIVATE, author_id="ann"
+    )
+    store.add("notes", [first, secret])
+    then = datetime.now(UTC).isoformat()
+    store.update("notes", [first.model_copy(update={"text": "Ana lives in Lisbon"})])
+    store.close()
+    past = memos(
+        "search", "Where does Ana live", "--cube", "notes", "--user", "ann", "--as-of", then, *h, home=tmp_path
+    )
+    assert past.returncode == 0 and "Porto" in past.stdout and "Lisbon" not in past.stdout, past.stdout
+    back = memos("rollback", "--cube", "notes", "--user", "ann", "--to-time", then, *h, home=tmp_path)
+    assert back.returncode == 0 and "1 updated, 0 restored, 0 deleted" in back.stdout, back.stdout
+    purged = memos("purge", "--cube", "notes", "--user", "ann", "--older-than-days", "0", *h, home=tmp_path)
+    assert purged.returncode == 0 and "2 version(s) purged" in purged.stdout, purged.stdout
+    forgot = memos("forget-user", "ana", "--user", "op", "--admin", *h, home=tmp_path)
+    assert forgot.returncode == 0 and "notes: 1 memory item(s) erased" in forgot.stdout, forgot.stdout
+    left = memos("search", "Porto", "--cube", "notes", "--user", "ann", "--json", *h, home=tmp_path)
+    assert left.returncode == 0 and "Ana lives" not in left.stdout and "private Porto diary" in left.stdout

@@ -255,3 +255,26 @@ def test_non_ascii_text_is_searchable(mos: MemOS) -> None:
     (rid,) = mos.add(turns("2", "Мы ездили в Москву летом."), "alice", "c1").ids
     assert mos.store.text_search("c1", "Where is Zoe's cafe?", 5)[0][0] == mid
     assert mos.store.text_search("c1", "Москву", 5)[0][0] == rid
+
+
+def test_private_memories_stay_with_their_author(mos: MemOS) -> None:
+    mos.grant("c1", "alice", "bob", role="writer")
+    mine = mos.add(turns("1", "My PIN hint is the lake house.", "Noted."), "bob", "c1", visibility="private")
+    shared = mos.add(turns("1", "The team offsite is at the lake house.", start=3), "alice", "c1")
+    twice = mos.add(turns("2", "My PIN hint is the lake house."), "alice", "c1")  # same words, cube-visible
+    assert twice.merged == 0  # never merged across visibility: the private original stays private
+    items = mos.store.get("c1", [*mine.ids, *shared.ids])
+    assert {i.visibility.value for i in items if i.id in mine.ids} == {"private"}
+    private_topic = {e.source_id for e in mos.store.get_edges("c1", mine.ids, [RelationType.PARENT], "in")}
+    shared_topic = {e.source_id for e in mos.store.get_edges("c1", shared.ids, [RelationType.PARENT], "in")}
+    assert private_topic.isdisjoint(shared_topic)  # the author's own topic node, private too
+    assert {i.visibility.value for i in mos.store.get("c1", sorted(private_topic))} == {"private"}
+    seen_by_alice = {h.item.id for h in mos.search("PIN hint lake house", "alice", ["c1"], top_k=20)}
+    seen_by_bob = {h.item.id for h in mos.search("PIN hint lake house", "bob", ["c1"], top_k=20)}
+    assert seen_by_alice.isdisjoint(mine.ids) and set(mine.ids) <= seen_by_bob
+    with pytest.raises(MemoryNotFoundError):
+        mos.get(mine.ids[0], "alice", "c1")
+    with pytest.raises(PermissionDeniedError):  # a writer may not publish
+        mos.add(turns("3", "Hello world."), "bob", "c1", visibility="public")
+    with pytest.raises(InvalidInputError):
+        mos.add(turns("3", "Hello world."), "bob", "c1", visibility="everyone")

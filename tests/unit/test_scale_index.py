@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from memos_agents.cube import CubeHeader, StorageProfile
+from memos_agents.cube import AclEntry, CubeHeader, Role, StorageProfile
+from memos_agents.plaintext.stores.base import CallContext
 from memos_agents.plaintext.stores.memory import InMemoryStore
 from memos_agents.plaintext.stores.sqlite import SQLiteMemoryStore
 from memos_agents.plaintext.stores.vector_index import CubeVectorIndex
-from memos_agents.schema import LifecycleState, MemoryItem, SearchFilters
+from memos_agents.schema import LifecycleState, MemoryItem, SearchFilters, Visibility
 
 pytestmark = pytest.mark.unit
 
@@ -403,3 +404,42 @@ def test_cached_filter_masks_follow_changes_incrementally() -> None:
         m, count, _ = index.mask(p)
         fresh = index._evaluate(p, None)
         assert np.array_equal(m, fresh) and count == int(fresh.sum())
+
+
+def test_hnsw_and_its_snapshot_keep_per_item_visibility(tmp_path: Path) -> None:
+    """Private items of other authors never come out of the graph walk, nor after a snapshot reload."""
+    items = [
+        i.model_copy(update={"visibility": Visibility.PRIVATE, "author_id": f"w{n % 3}"}) if n % 4 == 0 else i
+        for n, i in enumerate(_items(random.Random(11), 1200))
+    ]
+    path = tmp_path / "v.db"
+    store = _store(path, ann_threshold=300, snapshot_every=10**9)
+    _cube(store)
+    store.update_cube(
+        store.get_cube("c").model_copy(
+            update={"acl": [AclEntry(principal=f"w{k}", role=Role.READER) for k in range(3)]}
+        )
+    )
+    _fill(store, items)
+    private = {i.id: i.author_id for i in items if i.visibility is Visibility.PRIVATE}
+    rng = np.random.default_rng(5)
+    queries = [rng.normal(size=DIM).tolist() for _ in range(10)] + [items[0].embedding]
+    for reopen in (False, True):
+        if reopen:
+            store.close()  # writes the snapshot (format 2: visibility and author columns)
+            store = _store(path, ann_threshold=300, snapshot_every=10**9)
+        for user in ("w0", "w1", "w2"):
+            ctx = CallContext.of(user)
+            for q in queries:
+                assert q is not None
+                hits = [h for h, _ in store.vector_search("c", q, 50, ctx=ctx)]
+                assert len(hits) == 50 and all(private.get(h, user) == user for h in hits)
+                own = [h for h, _ in store.vector_search("c", q, 5, SearchFilters(user_id="u0"), ctx=ctx)]
+                assert all(private.get(h, user) == user for h in own)
+        assert store._indexes["c"].mode == "hnsw"
+        (first, _), *_ = store.vector_search("c", items[0].embedding or [], 1)  # the owner's view: all
+        assert first == items[0].id
+        assert items[0].id not in [
+            h for h, _ in store.vector_search("c", items[0].embedding or [], 5, ctx=CallContext.of("w1"))
+        ]
+    store.close()

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from memos_agents import MemOS
-from memos_agents.errors import MemoryNotFoundError, PermissionDeniedError, SensitiveDataError
+from memos_agents.errors import InvalidInputError, MemoryNotFoundError, PermissionDeniedError, SensitiveDataError
 from memos_agents.plaintext.stores.base import WriteBatch
-from memos_agents.schema import Edge, MemoryItem, RelationType
+from memos_agents.schema import Edge, LifecycleState, MemoryItem, NodeKind, RelationType, SearchFilters
 
 pytestmark = pytest.mark.unit
 
@@ -95,3 +96,100 @@ def test_async_twins(tmp_path: Path) -> None:
             assert (await m.arollback(mid, "ann", "c", 1)).text == "user: tea at noon"
 
     asyncio.run(scenario())
+
+
+def test_point_in_time_get_and_search(tmp_path: Path) -> None:
+    with _mos(tmp_path) as m:
+        m.create_cube("c", "ann")
+        (mid,) = m.add([{"role": "user", "content": "My sister Ana lives in Porto."}], "ann", "c").ids
+        then = datetime.now(UTC)
+        m.update(mid, "ann", "c", text="My sister Ana lives in Lisbon.")
+        assert m.get(mid, "ann", "c", as_of=then).text.endswith("Porto.")
+        assert m.get(mid, "ann", "c").text.endswith("Lisbon.")
+        past = m.search("Where does Ana live?", "ann", ["c"], as_of=then)
+        assert next(h.item.text for h in past if h.item.id == mid).endswith("Porto.")
+        assert all("Lisbon" not in h.item.text for h in past)
+        with pytest.raises(MemoryNotFoundError):
+            m.get(mid, "ann", "c", as_of=then - timedelta(days=1))
+        with pytest.raises(InvalidInputError):
+            m.search("Ana", "ann", ["c"], as_of=datetime(2024, 1, 1))  # naive
+        assert asyncio.run(m.aget(mid, "ann", "c", as_of=then)).text.endswith("Porto.")
+
+
+def test_rollback_cube_undoes_a_merge_updates_deletes_and_adds(tmp_path: Path) -> None:
+    with _mos(tmp_path) as m:
+        m.create_cube("c", "ann")
+        first = m.add(
+            [{"role": "user", "content": "I love painting sunsets at the lake.", "session_id": "s1"}], "ann", "c"
+        )
+        keep = m.add([{"role": "user", "content": "Ben plays chess on Sundays.", "session_id": "s9"}], "ann", "c")
+        (original,) = m.store.get("c", first.ids, with_embeddings=True)
+        to = datetime.now(UTC)
+        second = m.add(
+            [{"role": "user", "content": "I love painting sunsets at the lake.", "session_id": "s2"}], "ann", "c"
+        )
+        assert second.merged == 1
+        m.delete([keep.ids[0]], "ann", "c")
+        merged = {e.target_id for e in m.store.get_edges("c", types=[RelationType.MERGED_TO])}
+        assert len(merged) == 1
+        done = m.rollback_cube("c", "ann", to=to)
+        assert original.id in done.updated and keep.ids[0] in done.restored
+        assert merged <= set(done.deleted) and set(second.ids) <= set(done.deleted)
+        (back,) = m.store.get("c", [original.id], with_embeddings=True)
+        assert back.status.value == "activated" and back.embedding == original.embedding and back.text == original.text
+        assert m.store.get_edges("c", types=[RelationType.MERGED_TO]) == []
+        now_state = {
+            i.id: i.text
+            for i in m.store.list_items("c", SearchFilters(statuses=list(LifecycleState), node_kinds=list(NodeKind)))
+        }
+        then_state = {i.id: i.text for i in m.store.as_of("c", to).items}
+        assert now_state == then_state  # the cube reads as it did
+        assert m.rollback_cube("c", "ann", to=datetime.now(UTC)).model_dump() == {
+            "updated": [],
+            "restored": [],
+            "deleted": [],
+        }
+        assert [e["payload"]["restored"] for e in m.store.list_events("c", "rollback")] == [1]
+        with pytest.raises(PermissionDeniedError):
+            m.rollback_cube("c", "mallory", to=to)
+
+
+def test_purge_after_retention_makes_a_delete_final(tmp_path: Path) -> None:
+    with _mos(tmp_path) as m:
+        m.create_cube("c", "ann")
+        (mid,) = m.add([{"role": "user", "content": "A note to delete."}], "ann", "c").ids
+        m.delete([mid], "ann", "c")
+        assert m.purge_versions("c", "ann") == 0  # within the 30-day retention: still restorable
+        assert m.rollback(mid, "ann", "c", 1).id == mid
+        m.delete([mid], "ann", "c")
+        with pytest.raises(PermissionDeniedError):
+            m.purge_versions("c", "bob", older_than_days=0)
+        assert m.purge_versions("c", "ann", older_than_days=0) == 2
+        assert m.history(mid, "ann", "c") == []
+        with pytest.raises(MemoryNotFoundError):
+            m.rollback(mid, "ann", "c", 1)
+        with pytest.raises(InvalidInputError):
+            m.purge_versions("c", "ann", older_than_days=-1)
+
+
+def test_forget_user_leaves_no_trace_in_the_sqlite_file(tmp_path: Path) -> None:
+    marker = "Xylophonequartz"
+    cfg = {"embedder": {"provider": "hashing", "dim": 64}, "llm": {"provider": "none"}, "admins": ["op"]}
+    with MemOS.from_path(tmp_path / "home", **cfg) as m:
+        m.create_cube("c", "ann")
+        m.create_cube("d", "dan")
+        m.grant("c", "ann", "uma", role="writer")
+        mine = m.add([{"role": "user", "content": f"My {marker} secret is blue."}], "uma", "c").ids
+        m.update(mine[0], "uma", "c", text=f"My {marker} secret is green.")
+        about = m.add([{"role": "user", "content": f"Uma's {marker} hobby."}], "dan", "d", subject_id="uma").ids
+        other = m.add([{"role": "user", "content": "The weather is fine."}], "dan", "d").ids
+        assert list(m.forget_user("uma", "ann")) == ["c"]  # a cube admin: its own cubes only
+        erased = m.forget_user("uma", "op")  # an operator: every cube
+        assert set(erased["d"]) >= set(about) and erased["c"] == []
+        assert [h.item.id for h in m.search(marker, "op", ["c", "d"])] in ([], other)
+        assert m.store.count("d") == len(other) and m.history(mine[0], "op", "c") == []
+        entries = m.audit_log("op", "d", action="forget_user")
+        assert entries and marker not in entries[-1].model_dump_json()
+        db = m.store.path  # type: ignore[attr-defined]
+    raw = b"".join(p.read_bytes() for p in Path(db).parent.glob(Path(db).name + "*") if p.is_file())
+    assert marker.encode() not in raw and marker.lower().encode() not in raw

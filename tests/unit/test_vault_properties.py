@@ -1,14 +1,17 @@
-"""Property tests (hypothesis): random histories of adds, updates, deletes, rollbacks and refused writes.
+"""Property tests (hypothesis): random histories of adds, updates, deletes, merges, rollbacks and refused writes.
 
 After any such history, on the in-memory and the SQLite store: every state an item was ever
 stored in is kept exactly once in its history, in version order, the current one last; a
-rollback restores the old text and embedding exactly; refused writes change nothing and are
+rollback (of an item, or of the whole cube to an earlier instant, across merges) restores the
+old texts, states and embeddings exactly; every point-in-time read (``as_of``) of an instant
+after each step equals the cube as it was read then; refused writes change nothing and are
 audited as denied; and the cube's audit chain verifies.
 """
 
 from __future__ import annotations
 
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -18,9 +21,9 @@ from hypothesis import strategies as st
 from memos_agents import MemOS
 from memos_agents.errors import PermissionDeniedError
 from memos_agents.infra.audit import AuditOutcome
-from memos_agents.plaintext.stores.base import CallContext
+from memos_agents.plaintext.stores.base import BaseMemoryStore, CallContext, WriteBatch
 from memos_agents.plaintext.stores.memory import InMemoryStore
-from memos_agents.schema import MemoryItem
+from memos_agents.schema import Edge, LifecycleState, MemoryItem, NodeKind, RelationType, SearchFilters
 
 pytestmark = pytest.mark.unit
 
@@ -33,7 +36,17 @@ OPS = st.one_of(
     st.tuples(st.just("delete"), st.sampled_from(IDS), st.just("")),
     st.tuples(st.just("rollback"), st.sampled_from(IDS), st.integers(min_value=1, max_value=6)),
     st.tuples(st.just("intrude"), st.sampled_from(IDS), TEXT),  # a stranger tries to write
+    st.tuples(st.just("merge"), st.sampled_from(IDS), st.sampled_from(IDS)),  # as the tree organizer merges
+    st.tuples(st.just("back"), st.sampled_from(IDS), st.integers(min_value=0, max_value=30)),  # rollback_cube
 )
+EVERYTHING = SearchFilters(statuses=list(LifecycleState), node_kinds=list(NodeKind))
+State = dict[str, tuple[str, str, list[float] | None]]
+
+
+def _state(store: BaseMemoryStore) -> State:
+    """The cube as a caller reads it now: id -> (text, status, embedding)."""
+    items = store.list_items("c", EVERYTHING, with_embeddings=True)
+    return {i.id: (i.text, i.status.value, i.embedding) for i in items}
 
 
 def _vector(text: str) -> list[float]:
@@ -49,7 +62,8 @@ def _replay(mos: MemOS, ops: list[tuple[str, str, object]]) -> None:
     states: dict[str, list[tuple[int, str, list[float]]]] = {i: [] for i in IDS}  # every stored state
     present: set[str] = set()
     refused = 0
-    for kind, item_id, arg in ops:
+    checkpoints: list[tuple[datetime, State]] = [(datetime.now(UTC), {})]
+    for n, (kind, item_id, arg) in enumerate(ops):
         if kind == "put":
             text = str(arg)
             if item_id in present:
@@ -81,6 +95,28 @@ def _replay(mos: MemOS, ops: list[tuple[str, str, object]]) -> None:
             with pytest.raises(PermissionDeniedError):
                 store.add("c", [MemoryItem(text=str(arg), embedding=_vector(str(arg)))], ctx=stranger)
             refused += 1
+        elif kind == "merge" and item_id != arg and {item_id, str(arg)} <= present:
+            originals = store.get("c", [item_id, str(arg)])
+            merged = MemoryItem(id=f"g{n}", text=" / ".join(o.text for o in originals), embedding=_vector("merged"))
+            archived = [o.model_copy(update={"status": LifecycleState.ARCHIVED}) for o in originals]
+            edges = [Edge(source_id=o.id, target_id=merged.id, type=RelationType.MERGED_TO) for o in originals]
+            result = store.apply("c", WriteBatch(add=[merged], update=archived, edges=edges), ctx=owner)
+            for new in result.updated:
+                states[new.id].append((new.version, new.text, _vector(new.text)))
+            present.add(merged.id)
+        elif kind == "back":
+            to, then = checkpoints[int(str(arg)) % len(checkpoints)]
+            done = mos.rollback_cube("c", "ann", to=to)
+            assert _state(store) == then  # the cube reads as it did, merges undone
+            for back_id in [*done.updated, *done.restored]:
+                if back_id in states:
+                    (cur,) = store.get("c", [back_id], with_embeddings=True)
+                    states[back_id].append((cur.version, cur.text, cur.embedding or []))
+            present = set(then)
+        checkpoints.append((datetime.now(UTC), _state(store)))
+    for at, then in checkpoints:  # every point-in-time read equals what was read at that time
+        snap = store.as_of("c", at, with_embeddings=True)
+        assert {i.id: (i.text, i.status.value, i.embedding) for i in snap.items} == then
     for item_id in IDS:
         history = store.history("c", item_id, with_embeddings=True)
         assert [(v.item.version, v.item.text, v.item.embedding) for v in history] == states[item_id]

@@ -61,7 +61,8 @@ from memos_agents.infra.audit import (
     seal,
 )
 from memos_agents.infra.redaction import RedactionMode, RedactionPolicy, default_redactor
-from memos_agents.schema import Edge, Id, MemoryItem, RelationType, SearchFilters, new_id
+from memos_agents.plaintext.stores.filters import Predicate, matches, visible_to
+from memos_agents.schema import Edge, Id, MemoryItem, RelationType, SearchFilters, Visibility, new_id
 
 Direction = Literal["out", "in", "both"]
 T = TypeVar("T")
@@ -133,6 +134,31 @@ def authorize(header: CubeHeader, ctx: CallContext, permission: Permission | Non
     if permission is None or ctx.unrestricted or header.allows(ctx.principal, permission):
         return header
     raise PermissionDeniedError(f"user {ctx.principal!r} may not {permission.value} cube {header.cube_id!r}")
+
+
+def read_scope(header: CubeHeader, ctx: CallContext) -> list[Predicate]:
+    """Return the per-item visibility predicates a read of ``ctx`` on the cube of ``header`` adds.
+
+    Trusted code and system-wide admins read everything (no predicate); a caller with ``read`` on
+    the cube reads what is not ``private`` and its own private items; any other caller reads
+    ``public`` items only. A backend serves that last scope only when the cube holds a public item
+    (otherwise it raises :func:`deny_read`'s error, as before per-item visibility existed), and
+    renders the predicate in every read path: get, list, count, edges, dense and BM25 search,
+    graph expansion (never walking through an item the caller may not read) and history.
+    """
+    if ctx.unrestricted:
+        return []
+    return [visible_to(ctx.principal if header.allows(ctx.principal, Permission.READ) else None)]
+
+
+def public_only(scope: Sequence[Predicate]) -> bool:
+    """Whether ``scope`` (from :func:`read_scope`) admits public items only (a caller without read)."""
+    return bool(scope) and scope[0].value is None
+
+
+def deny_read(header: CubeHeader, ctx: CallContext) -> PermissionDeniedError:
+    """Return the error of a read by a caller without ``read`` on a cube that holds no public item."""
+    return PermissionDeniedError(f"user {ctx.principal!r} may not read cube {header.cube_id!r}")
 
 
 def check_header_update(current: CubeHeader, new: CubeHeader, ctx: CallContext) -> None:
@@ -461,6 +487,141 @@ class HistoryOp:
     with_embeddings: bool = False
 
 
+def check_aware(value: object, name: str) -> None:
+    """Refuse a time that is not a timezone-aware datetime (store times are UTC; a naive one is ambiguous).
+
+    Raises:
+        InvalidInputError: ``value`` is not an aware datetime.
+
+    """
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise InvalidInputError(f"{name} must be a timezone-aware datetime, got {type(value).__name__}")
+
+
+@dataclass(frozen=True, slots=True)
+class AsOfOp:
+    """Return the cube as it was at ``as_of`` (MemVault point-in-time read; read).
+
+    Items (every status and node kind) and edges as stored at that instant, rebuilt from the
+    current rows and the kept versions (:func:`snapshot_as_of`), then narrowed to the caller's read
+    scope *as of then*. With ``ids``: only those items (cost: their versions) and the edges among
+    them; None: the whole cube (cost: the cube).
+    A purged version (:class:`PurgeVersionsOp`) is gone: a time before the retention window reads
+    what is left of it.
+    """
+
+    cube_id: str
+    as_of: datetime
+    ids: Sequence[str] | None = None
+    with_embeddings: bool = False
+
+    def __post_init__(self) -> None:
+        check_aware(self.as_of, "as_of")
+
+
+@dataclass(frozen=True, slots=True)
+class ChangedSinceOp:
+    """Return the ids of the items added, updated or deleted after ``since`` (read; the caller's scope).
+
+    Cost: the changes (an index on change times), not the cube. What :meth:`MemOS.rollback_cube`
+    undoes.
+    """
+
+    cube_id: str
+    since: datetime
+
+    def __post_init__(self) -> None:
+        check_aware(self.since, "since")
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeVersionsOp:
+    """Remove the versions ended before ``before``: the retention purge of MemVault (admin).
+
+    Deletion is soft: a deleted item lives on as its last version (readable by :class:`HistoryOp`
+    and :class:`AsOfOp`, restorable by a rollback) until this purge removes it for good. Returns
+    how many versions were removed.
+    """
+
+    cube_id: str
+    before: datetime
+
+    def __post_init__(self) -> None:
+        check_aware(self.before, "before")
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetUserOp:
+    """Erase everything of one user from a cube (GDPR-style erasure; admin on the cube).
+
+    Items whose subject (``user_id``) or author (``author_id``) is ``user_id`` are deleted with
+    their edges, their BM25 postings and dense-index entries, and every kept version of them; so
+    are the versions of other items that were about or by the user in an earlier version. Nothing
+    is kept as a version. Returns the erased item ids (the audit entry lists ids and the count,
+    never contents).
+    """
+
+    cube_id: str
+    user_id: str
+
+    def __post_init__(self) -> None:
+        from memos_agents.schema import validate_id
+
+        validate_id(self.user_id, "user_id")
+
+
+class CubeSnapshot(BaseModel):
+    """A cube as it was at one instant (:class:`AsOfOp`): items in storage order and the edges between them."""
+
+    items: list[MemoryItem] = Field(default_factory=list)
+    edges: list[Edge] = Field(default_factory=list)
+
+
+def snapshot_as_of(
+    as_of: datetime,
+    current: Iterable[MemoryItem],
+    versions: Iterable[ItemVersion],
+    edges: Iterable[Edge],
+    scope: Sequence[Predicate],
+    ids: Sequence[str] | None = None,
+) -> CubeSnapshot:
+    """Rebuild the state at ``as_of`` (the rule every backend's :class:`AsOfOp` shares).
+
+    A stored state is valid from its ``updated_at`` (set by the store when it was written) until
+    the ``changed_at`` of the version that kept it (the current state: until now). The state of an
+    item at ``as_of`` is the one valid then; an item with none did not exist (not yet added, or
+    already deleted).
+
+    Args:
+        as_of: The instant (timezone-aware).
+        current: Current items (at least those with ``updated_at <= as_of``, or those of ``ids``).
+        versions: Kept versions (at least those with ``changed_at > as_of``).
+        edges: Current edges (their ``created_at`` is when they were stored) and the edges kept
+            with deleted versions; an edge shows when it was stored by then and both ends existed.
+        scope: The caller's read scope (:func:`read_scope`), applied to the states at ``as_of``.
+        ids: Only these items (None: all).
+
+    """
+    wanted = None if ids is None else set(ids)
+    state: dict[str, MemoryItem] = {}
+    for item in current:
+        if item.updated_at <= as_of and (wanted is None or item.id in wanted):
+            state[item.id] = item
+    for v in sorted(versions, key=lambda v: v.changed_at or as_of):
+        item = v.item
+        if v.changed_at is None or v.changed_at <= as_of or item.updated_at > as_of or item.id in state:
+            continue
+        if wanted is None or item.id in wanted:
+            state[item.id] = item
+    items = [i for i in state.values() if matches(scope, i)]
+    alive = {i.id for i in items}
+    kept: dict[tuple[str, str, str], Edge] = {}
+    for e in edges:
+        if e.created_at <= as_of and e.source_id in alive and e.target_id in alive:
+            kept[(e.source_id, e.target_id, RelationType(e.type).value)] = e
+    return CubeSnapshot(items=items, edges=list(kept.values()))
+
+
 @dataclass(frozen=True, slots=True)
 class ListAuditOp:
     """Return entries of one audit chain, oldest first (audit; see :mod:`memos_agents.infra.audit`).
@@ -548,6 +709,10 @@ Op = (
     | RecordEventOp
     | ListEventsOp
     | HistoryOp
+    | AsOfOp
+    | ChangedSinceOp
+    | PurgeVersionsOp
+    | ForgetUserOp
     | ListAuditOp
     | VerifyAuditOp
     | ListAuditChainsOp
@@ -573,13 +738,27 @@ OP_PERMISSION: dict[type, Permission | None] = {
     ExpandOp: Permission.READ,
     ListEventsOp: Permission.READ,
     HistoryOp: Permission.READ,
+    AsOfOp: Permission.READ,
+    ChangedSinceOp: Permission.READ,
+    PurgeVersionsOp: Permission.ADMIN,
+    ForgetUserOp: Permission.ADMIN,
     ListAuditOp: None,  # authorize_audit: audit on the cube, or trusted code for a deleted cube / the store
     VerifyAuditOp: None,
     ListAuditChainsOp: None,
 }
 
 #: Ops that write (a backend opens a write transaction for a batch holding any of them).
-WRITE_OPS: tuple[type, ...] = (CreateCubeOp, UpdateCubeOp, DeleteCubeOp, ImportCubeOp, WriteOp, DeleteOp, RecordEventOp)
+WRITE_OPS: tuple[type, ...] = (
+    CreateCubeOp,
+    UpdateCubeOp,
+    DeleteCubeOp,
+    ImportCubeOp,
+    WriteOp,
+    DeleteOp,
+    RecordEventOp,
+    PurgeVersionsOp,
+    ForgetUserOp,
+)
 
 
 def handles(op_type: type) -> Callable[[Callable[..., T]], Callable[..., T]]:
@@ -629,6 +808,10 @@ AUDIT_ACTIONS: dict[type, str] = {
     RecordEventOp: "event.record",
     ListEventsOp: "event.list",
     HistoryOp: "history",
+    AsOfOp: "history.as_of",
+    ChangedSinceOp: "history.changes",
+    PurgeVersionsOp: "vault.purge",
+    ForgetUserOp: "forget_user",
     ListAuditOp: "audit.list",
     VerifyAuditOp: "audit.verify",
     ListAuditChainsOp: "audit.chains",
@@ -689,6 +872,10 @@ def _touched_ids(op: Any, result: Any) -> tuple[str, ...]:
         return (op.item_id,)
     if isinstance(op, EdgesOp) and op.ids is not None:
         return tuple(op.ids)
+    if isinstance(op, AsOfOp) and isinstance(result, CubeSnapshot):
+        return tuple(i.id for i in result.items)
+    if isinstance(op, ChangedSinceOp | ForgetUserOp) and isinstance(result, list):
+        return tuple(result)
     return ()
 
 
@@ -701,7 +888,7 @@ def _requested_ids(op: Any) -> tuple[str, ...]:
         return tuple(str(i) for i in op.ids)
     if isinstance(op, HistoryOp):
         return (str(op.item_id),)
-    if isinstance(op, EdgesOp) and op.ids is not None:
+    if isinstance(op, EdgesOp | AsOfOp) and op.ids is not None:
         return tuple(str(i) for i in op.ids)
     return ()
 
@@ -881,6 +1068,7 @@ class StoredItem:
     node_kind: str
     embedding: list[float] | None = None
     author_id: str | None = None
+    visibility: str = Visibility.CUBE.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -983,6 +1171,8 @@ def plan_write(
     newest_member: dict[str, str],
     now: datetime,
     redaction: RedactionPolicy | None = None,
+    may_publish: bool = True,
+    stamp: bool = True,
 ) -> WritePlan:
     """Check ``batch`` against the stored state and return the rows to write (the one write-planning step).
 
@@ -998,6 +1188,11 @@ def plan_write(
         now: The write time (``updated_at`` of updates).
         redaction: The cube's redaction policy (None or ``off``: not checked); see
             :func:`refuse_unredacted`.
+        may_publish: Whether the caller may store ``public`` items (``share`` on the cube, or
+            unrestricted): making an item readable by anyone is sharing it.
+        stamp: Set ``updated_at`` of new items and ``created_at`` of edges to ``now`` (when they
+            entered the store: MemVault's point-in-time reads rely on it); False for an import,
+            which stores an archive as it was.
 
     Returns:
         The plan; the backend writes it as it is.
@@ -1006,16 +1201,28 @@ def plan_write(
         InvalidInputError: Duplicate ids in the batch, a new id that exists, an update that changes
             an item's node kind, a dangling edge.
         EmbeddingDimensionError / InvalidEmbeddingError: A bad embedding.
-        MemoryNotFoundError: An updated item does not exist.
+        MemoryNotFoundError: An updated item does not exist, or is another author's private item
+            (which the caller may not read, so for it does not exist).
         VersionConflictError: An updated item's version is not the stored one.
         SensitiveDataError: An item's text, key, tags or metadata still hold what ``redaction`` covers.
+        PermissionDeniedError: A ``public`` item without ``may_publish``.
 
     """
     refuse_unredacted(cube_id, [*batch.add, *batch.ensure, *batch.update], redaction)
+    if not may_publish:
+        public = [i.id for i in [*batch.add, *batch.ensure, *batch.update] if i.visibility is Visibility.PUBLIC]
+        if public:
+            raise PermissionDeniedError(
+                f"user {ctx.principal!r} may not make memories public in cube {cube_id!r} (needs share): "
+                f"{sorted(public)[:5]}"
+            )
 
     def own(item: MemoryItem) -> MemoryItem:
         author = item.author_id if ctx.system else ctx.principal
-        return item.model_copy(update={"cube_id": cube_id, "author_id": author})
+        update: dict[str, Any] = {"cube_id": cube_id, "author_id": author}
+        if stamp:
+            update["updated_at"] = now
+        return item.model_copy(update=update)
 
     new_ids = [i.id for i in batch.add]
     ensure_ids = [i.id for i in batch.ensure]
@@ -1030,6 +1237,10 @@ def plan_write(
     replace: list[MemoryItem] = []
     for item in batch.update:
         row = stored.get(item.id)
+        if row is not None and not (
+            ctx.unrestricted or row.visibility != Visibility.PRIVATE.value or row.author_id == ctx.principal
+        ):
+            row = None  # another author's private item: as if it did not exist
         new = next_version(
             item, cube_id, None if row is None else row.version, None if row is None else row.embedding, now
         )
@@ -1038,13 +1249,13 @@ def plan_write(
             raise InvalidInputError(f"memory {item.id!r}: the node kind of a stored item cannot change")
         if not ctx.system:  # who wrote an item is provenance: only trusted code may change it
             new = new.model_copy(update={"author_id": row.author_id})
-        stored[item.id] = StoredItem(new.version, row.node_kind, row.embedding, new.author_id)
+        stored[item.id] = StoredItem(new.version, row.node_kind, row.embedding, new.author_id, new.visibility.value)
         replace.append(new)
-    edges = list(batch.edges)
+    edges = [e.model_copy(update={"created_at": now}) for e in batch.edges] if stamp else list(batch.edges)
     for link in batch.follows:
         previous = newest_member.get(link.topic_id)
         if previous is not None and previous != link.item_id:
-            edges.append(Edge(source_id=link.item_id, target_id=previous, type=RelationType.FOLLOWS))
+            edges.append(Edge(source_id=link.item_id, target_id=previous, type=RelationType.FOLLOWS, created_at=now))
     known = existing | set(new_ids) | set(ensure_ids) | set(newest_member.values())  # stored members
     missing = sorted({x for e in edges for x in (e.source_id, e.target_id)} - known)
     if missing:
@@ -1095,7 +1306,12 @@ def next_version(
     return new
 
 
-def breadth_first(ids: Sequence[str], depth: int, edges_of: Callable[[list[str]], Iterable[Edge]]) -> list[Neighbor]:
+def breadth_first(
+    ids: Sequence[str],
+    depth: int,
+    edges_of: Callable[[list[str]], Iterable[Edge]],
+    visible: Callable[[list[str]], set[str]] | None = None,
+) -> list[Neighbor]:
     """Walk edges in both directions from ``ids`` up to ``depth`` hops (the semantics of :class:`ExpandOp`).
 
     Args:
@@ -1103,28 +1319,37 @@ def breadth_first(ids: Sequence[str], depth: int, edges_of: Callable[[list[str]]
         depth: Hops (checked by :func:`check_depth`).
         edges_of: Returns the edges (of the wanted types) touching any of the given ids, in
             insertion order (a backend's edge read).
+        visible: Returns which of the given ids the caller may read (its read scope, see
+            :func:`read_scope`); None: all. A seed or reached item outside it is neither returned
+            nor walked through, so nothing is reached by way of an item the caller may not read.
 
     Returns:
         Items reached (not among ``ids``), each once with the item it was first reached from,
-        nearest first; unfiltered.
+        nearest first; not filtered by search filters.
 
     """
     check_depth(depth)
     seen = set(ids)
     frontier = list(dict.fromkeys(ids))
+    if visible is not None and frontier:
+        admitted = visible(frontier)
+        frontier = [i for i in frontier if i in admitted]
     reached: list[Neighbor] = []
     for level in range(1, depth + 1):
         if not frontier:
             break
         current = set(frontier)
-        next_frontier: list[str] = []
+        found: list[Neighbor] = []
         for edge in edges_of(frontier):
             for origin, other in ((edge.source_id, edge.target_id), (edge.target_id, edge.source_id)):
                 if origin in current and other not in seen:
                     seen.add(other)
-                    next_frontier.append(other)
-                    reached.append(Neighbor(id=other, from_id=origin, type=edge.type, depth=level))
-        frontier = next_frontier
+                    found.append(Neighbor(id=other, from_id=origin, type=edge.type, depth=level))
+        if visible is not None and found:
+            admitted = visible([n.id for n in found])
+            found = [n for n in found if n.id in admitted]
+        reached += found
+        frontier = [n.id for n in found]
     return reached
 
 
@@ -1338,6 +1563,30 @@ class BaseMemoryStore(ABC):
         """Return an item's versions, oldest first, the current one last; see :class:`HistoryOp`."""
         return cast(list[ItemVersion], self.run(HistoryOp(cube_id, item_id, with_embeddings), ctx=ctx))
 
+    def as_of(
+        self,
+        cube_id: str,
+        as_of: datetime,
+        ids: Sequence[str] | None = None,
+        *,
+        with_embeddings: bool = False,
+        ctx: CallContext = SYSTEM,
+    ) -> CubeSnapshot:
+        """Return the cube (or the items ``ids``) as it was at ``as_of``; see :class:`AsOfOp`."""
+        return cast(CubeSnapshot, self.run(AsOfOp(cube_id, as_of, ids, with_embeddings), ctx=ctx))
+
+    def changed_since(self, cube_id: str, since: datetime, *, ctx: CallContext = SYSTEM) -> list[str]:
+        """Return the ids of the items changed after ``since``; see :class:`ChangedSinceOp`."""
+        return cast(list[str], self.run(ChangedSinceOp(cube_id, since), ctx=ctx))
+
+    def purge_versions(self, cube_id: str, before: datetime, *, ctx: CallContext = SYSTEM) -> int:
+        """Remove the versions ended before ``before``; see :class:`PurgeVersionsOp`."""
+        return cast(int, self.run(PurgeVersionsOp(cube_id, before), ctx=ctx))
+
+    def forget_user(self, cube_id: str, user_id: str, *, ctx: CallContext = SYSTEM) -> list[str]:
+        """Erase a user's items and versions from a cube; see :class:`ForgetUserOp`."""
+        return cast(list[str], self.run(ForgetUserOp(cube_id, user_id), ctx=ctx))
+
     def list_audit(
         self,
         cube_id: str | None = None,
@@ -1369,6 +1618,30 @@ class BaseMemoryStore(ABC):
     ) -> list[ItemVersion]:
         """Async twin of :meth:`history`."""
         return cast(list[ItemVersion], await self.arun(HistoryOp(cube_id, item_id, with_embeddings), ctx=ctx))
+
+    async def aas_of(
+        self,
+        cube_id: str,
+        as_of: datetime,
+        ids: Sequence[str] | None = None,
+        *,
+        with_embeddings: bool = False,
+        ctx: CallContext = SYSTEM,
+    ) -> CubeSnapshot:
+        """Async twin of :meth:`as_of`."""
+        return cast(CubeSnapshot, await self.arun(AsOfOp(cube_id, as_of, ids, with_embeddings), ctx=ctx))
+
+    async def achanged_since(self, cube_id: str, since: datetime, *, ctx: CallContext = SYSTEM) -> list[str]:
+        """Async twin of :meth:`changed_since`."""
+        return cast(list[str], await self.arun(ChangedSinceOp(cube_id, since), ctx=ctx))
+
+    async def apurge_versions(self, cube_id: str, before: datetime, *, ctx: CallContext = SYSTEM) -> int:
+        """Async twin of :meth:`purge_versions`."""
+        return cast(int, await self.arun(PurgeVersionsOp(cube_id, before), ctx=ctx))
+
+    async def aforget_user(self, cube_id: str, user_id: str, *, ctx: CallContext = SYSTEM) -> list[str]:
+        """Async twin of :meth:`forget_user`."""
+        return cast(list[str], await self.arun(ForgetUserOp(cube_id, user_id), ctx=ctx))
 
     async def alist_audit(
         self,

@@ -38,6 +38,7 @@ from memos_agents.schema import (
     NodeKind,
     RelationType,
     Sources,
+    Visibility,
     as_utc,
 )
 
@@ -54,6 +55,7 @@ BASE_COLUMNS = (
     "tags",
     "user_id",
     "author_id",
+    "visibility",
     "origin",
     "turns",
     "event_time",
@@ -138,6 +140,7 @@ class ItemCodec:
             "tags": list(item.tags) if self.native_lists else json.dumps(item.tags),
             "user_id": item.user_id,
             "author_id": item.author_id,
+            "visibility": item.visibility.value,
             "origin": item.origin.value,
             "turns": item.turns,
             "event_time": _iso(item.event_time),
@@ -199,6 +202,7 @@ class ItemCodec:
             sources=sources,
             user_id=row.get("user_id"),
             author_id=row.get("author_id"),
+            visibility=Visibility(row.get("visibility") or Visibility.CUBE.value),
             origin=origin,
             turns=turns,
             event_time=_dt(row.get("event_time")),

@@ -6,7 +6,7 @@ filter field is added here once and each renderer learns one more predicate kind
 
 Fields named by predicates are stored item columns/properties: ``status``, ``node_kind``,
 ``memory_type``, ``user_id``, ``event_us`` (event time as integer microseconds since the epoch)
-and ``tags``.
+and ``tags``; the caller's read scope (:func:`visible_to`) tests ``visibility`` and ``author_id``.
 """
 
 from __future__ import annotations
@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from memos_agents.schema import MemoryItem, SearchFilters
+from memos_agents.schema import MemoryItem, SearchFilters, Visibility
 
 #: ``in``: the field's value is one of ``value`` (a tuple); ``eq``: equals ``value``; ``ge``/``le``:
 #: is at least/at most ``value`` (a missing value never matches); ``overlaps``: the field (a list)
-#: shares an element with ``value`` (a tuple).
-PredicateOp = Literal["in", "eq", "ge", "le", "overlaps"]
+#: shares an element with ``value`` (a tuple); ``visible_to``: the item may be read by principal
+#: ``value`` (its visibility is not ``private`` or ``value`` is its author), or by anyone when
+#: ``value`` is None (its visibility is ``public``): see :func:`visible_to`.
+PredicateOp = Literal["in", "eq", "ge", "le", "overlaps", "visible_to"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,25 @@ def compile_filters(filters: SearchFilters | None) -> list[Predicate]:
     return out
 
 
+def visible_to(principal: str | None) -> Predicate:
+    """Return the read scope of a caller as a predicate (per-item visibility, MemGovernance).
+
+    Args:
+        principal: A caller with ``read`` on the cube: it sees items that are not ``private``,
+            and its own private items (``author_id`` is ``principal``). None: a caller without
+            ``read`` on the cube, who sees ``public`` items only.
+
+    """
+    return Predicate("visibility", "visible_to", principal)
+
+
+def may_read(item: MemoryItem, principal: str | None) -> bool:
+    """Return whether the scope ``visible_to(principal)`` admits ``item`` (the Python rendering)."""
+    if principal is None:
+        return item.visibility is Visibility.PUBLIC
+    return item.visibility is not Visibility.PRIVATE or item.author_id == principal
+
+
 def field_value(item: MemoryItem, name: str) -> Any:
     """Return the stored value of predicate field ``name`` for ``item`` (enum values as strings)."""
     if name == "event_us":
@@ -70,6 +91,10 @@ def field_value(item: MemoryItem, name: str) -> Any:
 def matches(predicates: Sequence[Predicate], item: MemoryItem) -> bool:
     """Return whether ``item`` satisfies every predicate (the Python rendering)."""
     for p in predicates:
+        if p.op == "visible_to":
+            if not may_read(item, p.value):
+                return False
+            continue
         value = field_value(item, p.field)
         if p.op == "in":
             ok = value in p.value

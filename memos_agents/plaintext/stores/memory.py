@@ -30,7 +30,7 @@ import copy
 import json
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -42,7 +42,7 @@ from memos_agents.errors import CubeExistsError, CubeNotFoundError, InvalidInput
 from memos_agents.infra.audit import AuditEntry, ChainHead, ChainVerification, verify_chain
 from memos_agents.plaintext.stores import base
 from memos_agents.plaintext.stores.codec import search_text
-from memos_agents.plaintext.stores.filters import compile_filters, matches
+from memos_agents.plaintext.stores.filters import Predicate, compile_filters, matches
 from memos_agents.plaintext.text import BM25_B, BM25_K1, bm25_idf, bm25_query_terms, bm25_terms
 from memos_agents.schema import Edge, MemoryItem, RelationType, SearchFilters, utcnow
 
@@ -298,6 +298,27 @@ class InMemoryStore(base.BaseMemoryStore):
             return touched
         return cube
 
+    def _read(self, tx: _Tx, cube_id: str) -> tuple[_Cube, list[Predicate]]:
+        """Return the cube of a read of ``tx.ctx`` and its read scope (see :func:`base.read_scope`).
+
+        Raises:
+            CubeNotFoundError: No such cube.
+            PermissionDeniedError: The caller has no read on the cube, which holds no public item.
+
+        """
+        cube = self._cubes.get(cube_id)
+        if cube is None:
+            raise CubeNotFoundError(f"no cube {cube_id!r}")
+        scope = base.read_scope(cube.header, tx.ctx)
+        if base.public_only(scope) and not any(matches(scope, r.item) for r in cube.items.values()):
+            raise base.deny_read(cube.header, tx.ctx)
+        return cube, scope
+
+    @staticmethod
+    def _visible(cube: _Cube, scope: Sequence[Predicate]) -> Callable[[list[str]], set[str]]:
+        """Return which of some ids are items of ``cube`` that ``scope`` admits (for :func:`base.breadth_first`)."""
+        return lambda ids: {i for i in ids if i in cube.items and matches(scope, cube.items[i].item)}
+
     # -- cubes ---------------------------------------------------------------------------------------
     def _new_cube(self, tx: _Tx, header: CubeHeader) -> _Cube:
         """Register a new, empty cube in ``tx``.
@@ -321,7 +342,7 @@ class InMemoryStore(base.BaseMemoryStore):
     def _import_cube(self, op: base.ImportCubeOp, tx: _Tx) -> None:
         """Create the cube and write its content in one plan; items keep their ``author_id``."""
         cube = self._new_cube(tx, op.header)
-        self._write(cube, base.WriteBatch(add=list(op.items), edges=list(op.edges)), base.SYSTEM)
+        self._write(cube, base.WriteBatch(add=list(op.items), edges=list(op.edges)), base.SYSTEM, stamp=False)
 
     @base.handles(base.GetCubeOp)
     def _get_cube(self, op: base.GetCubeOp, tx: _Tx) -> CubeHeader:
@@ -357,7 +378,9 @@ class InMemoryStore(base.BaseMemoryStore):
     def _write_op(self, op: base.WriteOp, tx: _Tx) -> base.WriteResult:
         return self._write(self._cube(tx, op.cube_id, op), op.batch, tx.ctx)
 
-    def _write(self, cube: _Cube, batch: base.WriteBatch, ctx: base.CallContext) -> base.WriteResult:
+    def _write(
+        self, cube: _Cube, batch: base.WriteBatch, ctx: base.CallContext, *, stamp: bool = True
+    ) -> base.WriteResult:
         """Plan ``batch`` against ``cube`` (a live copy of the batch) and store the plan's rows."""
         probe = base.write_probe(batch)
         existing = {i for i in probe.ids if i in cube.items}
@@ -371,6 +394,7 @@ class InMemoryStore(base.BaseMemoryStore):
                     row.item.node_kind.value,
                     None if embedding is None else list(embedding),
                     row.item.author_id,
+                    row.item.visibility.value,
                 )
         newest: dict[str, str] = {}
         for topic in probe.topics:
@@ -387,6 +411,8 @@ class InMemoryStore(base.BaseMemoryStore):
             newest_member=newest,
             now=utcnow(),
             redaction=cube.header.redaction,
+            stamp=stamp,
+            may_publish=ctx.unrestricted or cube.header.allows(ctx.principal, Permission.SHARE),
         )
         if plan.dim_changed:
             cube.dim = plan.dim
@@ -412,11 +438,12 @@ class InMemoryStore(base.BaseMemoryStore):
     @base.handles(base.DeleteOp)
     def _delete(self, op: base.DeleteOp, tx: _Tx) -> int:
         cube = self._cube(tx, op.cube_id, op)
-        ids = set(op.ids)
+        scope = base.read_scope(cube.header, tx.ctx)  # another author's private item: not found
+        ids = {i for i in op.ids if i in cube.items and matches(scope, cube.items[i].item)}
         now = utcnow()
         for item_id in dict.fromkeys(op.ids):
             row = cube.items.get(item_id)
-            if row is not None:
+            if row is not None and item_id in ids:
                 edges = [e for k, e in cube.edges.items() if item_id in (k[0], k[1])]
                 cube.versions.append(base.version_row(row.item, "delete", tx.ctx, now, edges))
         deleted = sum(1 for item_id in ids if cube.items.pop(item_id, None) is not None)
@@ -425,13 +452,56 @@ class InMemoryStore(base.BaseMemoryStore):
 
     @base.handles(base.HistoryOp)
     def _history(self, op: base.HistoryOp, tx: _Tx) -> list[base.ItemVersion]:
-        cube = self._cube(tx, op.cube_id, op)
+        cube, scope = self._read(tx, op.cube_id)
         rows = sorted((r for r in cube.versions if r["item_id"] == op.item_id), key=lambda r: int(r["version"]))
-        out = [base.version_from_row(r, op.with_embeddings) for r in rows]
+        out = [v for v in (base.version_from_row(r, op.with_embeddings) for r in rows) if matches(scope, v.item)]
         current = cube.items.get(op.item_id)
-        if current is not None:
+        if current is not None and matches(scope, current.item):
             out.append(base.ItemVersion(item=self._out(current.item, op.with_embeddings)))
         return out
+
+    @base.handles(base.AsOfOp)
+    def _as_of(self, op: base.AsOfOp, tx: _Tx) -> base.CubeSnapshot:
+        cube, scope = self._read(tx, op.cube_id)
+        versions = [base.version_from_row(r, op.with_embeddings) for r in cube.versions]
+        current = [self._out(r.item, op.with_embeddings) for r in cube.items.values()]
+        edges = [e.model_copy() for e in cube.edges.values()] + [e for v in versions for e in v.edges]
+        return base.snapshot_as_of(op.as_of, current, versions, edges, scope, op.ids)
+
+    @base.handles(base.ChangedSinceOp)
+    def _changed_since(self, op: base.ChangedSinceOp, tx: _Tx) -> list[str]:
+        cube, scope = self._read(tx, op.cube_id)
+        current = sorted(
+            (r.item for r in cube.items.values() if r.item.updated_at > op.since), key=lambda i: i.updated_at
+        )
+        versions = [v for v in (base.version_from_row(r, False) for r in cube.versions) if v.changed_at > op.since]  # type: ignore[operator]
+        ids = [i.id for i in current if matches(scope, i)] + [v.item.id for v in versions if matches(scope, v.item)]
+        return list(dict.fromkeys(ids))
+
+    @base.handles(base.PurgeVersionsOp)
+    def _purge_versions(self, op: base.PurgeVersionsOp, tx: _Tx) -> int:
+        cube = self._cube(tx, op.cube_id, op)
+        keep = [r for r in cube.versions if datetime.fromisoformat(r["changed_at"]) >= op.before]
+        purged = len(cube.versions) - len(keep)
+        cube.versions = keep
+        return purged
+
+    @base.handles(base.ForgetUserOp)
+    def _forget_user(self, op: base.ForgetUserOp, tx: _Tx) -> list[str]:
+        cube = self._cube(tx, op.cube_id, op)
+        ids = [i for i, r in cube.items.items() if op.user_id in (r.item.user_id, r.item.author_id)]
+        gone = set(ids)
+        for item_id in ids:
+            del cube.items[item_id]
+        cube.edges = {k: e for k, e in cube.edges.items() if k[0] not in gone and k[1] not in gone}
+        cube.versions = [
+            r
+            for r in cube.versions
+            if r["item_id"] not in gone
+            and op.user_id not in (json.loads(r["item"]).get("user_id"), json.loads(r["item"]).get("author_id"))
+        ]
+        cube.vectors = None
+        return ids
 
     @base.handles(base.RecordEventOp)
     def _record_event(self, op: base.RecordEventOp, tx: _Tx) -> None:
@@ -457,14 +527,18 @@ class InMemoryStore(base.BaseMemoryStore):
 
     @base.handles(base.GetOp)
     def _get(self, op: base.GetOp, tx: _Tx) -> list[MemoryItem]:
-        cube = self._cube(tx, op.cube_id, op)
-        found = [self._out(cube.items[i].item, op.with_embeddings) for i in dict.fromkeys(op.ids) if i in cube.items]
+        cube, scope = self._read(tx, op.cube_id)
+        found = [
+            self._out(cube.items[i].item, op.with_embeddings)
+            for i in dict.fromkeys(op.ids)
+            if i in cube.items and matches(scope, cube.items[i].item)
+        ]
         return base.order_found(op.ids, found)
 
     @base.handles(base.ListOp)
     def _list(self, op: base.ListOp, tx: _Tx) -> list[MemoryItem]:
-        cube = self._cube(tx, op.cube_id, op)
-        predicates = compile_filters(op.filters)
+        cube, scope = self._read(tx, op.cube_id)
+        predicates = compile_filters(op.filters) + scope
         found = [r.item for r in cube.items.values() if matches(predicates, r.item)]
         start = max(op.offset, 0)
         end = None if op.limit is None or op.limit < 0 else start + op.limit  # a negative limit: none (as SQL)
@@ -472,14 +546,18 @@ class InMemoryStore(base.BaseMemoryStore):
 
     @base.handles(base.CountOp)
     def _count(self, op: base.CountOp, tx: _Tx) -> int:
-        cube = self._cube(tx, op.cube_id, op)
-        predicates = compile_filters(op.filters)
+        cube, scope = self._read(tx, op.cube_id)
+        predicates = compile_filters(op.filters) + scope
         return sum(1 for r in cube.items.values() if matches(predicates, r.item))
 
     @base.handles(base.EdgesOp)
     def _edges_op(self, op: base.EdgesOp, tx: _Tx) -> list[Edge]:
-        cube = self._cube(tx, op.cube_id, op)
-        return [e.model_copy() for e in self._edges(cube, op.ids, op.types, op.direction)]
+        cube, scope = self._read(tx, op.cube_id)
+        edges = self._edges(cube, op.ids, op.types, op.direction)
+        if scope:  # an edge shows only when the caller may read both of its ends
+            ok = self._visible(cube, scope)([x for e in edges for x in (e.source_id, e.target_id)])
+            edges = [e for e in edges if e.source_id in ok and e.target_id in ok]
+        return [e.model_copy() for e in edges]
 
     @staticmethod
     def _edges(
@@ -509,7 +587,7 @@ class InMemoryStore(base.BaseMemoryStore):
     # -- search ----------------------------------------------------------------------------------------
     @base.handles(base.VectorSearchOp)
     def _vector_search(self, op: base.VectorSearchOp, tx: _Tx) -> list[tuple[str, float]]:
-        cube = self._cube(tx, op.cube_id, op)
+        cube, scope = self._read(tx, op.cube_id)
         if cube.dim is None:
             return []
         if cube.vectors is None:
@@ -520,7 +598,7 @@ class InMemoryStore(base.BaseMemoryStore):
         query = base.check_vector(op.embedding, vectors.matrix.shape[1], f"query embedding for cube {op.cube_id!r}")
         norm = float(np.linalg.norm(query))
         scores = vectors.matrix @ (query / (norm or 1.0))
-        predicates = compile_filters(op.filters or SearchFilters())
+        predicates = compile_filters(op.filters or SearchFilters()) + scope
         mask = np.fromiter((matches(predicates, i) for i in vectors.items), dtype=bool, count=len(vectors.items))
         idx = np.flatnonzero(mask)
         if idx.size == 0:
@@ -531,7 +609,7 @@ class InMemoryStore(base.BaseMemoryStore):
     @base.handles(base.TextSearchOp)
     def _text_search(self, op: base.TextSearchOp, tx: _Tx) -> list[tuple[str, float]]:
         """BM25 as FTS5 computes it, with the statistics of the whole cube (filters only select hits)."""
-        cube = self._cube(tx, op.cube_id, op)
+        cube, scope = self._read(tx, op.cube_id)
         terms = Counter(bm25_query_terms(op.query))  # a repeated query term weighs more, as in FTS5
         if not terms or op.k <= 0:
             return []
@@ -542,7 +620,7 @@ class InMemoryStore(base.BaseMemoryStore):
         weights = {term: terms[term] * bm25_idf(n_docs, df) for term, df in dfs.items() if df}
         if not weights:
             return []
-        predicates = compile_filters(op.filters or SearchFilters())
+        predicates = compile_filters(op.filters or SearchFilters()) + scope
         hits: list[tuple[float, int, str]] = []
         for position, row in enumerate(rows):
             found = [term for term in weights if term in row.tf]
@@ -560,12 +638,17 @@ class InMemoryStore(base.BaseMemoryStore):
     @base.handles(base.ExpandOp)
     def _expand(self, op: base.ExpandOp, tx: _Tx) -> list[base.Neighbor]:
         """Breadth-first over the edges of ``op.types`` in both directions, in edge insertion order."""
-        cube = self._cube(tx, op.cube_id, op)
+        cube, scope = self._read(tx, op.cube_id)
         types = [RelationType(t) for t in op.types]
         if not types:
             base.check_depth(op.depth)
             return []
-        reached = base.breadth_first(op.ids, op.depth, lambda ids: self._edges(cube, ids, types, "both"))
+        reached = base.breadth_first(
+            op.ids,
+            op.depth,
+            lambda ids: self._edges(cube, ids, types, "both"),
+            self._visible(cube, scope) if scope else None,
+        )
         if op.filters is not None and reached:
             predicates = compile_filters(op.filters)
             reached = [n for n in reached if n.id in cube.items and matches(predicates, cube.items[n.id].item)]

@@ -81,7 +81,7 @@ import re
 import weakref
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from memos_agents.cube import CubeHeader, Permission
@@ -97,9 +97,18 @@ from memos_agents.errors import (
 from memos_agents.infra.audit import AuditEntry, ChainHead, ChainVerification, stored_time, verify_chain
 from memos_agents.plaintext.stores import base
 from memos_agents.plaintext.stores.codec import GRAPH_CODEC, edge_from_row
-from memos_agents.plaintext.stores.filters import Predicate, compile_filters
+from memos_agents.plaintext.stores.filters import Predicate, compile_filters, matches
 from memos_agents.plaintext.text import BM25_B, BM25_K1, bm25_query_terms, content_terms
-from memos_agents.schema import Edge, MemoryItem, NodeKind, RelationType, SearchFilters, utcnow, validate_id
+from memos_agents.schema import (
+    Edge,
+    MemoryItem,
+    NodeKind,
+    RelationType,
+    SearchFilters,
+    Visibility,
+    utcnow,
+    validate_id,
+)
 
 try:
     import neo4j
@@ -224,6 +233,11 @@ _CUBE = "(c:Cube {tenant: $tenant, cube_id: $cube_id})"
 #: Match each item whose id is in ``$ids`` as ``m``.
 _EACH_ITEM = "UNWIND $ids AS item_id MATCH (m:Memory {tenant: $tenant, cube_id: $cube_id, id: item_id})"
 _CYPHER_OPS = {"eq": "=", "ge": ">=", "le": "<="}
+#: The fields of a ``(:MemoryVersion)`` node as :func:`base.version_from_row` reads them.
+_VERSION_FIELDS = (
+    "v.item_id AS item_id, v.version AS version, v.item AS item, v.edges AS edges, v.change AS change, "
+    "v.changed_at AS changed_at, v.changed_by AS changed_by, v.request_id AS request_id"
+)
 
 
 def node_labels(kind: NodeKind | str) -> str:
@@ -275,11 +289,13 @@ def node_properties(item: MemoryItem, tenant: str, seq: int) -> dict[str, Any]:
     return {**GRAPH_CODEC.encode(item), "tenant": tenant, "seq": seq}
 
 
-def cypher_filter(predicates: Sequence[Predicate], var: str = "m") -> tuple[str, dict[str, Any]]:
+def cypher_filter(predicates: Sequence[Predicate], var: str = "m", prefix: str = "f") -> tuple[str, dict[str, Any]]:
     """Render filter predicates as a Cypher ``AND ...`` fragment over node ``var`` and its parameters.
 
-    Values are parameters (``$f0``, ``$f1``, ...); a property name must be an item property of the
-    codec. A range over a missing value never matches (``null >= x`` is not true).
+    Values are parameters (``$f0``, ``$f1``, ...; another ``prefix`` for a second fragment in one
+    query); a property name must be an item property of the codec. A range over a missing value
+    never matches (``null >= x`` is not true). A node stored before per-item visibility existed
+    (no ``visibility`` property) reads as ``cube``.
 
     Raises:
         InvalidInputError: A predicate names no item property.
@@ -290,8 +306,14 @@ def cypher_filter(predicates: Sequence[Predicate], var: str = "m") -> tuple[str,
     for n, p in enumerate(predicates):
         if p.field not in ITEM_PROPERTIES:
             raise InvalidInputError(f"cannot filter on {p.field!r}")
-        name, prop = f"f{n}", f"{var}.{p.field}"
-        if p.op == "in":
+        name, prop = f"{prefix}{n}", f"{var}.{p.field}"
+        if p.op == "visible_to":
+            level = f"coalesce({prop}, '{Visibility.CUBE.value}')"
+            if p.value is None:
+                clauses.append(f"{level} = '{Visibility.PUBLIC.value}'")
+                continue
+            clauses.append(f"({level} <> '{Visibility.PRIVATE.value}' OR {var}.author_id = ${name})")
+        elif p.op == "in":
             clauses.append(f"{prop} IN ${name}")
         elif p.op == "overlaps":
             clauses.append(f"any(tag IN {prop} WHERE tag IN ${name})")
@@ -759,6 +781,26 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
         base.authorize(known[0], state.ctx, permission)
         return known
 
+    def _read(self, state: _Batch, cube_id: str) -> Body[tuple[CubeHeader, int | None, list[Predicate]]]:
+        """Return ``(header, dim, read scope)`` of a read of ``state.ctx`` (see :func:`base.read_scope`).
+
+        Raises:
+            CubeNotFoundError: No such cube.
+            PermissionDeniedError: The caller has no read on the cube, which holds no public item.
+
+        """
+        header, dim = yield from self._cube(state, cube_id, None)
+        scope = base.read_scope(header, state.ctx)
+        if base.public_only(scope):
+            rows = yield (
+                "MATCH (m:Memory) WHERE m.tenant = $tenant AND m.cube_id = $cube_id "
+                f"AND m.visibility = '{Visibility.PUBLIC.value}' RETURN m.id AS id LIMIT 1",
+                self._params(cube_id),
+            )
+            if not rows:
+                raise base.deny_read(header, state.ctx)
+        return header, dim, scope
+
     def _counters(
         self,
         state: _Batch,
@@ -980,12 +1022,16 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
         if probe.updated:
             rows = yield (
                 f"{_EACH_ITEM} RETURN m.id AS id, m.version AS version, m.node_kind AS node_kind, "
-                "m.embedding AS embedding, m.author_id AS author_id, m.seq AS seq",
+                "m.embedding AS embedding, m.author_id AS author_id, m.seq AS seq, m.visibility AS visibility",
                 {**params, "ids": probe.updated},
             )
             for r in rows:
                 stored[r["id"]] = base.StoredItem(
-                    int(r["version"]), r["node_kind"], GRAPH_CODEC.embedding(r["embedding"]), r.get("author_id")
+                    int(r["version"]),
+                    r["node_kind"],
+                    GRAPH_CODEC.embedding(r["embedding"]),
+                    r.get("author_id"),
+                    r.get("visibility") or Visibility.CUBE.value,
                 )
                 seqs[r["id"]] = int(r["seq"])
         newest: dict[str, str] = {}
@@ -1007,6 +1053,10 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
             newest_member=newest,
             now=utcnow(),
             redaction=state.cubes[cube_id][0].redaction,
+            stamp=not as_system,
+            may_publish=as_system
+            or ctx.unrestricted
+            or state.cubes[cube_id][0].allows(ctx.principal, Permission.SHARE),
         )
         rels = [relation_type(e.type) for e in plan.edges]
         if plan.dim_changed:
@@ -1054,12 +1104,15 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
 
     @base.handles(base.DeleteOp)
     def _delete(self, op: base.DeleteOp, state: _Batch) -> Body[int]:
-        yield from self._cube(state, op.cube_id, Permission.DELETE)
+        header, _ = yield from self._cube(state, op.cube_id, Permission.DELETE)
         unique = list(dict.fromkeys(op.ids))
         if not unique:
             return 0
-        params = self._params(op.cube_id, ids=unique)
-        old = yield from self._old_items(op.cube_id, unique)
+        scope = base.read_scope(header, state.ctx)  # another author's private item: not found
+        old = [i for i in (yield from self._old_items(op.cube_id, unique)) if matches(scope, i)]
+        if not old:
+            return 0
+        params = self._params(op.cube_id, ids=[i.id for i in old])
         if old:
             edges = yield from self._read_edges(base.EdgesOp(op.cube_id, [i.id for i in old]))
             yield from self._keep_versions(
@@ -1096,20 +1149,104 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
 
     @base.handles(base.HistoryOp)
     def _history(self, op: base.HistoryOp, state: _Batch) -> Body[list[base.ItemVersion]]:
-        yield from self._cube(state, op.cube_id, Permission.READ)
+        _, _, scope = yield from self._read(state, op.cube_id)
         rows = yield (
             "MATCH (v:MemoryVersion) WHERE v.tenant = $tenant AND v.cube_id = $cube_id AND v.item_id = $item_id "
-            "RETURN v.item_id AS item_id, v.version AS version, v.item AS item, v.edges AS edges, v.change AS change, "
-            "v.changed_at AS changed_at, v.changed_by AS changed_by, v.request_id AS request_id "
-            "ORDER BY v.version, v.changed_at",
+            f"RETURN {_VERSION_FIELDS} ORDER BY v.version, v.changed_at",
             self._params(op.cube_id, item_id=op.item_id),
         )
-        out = [base.version_from_row(r, op.with_embeddings) for r in rows]
+        out = [v for v in (base.version_from_row(r, op.with_embeddings) for r in rows) if matches(scope, v.item)]
+        where, fparams = cypher_filter(scope)
         current = yield (
-            f"{_EACH_ITEM} RETURN {_PROJECTION_EMB if op.with_embeddings else _PROJECTION} AS m",
-            self._params(op.cube_id, ids=[op.item_id]),
+            f"{_EACH_ITEM} WHERE true{where} RETURN {_PROJECTION_EMB if op.with_embeddings else _PROJECTION} AS m",
+            self._params(op.cube_id, ids=[op.item_id], **fparams),
         )
         return out + [base.ItemVersion(item=GRAPH_CODEC.decode(r["m"])) for r in current]
+
+    def _versions(self, cube_id: str, where: str, with_embeddings: bool, **params: Any) -> Body[list[base.ItemVersion]]:
+        rows = yield (
+            f"MATCH (v:MemoryVersion) WHERE v.tenant = $tenant AND v.cube_id = $cube_id AND {where} "
+            f"RETURN {_VERSION_FIELDS} ORDER BY v.changed_at",
+            self._params(cube_id, **params),
+        )
+        return [base.version_from_row(r, with_embeddings) for r in rows]
+
+    @base.handles(base.AsOfOp)
+    def _as_of(self, op: base.AsOfOp, state: _Batch) -> Body[base.CubeSnapshot]:
+        _, _, scope = yield from self._read(state, op.cube_id)
+        at = op.as_of.astimezone(UTC).isoformat()
+        projection = _PROJECTION_EMB if op.with_embeddings else _PROJECTION
+        if op.ids is None:
+            rows = yield (
+                "MATCH (m:Memory) WHERE m.tenant = $tenant AND m.cube_id = $cube_id AND m.updated_at <= $at "
+                f"RETURN {projection} AS m ORDER BY m.seq",
+                self._params(op.cube_id, at=at),
+            )
+            versions = yield from self._versions(op.cube_id, "v.changed_at > $at", op.with_embeddings, at=at)
+            edges = yield from self._read_edges(base.EdgesOp(op.cube_id))
+        else:
+            ids = list(dict.fromkeys(op.ids))
+            rows = yield (f"{_EACH_ITEM} RETURN {projection} AS m", self._params(op.cube_id, ids=ids))
+            versions = yield from self._versions(
+                op.cube_id, "v.item_id IN $ids AND v.changed_at > $at", op.with_embeddings, ids=ids, at=at
+            )
+            edges = yield from self._read_edges(base.EdgesOp(op.cube_id, ids))
+        current = [GRAPH_CODEC.decode(r["m"]) for r in rows]
+        kept = [e for v in versions for e in v.edges]
+        return base.snapshot_as_of(op.as_of, current, versions, [*kept, *edges], scope, op.ids)
+
+    @base.handles(base.ChangedSinceOp)
+    def _changed_since(self, op: base.ChangedSinceOp, state: _Batch) -> Body[list[str]]:
+        _, _, scope = yield from self._read(state, op.cube_id)
+        at = op.since.astimezone(UTC).isoformat()
+        rows = yield (
+            "MATCH (m:Memory) WHERE m.tenant = $tenant AND m.cube_id = $cube_id AND m.updated_at > $at "
+            f"RETURN {_PROJECTION} AS m ORDER BY m.updated_at, m.seq",
+            self._params(op.cube_id, at=at),
+        )
+        versions = yield from self._versions(op.cube_id, "v.changed_at > $at", False, at=at)
+        current = [GRAPH_CODEC.decode(r["m"]) for r in rows]
+        ids = [i.id for i in current if matches(scope, i)] + [v.item.id for v in versions if matches(scope, v.item)]
+        return list(dict.fromkeys(ids))
+
+    @base.handles(base.PurgeVersionsOp)
+    def _purge_versions(self, op: base.PurgeVersionsOp, state: _Batch) -> Body[int]:
+        yield from self._cube(state, op.cube_id, Permission.ADMIN)
+        rows = yield (
+            "MATCH (v:MemoryVersion) WHERE v.tenant = $tenant AND v.cube_id = $cube_id AND v.changed_at < $before "
+            "WITH collect(v) AS gone UNWIND gone AS v DELETE v RETURN count(*) AS n",
+            self._params(op.cube_id, before=op.before.astimezone(UTC).isoformat()),
+        )
+        return int(rows[0]["n"]) if rows else 0
+
+    @base.handles(base.ForgetUserOp)
+    def _forget_user(self, op: base.ForgetUserOp, state: _Batch) -> Body[list[str]]:
+        yield from self._cube(state, op.cube_id, Permission.ADMIN)
+        rows = yield (
+            "MATCH (m:Memory) WHERE m.tenant = $tenant AND m.cube_id = $cube_id "
+            "AND (m.user_id = $user OR m.author_id = $user) RETURN m.id AS id ORDER BY m.seq",
+            self._params(op.cube_id, user=op.user_id),
+        )
+        ids = [r["id"] for r in rows]
+        if ids:
+            yield (f"{_EACH_ITEM} DETACH DELETE m", self._params(op.cube_id, ids=ids))
+            yield (
+                "MATCH (v:MemoryVersion) WHERE v.tenant = $tenant AND v.cube_id = $cube_id AND v.item_id IN $ids "
+                "DELETE v",
+                self._params(op.cube_id, ids=ids),
+            )
+        # earlier versions of other items that were about or by the user: the kept item is its
+        # JSON (pydantic's compact form), where the field reads exactly `"user_id":"<id>"`
+        yield (
+            "MATCH (v:MemoryVersion) WHERE v.tenant = $tenant AND v.cube_id = $cube_id "
+            "AND (v.item CONTAINS $subject OR v.item CONTAINS $author) DELETE v",
+            self._params(
+                op.cube_id,
+                subject=f'"user_id":{json.dumps(op.user_id)}',
+                author=f'"author_id":{json.dumps(op.user_id)}',
+            ),
+        )
+        return ids
 
     @base.handles(base.RecordEventOp)
     def _record_event(self, op: base.RecordEventOp, state: _Batch) -> Body[None]:
@@ -1139,19 +1276,20 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
     # -- reads -------------------------------------------------------------------------------------
     @base.handles(base.GetOp)
     def _get(self, op: base.GetOp, state: _Batch) -> Body[list[MemoryItem]]:
-        yield from self._cube(state, op.cube_id, Permission.READ)
+        _, _, scope = yield from self._read(state, op.cube_id)
         if not op.ids:
             return []
+        where, fparams = cypher_filter(scope)
         rows = yield (
-            f"{_EACH_ITEM} RETURN {_PROJECTION_EMB if op.with_embeddings else _PROJECTION} AS m",
-            self._params(op.cube_id, ids=list(dict.fromkeys(op.ids))),
+            f"{_EACH_ITEM} WHERE true{where} RETURN {_PROJECTION_EMB if op.with_embeddings else _PROJECTION} AS m",
+            self._params(op.cube_id, ids=list(dict.fromkeys(op.ids)), **fparams),
         )
         return base.order_found(op.ids, (GRAPH_CODEC.decode(r["m"]) for r in rows))
 
     @base.handles(base.ListOp)
     def _list(self, op: base.ListOp, state: _Batch) -> Body[list[MemoryItem]]:
-        yield from self._cube(state, op.cube_id, Permission.READ)
-        where, fparams = cypher_filter(compile_filters(op.filters))
+        _, _, scope = yield from self._read(state, op.cube_id)
+        where, fparams = cypher_filter(compile_filters(op.filters) + scope)
         page = " SKIP $offset" + ("" if op.limit is None else " LIMIT $limit")
         rows = yield (
             f"MATCH (m:Memory) WHERE m.tenant = $tenant AND m.cube_id = $cube_id{where} "
@@ -1162,8 +1300,8 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
 
     @base.handles(base.CountOp)
     def _count(self, op: base.CountOp, state: _Batch) -> Body[int]:
-        yield from self._cube(state, op.cube_id, Permission.READ)
-        where, fparams = cypher_filter(compile_filters(op.filters))
+        _, _, scope = yield from self._read(state, op.cube_id)
+        where, fparams = cypher_filter(compile_filters(op.filters) + scope)
         rows = yield (
             f"MATCH (m:Memory) WHERE m.tenant = $tenant AND m.cube_id = $cube_id{where} RETURN count(m) AS n",
             self._params(op.cube_id, **fparams),
@@ -1172,20 +1310,27 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
 
     @base.handles(base.EdgesOp)
     def _edges(self, op: base.EdgesOp, state: _Batch) -> Body[list[Edge]]:
-        yield from self._cube(state, op.cube_id, Permission.READ)
-        return (yield from self._read_edges(op))
+        _, _, scope = yield from self._read(state, op.cube_id)
+        return (yield from self._read_edges(op, scope))
 
-    def _read_edges(self, op: base.EdgesOp) -> Body[list[Edge]]:
-        """Return the edges ``op`` asks for, in insertion order (the caller has checked the cube)."""
+    def _read_edges(self, op: base.EdgesOp, scope: Sequence[Predicate] = ()) -> Body[list[Edge]]:
+        """Return the edges ``op`` asks for, in insertion order (the caller has checked the cube).
+
+        With ``scope`` (a read scope): only edges both of whose ends it admits.
+        """
         rels = [relation_type(t) for t in (list(RelationType) if op.types is None else op.types)]
         if not rels or (op.ids is not None and not op.ids):
             return []
-        params = self._params(op.cube_id, rels=rels, ids=None if op.ids is None else list(dict.fromkeys(op.ids)))
+        seen_a, a_params = cypher_filter(scope, "a", "sa")
+        seen_o, o_params = cypher_filter(scope, "o", "so")
+        params = self._params(
+            op.cube_id, rels=rels, ids=None if op.ids is None else list(dict.fromkeys(op.ids)), **a_params, **o_params
+        )
 
         def ret(source: str, target: str) -> str:
             # `o` is the other end: it must lie in the same tenant and cube
             return (
-                "WHERE type(e) IN $rels AND o.tenant = $tenant AND o.cube_id = $cube_id "
+                f"WHERE type(e) IN $rels AND o.tenant = $tenant AND o.cube_id = $cube_id{seen_a}{seen_o} "
                 f"RETURN {source}.id AS source_id, {target}.id AS target_id, type(e) AS type, e.weight AS weight, "
                 "e.created_at AS created_at, e.seq AS seq"
             )
@@ -1207,11 +1352,11 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
 
     @base.handles(base.VectorSearchOp)
     def _vector_search(self, op: base.VectorSearchOp, state: _Batch) -> Body[list[tuple[str, float]]]:
-        _, dim = yield from self._cube(state, op.cube_id, Permission.READ)
+        _, dim, scope = yield from self._read(state, op.cube_id)
         if dim is None or op.k <= 0:
             return []
         vector = base.check_vector(op.embedding, dim, f"query embedding for cube {op.cube_id!r}").tolist()
-        where, fparams = cypher_filter(compile_filters(op.filters or SearchFilters()))
+        where, fparams = cypher_filter(compile_filters(op.filters or SearchFilters()) + scope)
         params = self._params(op.cube_id, v=vector, k=op.k, **fparams)
 
         def cosine(score: float) -> float:
@@ -1236,10 +1381,10 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
 
     @base.handles(base.TextSearchOp)
     def _text_search(self, op: base.TextSearchOp, state: _Batch) -> Body[list[tuple[str, float]]]:
-        yield from self._cube(state, op.cube_id, Permission.READ)
+        _, _, scope = yield from self._read(state, op.cube_id)
         if op.k <= 0:
             return []
-        where, fparams = cypher_filter(compile_filters(op.filters or SearchFilters()))
+        where, fparams = cypher_filter(compile_filters(op.filters or SearchFilters()) + scope)
         if self._fulltext_index:
             lucene = lucene_query(op.query)
             if lucene is None:
@@ -1285,21 +1430,25 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
             InvalidInputError: ``depth`` outside 1..:data:`MAX_EXPAND_DEPTH`, or a type outside the whitelist.
 
         """
-        yield from self._cube(state, op.cube_id, Permission.READ)
+        _, _, scope = yield from self._read(state, op.cube_id)
         depth = base.check_depth(op.depth)
         rels = "|".join(dict.fromkeys(relation_type(t) for t in op.types))
         seeds = list(dict.fromkeys(op.ids))
         if not seeds or not rels:
             return []
         where, fparams = cypher_filter(compile_filters(op.filters))
+        # every node of the path, the seed included, must be one the caller may read: nothing is
+        # reached by way of an item it may not read
+        seen, sparams = cypher_filter(scope, "x", "s")
+        walk = f" AND all(x IN nodes(p) WHERE true{seen})" if scope else ""
         rows = yield (
             "UNWIND range(0, size($ids) - 1) AS pos "
             "MATCH p = (s:Memory {tenant: $tenant, cube_id: $cube_id, id: $ids[pos]})"
             f"-[:{rels}*1..{depth}]-(m:Memory) "
-            f"WHERE m.tenant = $tenant AND m.cube_id = $cube_id AND NOT m.id IN $ids{where} "
+            f"WHERE m.tenant = $tenant AND m.cube_id = $cube_id AND NOT m.id IN $ids{where}{walk} "
             "RETURN m.id AS id, length(p) AS depth, pos, nodes(p)[-2].id AS from_id, "
             "type(relationships(p)[-1]) AS type",
-            self._params(op.cube_id, ids=seeds, **fparams),
+            self._params(op.cube_id, ids=seeds, **fparams, **sparams),
         )
         best: dict[str, dict[str, Any]] = {}
         for r in rows:

@@ -44,10 +44,10 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -70,7 +70,7 @@ from memos_agents.infra.audit import (
 )
 from memos_agents.plaintext.stores import base
 from memos_agents.plaintext.stores.codec import TABLE_CODEC, edge_from_row
-from memos_agents.plaintext.stores.filters import Predicate, compile_filters
+from memos_agents.plaintext.stores.filters import Predicate, compile_filters, matches
 from memos_agents.plaintext.stores.vector_index import CubeVectorIndex, HNSWParams, IndexRow
 from memos_agents.plaintext.text import BM25_B, BM25_K1, bm25_idf, bm25_query_terms, bm25_terms
 from memos_agents.schema import (
@@ -281,6 +281,16 @@ _MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Cursor], None] | None]] = [
         """,
         None,
     ),
+    (
+        8,
+        """
+        ALTER TABLE items ADD COLUMN visibility TEXT NOT NULL DEFAULT 'cube';
+        CREATE INDEX items_public ON items(cube_id) WHERE visibility = 'public';
+        CREATE INDEX item_versions_by_time ON item_versions(cube_id, changed_at);
+        CREATE INDEX items_by_updated ON items(cube_id, updated_at);
+        """,
+        None,
+    ),
 ]
 _EDGE_COLUMNS = ("source_id", "target_id", "type", "weight", "created_at")
 _VERSION_COLUMNS = ("item_id", "version", "item", "edges", "change", "changed_at", "changed_by", "request_id")
@@ -321,7 +331,7 @@ _OWN_TX = (base.CreateCubeOp, base.ImportCubeOp, base.DeleteCubeOp)
 _AUDIT_READS = (base.ListAuditOp, base.VerifyAuditOp, base.ListAuditChainsOp)
 
 #: Columns of a row the dense index needs (see :class:`IndexRow`).
-_INDEX_COLUMNS = "rowid, status, memory_type, node_kind, user_id, event_us, tags, embedding"
+_INDEX_COLUMNS = "rowid, status, memory_type, node_kind, user_id, event_us, tags, embedding, visibility, author_id"
 
 
 def _index_row(r: Sequence[Any]) -> IndexRow:
@@ -334,6 +344,8 @@ def _index_row(r: Sequence[Any]) -> IndexRow:
         event_us=r[5],
         tags=() if r[6] == "[]" else tuple(json.loads(r[6])),
         embedding=None if r[7] is None else np.frombuffer(r[7], dtype=np.float32),
+        visibility=r[8],
+        author_id=r[9],
     )
 
 
@@ -343,7 +355,13 @@ def _sql_filter(predicates: Sequence[Predicate], alias: str = "") -> tuple[str, 
     params: list[Any] = []
     for p in predicates:
         col = alias + p.field
-        if p.op == "in":
+        if p.op == "visible_to":
+            if p.value is None:
+                clauses.append(f"{alias}visibility = 'public'")
+            else:
+                clauses.append(f"({alias}visibility != 'private' OR {alias}author_id = ?)")
+                params.append(p.value)
+        elif p.op == "in":
             clauses.append(f"{col} IN ({','.join('?' * len(p.value))})")
             params += list(p.value)
         elif p.op == "overlaps":
@@ -369,6 +387,9 @@ class _Tx:
     touched: set[str] = field(default_factory=set)
     #: cube id -> (header, dim) already read in this transaction (dropped when the batch changes them).
     cubes: dict[str, tuple[CubeHeader, int | None]] = field(default_factory=dict)
+    #: Cubes a user was erased from (:class:`base.ForgetUserOp`): their dense indexes and snapshots
+    #: are dropped after COMMIT, and the freed pages are overwritten.
+    erased: set[str] = field(default_factory=set)
 
     def next_seq(self, cube_id: str) -> int:
         """Return this transaction's change sequence number (one per transaction) and mark ``cube_id`` changed."""
@@ -624,6 +645,8 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
                 if isinstance(exc, Exception):
                     self._audit_refusal(ctx, base.audit_failure(ops, len(out), exc))
                 raise
+            if tx.erased:
+                self._finish_erasure(tx.erased)
             if not write and self.audit:
                 self._audit_read(ctx, [base.audit_record(op, r) for op, r in zip(ops, out, strict=True)])
             for cube_id in tx.touched:
@@ -814,6 +837,40 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
             tx.cubes[cube_id] = (cached[1], dim)
         return base.authorize(cached[1], tx.ctx, permission), dim
 
+    def _read(self, tx: _Tx, cube_id: str) -> tuple[CubeHeader, int | None, list[Predicate]]:
+        """Return ``(header, dim, read scope)`` of a read of ``tx.ctx`` on a cube (see :func:`base.read_scope`).
+
+        Raises:
+            CubeNotFoundError: No such (ready) cube.
+            PermissionDeniedError: The caller has no read on the cube, which holds no public item.
+
+        """
+        header, dim = self._cube(tx, cube_id, None)
+        scope = base.read_scope(header, tx.ctx)
+        if (
+            base.public_only(scope)
+            and not tx.cur.execute(
+                "SELECT 1 FROM items INDEXED BY items_public WHERE cube_id = ? AND visibility = 'public' LIMIT 1",
+                (cube_id,),
+            ).fetchone()
+        ):
+            raise base.deny_read(header, tx.ctx)
+        return header, dim, scope
+
+    def _visible_ids(self, tx: _Tx, cube_id: str, ids: Iterable[str], scope: Sequence[Predicate]) -> set[str]:
+        """Return which of ``ids`` are items of the cube that ``scope`` admits."""
+        where, params = _sql_filter(scope)
+        out: set[str] = set()
+        for chunk in _chunks(list(dict.fromkeys(ids)), 500):
+            marks = ",".join("?" * len(chunk))
+            out.update(
+                r[0]
+                for r in tx.cur.execute(
+                    f"SELECT id FROM items WHERE cube_id = ? AND id IN ({marks}){where}", (cube_id, *chunk, *params)
+                )
+            )
+        return out
+
     # -- cubes ---------------------------------------------------------------------------------
     @base.handles(base.CreateCubeOp)
     def _create_cube(self, op: base.CreateCubeOp, ctx: base.CallContext) -> None:
@@ -996,11 +1053,11 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
         for chunk in _chunks(probe.updated, 500):
             marks = ",".join("?" * len(chunk))
             for r in cur.execute(
-                "SELECT id, version, node_kind, embedding, author_id, rowid FROM items "
+                "SELECT id, version, node_kind, embedding, author_id, rowid, visibility FROM items "
                 f"WHERE cube_id = ? AND id IN ({marks})",
                 (cube_id, *chunk),
             ):
-                stored[r[0]] = base.StoredItem(int(r[1]), r[2], TABLE_CODEC.embedding(r[3]), r[4])
+                stored[r[0]] = base.StoredItem(int(r[1]), r[2], TABLE_CODEC.embedding(r[3]), r[4], r[6])
                 updated_rowids[r[0]] = int(r[5])
         newest: dict[str, str] = {}
         for topic in probe.topics:
@@ -1021,6 +1078,10 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
             newest_member=newest,
             now=utcnow(),
             redaction=header.redaction if generation is None else None,  # an import stores the archive as it is
+            stamp=generation is None,
+            may_publish=generation is not None
+            or tx.ctx.unrestricted
+            or header.allows(tx.ctx.principal, Permission.SHARE),
         )
         if plan.dim_changed:
             cur.execute("UPDATE cubes SET embedding_dim = ? WHERE cube_id = ?", (plan.dim, cube_id))
@@ -1086,15 +1147,121 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
 
     @base.handles(base.HistoryOp)
     def _history(self, op: base.HistoryOp, tx: _Tx) -> list[base.ItemVersion]:
-        self._cube(tx, op.cube_id, Permission.READ)
+        _, _, scope = self._read(tx, op.cube_id)
         rows = tx.cur.execute(
             f"SELECT {', '.join(_VERSION_COLUMNS)} FROM item_versions WHERE cube_id = ? AND item_id = ? "
             "ORDER BY version, rowid",
             (op.cube_id, op.item_id),
         ).fetchall()
         out = [base.version_from_row(dict(zip(_VERSION_COLUMNS, r, strict=True)), op.with_embeddings) for r in rows]
-        current = self._select(tx.cur, "cube_id = ? AND id = ?", (op.cube_id, op.item_id), op.with_embeddings)
-        return out + [base.ItemVersion(item=i) for i in current]
+        where, params = _sql_filter(scope)
+        current = self._select(
+            tx.cur, f"cube_id = ? AND id = ?{where}", (op.cube_id, op.item_id, *params), op.with_embeddings
+        )
+        return [v for v in out if matches(scope, v.item)] + [base.ItemVersion(item=i) for i in current]
+
+    def _version_rows(
+        self, tx: _Tx, cube_id: str, where: str, params: Sequence[Any], with_embeddings: bool
+    ) -> list[base.ItemVersion]:
+        rows = tx.cur.execute(
+            f"SELECT {', '.join(_VERSION_COLUMNS)} FROM item_versions WHERE cube_id = ? AND {where} "
+            "ORDER BY changed_at, rowid",
+            (cube_id, *params),
+        ).fetchall()
+        return [base.version_from_row(dict(zip(_VERSION_COLUMNS, r, strict=True)), with_embeddings) for r in rows]
+
+    @base.handles(base.AsOfOp)
+    def _as_of(self, op: base.AsOfOp, tx: _Tx) -> base.CubeSnapshot:
+        _, _, scope = self._read(tx, op.cube_id)
+        at = op.as_of.astimezone(UTC).isoformat()
+        if op.ids is None:  # the whole cube: its rows stored by then, the versions ended since
+            current = self._select(tx.cur, "cube_id = ? AND updated_at <= ?", (op.cube_id, at), op.with_embeddings)
+            versions = self._version_rows(tx, op.cube_id, "changed_at > ?", [at], op.with_embeddings)
+            edges = self._edges(tx.cur, op.cube_id, None, None, "both")
+        else:
+            ids = list(dict.fromkeys(op.ids))
+            current, versions, edges = [], [], []
+            for chunk in _chunks(ids, 400):
+                marks = ",".join("?" * len(chunk))
+                current += self._select(
+                    tx.cur, f"cube_id = ? AND id IN ({marks})", (op.cube_id, *chunk), op.with_embeddings
+                )
+                versions += self._version_rows(
+                    tx, op.cube_id, f"item_id IN ({marks}) AND changed_at > ?", [*chunk, at], op.with_embeddings
+                )
+            edges = self._edges(tx.cur, op.cube_id, ids, None, "both")
+        kept = [e for v in versions for e in v.edges]
+        return base.snapshot_as_of(op.as_of, current, versions, [*kept, *edges], scope, op.ids)
+
+    @base.handles(base.ChangedSinceOp)
+    def _changed_since(self, op: base.ChangedSinceOp, tx: _Tx) -> list[str]:
+        _, _, scope = self._read(tx, op.cube_id)
+        at = op.since.astimezone(UTC).isoformat()
+        versions = self._version_rows(tx, op.cube_id, "changed_at > ?", [at], False)
+        current = self._select(
+            tx.cur, "cube_id = ? AND updated_at > ?", (op.cube_id, at), False, "ORDER BY updated_at, rowid"
+        )
+        ids = [i.id for i in current if matches(scope, i)] + [v.item.id for v in versions if matches(scope, v.item)]
+        return list(dict.fromkeys(ids))
+
+    @base.handles(base.PurgeVersionsOp)
+    def _purge_versions(self, op: base.PurgeVersionsOp, tx: _Tx) -> int:
+        self._cube(tx, op.cube_id, Permission.ADMIN)
+        return int(
+            tx.cur.execute(
+                "DELETE FROM item_versions WHERE cube_id = ? AND changed_at < ?",
+                (op.cube_id, op.before.astimezone(UTC).isoformat()),
+            ).rowcount
+        )
+
+    @base.handles(base.ForgetUserOp)
+    def _forget_user(self, op: base.ForgetUserOp, tx: _Tx) -> list[str]:
+        self._cube(tx, op.cube_id, Permission.ADMIN)
+        cur = tx.cur
+        cur.execute("PRAGMA secure_delete = ON")  # freed pages are zeroed, not left readable in the file
+        tx.erased.add(op.cube_id)
+        found = cur.execute(
+            "SELECT rowid, id FROM items WHERE cube_id = ? AND (user_id = ? OR author_id = ?) ORDER BY rowid",
+            (op.cube_id, op.user_id, op.user_id),
+        ).fetchall()
+        rowids, ids = [int(r[0]) for r in found], [r[1] for r in found]
+        if rowids:
+            seq = tx.next_seq(op.cube_id)
+            self._drop_terms(cur, op.cube_id, rowids)
+            cur.executemany("INSERT INTO item_tombstones VALUES (?, ?, ?)", [(op.cube_id, r, seq) for r in rowids])
+            for chunk in _chunks(rowids, 500):
+                cur.execute(f"DELETE FROM items WHERE rowid IN ({','.join('?' * len(chunk))})", chunk)
+            for chunk in _chunks(ids, 400):
+                marks = ",".join("?" * len(chunk))
+                cur.execute(
+                    f"DELETE FROM edges WHERE cube_id = ? AND (source_id IN ({marks}) OR target_id IN ({marks}))",
+                    (op.cube_id, *chunk, *chunk),
+                )
+                cur.execute(
+                    f"DELETE FROM item_versions WHERE cube_id = ? AND item_id IN ({marks})", (op.cube_id, *chunk)
+                )
+        cur.execute(  # earlier versions of other items that were about or by the user
+            "DELETE FROM item_versions WHERE cube_id = ? AND "
+            "(json_extract(item, '$.user_id') = ? OR json_extract(item, '$.author_id') = ?)",
+            (op.cube_id, op.user_id, op.user_id),
+        )
+        return ids
+
+    def _finish_erasure(self, cubes: set[str]) -> None:
+        """Finish a committed erasure: drop dense indexes and snapshots, checkpoint the WAL.
+
+        The indexes are rebuilt from SQLite on next use, without the erased vectors; the checkpoint
+        leaves no copy of the erased rows in the write-ahead log.
+        """
+        with self._lock:
+            for cube_id in cubes:
+                self._indexes.pop(cube_id, None)
+            self.conn.execute("PRAGMA secure_delete = OFF")
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        if self.index_dir is not None:
+            for cube_id in cubes:
+                for f in self.index_dir.glob(_snapshot_key(cube_id) + ".*"):
+                    f.unlink(missing_ok=True)
 
     @staticmethod
     def _add_terms(cur: sqlite3.Cursor, cube_id: str, items: Sequence[tuple[int, list[str]]]) -> None:
@@ -1140,16 +1307,18 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
 
     @base.handles(base.DeleteOp)
     def _delete(self, op: base.DeleteOp, tx: _Tx) -> int:
-        self._cube(tx, op.cube_id, Permission.DELETE)
+        header, _ = self._cube(tx, op.cube_id, Permission.DELETE)
+        where, params = _sql_filter(base.read_scope(header, tx.ctx))  # another author's private item: not found
         deleted = 0
         for chunk in _chunks(list(dict.fromkeys(op.ids)), 500):
             marks = ",".join("?" * len(chunk))
-            rowids = [
-                int(r[0])
-                for r in tx.cur.execute(
-                    f"SELECT rowid FROM items WHERE cube_id = ? AND id IN ({marks})", (op.cube_id, *chunk)
-                )
-            ]
+            found = tx.cur.execute(
+                f"SELECT rowid, id FROM items WHERE cube_id = ? AND id IN ({marks}){where}",
+                (op.cube_id, *chunk, *params),
+            ).fetchall()
+            rowids = [int(r[0]) for r in found]
+            chunk = [r[1] for r in found]
+            marks = ",".join("?" * len(chunk))
             if rowids:
                 seq = tx.next_seq(op.cube_id)
                 self._keep_versions(tx, op.cube_id, rowids, "delete")
@@ -1159,10 +1328,11 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
                 )
                 marks_r = ",".join("?" * len(rowids))
                 deleted += tx.cur.execute(f"DELETE FROM items WHERE rowid IN ({marks_r})", rowids).rowcount
-            tx.cur.execute(
-                f"DELETE FROM edges WHERE cube_id = ? AND (source_id IN ({marks}) OR target_id IN ({marks}))",
-                (op.cube_id, *chunk, *chunk),
-            )
+            if chunk:
+                tx.cur.execute(
+                    f"DELETE FROM edges WHERE cube_id = ? AND (source_id IN ({marks}) OR target_id IN ({marks}))",
+                    (op.cube_id, *chunk, *chunk),
+                )
         return deleted
 
     @base.handles(base.RecordEventOp)
@@ -1192,17 +1362,20 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
 
     @base.handles(base.GetOp)
     def _get(self, op: base.GetOp, tx: _Tx) -> list[MemoryItem]:
-        self._cube(tx, op.cube_id, Permission.READ)
+        _, _, scope = self._read(tx, op.cube_id)
+        where, params = _sql_filter(scope)
         found: list[MemoryItem] = []
         for chunk in _chunks(list(dict.fromkeys(op.ids)), 500):
             marks = ",".join("?" * len(chunk))
-            found += self._select(tx.cur, f"cube_id = ? AND id IN ({marks})", (op.cube_id, *chunk), op.with_embeddings)
+            found += self._select(
+                tx.cur, f"cube_id = ? AND id IN ({marks}){where}", (op.cube_id, *chunk, *params), op.with_embeddings
+            )
         return base.order_found(op.ids, found)
 
     @base.handles(base.ListOp)
     def _list(self, op: base.ListOp, tx: _Tx) -> list[MemoryItem]:
-        self._cube(tx, op.cube_id, Permission.READ)
-        where, params = _sql_filter(compile_filters(op.filters))
+        _, _, scope = self._read(tx, op.cube_id)
+        where, params = _sql_filter(compile_filters(op.filters) + scope)
         return self._select(
             tx.cur,
             f"cube_id = ?{where}",
@@ -1213,16 +1386,20 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
 
     @base.handles(base.CountOp)
     def _count(self, op: base.CountOp, tx: _Tx) -> int:
-        self._cube(tx, op.cube_id, Permission.READ)
-        where, params = _sql_filter(compile_filters(op.filters))
+        _, _, scope = self._read(tx, op.cube_id)
+        where, params = _sql_filter(compile_filters(op.filters) + scope)
         return int(
             tx.cur.execute(f"SELECT COUNT(*) FROM items WHERE cube_id = ?{where}", (op.cube_id, *params)).fetchone()[0]
         )
 
     @base.handles(base.EdgesOp)
     def _edges_op(self, op: base.EdgesOp, tx: _Tx) -> list[Edge]:
-        self._cube(tx, op.cube_id, Permission.READ)
-        return self._edges(tx.cur, op.cube_id, op.ids, op.types, op.direction)
+        _, _, scope = self._read(tx, op.cube_id)
+        edges = self._edges(tx.cur, op.cube_id, op.ids, op.types, op.direction)
+        if scope and edges:  # an edge shows only when the caller may read both of its ends
+            ok = self._visible_ids(tx, op.cube_id, (x for e in edges for x in (e.source_id, e.target_id)), scope)
+            edges = [e for e in edges if e.source_id in ok and e.target_id in ok]
+        return edges
 
     @staticmethod
     def _edges(
@@ -1333,12 +1510,12 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
     # -- search --------------------------------------------------------------------------------------
     @base.handles(base.VectorSearchOp)
     def _vector_search(self, op: base.VectorSearchOp, tx: _Tx) -> list[tuple[str, float]]:
-        _, dim = self._cube(tx, op.cube_id, Permission.READ)
+        _, dim, scope = self._read(tx, op.cube_id)
         if dim is None or op.k <= 0:
             return []
         query = base.check_vector(op.embedding, dim, f"query embedding for cube {op.cube_id!r}")
         index = self._index(tx, op.cube_id, dim)
-        hits = index.search(query, op.k, compile_filters(op.filters or SearchFilters()))
+        hits = index.search(query, op.k, compile_filters(op.filters or SearchFilters()) + scope)
         return self._with_ids(tx.cur, hits)
 
     @staticmethod
@@ -1369,7 +1546,7 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
         index is loaded, the filters of the items it holds are read from its cached mask (current
         as of this transaction) instead of SQL.
         """
-        _, dim = self._cube(tx, op.cube_id, Permission.READ)
+        _, dim, scope = self._read(tx, op.cube_id)
         terms = Counter(bm25_query_terms(op.query))  # a repeated query term weighs more, as in FTS5
         if not terms or op.k <= 0:
             return []
@@ -1389,7 +1566,7 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
         weights = {term: terms[term] * bm25_idf(n_docs, df) for term, df in dfs.items()}
         order = sorted(weights, key=lambda t: (-weights[t], t))
         bound = [weights[t] * (BM25_K1 + 1.0) for t in order]  # a term's largest possible contribution
-        predicates = compile_filters(op.filters or SearchFilters())
+        predicates = compile_filters(op.filters or SearchFilters()) + scope
         passes = _FilterCheck(cur, predicates)
         if dim is not None and op.cube_id in self._indexes:
             index = self._index(tx, op.cube_id, dim)  # caught up to this transaction
@@ -1430,12 +1607,17 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
 
     @base.handles(base.ExpandOp)
     def _expand(self, op: base.ExpandOp, tx: _Tx) -> list[base.Neighbor]:
-        self._cube(tx, op.cube_id, Permission.READ)
+        _, _, scope = self._read(tx, op.cube_id)
         types = [RelationType(t) for t in op.types]
         if not types:
             base.check_depth(op.depth)
             return []
-        reached = base.breadth_first(op.ids, op.depth, lambda ids: self._edges(tx.cur, op.cube_id, ids, types, "both"))
+        reached = base.breadth_first(
+            op.ids,
+            op.depth,
+            lambda ids: self._edges(tx.cur, op.cube_id, ids, types, "both"),
+            (lambda ids: self._visible_ids(tx, op.cube_id, ids, scope)) if scope else None,
+        )
         if op.filters is not None and reached:
             where, params = _sql_filter(compile_filters(op.filters))
             ok: set[str] = set()

@@ -1,7 +1,8 @@
 """The embedded store's dense index of one cube: exact below a size threshold, HNSW above it.
 
 :class:`CubeVectorIndex` keeps, per item *position*, the item's SQLite rowid, the columns that
-search filters test (lifecycle state, memory type, node kind, subject, event time, tags) and its
+search filters test (lifecycle state, memory type, node kind, subject, event time, tags, and the
+read scope's visibility and author) and its
 unit vector: in a numpy matrix while the cube holds at most ``ann_threshold`` searchable items
 (exact cosine, as before), in an HNSW graph (Malkov & Yashunin, "Efficient and robust approximate
 nearest neighbor search using Hierarchical Navigable Small World graphs", TPAMI 2018; the
@@ -46,16 +47,21 @@ import hnswlib
 import numpy as np
 
 from memos_agents.plaintext.stores.filters import Predicate
-from memos_agents.schema import LifecycleState, MemoryType, NodeKind
+from memos_agents.schema import LifecycleState, MemoryType, NodeKind, Visibility
 
 #: Small integer codes of the enum columns (fast numpy masks); -1 never matches.
 CODES: dict[str, dict[str, int]] = {
     name: {member.value: code for code, member in enumerate(enum)}
-    for name, enum in (("status", LifecycleState), ("memory_type", MemoryType), ("node_kind", NodeKind))
+    for name, enum in (
+        ("status", LifecycleState),
+        ("memory_type", MemoryType),
+        ("node_kind", NodeKind),
+        ("visibility", Visibility),
+    )
 }
 MISSING_US = np.iinfo(np.int64).min
-#: Snapshot format version (a snapshot of another version is rebuilt).
-FORMAT = 1
+#: Snapshot format version (a snapshot of another version is rebuilt). 2: visibility and author columns.
+FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,8 @@ class IndexRow:
     event_us: int | None
     tags: tuple[str, ...]
     embedding: np.ndarray | None
+    visibility: str = Visibility.CUBE.value
+    author_id: str | None = None
 
 
 @dataclass
@@ -146,6 +154,7 @@ class CubeVectorIndex:
         self.alive = np.zeros(cap, dtype=bool)
         self.cols = {name: np.full(cap, -1, dtype=np.int16) for name in CODES}
         self.user = np.full(cap, -1, dtype=np.int32)
+        self.author = np.full(cap, -1, dtype=np.int32)  # codes of ``users`` (one id -> code map)
         self.event_us = np.full(cap, MISSING_US, dtype=np.int64)
         self.users: dict[str, int] = {}
         self.tags: dict[str, set[int]] = {}
@@ -184,6 +193,7 @@ class CubeVectorIndex:
         self.alive = ext(self.alive, False)
         self.cols = {k: ext(v, -1) for k, v in self.cols.items()}
         self.user = ext(self.user, -1)
+        self.author = ext(self.author, -1)
         self.event_us = ext(self.event_us, MISSING_US)
         if self.matrix is not None:
             self.matrix = ext(self.matrix, 0.0)
@@ -227,6 +237,9 @@ class CubeVectorIndex:
             users = self.users
             self.user[positions] = [
                 -1 if row.user_id is None else users.setdefault(row.user_id, len(users)) for row in live
+            ]
+            self.author[positions] = [
+                -1 if row.author_id is None else users.setdefault(row.author_id, len(users)) for row in live
             ]
             self.event_us[positions] = [MISSING_US if row.event_us is None else row.event_us for row in live]
             for p, row in zip(where, live, strict=True):
@@ -349,6 +362,13 @@ class CubeVectorIndex:
                         count=len(positions),
                     )
                 m &= inside
+            elif p.op == "visible_to":
+                vis = self.cols["visibility"][at]
+                if p.value is None:
+                    m &= vis == CODES["visibility"][Visibility.PUBLIC.value]
+                else:
+                    mine = self.author[at] == self.users.get(p.value, -2)
+                    m &= (vis != CODES["visibility"][Visibility.PRIVATE.value]) | mine
             elif p.field == "user_id":
                 codes = [self.users.get(v, -2) for v in (p.value if p.op == "in" else [p.value])]
                 m &= np.isin(self.user[at], codes)
@@ -464,6 +484,7 @@ class CubeVectorIndex:
                 "rowids": self.rowids[:n],
                 "alive": self.alive[:n],
                 "user": self.user[:n],
+                "author": self.author[:n],
                 "event_us": self.event_us[:n],
                 "tag_pos": np.asarray(tag_pos, dtype=np.int64).reshape(-1, 2),
                 **{f"col_{k}": v[:n] for k, v in self.cols.items()},
@@ -545,6 +566,7 @@ class CubeVectorIndex:
                 index.rowids[:n] = data["rowids"]
                 index.alive[:n] = data["alive"]
                 index.user[:n] = data["user"]
+                index.author[:n] = data["author"]
                 index.event_us[:n] = data["event_us"]
                 for name in CODES:
                     index.cols[name][:n] = data[f"col_{name}"]
