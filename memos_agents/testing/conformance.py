@@ -11,6 +11,9 @@ set-up, empty-or-shared store; every test uses its own fresh cube ids::
         @pytest.fixture
         def store(self, tmp_path):
             s = MyStore(...); s.setup(); yield s; s.close()
+
+It includes the adversarial section (:mod:`memos_agents.testing.adversarial`): attacks by
+outsiders, readers, revoked users and crafted values that every backend must refuse.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import itertools
 import threading
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -70,27 +73,18 @@ from memos_agents.schema import (
     Sources,
     Visibility,
 )
+from memos_agents.testing.adversarial import AdversarialTests
+from memos_agents.testing.helpers import DIM, T0, item, vec
 
-DIM = 8
-T0 = datetime(2023, 5, 8, 13, 56, tzinfo=UTC)
-
-
-def vec(*hot: int) -> list[float]:
-    """Return a unit vector of dimension :data:`DIM` with ones at the given positions."""
-    v = np.zeros(DIM, dtype=np.float32)
-    for h in hot:
-        v[h] = 1.0
-    return [float(x) for x in v / np.linalg.norm(v)]
-
-
-def item(text: str, *hot: int, **kw: object) -> MemoryItem:
-    """Return a memory item with an embedding pointing at ``hot``."""
-    return MemoryItem(text=text, embedding=vec(*(hot or (0,))), **kw)  # type: ignore[arg-type]
+__all__ = ["DIM", "T0", "AdversarialTests", "StoreConformanceTests", "item", "vec"]
 
 
 @pytest.mark.conformance
-class StoreConformanceTests:
-    """The behaviour every :class:`BaseMemoryStore` must have. Provide a ``store`` fixture."""
+class StoreConformanceTests(AdversarialTests):
+    """The behaviour every :class:`BaseMemoryStore` must have. Provide a ``store`` fixture.
+
+    It includes the adversarial section (:class:`~memos_agents.testing.adversarial.AdversarialTests`).
+    """
 
     @pytest.fixture
     def store(self) -> Iterator[BaseMemoryStore]:  # pragma: no cover - overridden

@@ -37,7 +37,21 @@ def tamper_sqlite_audit(store: SQLiteMemoryStore, chain: str, how: str) -> None:
         raise ValueError(how)
 
 
-class TestSQLiteStore(StoreConformanceTests):
+class SQLiteKnownIssues:
+    """Conformance tests the SQLite store is known to fail (each marked strict: a fix shows as XPASS)."""
+
+    @pytest.mark.xfail(
+        strict=True,
+        reason="SQLiteMemoryStore.batch runs CreateCubeOp, ImportCubeOp and DeleteCubeOp in transactions of their "
+        "own: the ops before one of them in a batch commit (and are audited ok) even when it is refused",
+    )
+    def test_a_batch_refused_at_a_cube_delete_or_import_applies_nothing(
+        self, store: SQLiteMemoryStore, cube: str
+    ) -> None:
+        super().test_a_batch_refused_at_a_cube_delete_or_import_applies_nothing(store, cube)  # type: ignore[misc]
+
+
+class TestSQLiteStore(SQLiteKnownIssues, StoreConformanceTests):
     def tamper_audit(self, store: SQLiteMemoryStore, chain: str, how: str) -> None:  # type: ignore[override]
         tamper_sqlite_audit(store, chain, how)
 
@@ -49,7 +63,7 @@ class TestSQLiteStore(StoreConformanceTests):
         s.close()
 
 
-class TestSQLiteInMemoryStore(StoreConformanceTests):
+class TestSQLiteInMemoryStore(SQLiteKnownIssues, StoreConformanceTests):
     def tamper_audit(self, store: SQLiteMemoryStore, chain: str, how: str) -> None:  # type: ignore[override]
         tamper_sqlite_audit(store, chain, how)
 
