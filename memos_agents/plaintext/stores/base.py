@@ -41,7 +41,7 @@ from datetime import datetime
 from typing import Any, ClassVar, Literal, TypeVar, cast
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from memos_agents.cube import CubeHeader, Permission
 from memos_agents.errors import (
@@ -159,6 +159,27 @@ def public_only(scope: Sequence[Predicate]) -> bool:
 def deny_read(header: CubeHeader, ctx: CallContext) -> PermissionDeniedError:
     """Return the error of a read by a caller without ``read`` on a cube that holds no public item."""
     return PermissionDeniedError(f"user {ctx.principal!r} may not read cube {header.cube_id!r}")
+
+
+def check_header(header: CubeHeader) -> None:
+    """Validate a header a caller hands to the store as if it had just been built.
+
+    ``model_copy(update=...)`` skips pydantic's validation, so a header (or an ACL entry in it)
+    could carry a cube id or principal the model refuses; stored, it would make every later read
+    of the cube fail. Called by :meth:`BaseMemoryStore.handler` for every op that stores a header,
+    inside the audited part of the batch.
+
+    Raises:
+        InvalidInputError: A field the model refuses (named, without the value).
+
+    """
+    if not isinstance(header, CubeHeader):
+        raise InvalidInputError(f"a cube header must be a CubeHeader, not {type(header).__name__}")
+    try:
+        CubeHeader.model_validate(header.model_dump())
+    except ValidationError as exc:
+        fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})
+        raise InvalidInputError(f"invalid cube header: {', '.join(fields)}") from None
 
 
 def check_header_update(current: CubeHeader, new: CubeHeader, ctx: CallContext) -> None:
@@ -842,8 +863,9 @@ class AuditRecord:
 
 def _op_cube(op: Any) -> str | None:
     if isinstance(op, CreateCubeOp | ImportCubeOp | UpdateCubeOp):
-        return op.header.cube_id
-    cube_id = getattr(op, "cube_id", None)
+        cube_id = getattr(op.header, "cube_id", None)  # a header built by model_copy may hold anything
+    else:
+        cube_id = getattr(op, "cube_id", None)
     if not isinstance(cube_id, str):
         return None
     from memos_agents.schema import validate_id
@@ -1388,6 +1410,8 @@ class BaseMemoryStore(ABC):
 
         """
         check_permission(op)
+        if isinstance(op, CreateCubeOp | ImportCubeOp | UpdateCubeOp):
+            check_header(op.header)
         name = self._handlers.get(type(op))
         if name is None:
             raise InvalidInputError(f"{type(self).__name__} does not handle {type(op).__name__}")

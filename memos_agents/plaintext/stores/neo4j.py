@@ -665,8 +665,10 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
     def _prepare(self, ops: Sequence[base.Op]) -> tuple[list[base.Op], bool]:
         """Check the ops (known types, store set up); return them and whether the batch writes."""
         ops = list(ops)
-        for op in ops:
-            self.handler(op)
+        for op in ops:  # known op types (a header is validated by handler(), inside the audited run)
+            base.check_permission(op)
+            if type(op) not in self._handlers:
+                raise InvalidInputError(f"{type(self).__name__} does not handle {type(op).__name__}")
         if ops and not self._ready:
             raise StoreError("store is not set up: call setup() first")
         return ops, any(isinstance(op, base.WRITE_OPS) for op in ops)
