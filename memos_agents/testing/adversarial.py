@@ -86,6 +86,7 @@ from memos_agents.plaintext.stores.base import (
     VerifyAuditOp,
     WriteBatch,
     WriteOp,
+    op_cube,
 )
 from memos_agents.schema import Edge, LifecycleState, NodeKind, RelationType, SearchFilters, validate_id
 from memos_agents.testing.helpers import DIM, item, vec
@@ -162,16 +163,7 @@ def trusted() -> CallContext:
 
 def chain_of(op: Op) -> str | None:
     """Return the audit chain an op is recorded on: its cube's id, or None (the store's) for a malformed id."""
-    if isinstance(op, CreateCubeOp | ImportCubeOp | UpdateCubeOp):
-        cube_id: object = op.header.cube_id
-    else:
-        cube_id = getattr(op, "cube_id", None)
-    if not isinstance(cube_id, str):
-        return None
-    try:
-        return validate_id(cube_id, "cube_id")
-    except InvalidInputError:
-        return None
+    return op_cube(op)
 
 
 def plain(value: Any) -> Any:

@@ -22,7 +22,6 @@ import asyncio
 import itertools
 import threading
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -86,15 +85,7 @@ class StoreConformanceTests(AdversarialTests):
     It includes the adversarial section (:class:`~memos_agents.testing.adversarial.AdversarialTests`).
     """
 
-    @pytest.fixture
-    def store(self) -> Iterator[BaseMemoryStore]:  # pragma: no cover - overridden
-        raise NotImplementedError("subclasses provide a set-up store fixture")
-
-    @pytest.fixture
-    def cube(self, store: BaseMemoryStore) -> str:
-        cube_id = "cube-" + uuid.uuid4().hex[:12]
-        store.create_cube(CubeHeader(cube_id=cube_id, owner_id="alice", storage=StorageProfile(embedding_dim=DIM)))
-        return cube_id
+    # the ``store`` and ``cube`` (owned by "alice") fixtures: inherited from AdversarialTests
 
     def _other_cube(self, store: BaseMemoryStore) -> str:
         cube_id = "cube-" + uuid.uuid4().hex[:12]

@@ -861,7 +861,8 @@ class AuditRecord:
     reason: str | None = None
 
 
-def _op_cube(op: Any) -> str | None:
+def op_cube(op: Any) -> str | None:
+    """Return the cube an op is audited on: its valid cube id, or None (the store's chain: none, or malformed)."""
     if isinstance(op, CreateCubeOp | ImportCubeOp | UpdateCubeOp):
         cube_id = getattr(op.header, "cube_id", None)  # a header built by model_copy may hold anything
     else:
@@ -917,7 +918,7 @@ def _requested_ids(op: Any) -> tuple[str, ...]:
 
 def audit_record(op: Any, result: Any) -> AuditRecord:
     """Return the record of ``op`` that succeeded with ``result``."""
-    cube_id = _op_cube(op)
+    cube_id = op_cube(op)
     return AuditRecord(
         chain=cube_id if cube_id is not None else STORE_CHAIN,
         action=AUDIT_ACTIONS[type(op)],
@@ -955,7 +956,7 @@ def audit_failure(ops: Sequence[Any], done: int, exc: BaseException) -> list[Aud
     outcome, reason = refusal_reason(exc)
     records = []
     for i, op in enumerate(ops):
-        cube_id = _op_cube(op)
+        cube_id = op_cube(op)
         here = i == done or done >= len(ops)
         records.append(
             AuditRecord(
