@@ -1114,17 +1114,12 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
         old = [i for i in (yield from self._old_items(op.cube_id, unique)) if matches(scope, i)]
         if not old:
             return 0
-        params = self._params(op.cube_id, ids=[i.id for i in old])
-        if old:
-            edges = yield from self._read_edges(base.EdgesOp(op.cube_id, [i.id for i in old]))
-            yield from self._keep_versions(
-                state,
-                op.cube_id,
-                old,
-                "delete",
-                {i.id: [e for e in edges if i.id in (e.source_id, e.target_id)] for i in old},
-            )
-        yield (f"{_EACH_ITEM} DETACH DELETE m", params)
+        ids = [i.id for i in old]
+        edges = yield from self._read_edges(base.EdgesOp(op.cube_id, ids))
+        yield from self._keep_versions(
+            state, op.cube_id, old, "delete", {i: [e for e in edges if i in (e.source_id, e.target_id)] for i in ids}
+        )
+        yield (f"{_EACH_ITEM} DETACH DELETE m", self._params(op.cube_id, ids=ids))
         return len(old)
 
     def _old_items(self, cube_id: str, ids: Sequence[str]) -> Body[list[MemoryItem]]:
