@@ -474,7 +474,8 @@ class InMemoryStore(base.BaseMemoryStore):
         current = sorted(
             (r.item for r in cube.items.values() if r.item.updated_at > op.since), key=lambda i: i.updated_at
         )
-        versions = [v for v in (base.version_from_row(r, False) for r in cube.versions) if v.changed_at > op.since]  # type: ignore[operator]
+        kept = (base.version_from_row(r, False) for r in cube.versions)
+        versions = [v for v in kept if v.changed_at is not None and v.changed_at > op.since]
         ids = [i.id for i in current if matches(scope, i)] + [v.item.id for v in versions if matches(scope, v.item)]
         return list(dict.fromkeys(ids))
 

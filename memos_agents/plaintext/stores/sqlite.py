@@ -858,7 +858,7 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
         return header, dim, scope
 
     def _visible_ids(self, tx: _Tx, cube_id: str, ids: Iterable[str], scope: Sequence[Predicate]) -> set[str]:
-        """Return which of ``ids`` are items of the cube that ``scope`` admits."""
+        """Return which of ``ids`` are items of the cube that pass ``scope`` (a read scope, or any predicates)."""
         where, params = _sql_filter(scope)
         out: set[str] = set()
         for chunk in _chunks(list(dict.fromkeys(ids)), 500):
@@ -1226,19 +1226,11 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
         ).fetchall()
         rowids, ids = [int(r[0]) for r in found], [r[1] for r in found]
         if rowids:
-            seq = tx.next_seq(op.cube_id)
-            self._drop_terms(cur, op.cube_id, rowids)
-            cur.executemany("INSERT INTO item_tombstones VALUES (?, ?, ?)", [(op.cube_id, r, seq) for r in rowids])
-            for chunk in _chunks(rowids, 500):
-                cur.execute(f"DELETE FROM items WHERE rowid IN ({','.join('?' * len(chunk))})", chunk)
+            self._remove(tx, op.cube_id, rowids, ids)  # keeping no version
             for chunk in _chunks(ids, 400):
-                marks = ",".join("?" * len(chunk))
                 cur.execute(
-                    f"DELETE FROM edges WHERE cube_id = ? AND (source_id IN ({marks}) OR target_id IN ({marks}))",
-                    (op.cube_id, *chunk, *chunk),
-                )
-                cur.execute(
-                    f"DELETE FROM item_versions WHERE cube_id = ? AND item_id IN ({marks})", (op.cube_id, *chunk)
+                    f"DELETE FROM item_versions WHERE cube_id = ? AND item_id IN ({','.join('?' * len(chunk))})",
+                    (op.cube_id, *chunk),
                 )
         cur.execute(  # earlier versions of other items that were about or by the user
             "DELETE FROM item_versions WHERE cube_id = ? AND "
@@ -1317,23 +1309,33 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
                 (op.cube_id, *chunk, *params),
             ).fetchall()
             rowids = [int(r[0]) for r in found]
-            chunk = [r[1] for r in found]
-            marks = ",".join("?" * len(chunk))
             if rowids:
-                seq = tx.next_seq(op.cube_id)
                 self._keep_versions(tx, op.cube_id, rowids, "delete")
-                self._drop_terms(tx.cur, op.cube_id, rowids)
-                tx.cur.executemany(
-                    "INSERT INTO item_tombstones VALUES (?, ?, ?)", [(op.cube_id, r, seq) for r in rowids]
-                )
-                marks_r = ",".join("?" * len(rowids))
-                deleted += tx.cur.execute(f"DELETE FROM items WHERE rowid IN ({marks_r})", rowids).rowcount
-            if chunk:
-                tx.cur.execute(
-                    f"DELETE FROM edges WHERE cube_id = ? AND (source_id IN ({marks}) OR target_id IN ({marks}))",
-                    (op.cube_id, *chunk, *chunk),
-                )
+                deleted += self._remove(tx, op.cube_id, rowids, [r[1] for r in found])
         return deleted
+
+    def _remove(self, tx: _Tx, cube_id: str, rowids: Sequence[int], ids: Sequence[str]) -> int:
+        """Remove items (``rowids``, whose ids are ``ids``) with their edges, postings and dense-index entries.
+
+        The one removal path of a delete and an erasure: BM25 statistics and postings go, a
+        tombstone per row tells the dense indexes (this process's and others') to drop it.
+        Returns how many rows were removed.
+        """
+        seq = tx.next_seq(cube_id)
+        self._drop_terms(tx.cur, cube_id, rowids)
+        tx.cur.executemany("INSERT INTO item_tombstones VALUES (?, ?, ?)", [(cube_id, r, seq) for r in rowids])
+        removed = 0
+        for chunk in _chunks(list(rowids), 500):
+            removed += tx.cur.execute(
+                f"DELETE FROM items WHERE rowid IN ({','.join('?' * len(chunk))})", chunk
+            ).rowcount
+        for part in _chunks(list(ids), 400):
+            marks = ",".join("?" * len(part))
+            tx.cur.execute(
+                f"DELETE FROM edges WHERE cube_id = ? AND (source_id IN ({marks}) OR target_id IN ({marks}))",
+                (cube_id, *part, *part),
+            )
+        return removed
 
     @base.handles(base.RecordEventOp)
     def _record_event(self, op: base.RecordEventOp, tx: _Tx) -> None:
@@ -1619,17 +1621,7 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
             (lambda ids: self._visible_ids(tx, op.cube_id, ids, scope)) if scope else None,
         )
         if op.filters is not None and reached:
-            where, params = _sql_filter(compile_filters(op.filters))
-            ok: set[str] = set()
-            for chunk in _chunks([n.id for n in reached], 500):
-                marks = ",".join("?" * len(chunk))
-                ok.update(
-                    r[0]
-                    for r in tx.cur.execute(
-                        f"SELECT id FROM items WHERE cube_id = ? AND id IN ({marks}){where}",
-                        (op.cube_id, *chunk, *params),
-                    )
-                )
+            ok = self._visible_ids(tx, op.cube_id, (n.id for n in reached), compile_filters(op.filters))
             reached = [n for n in reached if n.id in ok]
         return reached
 
