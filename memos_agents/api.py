@@ -16,6 +16,7 @@ from typing import Annotated, Any, TypeVar
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from memos_agents.errors import InvalidInputError
+from memos_agents.infra.users import UserRecord
 from memos_agents.operation.reader import ReadMode
 from memos_agents.schema import (
     Id,
@@ -87,6 +88,21 @@ class CubeRollback(BaseModel):
     updated: list[str] = Field(default_factory=list)
     restored: list[str] = Field(default_factory=list)
     deleted: list[str] = Field(default_factory=list)
+
+
+class UserRemoval(BaseModel):
+    """What ``MemOS.remove_user`` did.
+
+    Attributes:
+        user: The user's record, now disabled (kept: its id is never given to anyone else).
+        revoked_from: Cubes whose ACL entries for the user were removed.
+        owned: Cubes the user still owns (an owner keeps every permission: hand them over).
+
+    """
+
+    user: UserRecord
+    revoked_from: list[str] = Field(default_factory=list)
+    owned: list[str] = Field(default_factory=list)
 
 
 class AddResult(BaseModel):

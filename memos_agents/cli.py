@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from memos_agents.config import default_home
-from memos_agents.errors import InvalidInputError, MemOSError
+from memos_agents.errors import InvalidInputError, MemOSError, UserExistsError
 from memos_agents.operation.reader import ReadMode
 from memos_agents.os import MemOS
 from memos_agents.schema import Visibility
@@ -36,6 +36,12 @@ app.add_typer(acl_app, name="acl")
 app.add_typer(bench_app, name="bench")
 audit_app = typer.Typer(help="The audit log: query, verify its hash chains, export.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+user_app = typer.Typer(
+    help="Registered users (people, agents, services): create, list, show, remove, enable. "
+    "Managing users needs a system-wide admin (--admin).",
+    no_args_is_help=True,
+)
+app.add_typer(user_app, name="user")
 console = Console()
 
 #: Where the LoCoMo file lies in this project's checkout layout (``../shared/data``).
@@ -61,6 +67,14 @@ def main_options(
         str | None, typer.Option(envvar="NEO4J_DATABASE", help="Neo4j database (default: the server's).")
     ] = None,
     neo4j_tenant: Annotated[str, typer.Option(help="Namespace inside the Neo4j database.")] = "default",
+    require_users: Annotated[
+        bool,
+        typer.Option(
+            "--require-users",
+            envvar="MEMOS_REQUIRE_USERS",
+            help="Only users registered with `memos user create` may call, and be granted access.",
+        ),
+    ] = False,
 ) -> None:
     """memos-agents: a memory OS for LLM agents."""
     _STORE.clear()
@@ -71,12 +85,20 @@ def main_options(
         password=neo4j_password,
         database=neo4j_database,
         tenant=neo4j_tenant,
+        require_users=require_users,
     )
 
 
 def _mos(home: Path | None, **config: Any) -> MemOS:
     store = dict(_STORE) if _STORE.get("backend", "sqlite") != "sqlite" else {}
+    if _STORE.get("require_users"):
+        store["require_users"] = True
     return MemOS.from_path(home or default_home(), **({"store": store} if store else {}), **config).setup()
+
+
+def _admin_mos(home: Path | None, user: str, admin: bool) -> MemOS:
+    """Return a MemOS without an LLM in which ``user`` is a system-wide admin when ``admin`` (an operator)."""
+    return _mos(home, llm={"provider": "none"}, admins=[user] if admin else [])
 
 
 def _run(fn: Any) -> Any:
@@ -373,6 +395,115 @@ def acl_list(cube: Annotated[str, typer.Argument(help="Cube id.")], user: User, 
     _run(go)
 
 
+UserAdmin = Annotated[
+    bool,
+    typer.Option("--admin", help="Act as a system-wide admin (an operator holding the store's files or credentials)."),
+]
+
+
+@user_app.command("create")
+def user_create(
+    new_user: Annotated[str, typer.Argument(help="The new user's id.")],
+    user: User,
+    name: Annotated[str, typer.Option(help="Display name.")] = "",
+    kind: Annotated[str, typer.Option(help="user, agent or service.")] = "user",
+    admin: UserAdmin = False,
+    home: Home = None,
+) -> None:
+    """Register NEW_USER (ids are never reused: a removed user's id stays taken)."""
+
+    def go() -> None:
+        with _admin_mos(home, user, admin) as mos:
+            _print_users([mos.create_user(new_user, user, name=name, kind=kind)])
+
+    _run(go)
+
+
+@user_app.command("list")
+def user_list(
+    user: User,
+    all_users: Annotated[bool, typer.Option("--all", help="Removed (disabled) users too.")] = False,
+    admin: UserAdmin = False,
+    home: Home = None,
+) -> None:
+    """List the registered users."""
+
+    def go() -> None:
+        with _admin_mos(home, user, admin) as mos:
+            _print_users(mos.list_users(user, include_disabled=all_users))
+
+    _run(go)
+
+
+@user_app.command("show")
+def user_show(
+    shown: Annotated[str, typer.Argument(help="The user (yourself, unless you are a system-wide admin).")],
+    user: User,
+    admin: UserAdmin = False,
+    home: Home = None,
+) -> None:
+    """Show one user's record."""
+
+    def go() -> None:
+        with _admin_mos(home, user, admin) as mos:
+            _print_users([mos.get_user(shown, user)])
+
+    _run(go)
+
+
+@user_app.command("remove")
+def user_remove(
+    removed: Annotated[str, typer.Argument(help="The user to remove.")],
+    user: User,
+    admin: UserAdmin = False,
+    home: Home = None,
+) -> None:
+    """Disable REMOVED and revoke its ACL entries on every cube (its memories stay: see forget-user)."""
+
+    def go() -> None:
+        with _admin_mos(home, user, admin) as mos:
+            done = mos.remove_user(removed, user)
+        _print_users([done.user])
+        console.print(f"revoked from {len(done.revoked_from)} cube(s): {escape(', '.join(done.revoked_from))}")
+        if done.owned:
+            console.print(f"still owns {len(done.owned)} cube(s), hand them over: {escape(', '.join(done.owned))}")
+
+    _run(go)
+
+
+@user_app.command("enable")
+def user_enable(
+    enabled: Annotated[str, typer.Argument(help="The removed user to enable again.")],
+    user: User,
+    admin: UserAdmin = False,
+    home: Home = None,
+) -> None:
+    """Enable a removed user again (its old grants are not restored)."""
+
+    def go() -> None:
+        with _admin_mos(home, user, admin) as mos:
+            _print_users([mos.enable_user(enabled, user)])
+
+    _run(go)
+
+
+def _print_users(users: list[Any]) -> None:
+    table = Table()
+    for col in ("user", "name", "kind", "state", "created", "by"):
+        table.add_column(col)
+    for u in users:
+        state = "enabled" if u.disabled_at is None else f"removed {u.disabled_at:%Y-%m-%d %H:%M}"
+        table.add_row(
+            escape(u.user_id),
+            escape(u.name),
+            u.kind.value,
+            state,
+            f"{u.created_at:%Y-%m-%d %H:%M}",
+            escape(u.created_by),
+        )
+    console.print(table)
+
+
 def _print_acl(header: Any) -> None:
     table = Table()
     for col in ("principal", "role", "permissions", "grants"):
@@ -492,7 +623,7 @@ def forget_user(
     """Erase a user's memories, versions and index entries from every cube you administer (GDPR-style)."""
 
     def go() -> None:
-        with _mos(home, llm={"provider": "none"}, admins=[user] if admin else []) as mos:
+        with _admin_mos(home, user, admin) as mos:
             erased = mos.forget_user(forgotten, user)
         for cube_id, ids in erased.items():
             console.print(f"{escape(cube_id)}: {len(ids)} memory item(s) erased", highlight=False)
@@ -510,6 +641,10 @@ Admin = Annotated[
         "every chain, the store's own and deleted cubes' included.",
     ),
 ]
+
+
+#: The operator (system-wide admin) that registers the benchmark's user when governance is on.
+BENCH_OPERATOR = "bench-operator"
 
 
 def _stores(value: str) -> list[str]:
@@ -549,7 +684,7 @@ def audit_list(
     """Show audit entries, oldest first (needs audit on the cube)."""
 
     def go() -> None:
-        with _mos(home, llm={"provider": "none"}, admins=[user] if admin else []) as mos:
+        with _admin_mos(home, user, admin) as mos:
             entries = mos.audit_log(
                 user,
                 cube,
@@ -584,7 +719,7 @@ def audit_verify(user: User, cube: AuditCube = None, admin: Admin = False, home:
     """Verify the hash chains: exit 1 if an entry was edited, deleted, inserted, reordered or cut off."""
 
     def go() -> bool:
-        with _mos(home, llm={"provider": "none"}, admins=[user] if admin else []) as mos:
+        with _admin_mos(home, user, admin) as mos:
             results = mos.verify_audit(user, cube)
         for chain, result in results.items():
             name = chain or "(store)"
@@ -612,7 +747,7 @@ def audit_export(
 
     def go() -> int:
         n = 0
-        with _mos(home, llm={"provider": "none"}, admins=[user] if admin else []) as mos:
+        with _admin_mos(home, user, admin) as mos:
             if str(out) == "-":
                 for entry in mos.iter_audit(user, cube):
                     sys.stdout.write(entry.model_dump_json() + "\n")
@@ -704,7 +839,8 @@ def bench_locomo(
     governance: Annotated[
         str,
         typer.Option(
-            help="on (the audit log written, and the cubes' PII redaction set to mask), off (neither), "
+            help="on (the audit log written, the cubes' PII redaction set to mask, and the store requiring "
+            "registered users: the benchmark's user is registered first), off (none of them), "
             "or off,on: both runs on each store in one invocation, OUT/<store>/comparison.md giving "
             "the ratios. Cube ACLs are checked either way."
         ),
@@ -717,7 +853,13 @@ def bench_locomo(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from memos_agents.bench.locomo import compare_stores, run_locomo_bench, write_comparison, write_results
+    from memos_agents.bench.locomo import (
+        BENCH_USER,
+        compare_stores,
+        run_locomo_bench,
+        write_comparison,
+        write_results,
+    )
 
     def go() -> None:
         stores = _stores(store)
@@ -738,11 +880,20 @@ def bench_locomo(
                 neo4j_cfg.update(uri=server.uri, user=server.auth[0], password=server.auth[1], database=server.database)
             for name, mode in [(s, g) for s in stores for g in modes]:
                 store_cfg: dict[str, Any] = dict(neo4j_cfg) if name == "neo4j" else {}
-                store_cfg["audit"] = mode == "on"
+                store_cfg["audit"] = store_cfg["require_users"] = mode == "on"
                 run_name = name if len(modes) == 1 else f"{name}/governance-{mode}"
 
                 def factory(home: Path, store_cfg: dict[str, Any] = store_cfg) -> MemOS:
-                    return MemOS.from_path(home, embedder=emb, llm={"provider": "none"}, store=store_cfg)
+                    mos = MemOS.from_path(
+                        home, embedder=emb, llm={"provider": "none"}, store=store_cfg, admins=[BENCH_OPERATOR]
+                    )
+                    if store_cfg["require_users"]:  # the bench's user is registered, as a deployment would
+                        mos.setup()
+                        try:
+                            mos.create_user(BENCH_USER, BENCH_OPERATOR, kind="service")
+                        except UserExistsError:
+                            pass
+                    return mos
 
                 with Progress(
                     TextColumn("{task.description}"),

@@ -196,6 +196,10 @@ class StoreConfig(BaseModel):
         audit_reads: Embedded store: ``buffered`` (default: read entries stored with the next
             write, within 256 entries or 1 s, or on close) or ``sync`` (stored before results are
             returned); see ``SQLiteMemoryStore``.
+        require_users: Only registered, enabled users may call the store, and grants name only
+            such users (default False: any well-formed principal id; see
+            :mod:`memos_agents.infra.users` and ``memos user``). Operators in
+            ``MemOSConfig.admins`` are exempt (they register the others).
 
     """
 
@@ -217,6 +221,7 @@ class StoreConfig(BaseModel):
     snapshot_every: int = Field(default=20_000, ge=1)
     audit: bool = True
     audit_reads: Literal["buffered", "sync"] = "buffered"
+    require_users: bool = False
 
     @model_validator(mode="after")
     def _uri_for_neo4j(self) -> StoreConfig:

@@ -48,6 +48,18 @@ class PermissionDeniedError(MemOSError, PermissionError):
     """The caller's ACL entry on the cube does not allow this operation."""
 
 
+class UnknownUserError(PermissionDeniedError):
+    """The caller, or a principal a grant names, is not a registered and enabled user of a store that requires users."""
+
+
+class UserExistsError(MemOSError):
+    """A user with this id is registered (enabled or disabled: ids are never reused)."""
+
+
+class UserNotFoundError(NotFoundError):
+    """No user with this id is registered."""
+
+
 class VersionConflictError(MemOSError):
     """An update was based on a version that is no longer current (optimistic concurrency)."""
 

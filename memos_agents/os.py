@@ -48,6 +48,7 @@ from memos_agents.api import (
     GetRequest,
     SearchRequest,
     UpdateRequest,
+    UserRemoval,
     parse,
 )
 from memos_agents.config import EmbedderProvider, LLMProvider, MemOSConfig, StoreBackend
@@ -74,6 +75,7 @@ from memos_agents.errors import (
 from memos_agents.flow import Compute, Flow, run_async, run_sync
 from memos_agents.infra.audit import AuditEntry, AuditOutcome, ChainVerification
 from memos_agents.infra.redaction import RedactionMode, RedactionPolicy, default_redactor
+from memos_agents.infra.users import UserKind, UserRecord
 from memos_agents.infra.vault import VersionDiff, diff_items
 from memos_agents.models.embedders import BaseEmbedder, HashingEmbedder, OpenAIEmbedder, SentenceTransformerEmbedder
 from memos_agents.models.llm import BaseLLM, HFLocalLLM, OpenAICompatibleLLM
@@ -212,6 +214,7 @@ def build_store(config: MemOSConfig) -> base.BaseMemoryStore:
             tenant=s.tenant,
             use_fulltext_index=s.use_fulltext_index,
             audit=s.audit,
+            require_users=s.require_users,
         )
     return SQLiteMemoryStore(
         config.db_path,
@@ -222,6 +225,7 @@ def build_store(config: MemOSConfig) -> base.BaseMemoryStore:
         snapshot_every=s.snapshot_every,
         audit=s.audit,
         audit_reads=s.audit_reads,
+        require_users=s.require_users,
     )
 
 
@@ -860,6 +864,140 @@ class MemOS:
             return {}
         erased = yield [base.ForgetUserOp(cid, forgotten) for cid in cubes]
         return {cid: list(ids) for cid, ids in zip(cubes, erased, strict=True)}
+
+    # -- users (MemGovernance) ----------------------------------------------------------------------
+    def create_user(
+        self, new_user: str, user_id: str, *, name: str = "", kind: UserKind | str = UserKind.USER
+    ) -> UserRecord:
+        """Register a user (a person, an agent or a service account) in the store.
+
+        With ``StoreConfig.require_users`` only registered, enabled users may call the store and
+        be granted access (see :mod:`memos_agents.infra.users`); without it the records are a
+        directory. Ids are never reused: a removed (disabled) user's id stays taken.
+
+        Args:
+            new_user: The new user's id (not ``system`` or ``*``).
+            user_id: The caller: a system-wide admin (``MemOSConfig.admins``).
+            name: Display name (default empty; at most 200 characters).
+            kind: ``user`` (default), ``agent`` or ``service``.
+
+        Returns:
+            The stored record (``created_at`` and ``created_by`` set by the store).
+
+        Raises:
+            InvalidInputError: A malformed or reserved id, name or kind.
+            PermissionDeniedError: The caller is not a system-wide admin.
+            UserExistsError: The id is registered (enabled or disabled).
+
+        """
+        return cast(
+            UserRecord, self._run(self._ops([base.CreateUserOp(self._user_record(new_user, name, kind))]), user_id)
+        )
+
+    async def acreate_user(
+        self, new_user: str, user_id: str, *, name: str = "", kind: UserKind | str = UserKind.USER
+    ) -> UserRecord:
+        """Async twin of :meth:`create_user`."""
+        return await self._arun(self._ops([base.CreateUserOp(self._user_record(new_user, name, kind))]), user_id)
+
+    @staticmethod
+    def _user_record(user: str, name: str, kind: UserKind | str) -> UserRecord:
+        try:
+            return UserRecord(user_id=user, name=name, kind=kind)  # type: ignore[arg-type]
+        except ValidationError as exc:
+            fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})
+            raise InvalidInputError(f"invalid user: {', '.join(fields)}") from None
+
+    def get_user(self, user: str, user_id: str) -> UserRecord:
+        """Return a user's record (the user itself, or a system-wide admin).
+
+        Raises:
+            PermissionDeniedError: Another user's record, asked by someone not a system-wide admin.
+            UserNotFoundError: Not registered.
+
+        """
+        return cast(UserRecord, self._run(self._ops([base.GetUserOp(validate_id(user, "user_id"))]), user_id))
+
+    async def aget_user(self, user: str, user_id: str) -> UserRecord:
+        """Async twin of :meth:`get_user`."""
+        return await self._arun(self._ops([base.GetUserOp(validate_id(user, "user_id"))]), user_id)
+
+    def list_users(self, user_id: str, *, include_disabled: bool = False) -> list[UserRecord]:
+        """Return the registered users by id (removed ones only with ``include_disabled``); system-wide admins.
+
+        Raises:
+            PermissionDeniedError: The caller is not a system-wide admin.
+
+        """
+        return self._run(self._ops([base.ListUsersOp(include_disabled)]), user_id)
+
+    async def alist_users(self, user_id: str, *, include_disabled: bool = False) -> list[UserRecord]:
+        """Async twin of :meth:`list_users`."""
+        return await self._arun(self._ops([base.ListUsersOp(include_disabled)]), user_id)
+
+    def remove_user(self, removed: str, user_id: str) -> UserRemoval:
+        """Remove a user: disable its record and revoke its ACL entries on every cube, in one store batch.
+
+        The record stays (disabled), so the id cannot be registered again and inherit grants; a
+        store with ``require_users`` refuses every later call of the user at once. Cubes the user
+        owns are listed, not changed (hand them over first; :meth:`forget_user` erases its
+        memories). Removing a removed user revokes what was granted to it since.
+
+        Args:
+            removed: The user to remove.
+            user_id: The caller: a system-wide admin.
+
+        Raises:
+            PermissionDeniedError: The caller is not a system-wide admin.
+            UserNotFoundError: Not registered.
+
+        """
+        return self._run(self._remove_user(removed), user_id)
+
+    async def aremove_user(self, removed: str, user_id: str) -> UserRemoval:
+        """Async twin of :meth:`remove_user`."""
+        return await self._arun(self._remove_user(removed), user_id)
+
+    def _remove_user(self, removed: str) -> Flow[UserRemoval]:
+        removed = validate_id(removed, "user_id")
+        for attempt in range(self.WRITE_ATTEMPTS):
+            current, headers = yield [base.GetUserOp(removed), base.ListCubesOp()]
+            record = cast(UserRecord, current)
+            if record.enabled:
+                record = record.model_copy(update={"disabled_at": utcnow()})
+            revoke = [
+                h.model_copy(update={"acl": [e for e in h.acl if e.principal != removed]})
+                for h in cast(list[CubeHeader], headers)
+                if any(e.principal == removed for e in h.acl)
+            ]
+            try:
+                stored, *_ = yield [base.UpdateUserOp(record), *(base.UpdateCubeOp(h) for h in revoke)]
+            except VersionConflictError:  # a header changed meanwhile: read again
+                if attempt + 1 == self.WRITE_ATTEMPTS:
+                    raise
+                continue
+            owned = [h.cube_id for h in cast(list[CubeHeader], headers) if h.owner_id == removed]
+            return UserRemoval(user=stored, revoked_from=[h.cube_id for h in revoke], owned=owned)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def enable_user(self, user: str, user_id: str) -> UserRecord:
+        """Enable a removed user again (its grants are not restored); system-wide admins.
+
+        Raises:
+            PermissionDeniedError: The caller is not a system-wide admin.
+            UserNotFoundError: Not registered.
+
+        """
+        return self._run(self._enable_user(user), user_id)
+
+    async def aenable_user(self, user: str, user_id: str) -> UserRecord:
+        """Async twin of :meth:`enable_user`."""
+        return await self._arun(self._enable_user(user), user_id)
+
+    def _enable_user(self, user: str) -> Flow[UserRecord]:
+        (current,) = yield [base.GetUserOp(validate_id(user, "user_id"))]
+        (stored,) = yield [base.UpdateUserOp(cast(UserRecord, current).model_copy(update={"disabled_at": None}))]
+        return cast(UserRecord, stored)
 
     # -- the audit log (MemGovernance) --------------------------------------------------------------
     def audit_log(

@@ -497,7 +497,9 @@ class AdversarialTests:
             CallContext.of("\u0430lice")
         with pytest.raises(InvalidInputError):
             CallContext.of("*")
-        assert not CallContext.of("system").unrestricted and not CallContext.of("admin").unrestricted
+        with pytest.raises(InvalidInputError):  # trusted code's name in the audit log
+            CallContext.of("system")
+        assert not CallContext.of("admin").unrestricted
         campaign.unchanged("the attacks")
         campaign.check_audit()
 
@@ -893,3 +895,47 @@ def _filters(**values: Any) -> SearchFilters:
         return SearchFilters(**fields)
     except ValueError:
         return SearchFilters.model_construct(**fields)
+
+    def test_owners_versions_and_items_the_caller_may_not_set_are_refused(
+        self, store: BaseMemoryStore, cube: str
+    ) -> None:
+        v = self.victim(store, cube)
+        campaign = Campaign(store, v)
+        header = store.get_cube(cube)
+        for who in ("bob", "rita", "gus"):  # no admin, no share: refused before the version is compared
+            for version in (header.version, header.version + 1, 1):
+                stale = header.model_copy(update={"version": version, "description": "mine now"})
+                campaign.run(Attack(f"header update at version {version}", context(who), [UpdateCubeOp(stale)]))
+        # a cube planted for another owner, who would later take it for its own
+        planted = CubeHeader(
+            cube_id="cube-" + uuid.uuid4().hex[:12], owner_id="alice", storage=StorageProfile(embedding_dim=DIM)
+        )
+        for op in (CreateCubeOp(planted), ImportCubeOp(planted, [item("planted", 1)])):
+            campaign.run(Attack(f"{type(op).__name__} owned by alice", context("bob"), [op]))
+        with pytest.raises(CubeNotFoundError):
+            store.get_cube(planted.cube_id)
+        # items the model refuses, handed over unvalidated by a writer: nothing stored
+        good = item("walt's note", 2)
+        for field_name, value in (("id", "../" + v.secret_id), ("id", "x\x00"), ("tags", ["x" * 10_000])):
+            bad = good.model_copy(update={field_name: value})
+            for batch in (WriteBatch(add=[bad]), WriteBatch(ensure=[bad])):
+                campaign.run(
+                    Attack(
+                        f"an item with a bad {field_name}",
+                        context("walt"),
+                        [WriteOp(cube, batch)],
+                        (InvalidInputError,),
+                    )
+                )
+        mine = store.get(cube, [v.note_id], ctx=CallContext.of("alice"))[0]
+        bad_update = mine.model_copy(update={"tags": ["x" * 10_000]})
+        campaign.run(
+            Attack(
+                "an update with a bad tag",
+                context("walt"),
+                [WriteOp(cube, WriteBatch(update=[bad_update]))],
+                (InvalidInputError,),
+            )
+        )
+        campaign.unchanged("the refused owners, versions and items")
+        campaign.check_audit()

@@ -74,15 +74,17 @@ from memos_agents.schema import (
 )
 from memos_agents.testing.adversarial import AdversarialTests
 from memos_agents.testing.helpers import DIM, T0, item, vec
+from memos_agents.testing.users import UserTests
 
 __all__ = ["DIM", "T0", "AdversarialTests", "StoreConformanceTests", "item", "vec"]
 
 
 @pytest.mark.conformance
-class StoreConformanceTests(AdversarialTests):
+class StoreConformanceTests(AdversarialTests, UserTests):
     """The behaviour every :class:`BaseMemoryStore` must have. Provide a ``store`` fixture.
 
-    It includes the adversarial section (:class:`~memos_agents.testing.adversarial.AdversarialTests`).
+    It includes the adversarial section (:class:`~memos_agents.testing.adversarial.AdversarialTests`)
+    and the users section (:class:`~memos_agents.testing.users.UserTests`).
     """
 
     # the ``store`` and ``cube`` (owned by "alice") fixtures: inherited from AdversarialTests

@@ -37,21 +37,7 @@ def tamper_sqlite_audit(store: SQLiteMemoryStore, chain: str, how: str) -> None:
         raise ValueError(how)
 
 
-class SQLiteKnownIssues:
-    """Conformance tests the SQLite store is known to fail (each marked strict: a fix shows as XPASS)."""
-
-    @pytest.mark.xfail(
-        strict=True,
-        reason="SQLiteMemoryStore.batch runs CreateCubeOp, ImportCubeOp and DeleteCubeOp in transactions of their "
-        "own: the ops before one of them in a batch commit (and are audited ok) even when it is refused",
-    )
-    def test_a_batch_refused_at_a_cube_delete_or_import_applies_nothing(
-        self, store: SQLiteMemoryStore, cube: str
-    ) -> None:
-        super().test_a_batch_refused_at_a_cube_delete_or_import_applies_nothing(store, cube)  # type: ignore[misc]
-
-
-class TestSQLiteStore(SQLiteKnownIssues, StoreConformanceTests):
+class TestSQLiteStore(StoreConformanceTests):
     def tamper_audit(self, store: SQLiteMemoryStore, chain: str, how: str) -> None:  # type: ignore[override]
         tamper_sqlite_audit(store, chain, how)
 
@@ -63,7 +49,7 @@ class TestSQLiteStore(SQLiteKnownIssues, StoreConformanceTests):
         s.close()
 
 
-class TestSQLiteInMemoryStore(SQLiteKnownIssues, StoreConformanceTests):
+class TestSQLiteInMemoryStore(StoreConformanceTests):
     def tamper_audit(self, store: SQLiteMemoryStore, chain: str, how: str) -> None:  # type: ignore[override]
         tamper_sqlite_audit(store, chain, how)
 

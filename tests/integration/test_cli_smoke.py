@@ -302,3 +302,31 @@ def test_point_in_time_search_cube_rollback_purge_and_forget_user(tmp_path: Path
     assert forgot.returncode == 0 and "notes: 1 memory item(s) erased" in forgot.stdout, forgot.stdout
     left = memos("search", "Porto", "--cube", "notes", "--user", "ann", "--json", *h, home=tmp_path)
     assert left.returncode == 0 and "Ana lives" not in left.stdout and "private Porto diary" in left.stdout
+
+
+def test_users_and_a_store_that_requires_them(tmp_path: Path) -> None:
+    h = ("--home", str(tmp_path / "home"))
+    made = memos(
+        "user", "create", "bob", "--name", "Bob", "--kind", "agent", "--user", "op", "--admin", *h, home=tmp_path
+    )
+    assert made.returncode == 0 and "bob" in made.stdout and "agent" in made.stdout, made.stdout + made.stderr
+    refused = memos("user", "create", "eve", "--user", "bob", *h, home=tmp_path)
+    assert refused.returncode == 2 and "PermissionDeniedError" in refused.stdout, refused.stdout
+    assert (
+        memos(
+            "--require-users", "cube", "redaction", "notes", "--user", "bob", "--mode", "off", *h, home=tmp_path
+        ).returncode
+        == 0
+    )
+    grant = memos(
+        "--require-users", "acl", "grant", "notes", "ghost", "--role", "reader", "--user", "bob", *h, home=tmp_path
+    )
+    assert grant.returncode == 2 and "UnknownUserError" in grant.stdout, grant.stdout
+    stranger = memos("--require-users", "search", "tea", "--cube", "notes", "--user", "mallory", *h, home=tmp_path)
+    assert stranger.returncode == 2 and "UnknownUserError" in stranger.stdout, stranger.stdout
+    removed = memos("user", "remove", "bob", "--user", "op", "--admin", *h, home=tmp_path)
+    assert removed.returncode == 0 and "still owns 1 cube(s)" in removed.stdout, removed.stdout
+    listed = memos("user", "list", "--all", "--user", "op", "--admin", *h, home=tmp_path)
+    assert listed.returncode == 0 and "removed" in listed.stdout, listed.stdout
+    gone = memos("--require-users", "search", "tea", "--cube", "notes", "--user", "bob", *h, home=tmp_path)
+    assert gone.returncode == 2 and "disabled" in gone.stdout, gone.stdout

@@ -61,8 +61,9 @@ from memos_agents.infra.audit import (
     seal,
 )
 from memos_agents.infra.redaction import RedactionMode, RedactionPolicy, default_redactor
+from memos_agents.infra.users import UserRecord, check_new_user_id
 from memos_agents.plaintext.stores.filters import Predicate, matches, visible_to
-from memos_agents.schema import Edge, Id, MemoryItem, RelationType, SearchFilters, Visibility, new_id
+from memos_agents.schema import Edge, Id, MemoryItem, RelationType, SearchFilters, Visibility, new_id, utcnow
 
 Direction = Literal["out", "in", "both"]
 T = TypeVar("T")
@@ -112,12 +113,16 @@ class CallContext(BaseModel):
         """Return the context of a caller: ACL-checked, or a system-wide admin with ``admin``.
 
         Raises:
-            InvalidInputError: Malformed principal id.
+            InvalidInputError: Malformed principal id, or ``system`` (the name trusted code is
+                audited under: a caller of that name would be indistinguishable in the log).
 
         """
         from memos_agents.schema import validate_id
 
-        return cls(principal=validate_id(principal, "user_id"), roles=(SYSTEM_ADMIN,) if admin else ())
+        validate_id(principal, "user_id")
+        if principal == "system":
+            raise InvalidInputError("'system' is reserved for trusted application code and cannot be a caller")
+        return cls(principal=principal, roles=(SYSTEM_ADMIN,) if admin else ())
 
 
 #: Trusted application code: every op is allowed (the convenience methods' default).
@@ -182,11 +187,28 @@ def check_header(header: CubeHeader) -> None:
         raise InvalidInputError(f"invalid cube header: {', '.join(fields)}") from None
 
 
+def check_new_cube(header: CubeHeader, ctx: CallContext) -> None:
+    """Check that ``ctx`` may create (or import) the cube of ``header``: only for itself as owner.
+
+    Trusted code and system-wide admins may create cubes for anyone; any other caller only cubes
+    it owns, so no one can plant a cube that another user would later take for its own.
+
+    Raises:
+        PermissionDeniedError: ``header.owner_id`` is not the caller.
+
+    """
+    if not ctx.unrestricted and header.owner_id != ctx.principal:
+        raise PermissionDeniedError(
+            f"user {ctx.principal!r} may create cubes only for itself, not for owner {header.owner_id!r}"
+        )
+
+
 def check_header_update(current: CubeHeader, new: CubeHeader, ctx: CallContext) -> None:
     """Check that ``ctx`` may replace a cube's header ``current`` by ``new`` (an ``UpdateCubeOp``).
 
-    ``new`` must carry the stored ``version`` (it was read from the current header: optimistic
-    concurrency, so a change made meanwhile is never overwritten unseen). Then:
+    A caller with neither ``admin`` nor ``share`` is refused first (the stored version is not
+    revealed to it). ``new`` must carry the stored ``version`` (it was read from the current
+    header: optimistic concurrency, so a change made meanwhile is never overwritten unseen). Then:
 
     * Trusted code (SYSTEM) and system-wide admins may change anything.
     * Only the owner may change ``owner_id`` (hand the cube over).
@@ -202,6 +224,8 @@ def check_header_update(current: CubeHeader, new: CubeHeader, ctx: CallContext) 
         PermissionDeniedError: What the caller may not change, named.
 
     """
+    if not ctx.unrestricted and not current.permissions_of(ctx.principal) & {Permission.ADMIN, Permission.SHARE}:
+        raise PermissionDeniedError(f"user {ctx.principal!r} may not admin cube {current.cube_id!r}")
     if new.version != current.version:
         raise VersionConflictError(
             f"cube {current.cube_id!r}: the header is at version {current.version}, not {new.version}; "
@@ -226,6 +250,80 @@ def check_header_update(current: CubeHeader, new: CubeHeader, ctx: CallContext) 
                 f"user {ctx.principal!r} may not grant or revoke {sorted(p.value for p in entry.granted())} "
                 f"on cube {current.cube_id!r}: more than its own permissions"
             )
+
+
+def added_principals(current: CubeHeader | None, new: CubeHeader) -> list[str]:
+    """Return the principals a header write adds: ``new``'s owner and ACL entries that ``current`` lacks.
+
+    A store that requires users checks that each is a registered, enabled user
+    (:func:`~memos_agents.infra.users.check_principals`); entries kept unchanged are not checked
+    again, so a disabled user's old entry never blocks another change of the header.
+    """
+    before: set[tuple[str, str | None, tuple[str, ...]]] = set()
+    owner = None
+    if current is not None:
+        owner = current.owner_id
+        before = {(e.principal, e.role, tuple(sorted(e.permissions))) for e in current.acl}
+    out = [] if new.owner_id == owner else [new.owner_id]
+    for e in new.acl:
+        if (e.principal, e.role, tuple(sorted(e.permissions))) not in before:
+            out.append(e.principal)
+    return list(dict.fromkeys(out))
+
+
+def authorize_users(ctx: CallContext, user_id: str | None = None) -> None:
+    """Check that ``ctx`` may manage users (system-wide admins, trusted code), or read ``user_id``'s own record.
+
+    Raises:
+        PermissionDeniedError: Anyone else.
+
+    """
+    if ctx.unrestricted or (user_id is not None and user_id == ctx.principal):
+        return
+    raise PermissionDeniedError(f"user {ctx.principal!r} may not manage users: that needs a system-wide admin")
+
+
+def new_user(op: CreateUserOp, ctx: CallContext) -> UserRecord:
+    """Return the record a :class:`CreateUserOp` stores (validated; created now by ``ctx``, enabled).
+
+    Raises:
+        PermissionDeniedError: ``ctx`` may not manage users.
+        InvalidInputError: A malformed record or a reserved id.
+
+    """
+    authorize_users(ctx)
+    record = check_user(op.user)
+    check_new_user_id(record.user_id)
+    return record.model_copy(update={"created_at": utcnow(), "created_by": ctx.principal, "disabled_at": None})
+
+
+def changed_user(current: UserRecord, op: UpdateUserOp, ctx: CallContext) -> UserRecord:
+    """Return the record an :class:`UpdateUserOp` stores over ``current`` (its name, kind and disabled_at).
+
+    Raises:
+        PermissionDeniedError: ``ctx`` may not manage users.
+        InvalidInputError: A malformed record.
+
+    """
+    authorize_users(ctx)
+    new = check_user(op.user)
+    return current.model_copy(update={"name": new.name, "kind": new.kind, "disabled_at": new.disabled_at})
+
+
+def check_user(user: object) -> UserRecord:
+    """Validate a user record handed to the store as if it had just been built (see :func:`check_header`).
+
+    Raises:
+        InvalidInputError: Not a :class:`UserRecord`, or a field the model refuses (named, without the value).
+
+    """
+    if not isinstance(user, UserRecord):
+        raise InvalidInputError(f"a user must be a UserRecord, not {type(user).__name__}")
+    try:
+        return UserRecord.model_validate(user.model_dump())
+    except ValidationError as exc:
+        fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})
+        raise InvalidInputError(f"invalid user record: {', '.join(fields)}") from None
 
 
 class StoreCapabilities(BaseModel):
@@ -701,6 +799,42 @@ class ListAuditChainsOp:
 
 
 @dataclass(frozen=True, slots=True)
+class CreateUserOp:
+    """Register a user (system-wide admins and trusted code); returns the stored :class:`UserRecord`.
+
+    The store sets ``created_at``, ``created_by`` (the caller) and clears ``disabled_at``.
+    ``UserExistsError`` if the id is registered (disabled ids too: ids are never reused);
+    ``InvalidInputError`` for a reserved id (``system``, ``*``).
+    """
+
+    user: UserRecord
+
+
+@dataclass(frozen=True, slots=True)
+class GetUserOp:
+    """Return a user's record (the user itself, system-wide admins, trusted code). ``UserNotFoundError`` if none."""
+
+    user_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListUsersOp:
+    """Return the registered users ordered by id, disabled ones only with ``include_disabled`` (admins)."""
+
+    include_disabled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateUserOp:
+    """Replace a user's ``name``, ``kind`` and ``disabled_at`` (admins); returns the stored record.
+
+    ``created_at`` and ``created_by`` stay as stored. ``UserNotFoundError`` if none.
+    """
+
+    user: UserRecord
+
+
+@dataclass(frozen=True, slots=True)
 class ListEventsOp:
     """Return the cube's events of ``kind`` (None: all), oldest first (read).
 
@@ -737,6 +871,10 @@ Op = (
     | ListAuditOp
     | VerifyAuditOp
     | ListAuditChainsOp
+    | CreateUserOp
+    | GetUserOp
+    | ListUsersOp
+    | UpdateUserOp
 )
 
 #: The cube permission each op needs (None: checked otherwise; a list filters by read permission).
@@ -766,6 +904,10 @@ OP_PERMISSION: dict[type, Permission | None] = {
     ListAuditOp: None,  # authorize_audit: audit on the cube, or trusted code for a deleted cube / the store
     VerifyAuditOp: None,
     ListAuditChainsOp: None,
+    CreateUserOp: None,  # authorize_users: system-wide admins and trusted code
+    GetUserOp: None,
+    ListUsersOp: None,
+    UpdateUserOp: None,
 }
 
 #: Ops that write (a backend opens a write transaction for a batch holding any of them).
@@ -779,6 +921,8 @@ WRITE_OPS: tuple[type, ...] = (
     RecordEventOp,
     PurgeVersionsOp,
     ForgetUserOp,
+    CreateUserOp,
+    UpdateUserOp,
 )
 
 
@@ -836,6 +980,10 @@ AUDIT_ACTIONS: dict[type, str] = {
     ListAuditOp: "audit.list",
     VerifyAuditOp: "audit.verify",
     ListAuditChainsOp: "audit.chains",
+    CreateUserOp: "user.create",
+    GetUserOp: "user.get",
+    ListUsersOp: "user.list",
+    UpdateUserOp: "user.update",
 }
 
 
@@ -899,7 +1047,7 @@ def _touched_ids(op: Any, result: Any) -> tuple[str, ...]:
         return tuple(i.id for i in result.items)
     if isinstance(op, ChangedSinceOp | ForgetUserOp) and isinstance(result, list):
         return tuple(result)
-    return ()
+    return _requested_ids(op) if isinstance(op, CreateUserOp | GetUserOp | UpdateUserOp) else ()
 
 
 def _requested_ids(op: Any) -> tuple[str, ...]:
@@ -913,6 +1061,11 @@ def _requested_ids(op: Any) -> tuple[str, ...]:
         return (str(op.item_id),)
     if isinstance(op, EdgesOp | AsOfOp) and op.ids is not None:
         return tuple(str(i) for i in op.ids)
+    if isinstance(op, CreateUserOp | UpdateUserOp):
+        user_id = getattr(op.user, "user_id", None)  # the user the op is about (a record may hold anything)
+        return (user_id,) if isinstance(user_id, str) else ()
+    if isinstance(op, GetUserOp):
+        return (str(op.user_id),)
     return ()
 
 
@@ -1183,6 +1336,27 @@ def refuse_unredacted(cube_id: str, items: Sequence[MemoryItem], policy: Redacti
                 ) from None
 
 
+def check_items(items: Iterable[object]) -> None:
+    """Validate items handed to the store as if they had just been built (see :func:`check_header`).
+
+    ``model_copy(update=...)`` skips pydantic's validation, so an item could carry an id, a tag or
+    a text the model refuses; stored, it would make the cube's export impossible to import again.
+
+    Raises:
+        InvalidInputError: Not a :class:`MemoryItem`, or a field the model refuses (named, without the value).
+
+    """
+    for item in items:
+        if not isinstance(item, MemoryItem):
+            raise InvalidInputError(f"a memory item must be a MemoryItem, not {type(item).__name__}")
+        try:
+            # the embedding is checked by check_embedding_dim (its own error types), and not copied here
+            MemoryItem.model_validate(item.model_dump(exclude={"embedding"}, warnings=False))
+        except ValidationError as exc:
+            fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})
+            raise InvalidInputError(f"invalid memory item: {', '.join(fields)}") from None
+
+
 def plan_write(
     cube_id: str,
     batch: WriteBatch,
@@ -1221,8 +1395,9 @@ def plan_write(
         The plan; the backend writes it as it is.
 
     Raises:
-        InvalidInputError: Duplicate ids in the batch, a new id that exists, an update that changes
-            an item's node kind, a dangling edge.
+        InvalidInputError: An item the model refuses (see :func:`check_items`), duplicate ids in
+            the batch, a new id that exists, an update that changes an item's node kind, a
+            dangling edge.
         EmbeddingDimensionError / InvalidEmbeddingError: A bad embedding.
         MemoryNotFoundError: An updated item does not exist, or is another author's private item
             (which the caller may not read, so for it does not exist).
@@ -1231,6 +1406,7 @@ def plan_write(
         PermissionDeniedError: A ``public`` item without ``may_publish``.
 
     """
+    check_items([*batch.add, *batch.ensure, *batch.update])
     refuse_unredacted(cube_id, [*batch.add, *batch.ensure, *batch.update], redaction)
     if not may_publish:
         public = [i.id for i in [*batch.add, *batch.ensure, *batch.update] if i.visibility is Visibility.PUBLIC]
@@ -1400,8 +1576,16 @@ class BaseMemoryStore(ABC):
                 found[op_type] = name
         cls._handlers = found
 
-    def __init__(self) -> None:
+    def __init__(self, *, require_users: bool = False) -> None:
         self.capabilities = StoreCapabilities()
+        #: Whether only registered, enabled users may call (checked in every batch's transaction;
+        #: trusted code and system-wide admins exempt) and every principal a cube header adds must
+        #: be one (see :mod:`memos_agents.infra.users`).
+        self.require_users = require_users
+
+    def checks_caller(self, ctx: CallContext) -> bool:
+        """Whether a batch of ``ctx`` must find its principal registered and enabled (:attr:`require_users`)."""
+        return self.require_users and not ctx.unrestricted
 
     def handler(self, op: Any) -> Callable[..., Any]:
         """Return this backend's bound handler of ``op``.
@@ -1637,7 +1821,39 @@ class BaseMemoryStore(ABC):
         """Return every audit chain's id (``""``: the store's own), sorted (trusted code only)."""
         return cast(list[str], self.run(ListAuditChainsOp(), ctx=ctx))
 
+    def create_user(self, user: UserRecord, *, ctx: CallContext = SYSTEM) -> UserRecord:
+        """Register a user; see :class:`CreateUserOp`."""
+        return cast(UserRecord, self.run(CreateUserOp(user), ctx=ctx))
+
+    def get_user(self, user_id: str, *, ctx: CallContext = SYSTEM) -> UserRecord:
+        """Return a user's record; see :class:`GetUserOp`."""
+        return cast(UserRecord, self.run(GetUserOp(user_id), ctx=ctx))
+
+    def list_users(self, *, include_disabled: bool = False, ctx: CallContext = SYSTEM) -> list[UserRecord]:
+        """Return the registered users by id; see :class:`ListUsersOp`."""
+        return cast(list[UserRecord], self.run(ListUsersOp(include_disabled), ctx=ctx))
+
+    def update_user(self, user: UserRecord, *, ctx: CallContext = SYSTEM) -> UserRecord:
+        """Replace a user's name, kind and disabled time; see :class:`UpdateUserOp`."""
+        return cast(UserRecord, self.run(UpdateUserOp(user), ctx=ctx))
+
     # -- async twins of the convenience methods --------------------------------------------------------
+    async def acreate_user(self, user: UserRecord, *, ctx: CallContext = SYSTEM) -> UserRecord:
+        """Async twin of :meth:`create_user`."""
+        return cast(UserRecord, await self.arun(CreateUserOp(user), ctx=ctx))
+
+    async def aget_user(self, user_id: str, *, ctx: CallContext = SYSTEM) -> UserRecord:
+        """Async twin of :meth:`get_user`."""
+        return cast(UserRecord, await self.arun(GetUserOp(user_id), ctx=ctx))
+
+    async def alist_users(self, *, include_disabled: bool = False, ctx: CallContext = SYSTEM) -> list[UserRecord]:
+        """Async twin of :meth:`list_users`."""
+        return cast(list[UserRecord], await self.arun(ListUsersOp(include_disabled), ctx=ctx))
+
+    async def aupdate_user(self, user: UserRecord, *, ctx: CallContext = SYSTEM) -> UserRecord:
+        """Async twin of :meth:`update_user`."""
+        return cast(UserRecord, await self.arun(UpdateUserOp(user), ctx=ctx))
+
     async def ahistory(
         self, cube_id: str, item_id: str, *, with_embeddings: bool = False, ctx: CallContext = SYSTEM
     ) -> list[ItemVersion]:

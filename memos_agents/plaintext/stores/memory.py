@@ -38,8 +38,15 @@ from typing import Any
 import numpy as np
 
 from memos_agents.cube import CubeHeader, Permission
-from memos_agents.errors import CubeExistsError, CubeNotFoundError, InvalidInputError
+from memos_agents.errors import (
+    CubeExistsError,
+    CubeNotFoundError,
+    InvalidInputError,
+    UserExistsError,
+    UserNotFoundError,
+)
 from memos_agents.infra.audit import AuditEntry, ChainHead, ChainVerification, verify_chain
+from memos_agents.infra.users import UserRecord, check_caller, check_principals
 from memos_agents.plaintext.stores import base
 from memos_agents.plaintext.stores.codec import search_text
 from memos_agents.plaintext.stores.filters import Predicate, compile_filters, matches
@@ -131,11 +138,13 @@ class _Tx:
     Attributes:
         ctx: The caller.
         saved: Cube id -> the cube as it was before the batch wrote it (None: it did not exist).
+        saved_users: User id -> the record as it was before the batch wrote it (None: none).
 
     """
 
     ctx: base.CallContext
     saved: dict[str, _Cube | None] = field(default_factory=dict)
+    saved_users: dict[str, UserRecord | None] = field(default_factory=dict)
 
 
 def _edge_key(edge: Edge) -> EdgeKey:
@@ -161,9 +170,11 @@ class InMemoryStore(base.BaseMemoryStore):
 
     """
 
-    def __init__(self, *, audit: bool = True) -> None:
-        super().__init__()
+    def __init__(self, *, audit: bool = True, require_users: bool = False) -> None:
+        super().__init__(require_users=require_users)
         self._lock = threading.RLock()
+        #: user id -> its record (see :mod:`memos_agents.infra.users`).
+        self._users: dict[str, UserRecord] = {}
         self._cubes: dict[str, _Cube] = {}
         #: Whether every batch is written to the audit log (see :mod:`memos_agents.infra.audit`).
         self.audit = audit
@@ -212,6 +223,8 @@ class InMemoryStore(base.BaseMemoryStore):
             tx = _Tx(ctx)
             out: list[Any] = []
             try:
+                if self.checks_caller(ctx):
+                    check_caller(ctx.principal, self._users.get(ctx.principal))
                 for op in ops:
                     out.append(self.handler(op)(op, tx))
             except BaseException as exc:
@@ -220,6 +233,11 @@ class InMemoryStore(base.BaseMemoryStore):
                         self._cubes.pop(cube_id, None)
                     else:
                         self._cubes[cube_id] = original
+                for user_id, record in tx.saved_users.items():
+                    if record is None:
+                        self._users.pop(user_id, None)
+                    else:
+                        self._users[user_id] = record
                 if self.audit and isinstance(exc, Exception):
                     self._append_audit(ctx, base.audit_failure(ops, len(out), exc))
                 raise
@@ -327,6 +345,7 @@ class InMemoryStore(base.BaseMemoryStore):
             CubeExistsError: A cube of that id exists.
 
         """
+        base.check_new_cube(header, tx.ctx)
         if header.cube_id in self._cubes:
             raise CubeExistsError(f"cube {header.cube_id!r} already exists")
         self._touch(tx, header.cube_id)
@@ -334,13 +353,20 @@ class InMemoryStore(base.BaseMemoryStore):
         self._cubes[header.cube_id] = cube
         return cube
 
+    def _check_grants(self, current: CubeHeader | None, header: CubeHeader) -> None:
+        """With :attr:`require_users`: every principal ``header`` adds must be a registered, enabled user."""
+        if self.require_users:
+            check_principals(base.added_principals(current, header), self._users)
+
     @base.handles(base.CreateCubeOp)
     def _create_cube(self, op: base.CreateCubeOp, tx: _Tx) -> None:
+        self._check_grants(None, op.header)
         self._new_cube(tx, op.header)
 
     @base.handles(base.ImportCubeOp)
     def _import_cube(self, op: base.ImportCubeOp, tx: _Tx) -> None:
         """Create the cube and write its content in one plan; items keep their ``author_id``."""
+        self._check_grants(None, op.header)
         cube = self._new_cube(tx, op.header)
         self._write(cube, base.WriteBatch(add=list(op.items), edges=list(op.edges)), base.SYSTEM, stamp=False)
 
@@ -362,11 +388,46 @@ class InMemoryStore(base.BaseMemoryStore):
         """Store the new header at the next version; a dimension set by stored vectors stays."""
         cube = self._cube(tx, op.header.cube_id, op)
         base.check_header_update(cube.header, op.header, tx.ctx)
+        self._check_grants(cube.header, op.header)
         stored = op.header.model_copy(update={"version": cube.header.version + 1, "updated_at": utcnow()}, deep=True)
         cube.header = stored
         if cube.dim is None:
             cube.dim = stored.storage.embedding_dim
         return stored.model_copy(deep=True)
+
+    # -- users ---------------------------------------------------------------------------------------
+    def _save_user(self, tx: _Tx, user: UserRecord) -> UserRecord:
+        tx.saved_users.setdefault(user.user_id, self._users.get(user.user_id))
+        self._users[user.user_id] = user
+        return user.model_copy()
+
+    @base.handles(base.CreateUserOp)
+    def _create_user(self, op: base.CreateUserOp, tx: _Tx) -> UserRecord:
+        user = base.new_user(op, tx.ctx)
+        if user.user_id in self._users:
+            raise UserExistsError(f"user {user.user_id!r} is already registered (ids are never reused)")
+        return self._save_user(tx, user)
+
+    @base.handles(base.GetUserOp)
+    def _get_user(self, op: base.GetUserOp, tx: _Tx) -> UserRecord:
+        base.authorize_users(tx.ctx, op.user_id)
+        user = self._users.get(op.user_id)
+        if user is None:
+            raise UserNotFoundError(f"no user {op.user_id!r}")
+        return user.model_copy()
+
+    @base.handles(base.ListUsersOp)
+    def _list_users(self, op: base.ListUsersOp, tx: _Tx) -> list[UserRecord]:
+        base.authorize_users(tx.ctx)
+        return [u.model_copy() for _, u in sorted(self._users.items()) if op.include_disabled or u.enabled]
+
+    @base.handles(base.UpdateUserOp)
+    def _update_user(self, op: base.UpdateUserOp, tx: _Tx) -> UserRecord:
+        base.authorize_users(tx.ctx)
+        current = self._users.get(base.check_user(op.user).user_id)
+        if current is None:
+            raise UserNotFoundError(f"no user {op.user.user_id!r}")
+        return self._save_user(tx, base.changed_user(current, op, tx.ctx))
 
     @base.handles(base.DeleteCubeOp)
     def _delete_cube(self, op: base.DeleteCubeOp, tx: _Tx) -> None:

@@ -92,9 +92,12 @@ from memos_agents.errors import (
     InvalidInputError,
     MemOSError,
     StoreError,
+    UserExistsError,
+    UserNotFoundError,
     require,
 )
 from memos_agents.infra.audit import AuditEntry, ChainHead, ChainVerification, stored_time, verify_chain
+from memos_agents.infra.users import UserRecord, check_caller, check_principals
 from memos_agents.plaintext.stores import base
 from memos_agents.plaintext.stores.codec import GRAPH_CODEC, edge_from_row
 from memos_agents.plaintext.stores.filters import Predicate, compile_filters, matches
@@ -204,6 +207,16 @@ _MIGRATIONS: list[tuple[int, list[tuple[str, bool]]]] = [
             (
                 "CREATE INDEX memos_version_item IF NOT EXISTS "
                 "FOR (v:MemoryVersion) ON (v.tenant, v.cube_id, v.item_id)",
+                True,
+            ),
+        ],
+    ),
+    (
+        3,
+        [
+            (
+                "CREATE CONSTRAINT memos_user_key IF NOT EXISTS "
+                "FOR (u:MemUser) REQUIRE (u.tenant, u.user_id) IS UNIQUE",
                 True,
             ),
         ],
@@ -395,6 +408,9 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
             entries in its own transaction, a read-only or refused one in a write transaction
             right after; each chain's ``AuditHead`` node is locked while appending, so appenders
             of one cube's chain serialise (as its writers already do on the cube's counters).
+        require_users: Only registered, enabled users may call (checked by one more query in each
+            batch's transaction), and grant only to such users (default False; see
+            :mod:`memos_agents.infra.users`).
 
     Raises:
         ConfigError: Neither driver given.
@@ -411,8 +427,9 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
         tenant: str = "default",
         use_fulltext_index: bool = True,
         audit: bool = True,
+        require_users: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(require_users=require_users)
         #: Whether every batch is written to the audit log (see :mod:`memos_agents.infra.audit`).
         self.audit = audit
         if driver is None and async_driver is None:
@@ -446,6 +463,7 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
         tenant: str = "default",
         use_fulltext_index: bool = True,
         audit: bool = True,
+        require_users: bool = False,
         **driver_config: Any,
     ) -> Neo4jMemoryStore:
         """Return a store that owns drivers for ``uri`` (no connection is made until :meth:`setup`).
@@ -460,6 +478,7 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
             tenant: Namespace inside the database.
             use_fulltext_index: See the class.
             audit: See the class.
+            require_users: See the class.
             **driver_config: Passed to ``neo4j.GraphDatabase.driver`` (timeouts, pool size, ...).
 
         Raises:
@@ -474,7 +493,14 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
             driver = neo4j.GraphDatabase.driver(uri, auth=auth, **driver_config)
         except (ValueError, TypeError, neo4j.exceptions.ConfigurationError) as exc:
             raise ConfigError(f"invalid Neo4j URI or driver configuration: {exc}") from exc
-        store = cls(driver, database=database, tenant=tenant, use_fulltext_index=use_fulltext_index, audit=audit)
+        store = cls(
+            driver,
+            database=database,
+            tenant=tenant,
+            use_fulltext_index=use_fulltext_index,
+            audit=audit,
+            require_users=require_users,
+        )
         store._uri, store._auth, store._driver_config = uri, auth, driver_config
         store._owns_drivers = True
         return store
@@ -526,6 +552,9 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
         A batch that writes appends its audit entries in the same transaction.
         """
         state.results = []
+        if self.checks_caller(state.ctx):
+            principal = state.ctx.principal
+            check_caller(principal, (yield from self._users([principal])).get(principal))
         for op in ops:
             state.results.append((yield from self.handler(op)(op, state)))
         if write and self.audit:
@@ -927,6 +956,8 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
     @base.handles(base.CreateCubeOp)
     def _create_cube(self, op: base.CreateCubeOp, state: _Batch) -> Body[None]:
         header = op.header
+        base.check_new_cube(header, state.ctx)
+        yield from self._check_grants(None, header)
         rows = yield (f"MATCH {_CUBE} RETURN c.cube_id AS id", self._params(header.cube_id))
         if rows:
             raise CubeExistsError(f"cube {header.cube_id!r} already exists")
@@ -971,6 +1002,7 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
     def _update_cube(self, op: base.UpdateCubeOp, state: _Batch) -> Body[CubeHeader]:
         current, dim = yield from self._cube(state, op.header.cube_id, None)
         base.check_header_update(current, op.header, state.ctx)
+        yield from self._check_grants(current, op.header)
         stored = op.header.model_copy(update={"version": current.version + 1, "updated_at": utcnow()})
         dim = stored.storage.embedding_dim if dim is None else dim  # the stored vectors' dimension stays
         yield (
@@ -989,6 +1021,66 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
         yield ("MATCH (v:MemoryVersion {tenant: $tenant, cube_id: $cube_id}) DELETE v", params)
         yield (f"MATCH {_CUBE} DELETE c", params)
         state.cubes.pop(op.cube_id, None)
+
+    def _check_grants(self, current: CubeHeader | None, header: CubeHeader) -> Body[None]:
+        """With :attr:`require_users`: every principal ``header`` adds must be a registered, enabled user."""
+        if self.require_users:
+            added = base.added_principals(current, header)
+            check_principals(added, (yield from self._users(added)))
+
+    # -- users ---------------------------------------------------------------------------------------
+    def _users(self, user_ids: Sequence[str]) -> Body[dict[str, UserRecord]]:
+        """Return the stored records of ``user_ids`` (those registered)."""
+        if not user_ids:
+            return {}
+        rows = yield (
+            "MATCH (u:MemUser) WHERE u.tenant = $tenant AND u.user_id IN $ids RETURN u.record AS record",
+            {"tenant": self.tenant, "ids": list(user_ids)},
+        )
+        users = (UserRecord.model_validate_json(r["record"]) for r in rows)
+        return {u.user_id: u for u in users}
+
+    def _store_user(self, user: UserRecord, create: bool) -> Body[UserRecord]:
+        yield (
+            ("CREATE (u:MemUser {tenant: $tenant, user_id: $user_id, record: $record, enabled: $enabled})")
+            if create
+            else "MATCH (u:MemUser {tenant: $tenant, user_id: $user_id}) SET u.record = $record, u.enabled = $enabled",
+            {"tenant": self.tenant, "user_id": user.user_id, "record": user.model_dump_json(), "enabled": user.enabled},
+        )
+        return user
+
+    @base.handles(base.CreateUserOp)
+    def _create_user(self, op: base.CreateUserOp, state: _Batch) -> Body[UserRecord]:
+        user = base.new_user(op, state.ctx)
+        if (yield from self._users([user.user_id])):
+            raise UserExistsError(f"user {user.user_id!r} is already registered (ids are never reused)")
+        return (yield from self._store_user(user, create=True))
+
+    @base.handles(base.GetUserOp)
+    def _get_user(self, op: base.GetUserOp, state: _Batch) -> Body[UserRecord]:
+        base.authorize_users(state.ctx, op.user_id)
+        user = (yield from self._users([op.user_id])).get(op.user_id)
+        if user is None:
+            raise UserNotFoundError(f"no user {op.user_id!r}")
+        return user
+
+    @base.handles(base.ListUsersOp)
+    def _list_users(self, op: base.ListUsersOp, state: _Batch) -> Body[list[UserRecord]]:
+        base.authorize_users(state.ctx)
+        rows = yield (
+            "MATCH (u:MemUser {tenant: $tenant}) WHERE $all OR u.enabled RETURN u.record AS record ORDER BY u.user_id",
+            {"tenant": self.tenant, "all": op.include_disabled},
+        )
+        return [UserRecord.model_validate_json(r["record"]) for r in rows]
+
+    @base.handles(base.UpdateUserOp)
+    def _update_user(self, op: base.UpdateUserOp, state: _Batch) -> Body[UserRecord]:
+        base.authorize_users(state.ctx)
+        user_id = base.check_user(op.user).user_id
+        current = (yield from self._users([user_id])).get(user_id)
+        if current is None:
+            raise UserNotFoundError(f"no user {user_id!r}")
+        return (yield from self._store_user(base.changed_user(current, op, state.ctx), create=False))
 
     # -- writes ------------------------------------------------------------------------------------
     @base.handles(base.WriteOp)

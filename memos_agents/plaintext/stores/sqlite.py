@@ -22,8 +22,12 @@
 * Long writes never hold the write lock for long: a cube import (``ImportCubeOp``) writes a hidden
   cube (``state = 'importing'``) in transactions of :data:`CHUNK_ROWS` rows and switches it in
   with one short transaction; a cube delete hides the cube at once (``'deleting'``) and removes its
-  rows in chunks. Readers see the whole cube or none of it. These two ops (and cube creation, which
-  first finishes such a leftover) run in their own transactions, outside the batch's. A writer
+  rows in chunks. Readers see the whole cube or none of it. The decisive step of each (the switch
+  to ``'ready'``, the switch to ``'deleting'``, a new cube's row) runs in the batch's transaction,
+  so a batch that mixes them with other ops is still all or nothing: an import's hidden rows are
+  written before that transaction and removed again if the batch fails, a deleted cube's rows are
+  removed after it commits. A cube deleted by a batch cannot be created again in the same batch
+  (``CubeExistsError``: it is still being deleted). A writer
   waits up to ``busy_timeout_s`` (default 30 s) for the lock; SQLite retries within that time, so
   callers do not see "database is locked" while other writers make progress. An import or delete
   interrupted by a crash is cleaned up by the next ``setup``.
@@ -59,6 +63,8 @@ from memos_agents.errors import (
     CubeExistsError,
     CubeNotFoundError,
     StoreError,
+    UserExistsError,
+    UserNotFoundError,
 )
 from memos_agents.infra.audit import (
     AuditEntry,
@@ -68,6 +74,7 @@ from memos_agents.infra.audit import (
     stored_time,
     verify_chain,
 )
+from memos_agents.infra.users import UserRecord, check_caller, check_principals
 from memos_agents.plaintext.stores import base
 from memos_agents.plaintext.stores.codec import TABLE_CODEC, edge_from_row
 from memos_agents.plaintext.stores.filters import Predicate, compile_filters, matches
@@ -291,6 +298,17 @@ _MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Cursor], None] | None]] = [
         """,
         None,
     ),
+    (
+        9,
+        """
+        CREATE TABLE users (
+            user_id TEXT PRIMARY KEY,
+            record TEXT NOT NULL,
+            enabled INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        """,
+        None,
+    ),
 ]
 _EDGE_COLUMNS = ("source_id", "target_id", "type", "weight", "created_at")
 _VERSION_COLUMNS = ("item_id", "version", "item", "edges", "change", "changed_at", "changed_by", "request_id")
@@ -326,8 +344,6 @@ _UPDATE_SQL = (
     f"UPDATE items SET {', '.join(c + ' = ?' for c in _WRITE_COLUMNS if c not in ('id', 'cube_id'))}, change_seq = ? "
     "WHERE cube_id = ? AND id = ?"
 )
-#: Ops that run in transactions of their own (chunked, or finishing an interrupted chunked op first).
-_OWN_TX = (base.CreateCubeOp, base.ImportCubeOp, base.DeleteCubeOp)
 _AUDIT_READS = (base.ListAuditOp, base.VerifyAuditOp, base.ListAuditChainsOp)
 
 #: Columns of a row the dense index needs (see :class:`IndexRow`).
@@ -390,6 +406,11 @@ class _Tx:
     #: Cubes a user was erased from (:class:`base.ForgetUserOp`): their dense indexes and snapshots
     #: are dropped after COMMIT, and the freed pages are overwritten.
     erased: set[str] = field(default_factory=set)
+    #: ``id()`` of an :class:`base.ImportCubeOp` of the batch -> the generation of its hidden cube,
+    #: written before this transaction (:meth:`SQLiteMemoryStore._stage_import`).
+    staged: dict[int, str] = field(default_factory=dict)
+    #: ``(cube id, generation)`` of cubes this batch deleted: their rows are removed after COMMIT.
+    deleted: list[tuple[str, str]] = field(default_factory=list)
 
     def next_seq(self, cube_id: str) -> int:
         """Return this transaction's change sequence number (one per transaction) and mark ``cube_id`` changed."""
@@ -429,14 +450,15 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
         audit: Write every batch to the audit log (default True): a batch that writes appends its
             entries in its own transaction; a read-only batch's are stored as ``audit_reads``
             says; a refused or failed batch appends them after its rollback. Cube create, import
-            and delete are audited right after their own transactions (so a crash in between can
-            lose that one entry).
+            and delete are audited in the batch's transaction like every other write.
         audit_reads: ``"buffered"`` (default): a read-only batch's entries are queued and stored
             with this store's next write batch (in its transaction, before its own entries), or
             after :data:`AUDIT_BUFFER_ENTRIES` entries or :data:`AUDIT_BUFFER_S` seconds, or on
             :meth:`close`, so a search does not pay a write transaction; a process killed before
             then loses those read entries (never a write's). ``"sync"``: stored before the read's
             results are returned.
+        require_users: Only registered, enabled users may call, and grant only to such users
+            (default False; see :mod:`memos_agents.infra.users`).
 
     Raises:
         ConfigError: An invalid ``synchronous``, ``busy_timeout_s``, ``ann_threshold`` or ``snapshot_every``.
@@ -454,8 +476,9 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
         snapshot_every: int = 20_000,
         audit: bool = True,
         audit_reads: Literal["buffered", "sync"] = "buffered",
+        require_users: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(require_users=require_users)
         if audit_reads not in ("buffered", "sync"):
             raise ConfigError(f"audit_reads must be 'buffered' or 'sync', not {audit_reads!r}")
         #: Whether every batch is written to the audit log (see :mod:`memos_agents.infra.audit`).
@@ -581,7 +604,10 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
 
     # -- batches -----------------------------------------------------------------------------------
     def batch(self, ops: Sequence[base.Op], *, ctx: base.CallContext = base.SYSTEM) -> list[Any]:
-        """Run ``ops`` as ``ctx`` in one transaction (cube create, import and delete in their own).
+        """Run ``ops`` as ``ctx`` in one transaction; nothing of the batch is kept if one op fails.
+
+        Cube imports write their rows hidden before that transaction (removed again if the batch
+        fails); cube deletes remove their rows after it commits (see the module docstring).
 
         Raises:
             StoreError: SQLite failed; the transaction was rolled back.
@@ -591,44 +617,40 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
         ops = list(ops)
         for op in ops:
             base.check_permission(op)
-        results: list[Any] = []
+        staged: dict[int, str] = {}
         try:
             if self._audit_pending and any(isinstance(op, _AUDIT_READS) for op in ops):
                 self._write_audit([])  # who reads the log sees every read this store made so far
-            start = 0
-            while start < len(ops):
-                if isinstance(ops[start], _OWN_TX):
-                    results.append(self._run_own(ops[start], ctx))
-                    start += 1
-                    continue
-                end = start
-                while end < len(ops) and not isinstance(ops[end], _OWN_TX):
-                    end += 1
-                results += self._run_group(ops[start:end], ctx)
-                start = end
+            for i, op in enumerate(ops):
+                if isinstance(op, base.CreateCubeOp | base.ImportCubeOp):
+                    try:
+                        self.handler(op)  # validates the header before anything is written
+                        base.check_new_cube(op.header, ctx)
+                        self._purge_interrupted(op.header.cube_id)  # a leftover of that id, where safe
+                        if isinstance(op, base.ImportCubeOp):
+                            staged[id(op)] = self._stage_import(op)
+                    except Exception as exc:
+                        self._audit_refusal(ctx, base.audit_failure(ops, i, exc))
+                        raise
+            return self._run_group(ops, ctx, staged)
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite store {self.path}: {exc}") from exc
-        return results
+        finally:
+            for op in ops:  # an import the batch did not switch in (it failed): its hidden rows go
+                generation = staged.get(id(op))
+                if generation is not None and isinstance(op, base.ImportCubeOp):
+                    self._purge(op.header.cube_id, generation)
 
-    def _run_own(self, op: base.Op, ctx: base.CallContext) -> Any:
-        """Run a cube create, import or delete (their own transactions), then audit it in one more."""
-        try:
-            result = self.handler(op)(op, ctx)
-        except Exception as exc:
-            self._audit_refusal(ctx, base.audit_failure([op], 0, exc))
-            raise
-        if self.audit:
-            self._write_audit([(ctx, utcnow(), [base.audit_record(op, result)])])
-        return result
-
-    def _run_group(self, ops: Sequence[base.Op], ctx: base.CallContext) -> list[Any]:
+    def _run_group(self, ops: Sequence[base.Op], ctx: base.CallContext, staged: dict[int, str]) -> list[Any]:
         write = any(isinstance(op, base.WRITE_OPS) for op in ops)
         with self._lock:
             tx: _Tx | None = None
             out: list[Any] = []
             try:
                 with self._tx(write=write) as cur:
-                    tx = _Tx(cur, ctx)
+                    tx = _Tx(cur, ctx, staged=staged)
+                    if self.checks_caller(ctx):
+                        check_caller(ctx.principal, self._users(tx, [ctx.principal]).get(ctx.principal))
                     for op in ops:
                         out.append(self.handler(op)(op, tx))
                     for cube_id in tx.touched:  # before COMMIT: the indexes follow this batch's changes
@@ -645,6 +667,9 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
                 if isinstance(exc, Exception):
                     self._audit_refusal(ctx, base.audit_failure(ops, len(out), exc))
                 raise
+            staged.clear()  # switched in: the imports' rows stay
+            for cube_id, generation in tx.deleted:
+                self._purge(cube_id, generation)
             if tx.erased:
                 self._finish_erasure(tx.erased)
             if not write and self.audit:
@@ -873,68 +898,136 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
 
     # -- cubes ---------------------------------------------------------------------------------
     @base.handles(base.CreateCubeOp)
-    def _create_cube(self, op: base.CreateCubeOp, ctx: base.CallContext) -> None:
-        self._create(op.header, "ready")
+    def _create_cube(self, op: base.CreateCubeOp, tx: _Tx) -> None:
+        base.check_new_cube(op.header, tx.ctx)
+        self._check_grants(tx, None, op.header)
+        self._insert_cube(tx.cur, op.header, "ready")
+        tx.cubes.pop(op.header.cube_id, None)
 
-    def _create(self, header: CubeHeader, state: str) -> str:
-        """Insert the cube row in ``state``; return its generation (a fresh token that names this incarnation).
+    def _insert_cube(self, cur: sqlite3.Cursor, header: CubeHeader, state: str) -> str:
+        """Insert the cube row in ``state`` with ``cur``; return its generation (a fresh token naming this incarnation).
 
-        A leftover of the same id is finished first when that is safe: a cube being deleted, or an
-        import with no progress for :data:`STALE_IMPORT_S` seconds.
+        Raises:
+            CubeExistsError: A cube of that id exists, or is being imported or deleted.
+
         """
-        self._purge_interrupted(header.cube_id)
         generation = uuid.uuid4().hex
-        with self._tx() as cur:
-            row = cur.execute("SELECT state FROM cubes WHERE cube_id = ?", (header.cube_id,)).fetchone()
-            if row is not None and row[0] != "ready":
-                raise CubeExistsError(
-                    f"cube {header.cube_id!r} is being {row[0]} (an interrupted import is removed "
-                    f"{STALE_IMPORT_S:.0f} s after its last progress)"
-                )
-            if row is not None:
-                raise CubeExistsError(f"cube {header.cube_id!r} already exists")
-            cur.execute(
-                "INSERT INTO cubes (cube_id, header, embedding_dim, state, state_since, generation) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    header.cube_id,
-                    header.model_dump_json(),
-                    header.storage.embedding_dim,
-                    state,
-                    utcnow().isoformat(),
-                    generation,
-                ),
+        row = cur.execute("SELECT state FROM cubes WHERE cube_id = ?", (header.cube_id,)).fetchone()
+        if row is not None and row[0] != "ready":
+            raise CubeExistsError(
+                f"cube {header.cube_id!r} is being {'deleted' if row[0] == 'deleting' else 'imported'} "
+                "(a delete is finished after its batch commits; an interrupted import is removed "
+                f"{STALE_IMPORT_S:.0f} s after its last progress)"
             )
+        if row is not None:
+            raise CubeExistsError(f"cube {header.cube_id!r} already exists")
+        cur.execute(
+            "INSERT INTO cubes (cube_id, header, embedding_dim, state, state_since, generation) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                header.cube_id,
+                header.model_dump_json(),
+                header.storage.embedding_dim,
+                state,
+                utcnow().isoformat(),
+                generation,
+            ),
+        )
         return generation
 
-    @base.handles(base.ImportCubeOp)
-    def _import_cube(self, op: base.ImportCubeOp, ctx: base.CallContext) -> None:
-        """Create a cube with its content without holding the write lock for long.
+    def _stage_import(self, op: base.ImportCubeOp) -> str:
+        """Write an import's cube hidden (``'importing'``) in short transactions; return its generation.
 
-        The cube is written hidden (reads and ``create_cube`` see it as absent or busy) in
-        transactions of :data:`CHUNK_ROWS` items or edges, each checking that the hidden cube is
-        still this import's (its generation), then made visible in one short transaction; on any
-        failure its rows are removed again. Readers see all of it or none. Items keep their
-        ``author_id`` (archived provenance).
+        The cube row and its items and edges are written in transactions of :data:`CHUNK_ROWS`
+        items or edges, each checking that the hidden cube is still this import's (its
+        generation); reads and ``create_cube`` see it as absent or busy. :meth:`_import_cube`
+        switches it in within the batch's transaction. On a failure here its rows are removed.
+        Items keep their ``author_id`` (archived provenance).
         """
         header = op.header
-        generation = self._create(header, "importing")
+        with self._lock, self._tx() as cur:
+            generation = self._insert_cube(cur, header, "importing")
         try:
             for chunk in _chunks(list(op.items), CHUNK_ROWS):
                 self._write_hidden(header.cube_id, base.WriteBatch(add=chunk), generation)
             for links in _chunks(list(op.edges), CHUNK_ROWS * 4):
                 self._write_hidden(header.cube_id, base.WriteBatch(edges=links), generation)
-            with self._tx() as cur:
-                switched = cur.execute(
-                    "UPDATE cubes SET state = 'ready', state_since = ? "
-                    "WHERE cube_id = ? AND state = 'importing' AND generation = ?",
-                    (utcnow().isoformat(), header.cube_id, generation),
-                ).rowcount
-                if switched != 1:
-                    raise StoreError(f"the import of cube {header.cube_id!r} was removed while it ran")
         except BaseException:
             self._purge(header.cube_id, generation)
             raise
+        return generation
+
+    @base.handles(base.ImportCubeOp)
+    def _import_cube(self, op: base.ImportCubeOp, tx: _Tx) -> None:
+        """Switch in the cube :meth:`_stage_import` wrote hidden before this batch's transaction."""
+        self._check_grants(tx, None, op.header)
+        switched = tx.cur.execute(
+            "UPDATE cubes SET state = 'ready', state_since = ? "
+            "WHERE cube_id = ? AND state = 'importing' AND generation = ?",
+            (utcnow().isoformat(), op.header.cube_id, tx.staged.get(id(op))),
+        ).rowcount
+        if switched != 1:
+            raise StoreError(f"the import of cube {op.header.cube_id!r} was removed while it ran")
+        tx.cubes.pop(op.header.cube_id, None)
+
+    def _check_grants(self, tx: _Tx, current: CubeHeader | None, header: CubeHeader) -> None:
+        """With :attr:`require_users`: every principal ``header`` adds must be a registered, enabled user."""
+        if self.require_users:
+            added = base.added_principals(current, header)
+            check_principals(added, self._users(tx, added))
+
+    # -- users ----------------------------------------------------------------------------------
+    @staticmethod
+    def _users(tx: _Tx, user_ids: Sequence[str]) -> dict[str, UserRecord]:
+        """Return the stored records of ``user_ids`` (those registered), read in ``tx``."""
+        out: dict[str, UserRecord] = {}
+        for chunk in _chunks(list(dict.fromkeys(user_ids)), 500):
+            marks = ",".join("?" * len(chunk))
+            for (record,) in tx.cur.execute(f"SELECT record FROM users WHERE user_id IN ({marks})", chunk):
+                user = UserRecord.model_validate_json(record)
+                out[user.user_id] = user
+        return out
+
+    @base.handles(base.CreateUserOp)
+    def _create_user(self, op: base.CreateUserOp, tx: _Tx) -> UserRecord:
+        user = base.new_user(op, tx.ctx)
+        if self._users(tx, [user.user_id]):
+            raise UserExistsError(f"user {user.user_id!r} is already registered (ids are never reused)")
+        tx.cur.execute(
+            "INSERT INTO users (user_id, record, enabled) VALUES (?, ?, 1)", (user.user_id, user.model_dump_json())
+        )
+        return user
+
+    @base.handles(base.GetUserOp)
+    def _get_user(self, op: base.GetUserOp, tx: _Tx) -> UserRecord:
+        base.authorize_users(tx.ctx, op.user_id)
+        user = self._users(tx, [op.user_id]).get(op.user_id)
+        if user is None:
+            raise UserNotFoundError(f"no user {op.user_id!r}")
+        return user
+
+    @base.handles(base.ListUsersOp)
+    def _list_users(self, op: base.ListUsersOp, tx: _Tx) -> list[UserRecord]:
+        base.authorize_users(tx.ctx)
+        where = "" if op.include_disabled else " WHERE enabled = 1"
+        return [
+            UserRecord.model_validate_json(r[0])
+            for r in tx.cur.execute(f"SELECT record FROM users{where} ORDER BY user_id")
+        ]
+
+    @base.handles(base.UpdateUserOp)
+    def _update_user(self, op: base.UpdateUserOp, tx: _Tx) -> UserRecord:
+        base.authorize_users(tx.ctx)
+        user_id = base.check_user(op.user).user_id
+        current = self._users(tx, [user_id]).get(user_id)
+        if current is None:
+            raise UserNotFoundError(f"no user {user_id!r}")
+        user = base.changed_user(current, op, tx.ctx)
+        tx.cur.execute(
+            "UPDATE users SET record = ?, enabled = ? WHERE user_id = ?",
+            (user.model_dump_json(), int(user.enabled), user.user_id),
+        )
+        return user
 
     def _write_hidden(self, cube_id: str, batch: base.WriteBatch, generation: str) -> None:
         with self._lock, self._tx() as cur:
@@ -959,6 +1052,7 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
     def _update_cube(self, op: base.UpdateCubeOp, tx: _Tx) -> CubeHeader:
         current, _ = self._cube(tx, op.header.cube_id, None)
         base.check_header_update(current, op.header, tx.ctx)
+        self._check_grants(tx, current, op.header)
         stored = op.header.model_copy(update={"version": current.version + 1, "updated_at": utcnow()})
         tx.cur.execute(
             "UPDATE cubes SET header = ?, embedding_dim = COALESCE(embedding_dim, ?) WHERE cube_id = ?",
@@ -968,17 +1062,18 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
         return stored
 
     @base.handles(base.DeleteCubeOp)
-    def _delete_cube(self, op: base.DeleteCubeOp, ctx: base.CallContext) -> None:
-        """Delete a cube: hidden at once (one short transaction that checks admin), rows then removed in chunks."""
+    def _delete_cube(self, op: base.DeleteCubeOp, tx: _Tx) -> None:
+        """Delete a cube: hidden in the batch's transaction (which checks admin), its rows removed after COMMIT."""
+        self._cube(tx, op.cube_id, Permission.ADMIN)
         generation = uuid.uuid4().hex
-        with self._lock, self._tx() as cur:
-            self._cube(_Tx(cur, ctx), op.cube_id, Permission.ADMIN)
-            cur.execute(
-                "UPDATE cubes SET state = 'deleting', state_since = ?, generation = ? "
-                "WHERE cube_id = ? AND state = 'ready'",
-                (utcnow().isoformat(), generation, op.cube_id),
-            )
-        self._purge(op.cube_id, generation)
+        tx.cur.execute(
+            "UPDATE cubes SET state = 'deleting', state_since = ?, generation = ? "
+            "WHERE cube_id = ? AND state = 'ready'",
+            (utcnow().isoformat(), generation, op.cube_id),
+        )
+        tx.cubes.pop(op.cube_id, None)
+        tx.touched.discard(op.cube_id)  # no index to catch up: it is dropped with the rows
+        tx.deleted.append((op.cube_id, generation))
 
     def _purge(self, cube_id: str, generation: str | None) -> None:
         """Remove a hidden cube's rows in chunks of :data:`CHUNK_ROWS`, then the cube row.
