@@ -7,6 +7,7 @@ from memos_agents.api import AddResult, ChatResult
 from memos_agents.config import MemOSConfig
 from memos_agents.cube import AclEntry, CubeHeader, MemCube, Permission
 from memos_agents.errors import MemOSError
+from memos_agents.operation.lifecycle import LifecyclePolicy, LifecycleReport
 from memos_agents.operation.reader import MemReader, ReadMode
 from memos_agents.operation.scheduler import MemScheduler
 from memos_agents.os import MemOS
@@ -36,6 +37,8 @@ __all__ = [
     "ChatResult",
     "CubeHeader",
     "Edge",
+    "LifecyclePolicy",
+    "LifecycleReport",
     "LifecycleState",
     "MemCube",
     "MemOS",

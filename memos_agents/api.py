@@ -73,6 +73,7 @@ class AddRequest(_Request):
     mode: ReadMode = ReadMode.FAST
     subject_id: Id | None = None
     visibility: Visibility = Visibility.CUBE
+    ttl_s: float | None = Field(default=None, gt=0, le=100 * 365 * 86_400, allow_inf_nan=False)
 
 
 class CubeRollback(BaseModel):

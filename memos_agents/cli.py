@@ -25,7 +25,7 @@ from memos_agents.config import default_home
 from memos_agents.errors import InvalidInputError, MemOSError, UserExistsError
 from memos_agents.operation.reader import ReadMode
 from memos_agents.os import MemOS
-from memos_agents.schema import Visibility
+from memos_agents.schema import LifecycleState, Visibility
 
 app = typer.Typer(help="memos-agents: a memory OS for LLM agents.", no_args_is_help=True, add_completion=False)
 cube_app = typer.Typer(help="Export, import and inspect MemCubes.", no_args_is_help=True)
@@ -36,6 +36,11 @@ app.add_typer(acl_app, name="acl")
 app.add_typer(bench_app, name="bench")
 audit_app = typer.Typer(help="The audit log: query, verify its hash chains, export.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+lifecycle_app = typer.Typer(
+    help="MemLifecycle: move memories between states, run maintenance passes (expiry, retention, consolidation).",
+    no_args_is_help=True,
+)
+app.add_typer(lifecycle_app, name="lifecycle")
 user_app = typer.Typer(
     help="Registered users (people, agents, services): create, list, show, remove, enable. "
     "Managing users needs a system-wide admin (--admin).",
@@ -159,6 +164,10 @@ def add(
     visibility: Annotated[
         Visibility, typer.Option(help="Who may read it: private (you), cube (readers of the cube), public (anyone).")
     ] = Visibility.CUBE,
+    ttl: Annotated[
+        float | None,
+        typer.Option(help="Seconds the memory lives (default: the cube's memory TTL, or forever).", min=0.001),
+    ] = None,
 ) -> None:
     """Add one message to a cube."""
 
@@ -172,6 +181,7 @@ def add(
                 mode=mode,
                 session_id=session,
                 visibility=visibility,
+                ttl_s=ttl,
             )
             console.print(
                 f"stored {len(result.ids)} item(s): {', '.join(result.ids)}"
@@ -391,6 +401,62 @@ def acl_list(cube: Annotated[str, typer.Argument(help="Cube id.")], user: User, 
     def go() -> None:
         with _mos(home, llm={"provider": "none"}) as mos:
             _print_acl(mos.get_cube(cube, user))
+
+    _run(go)
+
+
+@lifecycle_app.command("run")
+def lifecycle_run(
+    user: User,
+    cube: Annotated[
+        list[str] | None, typer.Option("--cube", "-c", help="Cube (repeatable; default: your cubes).")
+    ] = None,
+    policy: Annotated[
+        Path | None, typer.Option(help="Policy file (.toml, .yaml or .json; a [lifecycle] table is used if present).")
+    ] = None,
+    admin: Annotated[
+        bool, typer.Option("--admin", help="Act as a system-wide admin (an operator): every author's memories.")
+    ] = False,
+    home: Home = None,
+) -> None:
+    """Run one maintenance pass: expire what is due, purge expired memories after retention, consolidate."""
+
+    def go() -> None:
+        with _admin_mos(home, user, admin) as mos:
+            reports = mos.run_lifecycle(user, cube or None, policy=policy)
+        table = Table()
+        for col in ("cube", "expired", "purged", "promoted", "skipped", "more to do", "seconds"):
+            table.add_column(col)
+        for r in reports:
+            table.add_row(
+                escape(r.cube_id),
+                str(len(r.expired)),
+                str(len(r.purged)),
+                str(len(r.promoted)),
+                str(len(r.skipped)),
+                "yes" if r.more else "no",
+                f"{r.seconds:.3f}",
+            )
+        console.print(table)
+
+    _run(go)
+
+
+@lifecycle_app.command("transition")
+def lifecycle_transition(
+    memory_ids: Annotated[list[str], typer.Argument(help="Memory ids.")],
+    to: Annotated[LifecycleState, typer.Option("--to", help="The new state.")],
+    user: User,
+    cube: Annotated[str, typer.Option("--cube", "-c", help="The memories' cube.")],
+    home: Home = None,
+) -> None:
+    """Move memories to another lifecycle state (checked against the transition table; versioned)."""
+
+    def go() -> None:
+        with _mos(home, llm={"provider": "none"}) as mos:
+            moved = mos.transition(memory_ids, user, cube, to)
+        for item in moved:
+            console.print(f"{escape(item.id)}: {item.status.value} (version {item.version})", highlight=False)
 
     _run(go)
 

@@ -242,6 +242,8 @@ class CubeHeader(BaseModel):
         state: Lifecycle state of the cube.
         storage: Storage profile (backend, embedding model and dimension).
         payload: The typed payload descriptor.
+        memory_ttl_s: How long memories written by ``MemOS.add`` live when the write names no TTL,
+            in seconds (None: the default, forever); see :mod:`memos_agents.operation.lifecycle`.
         redaction: What a write holding personal data or secrets does (default: ``off``): see
             :class:`~memos_agents.infra.redaction.RedactionPolicy`. ``mask`` and ``refuse`` are
             applied by the facade before anything is embedded, and every store refuses a write
@@ -265,6 +267,7 @@ class CubeHeader(BaseModel):
     state: LifecycleState = LifecycleState.ACTIVATED
     storage: StorageProfile = Field(default_factory=StorageProfile)
     payload: Payload = Field(default_factory=PlaintextPayload)
+    memory_ttl_s: float | None = Field(default=None, gt=0, le=100 * 365 * 86_400)
     redaction: RedactionPolicy = Field(default_factory=RedactionPolicy)
 
     @field_validator("description")

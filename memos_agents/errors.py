@@ -64,6 +64,10 @@ class VersionConflictError(MemOSError):
     """An update was based on a version that is no longer current (optimistic concurrency)."""
 
 
+class LifecycleTransitionError(InvalidInputError):
+    """A lifecycle state change the transition table does not allow (e.g. from ``expired``)."""
+
+
 class CubeFormatError(MemOSError, ValueError):
     """A cube archive is malformed, corrupt, or of an unknown or newer format version."""
 

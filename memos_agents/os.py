@@ -80,6 +80,7 @@ from memos_agents.infra.vault import VersionDiff, diff_items
 from memos_agents.models.embedders import BaseEmbedder, HashingEmbedder, OpenAIEmbedder, SentenceTransformerEmbedder
 from memos_agents.models.llm import BaseLLM, HFLocalLLM, OpenAICompatibleLLM
 from memos_agents.models.tokens import TokenCounter
+from memos_agents.operation.lifecycle import LifecyclePolicy, LifecycleReport, MemLifecycle, check_transition
 from memos_agents.operation.reader import MemReader, ReadMode, call_llm
 from memos_agents.operation.scheduler import MemScheduler
 from memos_agents.plaintext.retrieval import HybridRetriever
@@ -229,6 +230,25 @@ def build_store(config: MemOSConfig) -> base.BaseMemoryStore:
     )
 
 
+def _lifecycle_policy(policy: LifecyclePolicy | dict[str, Any] | str | Path | None) -> LifecyclePolicy:
+    """Return a lifecycle policy from a policy, its fields, or a file path (None: the default).
+
+    Raises:
+        ConfigError: Fields the policy refuses, or an unreadable or invalid file.
+
+    """
+    if policy is None:
+        return LifecyclePolicy()
+    if isinstance(policy, LifecyclePolicy):
+        return policy
+    if isinstance(policy, str | Path):
+        return LifecyclePolicy.from_file(policy)
+    try:
+        return LifecyclePolicy.model_validate(policy)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid lifecycle policy: {exc}") from None
+
+
 def build_llm(config: MemOSConfig) -> BaseLLM | None:
     """Create the LLM a config asks for, or None for provider ``none`` (nothing is loaded yet)."""
     c = config.llm
@@ -271,8 +291,11 @@ class MemOS:
         embedder: BaseEmbedder | None = None,
         llm: BaseLLM | None = None,
         token_counter: TokenCounter | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.config = config or MemOSConfig()
+        #: "Now" (UTC) for expiry and lifecycle passes; injectable for tests (default: the system clock).
+        self.clock: Callable[[], datetime] = clock or utcnow
         self.store = store or build_store(self.config)
         self.embedder = embedder or build_embedder(self.config)
         self.llm = llm if llm is not None else build_llm(self.config)
@@ -865,6 +888,131 @@ class MemOS:
         erased = yield [base.ForgetUserOp(cid, forgotten) for cid in cubes]
         return {cid: list(ids) for cid, ids in zip(cubes, erased, strict=True)}
 
+    # -- MemLifecycle -------------------------------------------------------------------------------
+    def transition(
+        self, memory_ids: Sequence[str], user_id: str, cube_id: str, to: LifecycleState | str
+    ) -> list[MemoryItem]:
+        """Move memories to lifecycle state ``to`` in one write (all or none), checked against the transition table.
+
+        Each move is an update: MemVault keeps the version it ends and the audit log records it.
+        Memories already in ``to`` are left as they are.
+
+        Args:
+            memory_ids: The memories.
+            user_id: The caller (write permission).
+            cube_id: Their cube.
+            to: ``activated``, ``merged``, ``archived``, ``expired`` or ``frozen`` (pinned: never
+                expires); see :data:`~memos_agents.operation.lifecycle.TRANSITIONS`.
+
+        Returns:
+            The memories as stored, in the order asked.
+
+        Raises:
+            LifecycleTransitionError: A move the table does not allow (nothing written).
+            MemoryNotFoundError / PermissionDeniedError / InvalidInputError.
+
+        """
+        return self._run(self._transition(memory_ids, cube_id, to), user_id)
+
+    async def atransition(
+        self, memory_ids: Sequence[str], user_id: str, cube_id: str, to: LifecycleState | str
+    ) -> list[MemoryItem]:
+        """Async twin of :meth:`transition`."""
+        return await self._arun(self._transition(memory_ids, cube_id, to), user_id)
+
+    def _transition(self, memory_ids: Sequence[str], cube_id: str, to: LifecycleState | str) -> Flow[list[MemoryItem]]:
+        if isinstance(memory_ids, str | bytes) or not memory_ids:
+            raise InvalidInputError("memory_ids must be a non-empty list of ids")
+        ids = [validate_id(i, "memory id") for i in memory_ids]
+        return (yield from MemLifecycle(clock=self.clock).transition(validate_id(cube_id, "cube_id"), ids, to))
+
+    def run_lifecycle(
+        self,
+        user_id: str,
+        cube_ids: Sequence[str] | None = None,
+        *,
+        policy: LifecyclePolicy | dict[str, Any] | str | Path | None = None,
+    ) -> list[LifecycleReport]:
+        """Run one MemLifecycle maintenance pass over cubes: expiry, retention purge, consolidation.
+
+        See :mod:`memos_agents.operation.lifecycle` for the steps. Each step of each cube is one
+        store batch, checked and audited as the caller (write and delete permission).
+
+        Args:
+            user_id: The caller. A pass sees what the caller may read: another author's private
+                memories are left to that author's passes, or to a system-wide admin's.
+            cube_ids: The cubes (default: the caller's own cubes).
+            policy: A :class:`~memos_agents.operation.lifecycle.LifecyclePolicy`, its fields as a
+                dict, or a TOML/YAML/JSON file (default: the default policy).
+
+        Returns:
+            One report per cube: what moved, and whether a step stopped at ``max_items``.
+
+        Raises:
+            ConfigError: An invalid policy.
+            CubeNotFoundError / PermissionDeniedError.
+
+        """
+        return self._run(self._run_lifecycle(user_id, cube_ids, policy), user_id)
+
+    async def arun_lifecycle(
+        self,
+        user_id: str,
+        cube_ids: Sequence[str] | None = None,
+        *,
+        policy: LifecyclePolicy | dict[str, Any] | str | Path | None = None,
+    ) -> list[LifecycleReport]:
+        """Async twin of :meth:`run_lifecycle`."""
+        return await self._arun(self._run_lifecycle(user_id, cube_ids, policy), user_id)
+
+    def after_turn(
+        self, user_id: str, cube_id: str, *, policy: LifecyclePolicy | dict[str, Any] | None = None
+    ) -> LifecycleReport:
+        """Run the per-turn lifecycle step agent graphs call after an answer: a bounded pass over one cube.
+
+        The same steps as :meth:`run_lifecycle`, with at most ``max_items`` (default here: 100)
+        items moved per step, so a turn never waits on a backlog (the next turn, or a scheduled
+        :meth:`run_lifecycle`, goes on).
+
+        Raises:
+            CubeNotFoundError / PermissionDeniedError / ConfigError.
+
+        """
+        return self._run(self._after_turn(user_id, cube_id, policy), user_id)
+
+    async def aafter_turn(
+        self, user_id: str, cube_id: str, *, policy: LifecyclePolicy | dict[str, Any] | None = None
+    ) -> LifecycleReport:
+        """Async twin of :meth:`after_turn`."""
+        return await self._arun(self._after_turn(user_id, cube_id, policy), user_id)
+
+    def _after_turn(
+        self, user_id: str, cube_id: str, policy: LifecyclePolicy | dict[str, Any] | None
+    ) -> Flow[LifecycleReport]:
+        chosen = _lifecycle_policy(policy) if policy is not None else LifecyclePolicy(max_items=100)
+        (report,) = yield from self._run_lifecycle(user_id, [cube_id], chosen)
+        return report
+
+    def _run_lifecycle(
+        self,
+        user_id: str,
+        cube_ids: Sequence[str] | None,
+        policy: LifecyclePolicy | dict[str, Any] | str | Path | None,
+    ) -> Flow[list[LifecycleReport]]:
+        chosen = _lifecycle_policy(policy)
+        if cube_ids is None:  # the caller's own cubes, whatever their embedder
+            (owned,) = yield [base.ListCubesOp(owner_id=validate_id(user_id, "user_id"))]
+            cubes = [h.cube_id for h in cast(list[CubeHeader], owned)]
+        elif isinstance(cube_ids, str | bytes):
+            raise InvalidInputError("cube_ids must be a list of cube ids")
+        else:
+            cubes = [validate_id(c, "cube_id") for c in dict.fromkeys(cube_ids)]
+        lifecycle = MemLifecycle(chosen, clock=self.clock)
+        reports = []
+        for cube_id in cubes:
+            reports.append((yield from lifecycle.run_pass(cube_id)))
+        return reports
+
     # -- users (MemGovernance) ----------------------------------------------------------------------
     def create_user(
         self, new_user: str, user_id: str, *, name: str = "", kind: UserKind | str = UserKind.USER
@@ -936,12 +1084,13 @@ class MemOS:
         return await self._arun(self._ops([base.ListUsersOp(include_disabled)]), user_id)
 
     def remove_user(self, removed: str, user_id: str) -> UserRemoval:
-        """Remove a user: disable its record and revoke its ACL entries on every cube, in one store batch.
+        """Remove a user: disable its record, then revoke its ACL entries on every cube (one batch).
 
-        The record stays (disabled), so the id cannot be registered again and inherit grants; a
-        store with ``require_users`` refuses every later call of the user at once. Cubes the user
-        owns are listed, not changed (hand them over first; :meth:`forget_user` erases its
-        memories). Removing a removed user revokes what was granted to it since.
+        The record stays (disabled), so the id cannot be registered again and inherit grants; no
+        store grants a disabled user anything (so no grant made meanwhile survives the revocation),
+        and a store with ``require_users`` refuses every later call of the user at once. Cubes the
+        user owns are listed, not changed (hand them over first; :meth:`forget_user` erases its
+        memories). Removing a removed user again revokes what is left.
 
         Args:
             removed: The user to remove.
@@ -960,18 +1109,21 @@ class MemOS:
 
     def _remove_user(self, removed: str) -> Flow[UserRemoval]:
         removed = validate_id(removed, "user_id")
+        (current,) = yield [base.GetUserOp(removed)]
+        stored = cast(UserRecord, current)
+        if stored.enabled:  # first: from now on no store grants the user anything, so none slips in
+            (written,) = yield [base.UpdateUserOp(stored.model_copy(update={"disabled_at": self.clock()}))]
+            stored = cast(UserRecord, written)
         for attempt in range(self.WRITE_ATTEMPTS):
-            current, headers = yield [base.GetUserOp(removed), base.ListCubesOp()]
-            record = cast(UserRecord, current)
-            if record.enabled:
-                record = record.model_copy(update={"disabled_at": utcnow()})
+            (headers,) = yield [base.ListCubesOp()]
             revoke = [
                 h.model_copy(update={"acl": [e for e in h.acl if e.principal != removed]})
                 for h in cast(list[CubeHeader], headers)
                 if any(e.principal == removed for e in h.acl)
             ]
             try:
-                stored, *_ = yield [base.UpdateUserOp(record), *(base.UpdateCubeOp(h) for h in revoke)]
+                if revoke:
+                    yield [base.UpdateCubeOp(h) for h in revoke]
             except VersionConflictError:  # a header changed meanwhile: read again
                 if attempt + 1 == self.WRITE_ATTEMPTS:
                     raise
@@ -1238,6 +1390,7 @@ class MemOS:
         session_id: str | None = None,
         subject_id: str | None = None,
         visibility: Visibility | str = Visibility.CUBE,
+        ttl_s: float | None = None,
     ) -> AddResult:
         """Read messages into memories and store them atomically in the cube's tree.
 
@@ -1254,6 +1407,9 @@ class MemOS:
             visibility: Who may read the new memories: ``"private"`` (the caller only, under a
                 topic of its own), ``"cube"`` (everyone with read on the cube; default) or
                 ``"public"`` (anyone; needs share on the cube).
+            ttl_s: How long the new memories live, in seconds (default: the cube's
+                ``memory_ttl_s``, or forever): from then on search leaves them out and a lifecycle
+                pass expires them (:mod:`memos_agents.operation.lifecycle`).
 
         Returns:
             The stored ids, how many were merged, and extraction failures.
@@ -1266,7 +1422,8 @@ class MemOS:
             EmbeddingDimensionError / StoreError: Nothing was written.
 
         """
-        return self._run(self._add(messages, user_id, cube_id, mode, session_id, subject_id, visibility), user_id)
+        flow = self._add(messages, user_id, cube_id, mode, session_id, subject_id, visibility, ttl_s)
+        return self._run(flow, user_id)
 
     async def aadd(
         self,
@@ -1278,11 +1435,11 @@ class MemOS:
         session_id: str | None = None,
         subject_id: str | None = None,
         visibility: Visibility | str = Visibility.CUBE,
+        ttl_s: float | None = None,
     ) -> AddResult:
         """Async twin of :meth:`add` (the store's async path; reading and embedding in a worker thread)."""
-        return await self._arun(
-            self._add(messages, user_id, cube_id, mode, session_id, subject_id, visibility), user_id
-        )
+        flow = self._add(messages, user_id, cube_id, mode, session_id, subject_id, visibility, ttl_s)
+        return await self._arun(flow, user_id)
 
     def _add(
         self,
@@ -1293,6 +1450,7 @@ class MemOS:
         session_id: str | None,
         subject_id: str | None,
         visibility: Visibility | str = Visibility.CUBE,
+        ttl_s: float | None = None,
     ) -> Flow[AddResult]:
         try:
             read_mode = ReadMode(mode)
@@ -1308,19 +1466,24 @@ class MemOS:
                 "mode": read_mode,
                 "subject_id": subject_id,
                 "visibility": visibility,
+                "ttl_s": ttl_s,
             },
         )
         header = yield from self._cube(req.cube_id, Permission.WRITE, req.user_id)
+        ttl = req.ttl_s if req.ttl_s is not None else header.memory_ttl_s
         self._check_embedder(header)
         subject = req.subject_id or req.user_id
         messages, redacted = redact_messages(req.messages, header.redaction)  # before any model sees them
         read = yield Compute(lambda: self.reader.read(messages, user_id=subject, mode=req.mode))
-        items = [i.model_copy(update={"visibility": req.visibility, "author_id": req.user_id}) for i in read.items]
+        stamp: dict[str, Any] = {"visibility": req.visibility, "author_id": req.user_id}
+        if ttl is not None:
+            stamp["expires_at"] = self.clock() + timedelta(seconds=ttl)
+        items = [i.model_copy(update=stamp) for i in read.items]
         events = [base.RecordEventOp(req.cube_id, "extraction_failed", f) for f in read.failures]
         if redacted:  # kinds and counts only, never values
             events.append(base.RecordEventOp(req.cube_id, "redacted", {"kinds": redacted, "by": req.user_id}))
         for attempt in range(self.WRITE_ATTEMPTS):
-            update = yield from self.organizer.plan(req.cube_id, items, read.edges)
+            update = yield from self.organizer.plan(req.cube_id, items, read.edges, now=self.clock())
             try:  # the plan, the failures and the caller's permission: one transaction
                 yield [base.WriteOp(req.cube_id, update.batch), *events]
             except VersionConflictError:
@@ -1451,6 +1614,8 @@ class MemOS:
             new_text = default_redactor().redact(req.text, header.redaction).text  # refuse: raises
             changes["text"] = new_text
             changes["embedding"] = (yield Compute(lambda: self.reader.embed([new_text])[0])).tolist()
+        if req.status is not None:
+            check_transition(current[0].status, req.status)
         for name in ("memory_type", "status", "tags"):
             if getattr(req, name) is not None:
                 changes[name] = getattr(req, name)
@@ -1581,6 +1746,7 @@ class MemOS:
                 k=k,
                 filters=req.filters,
                 dedupe=self.scheduler.deduplicate,
+                now=req.as_of or self.clock(),
             )
             if req.as_of is None:
                 chosen = yield from retrieval

@@ -250,7 +250,10 @@ class MemoryItem(BaseModel):
         updated_at: When the store last wrote it (UTC): set by the store on every add and update
             (an import keeps the archive's); MemVault's point-in-time reads go by it.
         confidence: 0..1; 1.0 for verbatim turns, the extractor's estimate for LLM facts.
-        status: Lifecycle state; search sees ``activated`` items by default.
+        status: Lifecycle state; search sees ``activated`` items by default. Changed through
+            MemLifecycle's transition table (:mod:`memos_agents.operation.lifecycle`).
+        expires_at: When the memory expires (UTC; None: never): search leaves it out from then
+            on, and a lifecycle pass moves it to ``expired`` (``frozen`` items never expire).
         version: Incremented by the store on every update, starting at 1.
         embedding: Unit-norm float vector of the cube's embedding dimension, or None; every
             value finite (NaN and infinity are refused).
@@ -283,6 +286,7 @@ class MemoryItem(BaseModel):
     updated_at: datetime = Field(default_factory=utcnow)
     confidence: float = Field(default=1.0, ge=0.0, le=1.0)
     status: LifecycleState = LifecycleState.ACTIVATED
+    expires_at: datetime | None = None
     version: int = Field(default=1, ge=1, le=2**62)
     embedding: list[float] | None = Field(default=None, max_length=65_536)
     metadata: dict[Label, str | int | float | bool | None] = Field(
@@ -309,7 +313,7 @@ class MemoryItem(BaseModel):
                 raise ValueError(f"metadata[{k!r}] is not a finite number")
         return value
 
-    @field_validator("event_time", "created_at", "updated_at")
+    @field_validator("event_time", "created_at", "updated_at", "expires_at")
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
         return as_utc(value)

@@ -8,11 +8,15 @@ Two modes (``StoreConfig.require_users``):
 
 * ``False`` (the default, an embedded single-user setup): any well-formed principal id may call;
   the records are a directory (names, kinds) and removing a user revokes its ACL entries.
-* ``True`` (a shared store, like a database server with authentication on): the store checks, in
-  the transaction of every batch, that the caller is a registered, enabled user
-  (:class:`~memos_agents.errors.UnknownUserError` otherwise); a cube's owner and every principal an
-  ACL entry adds must be one too. Trusted code and system-wide admins are exempt: they are
-  configured, not registered.
+* ``True`` (a shared store): the store checks, in the transaction of every batch, that the
+  caller is a registered, enabled user (:class:`~memos_agents.errors.UnknownUserError`
+  otherwise); a cube's owner and every principal an ACL entry adds must be one too. Trusted code
+  and system-wide admins are exempt: they are configured, not registered.
+
+In both modes a grant to a disabled user is refused. This is authorisation, not authentication:
+the principal is who the application says is calling (``CallContext``), and ``require_users`` is a
+setting of each client of the store; proving identity is the job of the application or server in
+front of it.
 
 After the user and role management of MemGovernance in "MemOS: A Memory OS for AI System"
 (MemTensor 2025, section 5.3), whose reference implementation stores users with roles that are
@@ -117,22 +121,22 @@ def check_caller(principal: str, record: UserRecord | None) -> None:
         raise UnknownUserError(f"user {principal!r} is disabled")
 
 
-def check_principals(principals: Iterable[str], records: dict[str, UserRecord]) -> None:
-    """Check that every principal a cube header adds is a registered, enabled user (``*`` aside).
+def check_principals(principals: Iterable[str], records: dict[str, UserRecord], *, registered: bool) -> None:
+    """Check the principals a cube header adds (``*`` aside): none disabled; with ``registered``, all registered.
 
     Args:
-        principals: The owner and ACL principals the header adds.
+        principals: The owner and ACL principals the header adds (see ``base.added_principals``).
         records: The stored records of those principals (missing: not registered).
+        registered: Whether the store requires users (an unregistered principal is refused too).
 
     Raises:
-        UnknownUserError: The first principal that is not registered or is disabled.
+        UnknownUserError: The first principal refused (one message for both reasons, so a sharer
+            does not learn which ids are registered).
 
     """
     for principal in principals:
         if principal == "*":
             continue
         record = records.get(principal)
-        if record is None:
-            raise UnknownUserError(f"cannot grant to {principal!r}: not a registered user of this store")
-        if not record.enabled:
-            raise UnknownUserError(f"cannot grant to {principal!r}: the user is disabled")
+        if (record is None and registered) or (record is not None and not record.enabled):
+            raise UnknownUserError(f"cannot grant to {principal!r}: not a registered, enabled user of this store")

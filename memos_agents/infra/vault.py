@@ -27,6 +27,7 @@ COMPARED_FIELDS = (
     "tags",
     "user_id",
     "status",
+    "expires_at",
     "confidence",
     "event_time",
     "sources",

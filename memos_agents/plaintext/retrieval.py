@@ -29,7 +29,15 @@ import numpy as np
 
 from memos_agents.config import FusionMethod, RetrievalConfig
 from memos_agents.plaintext.stores.base import ExpandOp, GetOp, Neighbor, Op, TextSearchOp, VectorSearchOp
-from memos_agents.schema import MemoryItem, MemoryQuery, RelationType, ScoredMemory, SearchFilters
+from memos_agents.schema import (
+    LifecycleState,
+    MemoryItem,
+    MemoryQuery,
+    RelationType,
+    ScoredMemory,
+    SearchFilters,
+    utcnow,
+)
 
 T = TypeVar("T")
 
@@ -69,6 +77,7 @@ class HybridRetriever:
         k: int,
         filters: SearchFilters | None = None,
         dedupe: Callable[[list[ScoredMemory]], list[ScoredMemory]] = list,
+        now: datetime | None = None,
     ) -> Body[list[ScoredMemory]]:
         """Run the retrieval policy: candidates, de-duplication, a wider net while that left too few.
 
@@ -83,6 +92,8 @@ class HybridRetriever:
             k: Results wanted (≥ 1).
             filters: Store-side filters (default: active memories).
             dedupe: Removes what a better result already shows (the scheduler's ``deduplicate``).
+            now: The instant of the search (default: the clock's now): items whose ``expires_at``
+                is at or before it are left out (MemLifecycle expiry, before a pass marks them).
 
         Returns:
             De-duplicated candidates, best first (at least ``k`` when the cubes hold them).
@@ -90,9 +101,9 @@ class HybridRetriever:
         """
         limit = 2 * k + 10
         while True:
-            results = yield from self.search(cube_ids, query, query_vector, limit=limit, filters=filters)
+            results, pool = yield from self._search(cube_ids, query, query_vector, limit, filters, now)
             chosen = dedupe(results)
-            if len(chosen) >= k or len(results) < limit:
+            if len(chosen) >= k or pool < limit:  # pool: candidates before expired ones were dropped
                 return chosen
             limit *= self.WIDEN
 
@@ -104,8 +115,9 @@ class HybridRetriever:
         *,
         limit: int,
         filters: SearchFilters | None = None,
+        now: datetime | None = None,
     ) -> Body[list[ScoredMemory]]:
-        """Return up to ``limit`` ranked candidates over ``cube_ids``, best first.
+        """Return up to ``limit`` ranked candidates over ``cube_ids``, best first (expired ones left out).
 
         Steps (each one store batch over every cube): dense and BM25 candidates; the fused top
         ``limit`` items and the graph neighbours of the best ``expand_top``; items reached only
@@ -115,8 +127,27 @@ class HybridRetriever:
             Scored results without embeddings; ``tokens`` is left 0 (the scheduler fills it).
 
         """
+        return (yield from self._search(cube_ids, query, query_vector, limit, filters, now))[0]
+
+    def _search(
+        self,
+        cube_ids: Sequence[str],
+        query: MemoryQuery,
+        query_vector: np.ndarray | None,
+        limit: int,
+        filters: SearchFilters | None,
+        now: datetime | None,
+    ) -> Body[tuple[list[ScoredMemory], int]]:
+        """Return :meth:`search`'s results and how many candidates it ranked before expired ones were dropped."""
         cfg = self.config
         filters = filters or SearchFilters()
+        if "statuses" not in filters.model_fields_set:  # pinned (frozen) memories are searched too
+            filters = filters.model_copy(update={"statuses": [LifecycleState.ACTIVATED, LifecycleState.FROZEN]})
+        now = now or utcnow()
+
+        def live(item: MemoryItem) -> bool:  # frozen memories never expire
+            return item.expires_at is None or item.expires_at > now or item.status is LifecycleState.FROZEN
+
         cubes = list(cube_ids)
         dense = query_vector is not None and cfg.dense_weight > 0
         step: list[Op] = []
@@ -144,7 +175,7 @@ class HybridRetriever:
         got = iter((yield step) if step else [])
         missing: list[Op] = []
         for state in states:
-            state.items = {i.id: i for i in next(got)}
+            state.items = {i.id: i for i in next(got) if live(i)}
             if expanding and state.ranked:
                 self._boost(state, next(got))
                 state.missing = [i for i in state.ranked[:limit] if i not in state.items]
@@ -154,7 +185,7 @@ class HybridRetriever:
         out: list[ScoredMemory] = []
         for state in states:
             if state.missing:
-                state.items.update({i.id: i for i in next(more)})
+                state.items.update({i.id: i for i in next(more) if live(i)})
             out += [
                 ScoredMemory(item=state.items[i], score=state.fused[i], signals=state.signals[i], via=state.via.get(i))
                 for i in state.ranked[:limit]
@@ -162,7 +193,7 @@ class HybridRetriever:
             ]
         # equal scores (e.g. a correction and the statement it corrects): the newer statement first
         out.sort(key=lambda r: (-r.score, -_when(r.item).timestamp()))
-        return out[:limit]
+        return out[:limit], sum(min(len(state.ranked), limit) for state in states)
 
     def _normalised(self, name: str, rank: int, raw: float, hits: list[tuple[str, float]]) -> float:
         if self.config.fusion == FusionMethod.RRF:
@@ -188,6 +219,8 @@ class HybridRetriever:
         windows = {s for s in seeds if s in state.items and state.items[s].turns > 1}
         bonus: dict[str, float] = {}
         for n in neighbours:
+            if n.from_id not in state.items:
+                continue  # its seed expired (left out): it lends no bonus and names no path
             if n.type == RelationType.FOLLOWS and n.from_id in windows:
                 continue  # a window already holds its neighbouring turns
             gain = cfg.neighbor_weight * state.fused[n.from_id]

@@ -33,6 +33,7 @@ import hashlib
 from collections import Counter
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar, cast
 
 import numpy as np
@@ -52,6 +53,7 @@ from memos_agents.schema import (
     SearchFilters,
     Visibility,
     most_restrictive,
+    utcnow,
 )
 
 T = TypeVar("T")
@@ -177,13 +179,17 @@ class TreeOrganizer:
     def __init__(self, config: ReaderConfig | None = None) -> None:
         self.config = config or ReaderConfig()
 
-    def plan(self, cube_id: str, items: Sequence[MemoryItem], edges: Sequence[Edge] = ()) -> Body[TreeUpdate]:
+    def plan(
+        self, cube_id: str, items: Sequence[MemoryItem], edges: Sequence[Edge] = (), *, now: datetime | None = None
+    ) -> Body[TreeUpdate]:
         """Read the snapshot (two store batches) and organize; a sans-IO body the facade drives.
 
         Args:
             cube_id: Target cube.
             items: New, embedded memory items in conversation order.
             edges: Edges that come with them (e.g. DERIVED_FROM from fine mode).
+            now: The write's instant (default: the clock's now): stored memories whose
+                ``expires_at`` has passed are no neighbours (nothing merges into expired content).
 
         Returns:
             The :class:`TreeUpdate` (nothing is written here).
@@ -208,7 +214,8 @@ class TreeOrganizer:
         stored: dict[str, MemoryItem] = {}
         if wanted:
             (got,) = yield [GetOp(cube_id, wanted, with_embeddings=True)]
-            stored = {i.id: i for i in got}
+            at = now or utcnow()
+            stored = {i.id: i for i in got if i.expires_at is None or i.expires_at > at}
         snapshot = TreeSnapshot(
             {item_id: [(stored[h], sc) for h, sc in found if h in stored] for item_id, found in kept.items()}
         )
@@ -318,6 +325,7 @@ class TreeOrganizer:
                     score > best_score
                     and other.user_id == item.user_id
                     and other.visibility == item.visibility
+                    and (other.expires_at is None) == (item.expires_at is None)
                     and not _overlap(other, item)
                 ):
                     kept_apart = _kept_apart(item, other, score) if score >= cfg.merge_threshold else None
@@ -375,6 +383,10 @@ class TreeOrganizer:
             event_time=new.event_time or old.event_time,
             confidence=max(old.confidence, new.confidence),
             status=LifecycleState.ACTIVATED,
+            # merges never cross expiry (see _dedupe_and_relate): no content outlives its own expiry
+            expires_at=None
+            if old.expires_at is None or new.expires_at is None
+            else min(old.expires_at, new.expires_at),
             embedding=_unit(
                 np.asarray(old.embedding or [], dtype=np.float32) + np.asarray(new.embedding or [], dtype=np.float32)
             ),

@@ -52,6 +52,7 @@ from memos_agents.plaintext.stores.base import (
     FollowLink,
     GetCubeOp,
     GetOp,
+    ListExpiringOp,
     ListOp,
     Op,
     RecordEventOp,
@@ -146,6 +147,7 @@ class StoreConformanceTests(AdversarialTests, UserTests):
             user_id="alice",
             event_time=T0,
             confidence=0.75,
+            expires_at=T0 + timedelta(days=3, microseconds=7),
             metadata={"role": "user", "n": 3, "ok": True, "x": 1.5, "none": None},
             embedding=vec(1, 2),
         )
@@ -160,6 +162,40 @@ class StoreConformanceTests(AdversarialTests, UserTests):
         assert np.allclose(got.embedding or [], original.embedding or [])
         (plain,) = store.get(cube, [original.id])
         assert plain.embedding is None
+
+    def test_list_expiring_uses_expiry_state_and_read_scope(self, store: BaseMemoryStore, cube: str) -> None:
+        now = datetime.now(UTC)
+        at = {n: now + timedelta(minutes=n) for n in range(-5, 6)}
+        due = [item(f"due {n}", 1, expires_at=at[n]) for n in (-1, -3, -2)]
+        exact = item("due right now", 2, expires_at=now)
+        later = item("not yet", 3, expires_at=at[5])
+        forever = item("no expiry", 4)
+        frozen = item("pinned", 5, expires_at=at[-4], status=LifecycleState.FROZEN)
+        gone = item("already expired", 6, expires_at=at[-5], status=LifecycleState.EXPIRED)
+        archived = item("archived, due", 7, expires_at=at[-4], status=LifecycleState.ARCHIVED)
+        topic = item("a topic", 0, expires_at=at[-4], node_kind=NodeKind.TOPIC)
+        secret = item("bob's private note", 1, expires_at=at[-4], visibility=Visibility.PRIVATE)
+        store.add(cube, [*due, exact, later, forever, frozen, gone, archived, topic])
+        header = store.get_cube(cube)
+        store.update_cube(header.model_copy(update={"acl": [AclEntry(principal="bob", role=Role.WRITER)]}))
+        store.add(cube, [secret], ctx=CallContext.of("bob"))
+        (found,) = store.batch([ListExpiringOp(cube, now)], ctx=CallContext.of("alice"))
+        assert [i.id for i in found] == [archived.id, due[1].id, due[2].id, due[0].id, exact.id]
+        assert all(i.embedding is None for i in found)
+        (mine,) = store.batch([ListExpiringOp(cube, now)], ctx=CallContext.of("bob"))
+        assert secret.id in [i.id for i in mine]
+        (first,) = store.batch([ListExpiringOp(cube, now, limit=2)])
+        assert [i.id for i in first] == [archived.id, secret.id]  # soonest first, ties in storage order
+        (expired,) = store.batch([ListExpiringOp(cube, now, expired=True)])
+        assert [i.id for i in expired] == [gone.id]
+        (none_yet,) = store.batch([ListExpiringOp(cube, at[-5] - timedelta(seconds=1))])
+        assert none_yet == []
+        with pytest.raises(PermissionDeniedError):
+            store.batch([ListExpiringOp(cube, now)], ctx=CallContext.of("mallory"))
+        with pytest.raises(InvalidInputError):
+            ListExpiringOp(cube, now.replace(tzinfo=None))
+        with pytest.raises(InvalidInputError):
+            ListExpiringOp(cube, now, limit=0)
 
     def test_get_keeps_order_and_skips_missing(self, store: BaseMemoryStore, cube: str) -> None:
         a, b = item("a"), item("b")

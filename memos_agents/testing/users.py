@@ -252,10 +252,18 @@ class UserTests:
             assert any("UnknownUserError" in (e.reason or "") for e in denied)
         finally:
             store.require_users = False
-        # without require_users, grants name any well-formed principal (as before users existed)
+        # without require_users, grants name any well-formed principal (as before users existed) but
+        # never a disabled user; a disabled user's entry can still be narrowed or removed
         header = store.get_cube(header.cube_id)
         grant = header.model_copy(update={"acl": [*header.acl, AclEntry(principal=ghost, role=Role.READER)]})
-        assert ghost in [e.principal for e in store.update_cube(grant, ctx=CallContext.of(alice)).acl]
+        header = store.update_cube(grant, ctx=CallContext.of(alice))
+        assert ghost in [e.principal for e in header.acl]
+        more = [e for e in header.acl if e.principal != bob] + [AclEntry(principal=bob, role=Role.WRITER)]
+        with pytest.raises(UnknownUserError):
+            store.update_cube(header.model_copy(update={"acl": more}), ctx=CallContext.of(alice))
+        less = [e for e in header.acl if e.principal != bob] + [AclEntry(principal=bob, role=Role.GUEST)]
+        header = store.update_cube(header.model_copy(update={"acl": less}), ctx=CallContext.of(alice))
+        assert [e.role for e in header.acl if e.principal == bob] == [Role.GUEST]
 
     def test_a_refused_user_batch_is_audited_and_applies_nothing(self, store: BaseMemoryStore) -> None:
         alice = self.uid("alice")

@@ -253,21 +253,27 @@ def check_header_update(current: CubeHeader, new: CubeHeader, ctx: CallContext) 
 
 
 def added_principals(current: CubeHeader | None, new: CubeHeader) -> list[str]:
-    """Return the principals a header write adds: ``new``'s owner and ACL entries that ``current`` lacks.
+    """Return the principals a header write gives something: a new owner, and ACL principals granted more than before.
 
-    A store that requires users checks that each is a registered, enabled user
-    (:func:`~memos_agents.infra.users.check_principals`); entries kept unchanged are not checked
-    again, so a disabled user's old entry never blocks another change of the header.
+    Stores check each (:func:`~memos_agents.infra.users.check_principals`: never a disabled user;
+    with ``require_users`` only registered ones). Entries kept, narrowed or removed are not
+    checked, so a disabled user's old entry never blocks another change of the header, nor its
+    own reduction.
     """
-    before: set[tuple[str, str | None, tuple[str, ...]]] = set()
+    had: dict[str, frozenset[Permission]] = {}
     owner = None
     if current is not None:
         owner = current.owner_id
-        before = {(e.principal, e.role, tuple(sorted(e.permissions))) for e in current.acl}
+        for e in current.acl:
+            had[e.principal] = had.get(e.principal, frozenset()) | e.granted()
     out = [] if new.owner_id == owner else [new.owner_id]
+    gets: dict[str, frozenset[Permission]] = {}
     for e in new.acl:
-        if (e.principal, e.role, tuple(sorted(e.permissions))) not in before:
-            out.append(e.principal)
+        gets[e.principal] = gets.get(e.principal, frozenset()) | e.granted()
+    for principal, granted in gets.items():
+        before = had.get(principal)
+        if before is None or not granted <= before:
+            out.append(principal)
     return list(dict.fromkeys(out))
 
 
@@ -799,6 +805,36 @@ class ListAuditChainsOp:
 
 
 @dataclass(frozen=True, slots=True)
+class ListExpiringOp:
+    """Return up to ``limit`` memory items whose ``expires_at`` is at or before ``before``, soonest first (read).
+
+    ``expired=False``: items still to expire (any state but ``expired`` and ``frozen``: a frozen
+    item never expires); ``expired=True``: items already ``expired`` (for the retention purge).
+    Served by an index on ``expires_at`` (cost: the items returned). Items come without
+    embeddings, in the caller's read scope.
+    """
+
+    cube_id: str
+    before: datetime
+    expired: bool = False
+    limit: int = 1000
+
+    def __post_init__(self) -> None:
+        check_aware(self.before, "before")
+        if not isinstance(self.limit, int) or not 1 <= self.limit <= 100_000:
+            raise InvalidInputError("limit must be an integer from 1 to 100,000")
+
+
+def expiring_statuses(expired: bool) -> tuple[str, ...]:
+    """Return the states :class:`ListExpiringOp` selects: ``expired``, or every state that can still expire."""
+    from memos_agents.schema import LifecycleState
+
+    if expired:
+        return (LifecycleState.EXPIRED.value,)
+    return tuple(s.value for s in LifecycleState if s not in (LifecycleState.EXPIRED, LifecycleState.FROZEN))
+
+
+@dataclass(frozen=True, slots=True)
 class CreateUserOp:
     """Register a user (system-wide admins and trusted code); returns the stored :class:`UserRecord`.
 
@@ -871,6 +907,7 @@ Op = (
     | ListAuditOp
     | VerifyAuditOp
     | ListAuditChainsOp
+    | ListExpiringOp
     | CreateUserOp
     | GetUserOp
     | ListUsersOp
@@ -904,6 +941,7 @@ OP_PERMISSION: dict[type, Permission | None] = {
     ListAuditOp: None,  # authorize_audit: audit on the cube, or trusted code for a deleted cube / the store
     VerifyAuditOp: None,
     ListAuditChainsOp: None,
+    ListExpiringOp: Permission.READ,
     CreateUserOp: None,  # authorize_users: system-wide admins and trusted code
     GetUserOp: None,
     ListUsersOp: None,
@@ -980,6 +1018,7 @@ AUDIT_ACTIONS: dict[type, str] = {
     ListAuditOp: "audit.list",
     VerifyAuditOp: "audit.verify",
     ListAuditChainsOp: "audit.chains",
+    ListExpiringOp: "lifecycle.expiring",
     CreateUserOp: "user.create",
     GetUserOp: "user.get",
     ListUsersOp: "user.list",
@@ -1033,7 +1072,7 @@ def _touched_ids(op: Any, result: Any) -> tuple[str, ...]:
         return tuple(op.ids)
     if isinstance(op, ImportCubeOp):
         return tuple(item.id for item in op.items)
-    if isinstance(op, GetOp | ListOp) and isinstance(result, list):
+    if isinstance(op, GetOp | ListOp | ListExpiringOp) and isinstance(result, list):
         return tuple(item.id for item in result)
     if isinstance(op, VectorSearchOp | TextSearchOp) and isinstance(result, list):
         return tuple(hit[0] for hit in result)
@@ -1238,13 +1277,28 @@ def check_depth(depth: object) -> int:
 
 @dataclass(frozen=True, slots=True)
 class StoredItem:
-    """What the planner needs to know of a stored item."""
+    """What the planner needs to know of a stored item (``content``: its :func:`content_key`, None: unknown)."""
 
     version: int
     node_kind: str
     embedding: list[float] | None = None
     author_id: str | None = None
     visibility: str = Visibility.CUBE.value
+    content: str | None = None
+
+
+def content_key(search_text: str, metadata_json: str) -> str:
+    """Return a fingerprint of an item's checked content: its text, key and tags (``search_text``) and metadata JSON."""
+    import hashlib
+
+    return hashlib.sha256(f"{search_text}\0{metadata_json}".encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def item_content_key(item: MemoryItem) -> str:
+    """Return :func:`content_key` of ``item`` as the codec stores it."""
+    from memos_agents.plaintext.stores.codec import search_text
+
+    return content_key(search_text(item), json.dumps(item.metadata))
 
 
 @dataclass(frozen=True, slots=True)
@@ -1336,25 +1390,31 @@ def refuse_unredacted(cube_id: str, items: Sequence[MemoryItem], policy: Redacti
                 ) from None
 
 
-def check_items(items: Iterable[object]) -> None:
-    """Validate items handed to the store as if they had just been built (see :func:`check_header`).
+def check_items(items: Iterable[object]) -> list[MemoryItem]:
+    """Return items handed to the store validated as if they had just been built (see :func:`check_header`).
 
     ``model_copy(update=...)`` skips pydantic's validation, so an item could carry an id, a tag or
-    a text the model refuses; stored, it would make the cube's export impossible to import again.
+    a text the model refuses (stored, it would make the cube's export impossible to import again),
+    or a naive or non-UTC time (compared wrongly by expiry). The returned copies hold the
+    validated fields (times in UTC) and the original embedding, which
+    :func:`check_embedding_dim` checks with its own error types.
 
     Raises:
         InvalidInputError: Not a :class:`MemoryItem`, or a field the model refuses (named, without the value).
 
     """
+    out = []
     for item in items:
         if not isinstance(item, MemoryItem):
             raise InvalidInputError(f"a memory item must be a MemoryItem, not {type(item).__name__}")
         try:
-            # the embedding is checked by check_embedding_dim (its own error types), and not copied here
-            MemoryItem.model_validate(item.model_dump(exclude={"embedding"}, warnings=False))
+            valid = MemoryItem.model_validate(item.model_dump(exclude={"embedding"}, warnings=False))
         except ValidationError as exc:
             fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})
             raise InvalidInputError(f"invalid memory item: {', '.join(fields)}") from None
+        valid.embedding = item.embedding
+        out.append(valid)
+    return out
 
 
 def plan_write(
@@ -1406,8 +1466,17 @@ def plan_write(
         PermissionDeniedError: A ``public`` item without ``may_publish``.
 
     """
-    check_items([*batch.add, *batch.ensure, *batch.update])
-    refuse_unredacted(cube_id, [*batch.add, *batch.ensure, *batch.update], redaction)
+    batch = batch.model_copy(
+        update={"add": check_items(batch.add), "ensure": check_items(batch.ensure), "update": check_items(batch.update)}
+    )
+    # an update that leaves the stored text, key, tags and metadata as they are adds nothing the
+    # policy covers (e.g. a lifecycle move of a memory stored before the policy was tightened)
+    changed = [
+        i
+        for i in batch.update
+        if i.id not in stored or stored[i.id].content in (None, "") or stored[i.id].content != item_content_key(i)
+    ]
+    refuse_unredacted(cube_id, [*batch.add, *batch.ensure, *changed], redaction)
     if not may_publish:
         public = [i.id for i in [*batch.add, *batch.ensure, *batch.update] if i.visibility is Visibility.PUBLIC]
         if public:

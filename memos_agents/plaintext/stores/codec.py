@@ -64,6 +64,7 @@ BASE_COLUMNS = (
     "updated_at",
     "confidence",
     "status",
+    "expires_at",
     "version",
     "metadata",
 )
@@ -149,6 +150,7 @@ class ItemCodec:
             "updated_at": _iso(item.updated_at),
             "confidence": float(item.confidence),
             "status": item.status.value,
+            "expires_at": _iso(item.expires_at),
             "version": item.version,
             "metadata": json.dumps(item.metadata),
             "terms": terms,  # the BM25 terms: a column of graph stores, the inverted index of table stores
@@ -210,6 +212,7 @@ class ItemCodec:
             updated_at=_dt(row["updated_at"]),
             confidence=float(row["confidence"]),
             status=LifecycleState(row["status"]),
+            expires_at=_dt(row.get("expires_at")),
             version=int(row["version"]),
             metadata=metadata,
             embedding=self.embedding(row.get("embedding")),

@@ -33,7 +33,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -51,7 +51,7 @@ from memos_agents.plaintext.stores import base
 from memos_agents.plaintext.stores.codec import search_text
 from memos_agents.plaintext.stores.filters import Predicate, compile_filters, matches
 from memos_agents.plaintext.text import BM25_B, BM25_K1, bm25_idf, bm25_query_terms, bm25_terms
-from memos_agents.schema import Edge, MemoryItem, RelationType, SearchFilters, utcnow
+from memos_agents.schema import Edge, MemoryItem, NodeKind, RelationType, SearchFilters, utcnow
 
 #: An edge's key: source id, target id and relation type (an edge of the same key replaces it).
 EdgeKey = tuple[str, str, str]
@@ -354,18 +354,19 @@ class InMemoryStore(base.BaseMemoryStore):
         return cube
 
     def _check_grants(self, current: CubeHeader | None, header: CubeHeader) -> None:
-        """With :attr:`require_users`: every principal ``header`` adds must be a registered, enabled user."""
-        if self.require_users:
-            check_principals(base.added_principals(current, header), self._users)
+        """Refuse a header that gives a disabled user (with :attr:`require_users`: any unregistered one) anything."""
+        check_principals(base.added_principals(current, header), self._users, registered=self.require_users)
 
     @base.handles(base.CreateCubeOp)
     def _create_cube(self, op: base.CreateCubeOp, tx: _Tx) -> None:
+        base.check_new_cube(op.header, tx.ctx)
         self._check_grants(None, op.header)
         self._new_cube(tx, op.header)
 
     @base.handles(base.ImportCubeOp)
     def _import_cube(self, op: base.ImportCubeOp, tx: _Tx) -> None:
         """Create the cube and write its content in one plan; items keep their ``author_id``."""
+        base.check_new_cube(op.header, tx.ctx)
         self._check_grants(None, op.header)
         cube = self._new_cube(tx, op.header)
         self._write(cube, base.WriteBatch(add=list(op.items), edges=list(op.edges)), base.SYSTEM, stamp=False)
@@ -394,6 +395,22 @@ class InMemoryStore(base.BaseMemoryStore):
         if cube.dim is None:
             cube.dim = stored.storage.embedding_dim
         return stored.model_copy(deep=True)
+
+    @base.handles(base.ListExpiringOp)
+    def _list_expiring(self, op: base.ListExpiringOp, tx: _Tx) -> list[MemoryItem]:
+        cube, scope = self._read(tx, op.cube_id)
+        statuses = base.expiring_statuses(op.expired)
+        due = [
+            r.item
+            for r in cube.items.values()
+            if r.item.expires_at is not None
+            and r.item.expires_at <= op.before
+            and r.item.node_kind is NodeKind.MEMORY
+            and r.item.status.value in statuses
+            and matches(scope, r.item)
+        ]
+        due.sort(key=lambda i: cast(datetime, i.expires_at))
+        return [i.model_copy(update={"embedding": None}, deep=True) for i in due[: op.limit]]
 
     # -- users ---------------------------------------------------------------------------------------
     def _save_user(self, tx: _Tx, user: UserRecord) -> UserRecord:
@@ -456,6 +473,7 @@ class InMemoryStore(base.BaseMemoryStore):
                     None if embedding is None else list(embedding),
                     row.item.author_id,
                     row.item.visibility.value,
+                    base.item_content_key(row.item),
                 )
         newest: dict[str, str] = {}
         for topic in probe.topics:

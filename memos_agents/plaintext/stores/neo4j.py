@@ -221,6 +221,21 @@ _MIGRATIONS: list[tuple[int, list[tuple[str, bool]]]] = [
             ),
         ],
     ),
+    (
+        4,
+        [
+            (
+                "CREATE INDEX memos_memory_expiry IF NOT EXISTS "
+                "FOR (m:Memory) ON (m.tenant, m.cube_id, m.status, m.expires_at)",
+                False,
+            ),
+            (
+                "CREATE INDEX memos_memory_type IF NOT EXISTS "
+                "FOR (m:Memory) ON (m.tenant, m.cube_id, m.memory_type, m.status)",
+                False,
+            ),
+        ],
+    ),
 ]
 _AUDIT_FIELDS = (
     "seq",
@@ -237,6 +252,23 @@ _AUDIT_FIELDS = (
     "hash",
 )
 _AUDIT_PROJECTION = "a {" + ", ".join("." + f for f in _AUDIT_FIELDS) + "}"
+#: Ops whose handler's first query reads their cube (``_cube``/``_read``): with ``require_users``,
+#: a batch starting with one checks its caller in that query instead of one more round trip.
+_READS_CUBE_FIRST: tuple[type, ...] = (
+    base.GetCubeOp,
+    base.GetOp,
+    base.ListOp,
+    base.CountOp,
+    base.EdgesOp,
+    base.VectorSearchOp,
+    base.TextSearchOp,
+    base.ExpandOp,
+    base.ListEventsOp,
+    base.HistoryOp,
+    base.AsOfOp,
+    base.ChangedSinceOp,
+    base.ListExpiringOp,
+)
 #: Schema version this code writes.
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
 
@@ -378,6 +410,8 @@ class _Batch:
     cubes: dict[str, tuple[CubeHeader, int | None]] = field(default_factory=dict)
     #: The results of the ops run so far (how far a refused batch got).
     results: list[Any] = field(default_factory=list)
+    #: The caller's user record is still to be checked (``require_users``): by the first cube read.
+    caller_pending: bool = False
 
     def remember(self, cube_id: str, rows: Records) -> tuple[CubeHeader, int | None]:
         """Keep the cube read in ``rows`` (``header``, ``dim``); raise CubeNotFoundError if none."""
@@ -408,8 +442,9 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
             entries in its own transaction, a read-only or refused one in a write transaction
             right after; each chain's ``AuditHead`` node is locked while appending, so appenders
             of one cube's chain serialise (as its writers already do on the cube's counters).
-        require_users: Only registered, enabled users may call (checked by one more query in each
-            batch's transaction), and grant only to such users (default False; see
+        require_users: Only registered, enabled users may call (checked in each batch's
+            transaction: within the first query of a batch that starts by reading a cube, by one
+            more query otherwise), and grant only to such users (default False; see
             :mod:`memos_agents.infra.users`).
 
     Raises:
@@ -553,10 +588,16 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
         """
         state.results = []
         if self.checks_caller(state.ctx):
-            principal = state.ctx.principal
-            check_caller(principal, (yield from self._users([principal])).get(principal))
+            if ops and isinstance(ops[0], _READS_CUBE_FIRST):  # folded into its first query: no round trip
+                state.caller_pending = True
+            else:
+                principal = state.ctx.principal
+                check_caller(principal, (yield from self._users([principal])).get(principal))
         for op in ops:
             state.results.append((yield from self.handler(op)(op, state)))
+        if state.caller_pending:  # never reached a cube read: checked now, before anything is returned
+            principal = state.ctx.principal
+            check_caller(principal, (yield from self._users([principal])).get(principal))
         if write and self.audit:
             yield from self._audit_body(
                 state.ctx, [base.audit_record(op, r) for op, r in zip(ops, state.results, strict=True)]
@@ -806,7 +847,18 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
 
         """
         known = state.cubes.get(cube_id)
-        if known is None:
+        if known is None and state.caller_pending:  # require_users: the caller's record read with the cube
+            principal = state.ctx.principal
+            rows = yield (
+                "OPTIONAL MATCH (u:MemUser {tenant: $tenant, user_id: $principal}) "
+                f"OPTIONAL MATCH {_CUBE} RETURN u.record AS caller, c.header AS header, c.embedding_dim AS dim",
+                self._params(cube_id, principal=principal),
+            )
+            record = rows[0]["caller"] if rows else None
+            check_caller(principal, None if record is None else UserRecord.model_validate_json(record))
+            state.caller_pending = False
+            known = state.remember(cube_id, [r for r in rows if r["header"] is not None])
+        elif known is None:
             rows = yield (f"MATCH {_CUBE} RETURN c.header AS header, c.embedding_dim AS dim", self._params(cube_id))
             known = state.remember(cube_id, rows)
         base.authorize(known[0], state.ctx, permission)
@@ -1023,10 +1075,10 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
         state.cubes.pop(op.cube_id, None)
 
     def _check_grants(self, current: CubeHeader | None, header: CubeHeader) -> Body[None]:
-        """With :attr:`require_users`: every principal ``header`` adds must be a registered, enabled user."""
-        if self.require_users:
-            added = base.added_principals(current, header)
-            check_principals(added, (yield from self._users(added)))
+        """Refuse a header that gives a disabled user (with :attr:`require_users`: any unregistered one) anything."""
+        added = base.added_principals(current, header)
+        if added:
+            check_principals(added, (yield from self._users(added)), registered=self.require_users)
 
     # -- users ---------------------------------------------------------------------------------------
     def _users(self, user_ids: Sequence[str]) -> Body[dict[str, UserRecord]]:
@@ -1116,7 +1168,8 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
         if probe.updated:
             rows = yield (
                 f"{_EACH_ITEM} RETURN m.id AS id, m.version AS version, m.node_kind AS node_kind, "
-                "m.embedding AS embedding, m.author_id AS author_id, m.seq AS seq, m.visibility AS visibility",
+                "m.embedding AS embedding, m.author_id AS author_id, m.seq AS seq, m.visibility AS visibility, "
+                "m.search_text AS search_text, m.metadata AS metadata",
                 {**params, "ids": probe.updated},
             )
             for r in rows:
@@ -1126,6 +1179,7 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
                     GRAPH_CODEC.embedding(r["embedding"]),
                     r.get("author_id"),
                     r.get("visibility") or Visibility.CUBE.value,
+                    base.content_key(r.get("search_text") or "", r.get("metadata") or "{}"),
                 )
                 seqs[r["id"]] = int(r["seq"])
         newest: dict[str, str] = {}
@@ -1384,6 +1438,18 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
             f"MATCH (m:Memory) WHERE m.tenant = $tenant AND m.cube_id = $cube_id{where} "
             f"WITH m ORDER BY m.seq{page} RETURN {_PROJECTION_EMB if op.with_embeddings else _PROJECTION} AS m",
             self._params(op.cube_id, offset=max(op.offset, 0), limit=op.limit, **fparams),
+        )
+        return [GRAPH_CODEC.decode(r["m"]) for r in rows]
+
+    @base.handles(base.ListExpiringOp)
+    def _list_expiring(self, op: base.ListExpiringOp, state: _Batch) -> Body[list[MemoryItem]]:
+        _, _, scope = yield from self._read(state, op.cube_id)
+        where, fparams = cypher_filter([Predicate("status", "in", base.expiring_statuses(op.expired)), *scope])
+        rows = yield (
+            "MATCH (m:Memory) WHERE m.tenant = $tenant AND m.cube_id = $cube_id AND m.expires_at IS NOT NULL "
+            f"AND m.expires_at <= $before AND m.node_kind = 'memory'{where} "
+            f"WITH m ORDER BY m.expires_at, m.seq LIMIT $limit RETURN {_PROJECTION} AS m",
+            self._params(op.cube_id, before=op.before.astimezone(UTC).isoformat(), limit=op.limit, **fparams),
         )
         return [GRAPH_CODEC.decode(r["m"]) for r in rows]
 

@@ -309,6 +309,15 @@ _MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Cursor], None] | None]] = [
         """,
         None,
     ),
+    (
+        10,
+        """
+        ALTER TABLE items ADD COLUMN expires_at TEXT;
+        CREATE INDEX items_expiring ON items(cube_id, status, expires_at) WHERE expires_at IS NOT NULL;
+        CREATE INDEX items_by_type ON items(cube_id, memory_type, status);
+        """,
+        None,
+    ),
 ]
 _EDGE_COLUMNS = ("source_id", "target_id", "type", "weight", "created_at")
 _VERSION_COLUMNS = ("item_id", "version", "item", "edges", "change", "changed_at", "changed_by", "request_id")
@@ -621,6 +630,13 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
         try:
             if self._audit_pending and any(isinstance(op, _AUDIT_READS) for op in ops):
                 self._write_audit([])  # who reads the log sees every read this store made so far
+            if self.checks_caller(ctx) and any(isinstance(op, base.ImportCubeOp) for op in ops):
+                try:  # before an import's rows are staged: an unknown caller writes nothing at all
+                    with self._lock, self._tx(write=False) as cur:
+                        check_caller(ctx.principal, self._users(_Tx(cur, ctx), [ctx.principal]).get(ctx.principal))
+                except Exception as exc:
+                    self._audit_refusal(ctx, base.audit_failure(ops, 0, exc))
+                    raise
             for i, op in enumerate(ops):
                 if isinstance(op, base.CreateCubeOp | base.ImportCubeOp):
                     try:
@@ -971,10 +987,10 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
         tx.cubes.pop(op.header.cube_id, None)
 
     def _check_grants(self, tx: _Tx, current: CubeHeader | None, header: CubeHeader) -> None:
-        """With :attr:`require_users`: every principal ``header`` adds must be a registered, enabled user."""
-        if self.require_users:
-            added = base.added_principals(current, header)
-            check_principals(added, self._users(tx, added))
+        """Refuse a header that gives a disabled user (with :attr:`require_users`: any unregistered one) anything."""
+        added = base.added_principals(current, header)
+        if added:
+            check_principals(added, self._users(tx, added), registered=self.require_users)
 
     # -- users ----------------------------------------------------------------------------------
     @staticmethod
@@ -1148,11 +1164,12 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
         for chunk in _chunks(probe.updated, 500):
             marks = ",".join("?" * len(chunk))
             for r in cur.execute(
-                "SELECT id, version, node_kind, embedding, author_id, rowid, visibility FROM items "
-                f"WHERE cube_id = ? AND id IN ({marks})",
+                "SELECT id, version, node_kind, embedding, author_id, rowid, visibility, search_text, metadata "
+                f"FROM items WHERE cube_id = ? AND id IN ({marks})",
                 (cube_id, *chunk),
             ):
-                stored[r[0]] = base.StoredItem(int(r[1]), r[2], TABLE_CODEC.embedding(r[3]), r[4], r[6])
+                content = base.content_key(r[7], r[8] or "{}")
+                stored[r[0]] = base.StoredItem(int(r[1]), r[2], TABLE_CODEC.embedding(r[3]), r[4], r[6], content)
                 updated_rowids[r[0]] = int(r[5])
         newest: dict[str, str] = {}
         for topic in probe.topics:
@@ -1479,6 +1496,19 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
             [op.cube_id, *params, -1 if op.limit is None else op.limit, max(op.offset, 0)],
             op.with_embeddings,
             "ORDER BY rowid LIMIT ? OFFSET ?",
+        )
+
+    @base.handles(base.ListExpiringOp)
+    def _list_expiring(self, op: base.ListExpiringOp, tx: _Tx) -> list[MemoryItem]:
+        _, _, scope = self._read(tx, op.cube_id)
+        statuses = base.expiring_statuses(op.expired)
+        where, params = _sql_filter([Predicate("status", "in", statuses), *scope])
+        return self._select(
+            tx.cur,
+            f"cube_id = ? AND expires_at IS NOT NULL AND expires_at <= ? AND node_kind = 'memory'{where}",
+            [op.cube_id, op.before.astimezone(UTC).isoformat(), *params, op.limit],
+            False,
+            "ORDER BY expires_at, rowid LIMIT ?",
         )
 
     @base.handles(base.CountOp)
