@@ -307,8 +307,14 @@ class TreeOrganizer:
             vec = np.asarray(item.embedding, dtype=np.float32)
             best_score, best, is_stored = -1.0, None, False
             for hit, score in snapshot.neighbours.get(item.id, []):
-                if hit.id in archived_now or _overlap(hit, item) or hit.visibility != item.visibility:
-                    continue  # overlapping windows share turns: neighbours, not duplicates; nor across visibility
+                if (
+                    hit.id in archived_now
+                    or _overlap(hit, item)
+                    or hit.visibility != item.visibility
+                    or (hit.expires_at is None) != (item.expires_at is None)
+                ):
+                    continue  # overlapping windows share turns (neighbours, not duplicates); never across
+                    # visibility, nor between a memory that expires and one that does not
                 kept_apart = _kept_apart(item, hit, score) if score >= cfg.merge_threshold else None
                 if kept_apart is not None:
                     batch.edges.append(kept_apart)

@@ -224,3 +224,17 @@ def test_times_handed_over_unvalidated_are_stored_in_utc(mos: MemOS, clock: Cloc
     assert stored.expires_at == local and stored.expires_at.utcoffset() == timedelta(0)
     clock.advance(minutes=61)
     assert mos.after_turn("ann", "notes").expired == [item.id]
+
+
+def test_merges_never_cross_expiry_and_never_revive_expired_content(mos: MemOS, clock: Clock) -> None:
+    said = [{"role": "user", "content": "ann likes green tea with honey"}]
+    (lasting,) = mos.add(said, "ann", "notes").ids
+    (short,) = mos.add(said, "ann", "notes", ttl_s=600).ids  # the same statement, but it expires: kept apart
+    assert mos.get(lasting, "ann", "notes").status == S.ACTIVATED and mos.get(short, "ann", "notes").expires_at
+    again = mos.add(said, "ann", "notes", ttl_s=60)  # both expire: merged, expiring with the earlier
+    assert again.merged == 1
+    merged = [mos.get(i, "ann", "notes") for i in again.ids]
+    assert [m.expires_at for m in merged if m.status == S.ACTIVATED] == [clock.now + timedelta(seconds=60)]
+    clock.advance(hours=1)  # everything with a TTL is past its expiry: a new one is no duplicate of it
+    fresh = mos.add(said, "ann", "notes", ttl_s=60)
+    assert fresh.merged == 0 and mos.get(fresh.ids[0], "ann", "notes").status == S.ACTIVATED
