@@ -330,3 +330,29 @@ def test_users_and_a_store_that_requires_them(tmp_path: Path) -> None:
     assert listed.returncode == 0 and "removed" in listed.stdout, listed.stdout
     gone = memos("--require-users", "search", "tea", "--cube", "notes", "--user", "bob", *h, home=tmp_path)
     assert gone.returncode == 2 and "disabled" in gone.stdout, gone.stdout
+
+
+def test_lifecycle_ttl_transition_and_a_pass(tmp_path: Path) -> None:
+    h = ("--home", str(tmp_path / "home"))
+    added = memos(
+        "add", "the gate code is 4711 today", "--user", "ann", "--cube", "notes", "--ttl", "0.001", *h, home=tmp_path
+    )
+    assert added.returncode == 0 and "stored 1 item(s)" in added.stdout, added.stdout + added.stderr
+    short = added.stdout.split(": ", 1)[1].split()[0].strip(",")
+    kept = memos("add", "the shed code is 1234", "--user", "ann", "--cube", "notes", *h, home=tmp_path)
+    lasting = kept.stdout.split(": ", 1)[1].split()[0].strip(",")
+    found = memos("search", "gate code", "--cube", "notes", "--user", "ann", "--json", *h, home=tmp_path)
+    assert found.returncode == 0 and short not in found.stdout and lasting in found.stdout, found.stdout
+    (tmp_path / "policy.toml").write_text("[lifecycle]\npromote_working_after_hours = 1\n")
+    run = memos("lifecycle", "run", "--user", "ann", "--policy", str(tmp_path / "policy.toml"), *h, home=tmp_path)
+    assert run.returncode == 0 and "notes" in run.stdout, run.stdout + run.stderr
+    row = next(line for line in run.stdout.splitlines() if "notes" in line)
+    assert row.split("│")[2].strip() == "1", run.stdout  # one expired
+    frozen = memos(
+        "lifecycle", "transition", lasting, "--to", "frozen", "--cube", "notes", "--user", "ann", *h, home=tmp_path
+    )
+    assert frozen.returncode == 0 and "frozen (version 2)" in frozen.stdout, frozen.stdout
+    illegal = memos(
+        "lifecycle", "transition", short, "--to", "activated", "--cube", "notes", "--user", "ann", *h, home=tmp_path
+    )
+    assert illegal.returncode == 2 and "LifecycleTransitionError" in illegal.stdout, illegal.stdout

@@ -303,8 +303,8 @@ def new_user(op: CreateUserOp, ctx: CallContext) -> UserRecord:
     return record.model_copy(update={"created_at": utcnow(), "created_by": ctx.principal, "disabled_at": None})
 
 
-def changed_user(current: UserRecord, op: UpdateUserOp, ctx: CallContext) -> UserRecord:
-    """Return the record an :class:`UpdateUserOp` stores over ``current`` (its name, kind and disabled_at).
+def user_update(op: UpdateUserOp, ctx: CallContext) -> UserRecord:
+    """Check that ``ctx`` may run ``op`` and return its validated record (see :func:`changed_user`).
 
     Raises:
         PermissionDeniedError: ``ctx`` may not manage users.
@@ -312,7 +312,11 @@ def changed_user(current: UserRecord, op: UpdateUserOp, ctx: CallContext) -> Use
 
     """
     authorize_users(ctx)
-    new = check_user(op.user)
+    return check_user(op.user)
+
+
+def changed_user(current: UserRecord, new: UserRecord) -> UserRecord:
+    """Return ``current`` with the fields an update may change taken from ``new``: name, kind, disabled_at."""
     return current.model_copy(update={"name": new.name, "kind": new.kind, "disabled_at": new.disabled_at})
 
 
@@ -1471,11 +1475,7 @@ def plan_write(
     )
     # an update that leaves the stored text, key, tags and metadata as they are adds nothing the
     # policy covers (e.g. a lifecycle move of a memory stored before the policy was tightened)
-    changed = [
-        i
-        for i in batch.update
-        if i.id not in stored or stored[i.id].content in (None, "") or stored[i.id].content != item_content_key(i)
-    ]
+    changed = [i for i in batch.update if i.id not in stored or stored[i.id].content != item_content_key(i)]
     refuse_unredacted(cube_id, [*batch.add, *batch.ensure, *changed], redaction)
     if not may_publish:
         public = [i.id for i in [*batch.add, *batch.ensure, *batch.update] if i.visibility is Visibility.PUBLIC]

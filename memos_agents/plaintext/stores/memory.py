@@ -440,11 +440,11 @@ class InMemoryStore(base.BaseMemoryStore):
 
     @base.handles(base.UpdateUserOp)
     def _update_user(self, op: base.UpdateUserOp, tx: _Tx) -> UserRecord:
-        base.authorize_users(tx.ctx)
-        current = self._users.get(base.check_user(op.user).user_id)
+        new = base.user_update(op, tx.ctx)
+        current = self._users.get(new.user_id)
         if current is None:
-            raise UserNotFoundError(f"no user {op.user.user_id!r}")
-        return self._save_user(tx, base.changed_user(current, op, tx.ctx))
+            raise UserNotFoundError(f"no user {new.user_id!r}")
+        return self._save_user(tx, base.changed_user(current, new))
 
     @base.handles(base.DeleteCubeOp)
     def _delete_cube(self, op: base.DeleteCubeOp, tx: _Tx) -> None:

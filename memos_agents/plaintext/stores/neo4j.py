@@ -1127,12 +1127,11 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
 
     @base.handles(base.UpdateUserOp)
     def _update_user(self, op: base.UpdateUserOp, state: _Batch) -> Body[UserRecord]:
-        base.authorize_users(state.ctx)
-        user_id = base.check_user(op.user).user_id
-        current = (yield from self._users([user_id])).get(user_id)
+        new = base.user_update(op, state.ctx)
+        current = (yield from self._users([new.user_id])).get(new.user_id)
         if current is None:
-            raise UserNotFoundError(f"no user {user_id!r}")
-        return (yield from self._store_user(base.changed_user(current, op, state.ctx), create=False))
+            raise UserNotFoundError(f"no user {new.user_id!r}")
+        return (yield from self._store_user(base.changed_user(current, new), create=False))
 
     # -- writes ------------------------------------------------------------------------------------
     @base.handles(base.WriteOp)

@@ -1033,12 +1033,11 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
 
     @base.handles(base.UpdateUserOp)
     def _update_user(self, op: base.UpdateUserOp, tx: _Tx) -> UserRecord:
-        base.authorize_users(tx.ctx)
-        user_id = base.check_user(op.user).user_id
-        current = self._users(tx, [user_id]).get(user_id)
+        new = base.user_update(op, tx.ctx)
+        current = self._users(tx, [new.user_id]).get(new.user_id)
         if current is None:
-            raise UserNotFoundError(f"no user {user_id!r}")
-        user = base.changed_user(current, op, tx.ctx)
+            raise UserNotFoundError(f"no user {new.user_id!r}")
+        user = base.changed_user(current, new)
         tx.cur.execute(
             "UPDATE users SET record = ?, enabled = ? WHERE user_id = ?",
             (user.model_dump_json(), int(user.enabled), user.user_id),
