@@ -102,6 +102,7 @@ from memos_agents.schema import (
     check_text,
     utcnow,
     validate_id,
+    validated,
 )
 
 log = logging.getLogger(__name__)
@@ -1050,11 +1051,7 @@ class MemOS:
 
     @staticmethod
     def _user_record(user: str, name: str, kind: UserKind | str) -> UserRecord:
-        try:
-            return UserRecord(user_id=user, name=name, kind=kind)  # type: ignore[arg-type]
-        except ValidationError as exc:
-            fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})
-            raise InvalidInputError(f"invalid user: {', '.join(fields)}") from None
+        return validated(UserRecord, {"user_id": user, "name": name, "kind": kind}, "user")
 
     def get_user(self, user: str, user_id: str) -> UserRecord:
         """Return a user's record (the user itself, or a system-wide admin).

@@ -10,11 +10,12 @@ from __future__ import annotations
 import math
 import re
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import Enum, StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from memos_agents.errors import InvalidInputError, TextTooLongError
 
@@ -56,6 +57,23 @@ def validate_id(value: str, what: str = "id") -> str:
         shown = value[:140] if isinstance(value, str) else value
         raise InvalidInputError(f"malformed {what}: {shown!r} (expected 1-128 chars of [A-Za-z0-9_.:@-])")
     return value
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def validated(model: type[ModelT], data: Mapping[str, Any], what: str) -> ModelT:
+    """Return ``model`` built from ``data`` by pydantic; a refusal names the fields, never their values.
+
+    Raises:
+        InvalidInputError: ``invalid <what>: field, field.sub, ...``.
+
+    """
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})
+        raise InvalidInputError(f"invalid {what}: {', '.join(fields)}") from None
 
 
 def check_text(value: object, what: str = "text", max_chars: int = MAX_ITEM_TEXT_CHARS, *, blank: bool = False) -> str:

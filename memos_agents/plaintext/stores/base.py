@@ -41,7 +41,7 @@ from datetime import datetime
 from typing import Any, ClassVar, Literal, TypeVar, cast
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from memos_agents.cube import CubeHeader, Permission
 from memos_agents.errors import (
@@ -63,7 +63,17 @@ from memos_agents.infra.audit import (
 from memos_agents.infra.redaction import RedactionMode, RedactionPolicy, default_redactor
 from memos_agents.infra.users import UserRecord, check_new_user_id
 from memos_agents.plaintext.stores.filters import Predicate, matches, visible_to
-from memos_agents.schema import Edge, Id, MemoryItem, RelationType, SearchFilters, Visibility, new_id, utcnow
+from memos_agents.schema import (
+    Edge,
+    Id,
+    MemoryItem,
+    RelationType,
+    SearchFilters,
+    Visibility,
+    new_id,
+    utcnow,
+    validated,
+)
 
 Direction = Literal["out", "in", "both"]
 T = TypeVar("T")
@@ -180,11 +190,7 @@ def check_header(header: CubeHeader) -> None:
     """
     if not isinstance(header, CubeHeader):
         raise InvalidInputError(f"a cube header must be a CubeHeader, not {type(header).__name__}")
-    try:
-        CubeHeader.model_validate(header.model_dump())
-    except ValidationError as exc:
-        fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})
-        raise InvalidInputError(f"invalid cube header: {', '.join(fields)}") from None
+    validated(CubeHeader, header.model_dump(), "cube header")
 
 
 def check_new_cube(header: CubeHeader, ctx: CallContext) -> None:
@@ -329,11 +335,7 @@ def check_user(user: object) -> UserRecord:
     """
     if not isinstance(user, UserRecord):
         raise InvalidInputError(f"a user must be a UserRecord, not {type(user).__name__}")
-    try:
-        return UserRecord.model_validate(user.model_dump())
-    except ValidationError as exc:
-        fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})
-        raise InvalidInputError(f"invalid user record: {', '.join(fields)}") from None
+    return validated(UserRecord, user.model_dump(), "user record")
 
 
 class StoreCapabilities(BaseModel):
@@ -1411,11 +1413,7 @@ def check_items(items: Iterable[object]) -> list[MemoryItem]:
     for item in items:
         if not isinstance(item, MemoryItem):
             raise InvalidInputError(f"a memory item must be a MemoryItem, not {type(item).__name__}")
-        try:
-            valid = MemoryItem.model_validate(item.model_dump(exclude={"embedding"}, warnings=False))
-        except ValidationError as exc:
-            fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})
-            raise InvalidInputError(f"invalid memory item: {', '.join(fields)}") from None
+        valid = validated(MemoryItem, item.model_dump(exclude={"embedding"}, warnings=False), "memory item")
         valid.embedding = item.embedding
         out.append(valid)
     return out

@@ -591,13 +591,11 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
             if ops and isinstance(ops[0], _READS_CUBE_FIRST):  # folded into its first query: no round trip
                 state.caller_pending = True
             else:
-                principal = state.ctx.principal
-                check_caller(principal, (yield from self._users([principal])).get(principal))
+                yield from self._check_caller(state)
         for op in ops:
             state.results.append((yield from self.handler(op)(op, state)))
         if state.caller_pending:  # never reached a cube read: checked now, before anything is returned
-            principal = state.ctx.principal
-            check_caller(principal, (yield from self._users([principal])).get(principal))
+            yield from self._check_caller(state)
         if write and self.audit:
             yield from self._audit_body(
                 state.ctx, [base.audit_record(op, r) for op, r in zip(ops, state.results, strict=True)]
@@ -1081,6 +1079,12 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
             check_principals(added, (yield from self._users(added)), registered=self.require_users)
 
     # -- users ---------------------------------------------------------------------------------------
+    def _check_caller(self, state: _Batch) -> Body[None]:
+        """Refuse ``state.ctx`` unless its principal is a registered, enabled user (``require_users``)."""
+        principal = state.ctx.principal
+        check_caller(principal, (yield from self._users([principal])).get(principal))
+        state.caller_pending = False
+
     def _users(self, user_ids: Sequence[str]) -> Body[dict[str, UserRecord]]:
         """Return the stored records of ``user_ids`` (those registered)."""
         if not user_ids:

@@ -633,7 +633,7 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
             if self.checks_caller(ctx) and any(isinstance(op, base.ImportCubeOp) for op in ops):
                 try:  # before an import's rows are staged: an unknown caller writes nothing at all
                     with self._lock, self._tx(write=False) as cur:
-                        check_caller(ctx.principal, self._users(_Tx(cur, ctx), [ctx.principal]).get(ctx.principal))
+                        self._check_caller(_Tx(cur, ctx))
                 except Exception as exc:
                     self._audit_refusal(ctx, base.audit_failure(ops, 0, exc))
                     raise
@@ -666,7 +666,7 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
                 with self._tx(write=write) as cur:
                     tx = _Tx(cur, ctx, staged=staged)
                     if self.checks_caller(ctx):
-                        check_caller(ctx.principal, self._users(tx, [ctx.principal]).get(ctx.principal))
+                        self._check_caller(tx)
                     for op in ops:
                         out.append(self.handler(op)(op, tx))
                     for cube_id in tx.touched:  # before COMMIT: the indexes follow this batch's changes
@@ -993,6 +993,11 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
             check_principals(added, self._users(tx, added), registered=self.require_users)
 
     # -- users ----------------------------------------------------------------------------------
+    def _check_caller(self, tx: _Tx) -> None:
+        """Refuse ``tx.ctx`` unless its principal is a registered, enabled user (``require_users``)."""
+        principal = tx.ctx.principal
+        check_caller(principal, self._users(tx, [principal]).get(principal))
+
     @staticmethod
     def _users(tx: _Tx, user_ids: Sequence[str]) -> dict[str, UserRecord]:
         """Return the stored records of ``user_ids`` (those registered), read in ``tx``."""
