@@ -419,13 +419,13 @@ def lifecycle_run(
     ] = False,
     home: Home = None,
 ) -> None:
-    """Run one maintenance pass: expire what is due, purge expired memories after retention, consolidate."""
+    """Run one maintenance pass: expire what is due, purge after retention, consolidate, archive what decayed."""
 
     def go() -> None:
         with _admin_mos(home, user, admin) as mos:
             reports = mos.run_lifecycle(user, cube or None, policy=policy)
         table = Table()
-        for col in ("cube", "expired", "purged", "promoted", "skipped", "more to do", "seconds"):
+        for col in ("cube", "expired", "purged", "promoted", "archived", "skipped", "more to do", "seconds"):
             table.add_column(col)
         for r in reports:
             table.add_row(
@@ -433,6 +433,7 @@ def lifecycle_run(
                 str(len(r.expired)),
                 str(len(r.purged)),
                 str(len(r.promoted)),
+                str(len(r.archived)),
                 str(len(r.skipped)),
                 "yes" if r.more else "no",
                 f"{r.seconds:.3f}",
@@ -911,6 +912,17 @@ def bench_locomo(
             "the ratios. Cube ACLs are checked either way."
         ),
     ] = "on",
+    lifecycle: Annotated[
+        str,
+        typer.Option(
+            help="tracking (the default MemOS: uses recorded in the background, no decay in ranking), off "
+            "(no access tracking), decay (tracking, and ranking weighted by ACT-R decay, "
+            "--decay-weight), or several comma-separated: each runs in turn, OUT/<store>/comparison.md "
+            "giving the ratios to the first. With decay, every run stores each session at its LoCoMo date "
+            "and asks a day after the last one (memories months old)."
+        ),
+    ] = "tracking",
+    decay_weight: Annotated[float, typer.Option(min=0.0, max=1.0, help="retrieval.decay_weight of decay runs.")] = 0.3,
 ) -> None:
     """Evidence recall, context tokens, search latency and ingestion cost on LoCoMo."""
     import contextlib
@@ -933,6 +945,12 @@ def bench_locomo(
         modes = list(dict.fromkeys(g.strip() for g in governance.split(",") if g.strip()))
         if not modes or any(g not in ("on", "off") for g in modes):
             raise InvalidInputError(f"--governance must be on, off or off,on; not {governance!r}")
+        variants = list(dict.fromkeys(v.strip() for v in lifecycle.split(",") if v.strip()))
+        if not variants or any(v not in ("off", "tracking", "decay") for v in variants):
+            raise InvalidInputError(f"--lifecycle takes off, tracking and decay, comma-separated; not {lifecycle!r}")
+        if len(modes) > 1 and len(variants) > 1:
+            raise InvalidInputError("compare either --governance or --lifecycle variants in one run, not both")
+        simulated = "decay" in variants
         emb = _embedder_spec(embedder, hashing_dim=256)
         results: dict[str, dict[str, Any]] = {}
         with contextlib.ExitStack() as stack:
@@ -944,14 +962,25 @@ def bench_locomo(
                 root = stack.enter_context(tempfile.TemporaryDirectory(prefix="memos-bolt-"))
                 server = stack.enter_context(BoltServer.start(root))
                 neo4j_cfg.update(uri=server.uri, user=server.auth[0], password=server.auth[1], database=server.database)
-            for name, mode in [(s, g) for s in stores for g in modes]:
+            runs = [(s, g, v) for s in stores for g in modes for v in variants]
+            for name, mode, variant in runs:
                 store_cfg: dict[str, Any] = dict(neo4j_cfg) if name == "neo4j" else {}
                 store_cfg["audit"] = store_cfg["require_users"] = mode == "on"
-                run_name = name if len(modes) == 1 else f"{name}/governance-{mode}"
+                run_name = (
+                    f"{name}/governance-{mode}"
+                    if len(modes) > 1
+                    else f"{name}/lifecycle-{variant}"
+                    if len(variants) > 1
+                    else name
+                )
+                life: dict[str, Any] = {
+                    "track_access": variant != "off",
+                    "retrieval": {"decay_weight": decay_weight if variant == "decay" else 0.0},
+                }
 
-                def factory(home: Path, store_cfg: dict[str, Any] = store_cfg) -> MemOS:
+                def factory(home: Path, store_cfg: dict[str, Any] = store_cfg, life: dict[str, Any] = life) -> MemOS:
                     mos = MemOS.from_path(
-                        home, embedder=emb, llm={"provider": "none"}, store=store_cfg, admins=[BENCH_OPERATOR]
+                        home, embedder=emb, llm={"provider": "none"}, store=store_cfg, admins=[BENCH_OPERATOR], **life
                     )
                     if store_cfg["require_users"]:  # the bench's user is registered, as a deployment would
                         mos.setup()
@@ -985,15 +1014,17 @@ def bench_locomo(
                         conversations=conversations,
                         progress=report,
                         redaction="mask" if mode == "on" else None,
+                        simulated_time=simulated,
                     )
-                target = out / run_name if len(stores) > 1 or len(modes) > 1 else out
+                target = out / run_name if len(stores) > 1 or len(modes) > 1 or len(variants) > 1 else out
                 paths = write_results(results[run_name], target)
                 console.print((target / "results.md").read_text())
                 console.print("wrote " + ", ".join(str(p) for p in paths))
-        if len(modes) > 1:
+        if len(modes) > 1 or len(variants) > 1:
+            axis, values = ("governance", modes) if len(modes) > 1 else ("lifecycle", variants)
             for name in stores:
-                pair = {g: results[f"{name}/governance-{g}"] for g in modes}
-                paths = write_comparison(compare_stores(pair, baseline=modes[0]), out / name)
+                pair = {g: results[f"{name}/{axis}-{g}"] for g in values}
+                paths = write_comparison(compare_stores(pair, baseline=values[0]), out / name)
                 console.print((out / name / "comparison.md").read_text())
                 console.print("wrote " + ", ".join(str(p) for p in paths))
         elif len(stores) > 1:

@@ -143,6 +143,13 @@ class RetrievalConfig(BaseModel):
         expand_types: Relation types walked from the seeds.
         neighbor_weight: A neighbour's score gain as a fraction of its seed's (0.5).
         top_k: Default number of results (10).
+        decay_weight: How much memory decay weighs in ranking, 0..1 (default 0: off). A result's
+            score is multiplied by ``1 - w + w·P``, ``P`` its ACT-R recall probability from age,
+            use count and last use (:mod:`memos_agents.plaintext.decay`; frozen memories: 1).
+        decay_rate: ACT-R's decay ``d`` (0.5).
+        decay_threshold: ACT-R's retrieval threshold ``τ`` (activation units, times in seconds;
+            default -7.0: a memory never used for about 14 days has ``P = 0.5``).
+        decay_noise: ACT-R's activation noise ``s`` (0.5).
 
     """
 
@@ -159,6 +166,10 @@ class RetrievalConfig(BaseModel):
     )
     neighbor_weight: float = Field(default=0.5, ge=0, le=1)
     top_k: int = Field(default=10, ge=1)
+    decay_weight: float = Field(default=0.0, ge=0, le=1)
+    decay_rate: float = Field(default=0.5, gt=0, lt=1)
+    decay_threshold: float = Field(default=-7.0, ge=-100, le=100)
+    decay_noise: float = Field(default=0.5, gt=0, le=100)
 
 
 class StoreBackend(StrEnum):
@@ -251,6 +262,9 @@ class MemOSConfig(BaseModel):
         version_retention_days: MemVault's retention period in days (30): ``MemOS.purge_versions``
             removes versions ended longer ago than this, so a deleted memory can be restored for
             that long and is gone for good after the purge.
+        track_access: Record each memory's uses (search results and reads) for decay and
+            lifecycle policies (default True; see ``MemLifecycle``'s ``AccessTracker``).
+        access_flush_s: Seconds between two recordings of buffered uses (2.0).
 
     """
 
@@ -267,6 +281,8 @@ class MemOSConfig(BaseModel):
     default_token_budget: int | None = Field(default=None, ge=1)
     admins: list[str] = Field(default_factory=list)
     version_retention_days: float = Field(default=30.0, ge=0.0, le=36_500.0)
+    track_access: bool = True
+    access_flush_s: float = Field(default=2.0, gt=0.0, le=3600.0)
 
     @model_validator(mode="after")
     def _expand_home(self) -> MemOSConfig:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -80,7 +80,13 @@ from memos_agents.infra.vault import VersionDiff, diff_items
 from memos_agents.models.embedders import BaseEmbedder, HashingEmbedder, OpenAIEmbedder, SentenceTransformerEmbedder
 from memos_agents.models.llm import BaseLLM, HFLocalLLM, OpenAICompatibleLLM
 from memos_agents.models.tokens import TokenCounter
-from memos_agents.operation.lifecycle import LifecyclePolicy, LifecycleReport, MemLifecycle, check_transition
+from memos_agents.operation.lifecycle import (
+    AccessTracker,
+    LifecyclePolicy,
+    LifecycleReport,
+    MemLifecycle,
+    check_transition,
+)
 from memos_agents.operation.reader import MemReader, ReadMode, call_llm
 from memos_agents.operation.scheduler import MemScheduler
 from memos_agents.plaintext.retrieval import HybridRetriever
@@ -304,6 +310,12 @@ class MemOS:
         self.organizer = TreeOrganizer(self.config.reader)
         self.retriever = HybridRetriever(self.config.retrieval)
         self.scheduler = MemScheduler(token_counter or TokenCounter(self.config.tokenizer_encoding))
+        #: Buffers memory uses (search results, reads) for decay; None when ``config.track_access`` is off.
+        self.access: AccessTracker | None = (
+            AccessTracker(self.store, flush_s=self.config.access_flush_s, clock=lambda: self.clock())
+            if self.config.track_access
+            else None
+        )
 
     @classmethod
     def from_path(cls, home: str | Path, **kwargs: Any) -> MemOS:
@@ -342,12 +354,28 @@ class MemOS:
         return self
 
     def close(self) -> None:
-        """Close the store."""
+        """Record buffered memory uses, then close the store."""
+        if self.access is not None:
+            self.access.close()
         self.store.close()
 
     async def aclose(self) -> None:
         """Async twin of :meth:`close`."""
+        if self.access is not None:
+            await self.access.aclose()
         await self.store.aclose()
+
+    def flush_access(self) -> int:
+        """Record buffered memory uses now (they are otherwise recorded every ``access_flush_s``); return how many."""
+        return self.access.flush() if self.access is not None else 0
+
+    async def aflush_access(self) -> int:
+        """Async twin of :meth:`flush_access`."""
+        return await self.access.aflush() if self.access is not None else 0
+
+    def _note_access(self, items: Iterable[MemoryItem]) -> None:
+        if self.access is not None:
+            self.access.note((i.cube_id, i.id) for i in items)
 
     def __enter__(self) -> MemOS:
         return self.setup()
@@ -954,6 +982,7 @@ class MemOS:
             CubeNotFoundError / PermissionDeniedError.
 
         """
+        self.flush_access()  # decay sees every use so far
         return self._run(self._run_lifecycle(user_id, cube_ids, policy), user_id)
 
     async def arun_lifecycle(
@@ -964,6 +993,7 @@ class MemOS:
         policy: LifecyclePolicy | dict[str, Any] | str | Path | None = None,
     ) -> list[LifecycleReport]:
         """Async twin of :meth:`run_lifecycle`."""
+        await self.aflush_access()
         return await self._arun(self._run_lifecycle(user_id, cube_ids, policy), user_id)
 
     def after_turn(
@@ -1472,9 +1502,10 @@ class MemOS:
         subject = req.subject_id or req.user_id
         messages, redacted = redact_messages(req.messages, header.redaction)  # before any model sees them
         read = yield Compute(lambda: self.reader.read(messages, user_id=subject, mode=req.mode))
-        stamp: dict[str, Any] = {"visibility": req.visibility, "author_id": req.user_id}
+        now = self.clock()  # when the memories were stored: their age (decay) and expiry count from it
+        stamp: dict[str, Any] = {"visibility": req.visibility, "author_id": req.user_id, "created_at": now}
         if ttl is not None:
-            stamp["expires_at"] = self.clock() + timedelta(seconds=ttl)
+            stamp["expires_at"] = now + timedelta(seconds=ttl)
         items = [i.model_copy(update=stamp) for i in read.items]
         events = [base.RecordEventOp(req.cube_id, "extraction_failed", f) for f in read.failures]
         if redacted:  # kinds and counts only, never values
@@ -1523,6 +1554,7 @@ class MemOS:
         (found,) = yield [base.GetOp(req.cube_id, [req.memory_id])]
         if not found:
             raise MemoryNotFoundError(f"no memory {req.memory_id!r} in cube {req.cube_id!r}")
+        self._note_access(found)
         return cast(MemoryItem, found[0])
 
     def update(
@@ -1755,7 +1787,10 @@ class MemOS:
                 self._check_embedder(header)
             raise
         budget = req.token_budget if req.token_budget is not None else self.config.default_token_budget
-        return self.scheduler.fit(chosen, top_k=k, token_budget=budget)
+        results = self.scheduler.fit(chosen, top_k=k, token_budget=budget)
+        if req.as_of is None:  # a use of what the memories are now (a look into the past is none)
+            self._note_access(r.item for r in results)
+        return results
 
     @staticmethod
     def _search_snapshots(

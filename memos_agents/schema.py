@@ -273,6 +273,12 @@ class MemoryItem(BaseModel):
         expires_at: When the memory expires (UTC; None: never): search leaves it out from then
             on, and a lifecycle pass moves it to ``expired`` (``frozen`` items never expire).
         version: Incremented by the store on every update, starting at 1.
+        access_count: How often the memory was used since it was stored: returned by a search
+            or read by id (MemLifecycle's access tracking, recorded by the store in batches; no
+            write sets it: an add starts at 0, an update keeps the stored count, an import keeps
+            the archive's). With ``created_at`` and ``last_accessed_at`` it drives decay
+            (:mod:`memos_agents.plaintext.decay`).
+        last_accessed_at: When it was last used (UTC; None: never since stored).
         embedding: Unit-norm float vector of the cube's embedding dimension, or None; every
             value finite (NaN and infinity are refused).
         metadata: Flat JSON-able extras (str/int/float/bool values; at most
@@ -306,6 +312,8 @@ class MemoryItem(BaseModel):
     status: LifecycleState = LifecycleState.ACTIVATED
     expires_at: datetime | None = None
     version: int = Field(default=1, ge=1, le=2**62)
+    access_count: int = Field(default=0, ge=0, le=2**62)
+    last_accessed_at: datetime | None = None
     embedding: list[float] | None = Field(default=None, max_length=65_536)
     metadata: dict[Label, str | int | float | bool | None] = Field(
         default_factory=dict, max_length=MAX_METADATA_ENTRIES
@@ -331,7 +339,7 @@ class MemoryItem(BaseModel):
                 raise ValueError(f"metadata[{k!r}] is not a finite number")
         return value
 
-    @field_validator("event_time", "created_at", "updated_at", "expires_at")
+    @field_validator("event_time", "created_at", "updated_at", "expires_at", "last_accessed_at")
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
         return as_utc(value)

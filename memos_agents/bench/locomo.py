@@ -25,12 +25,14 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from memos_agents.bench import percentile
 from memos_agents.bench.locomo_data import STANDARD_CATEGORIES, Conversation, evidence_recall, load_locomo
 from memos_agents.os import MemOS
+from memos_agents.schema import utcnow
 
 BENCH_USER = "bench"
 
@@ -75,8 +77,12 @@ def ingest_conversation(
     on_session: Callable[[int], None] | None = None,
     *,
     redaction: str | None = None,
+    simulated_time: bool = False,
 ) -> float:
     """Create ``cube_id`` (replacing an old one; ``redaction``: its policy mode) and add every session.
+
+    With ``simulated_time`` each session is stored at its own date (``mos.clock`` set to it), as
+    an agent that lived through the conversation would have stored it: memories age (decay) from then.
 
     Returns the seconds spent in ``add``.
     """
@@ -91,6 +97,8 @@ def ingest_conversation(
     )
     spent = 0.0
     for session in conv.sessions:
+        if simulated_time and session.time is not None:  # stored when the session took place
+            mos.clock = _fixed(session.time)
         t0 = time.perf_counter()
         mos.add(session.turns, BENCH_USER, cube_id)
         spent += time.perf_counter() - t0
@@ -109,6 +117,7 @@ def run_locomo_bench(
     conversations: int | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     redaction: str | None = None,
+    simulated_time: bool = False,
 ) -> dict[str, Any]:
     """Run the benchmark and return the results dict (see the module docstring).
 
@@ -121,6 +130,11 @@ def run_locomo_bench(
         conversations: Only the first N conversations (default: all).
         progress: Called as ``progress(phase, done, total)``.
         redaction: The PII redaction mode of the benchmark's cubes (None: the default, off).
+        simulated_time: Store each session at its date and ask each conversation's questions a
+            day after its last session (``mos.clock``), so that memories have LoCoMo's real ages
+            (months) when decay weighs them. Uses found by the questions are recorded as they
+            would be in use (with decay on, ``MemOS.flush_access`` after each question, outside
+            the timed search, so that the next ranking sees them).
 
     """
     convs = load_locomo(data)[: conversations or None]
@@ -142,7 +156,9 @@ def run_locomo_bench(
                         progress("ingest", done, total_turns)
 
                 with inside:
-                    ingest_s += ingest_conversation(mos, conv, conv.sample_id, tick, redaction=redaction)
+                    ingest_s += ingest_conversation(
+                        mos, conv, conv.sample_id, tick, redaction=redaction, simulated_time=simulated_time
+                    )
             # MemVault after ingestion: merges update items, and every update keeps the version it ends
             stored = [i for conv in convs for i in mos.store.list_items(conv.sample_id)]
             vault = {"items": len(stored), "kept_versions": sum(i.version - 1 for i in stored)}
@@ -163,7 +179,10 @@ def run_locomo_bench(
                 mos.search(q.question, BENCH_USER, [conv.sample_id], top_k=max(ks))
             rows = []
             latencies = []
+            asked_at = {c.sample_id: _day_after(c) for c in convs} if simulated_time else {}
             for n, (conv, q) in enumerate(questions):
+                if conv.sample_id in asked_at:
+                    mos.clock = _fixed(asked_at[conv.sample_id])
                 t0 = time.perf_counter()
                 hits = mos.search(q.question, BENCH_USER, [conv.sample_id], top_k=max(ks))
                 latencies.append((time.perf_counter() - t0) * 1000)
@@ -175,6 +194,8 @@ def run_locomo_bench(
                     within = mos.search(q.question, BENCH_USER, [conv.sample_id], top_k=200, token_budget=b)
                     row[f"b@{b}"] = evidence_recall(q.evidence, [h.item.sources.message_ids for h in within])
                 rows.append(row)
+                if mos.config.retrieval.decay_weight > 0:  # this question's uses weigh in the next one's ranking
+                    mos.flush_access()
                 if progress:
                     progress("search", n + 1, len(questions))
             for conv in convs:  # leave nothing behind (a shared Neo4j database outlives the run)
@@ -223,8 +244,22 @@ def run_locomo_bench(
         "tokenizer": mos.config.tokenizer_encoding,
         "audit_log": bool(getattr(mos.store, "audit", False)),
         "redaction": redaction or "off",
+        "access_tracking": mos.access is not None,
+        "decay_weight": mos.config.retrieval.decay_weight,
+        "simulated_time": simulated_time,
     }
     return results
+
+
+def _fixed(when: datetime) -> Callable[[], datetime]:
+    """Return a clock standing still at ``when`` (simulated time)."""
+    return lambda: when
+
+
+def _day_after(conv: Conversation) -> datetime:
+    """Return one day after a conversation's last dated session (now, if none is dated)."""
+    dates = [s.time for s in conv.sessions if s.time is not None]
+    return max(dates) + timedelta(days=1) if dates else utcnow()
 
 
 def write_results(results: dict[str, Any], out: str | Path) -> list[Path]:

@@ -18,6 +18,16 @@ run``) follows a typed :class:`LifecyclePolicy`:
    (MemVault keeps their last version until ``purge_versions``).
 3. **Consolidation**: working memories older than ``promote_working_after_hours`` become
    long-term memories.
+4. **Decay** (off unless ``archive_below_activation`` is set): ``activated`` memories whose ACT-R
+   base-level activation (:mod:`memos_agents.plaintext.decay`: age, use count, last use) fell
+   below the threshold are ``archived`` (kept, searchable by asking for ``archived``, movable
+   back). Only memories unused for ``exp(-threshold / d)`` seconds can be below it, so the step
+   reads just those, least recently used first (index on ``(cube, status, last use)``).
+
+Uses are recorded by :class:`AccessTracker`: ``MemOS`` notes every search result and read in
+memory and a background thread records them in one batch per cube every ``access_flush_s``
+seconds (:class:`~memos_agents.plaintext.stores.base.RecordAccessOp`), so search never waits on
+the write.
 
 Each step reads only what it moves: expiry and retention through the stores' index on
 ``(cube, status, expires_at)`` (:class:`~memos_agents.plaintext.stores.base.ListExpiringOp`),
@@ -33,8 +43,11 @@ leaves out every expired memory at once either way.
 from __future__ import annotations
 
 import json
+import logging
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -49,11 +62,13 @@ from memos_agents.errors import (
     VersionConflictError,
 )
 from memos_agents.flow import Flow
+from memos_agents.plaintext.decay import DEFAULT_DECAY, idle_seconds_below, item_activation
 from memos_agents.plaintext.stores import base
 from memos_agents.schema import LifecycleState, MemoryItem, MemoryType, SearchFilters, utcnow
 
 __all__ = [
     "TRANSITIONS",
+    "AccessTracker",
     "LifecyclePolicy",
     "LifecycleReport",
     "MemLifecycle",
@@ -62,6 +77,7 @@ __all__ = [
 ]
 
 S = LifecycleState
+log = logging.getLogger(__name__)
 
 #: state -> the states it may move to (a move to the same state is no transition and always allowed).
 TRANSITIONS: dict[LifecycleState, frozenset[LifecycleState]] = {
@@ -120,7 +136,11 @@ class LifecyclePolicy(BaseModel):
             (default 30; None: never).
         promote_working_after_hours: Turn working memories older than this into long-term
             memories (default 24; None: never).
-        max_items: The most items one step moves in one cube per pass (default 10,000).
+        archive_below_activation: Archive ``activated`` memories whose ACT-R activation is
+            below this (None, the default: never). E.g. -7.5 archives a memory stored and never
+            used for about 38 days; each use lifts it (see :mod:`memos_agents.plaintext.decay`).
+        decay_rate: ACT-R's decay ``d`` for that step (0.5).
+        max_items: The most items one step moves (decay: reads) in one cube per pass (default 10,000).
 
     """
 
@@ -129,6 +149,8 @@ class LifecyclePolicy(BaseModel):
     expire: bool = True
     purge_expired_after_days: float | None = Field(default=30.0, ge=0, le=36_500)
     promote_working_after_hours: float | None = Field(default=24.0, ge=0, le=876_000)
+    archive_below_activation: float | None = Field(default=None, ge=-100, le=100)
+    decay_rate: float = Field(default=DEFAULT_DECAY, gt=0, lt=1)
     max_items: int = Field(default=10_000, ge=1, le=100_000)
 
     @classmethod
@@ -180,6 +202,7 @@ class LifecycleReport(BaseModel):
         expired: Items moved to ``expired``.
         purged: Expired items deleted after retention.
         promoted: Working memories made long-term.
+        archived: Memories archived by decay.
         skipped: Items whose move the store refused (id -> the error), retried by the next pass.
         more: Whether a step stopped at ``max_items`` (the next pass goes on).
 
@@ -191,6 +214,7 @@ class LifecycleReport(BaseModel):
     expired: list[str] = Field(default_factory=list)
     purged: list[str] = Field(default_factory=list)
     promoted: list[str] = Field(default_factory=list)
+    archived: list[str] = Field(default_factory=list)
     skipped: dict[str, str] = Field(default_factory=dict)
     more: bool = False
 
@@ -278,6 +302,25 @@ class MemLifecycle:
                 report,
             )
             report.more |= len(report.promoted) >= p.max_items
+        if p.archive_below_activation is not None:
+            threshold, d = p.archive_below_activation, p.decay_rate
+            idle_cut = now - timedelta(seconds=min(idle_seconds_below(threshold, d), 3.0e9))
+            read = 0
+
+            def idle() -> list[Any]:
+                nonlocal read
+                read = 0
+                return [base.ListIdleOp(cube_id, idle_cut, limit=p.max_items)]
+
+            def archive(item: MemoryItem) -> MemoryItem | None:
+                nonlocal read
+                read += 1
+                if item_activation(item, now, d) >= threshold:
+                    return None
+                return transitioned(item, LifecycleState.ARCHIVED)
+
+            report.archived = yield from self._move(cube_id, idle, archive, report)
+            report.more |= read >= p.max_items
         report.seconds = time.perf_counter() - started
         return report
 
@@ -318,3 +361,172 @@ class MemLifecycle:
                 return done
             return [m.id for m in moved]
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+class AccessTracker:
+    """Buffers memory uses (search results, reads) and records them in batches, off the caller's path.
+
+    :meth:`note` only counts in memory (a dict update under a lock). A daemon thread records the
+    counts every ``flush_s`` seconds, or sooner when ``max_pending`` distinct memories wait, as one
+    :class:`~memos_agents.plaintext.stores.base.RecordAccessOp` per cube in one store batch (as
+    trusted code: every noted use came from a read the store authorised). A failed write keeps
+    the counts for the next flush (up to ``max_pending`` memories; beyond, uses are counted in
+    :attr:`dropped` and logged); a cube deleted meanwhile is forgotten. :meth:`close` stops the
+    thread and records what is left; uses noted in the last ``flush_s`` seconds before a process
+    dies without closing are lost (they are usage statistics, not memories).
+
+    Args:
+        store: The store to record into.
+        flush_s: Seconds between flushes (default 2.0).
+        max_pending: Distinct memories buffered before an early flush (default 4,096).
+        clock: "Now" (UTC) written as the time of use (default: the system clock).
+
+    """
+
+    def __init__(
+        self,
+        store: base.BaseMemoryStore,
+        *,
+        flush_s: float = 2.0,
+        max_pending: int = 4096,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.store = store
+        self.flush_s = flush_s
+        self.max_pending = max_pending
+        self.clock = clock
+        #: Uses given up because the store kept refusing and the buffer was full.
+        self.dropped = 0
+        self._pending: dict[str, Counter[str]] = {}
+        self._size = 0
+        self._lock = threading.Lock()
+        self._flushing = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def note(self, uses: Iterable[tuple[str, str]]) -> None:
+        """Count one use of each ``(cube_id, item_id)``; never blocks on the store."""
+        with self._lock:
+            if self._closed:
+                return
+            for cube_id, item_id in uses:
+                counts = self._pending.setdefault(cube_id, Counter())
+                if item_id not in counts:
+                    self._size += 1
+                counts[item_id] += 1
+            full = self._size >= self.max_pending
+            if self._thread is None and self._size:
+                self._thread = threading.Thread(target=self._loop, name="memos-access-tracker", daemon=True)
+                self._thread.start()
+        if full:
+            self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        """How many distinct memories have uses not yet recorded."""
+        with self._lock:
+            return self._size
+
+    def _take(self) -> tuple[dict[str, Counter[str]], datetime]:
+        with self._lock:
+            taken, self._pending, self._size = self._pending, {}, 0
+        return taken, self.clock()
+
+    def _ops(self, taken: dict[str, Counter[str]], at: datetime) -> list[base.RecordAccessOp]:
+        ops = []
+        for cube_id, counts in taken.items():
+            items = [(i, min(n, 1_000_000)) for i, n in counts.items()]
+            for start in range(0, len(items), base.MAX_ACCESS_ITEMS):
+                ops.append(base.RecordAccessOp(cube_id, dict(items[start : start + base.MAX_ACCESS_ITEMS]), at))
+        return ops
+
+    def _failed(self, taken: dict[str, Counter[str]], exc: Exception) -> None:
+        """Keep the counts of a failed flush for the next one (cubes that are gone are forgotten)."""
+        from memos_agents.errors import CubeNotFoundError
+
+        if isinstance(exc, CubeNotFoundError) and len(taken) == 1:
+            return
+        log.warning("access tracking: recording uses failed, retrying later: %s", exc)
+        with self._lock:
+            for cube_id, counts in taken.items():
+                mine = self._pending.setdefault(cube_id, Counter())
+                for item_id, n in counts.items():
+                    if item_id not in mine and self._size >= self.max_pending:
+                        self.dropped += n
+                        continue
+                    if item_id not in mine:
+                        self._size += 1
+                    mine[item_id] += n
+        if self.dropped:
+            log.warning("access tracking: %d uses dropped (the store kept refusing)", self.dropped)
+
+    def flush(self) -> int:
+        """Record every buffered use now; return how many memories were recorded."""
+        with self._flushing:
+            taken, at = self._take()
+            if not taken:
+                return 0
+            try:
+                results = self.store.batch(self._ops(taken, at))
+            except Exception as exc:  # any store failure: keep the counts, never break the caller
+                if len(taken) > 1:  # one cube that is gone fails the batch: record cube by cube
+                    return sum(self._flush_one(cube_id, counts, at) for cube_id, counts in taken.items())
+                self._failed(taken, exc)
+                return 0
+            return sum(int(n) for n in results)
+
+    def _flush_one(self, cube_id: str, counts: Counter[str], at: datetime) -> int:
+        try:
+            results = self.store.batch(self._ops({cube_id: counts}, at))
+        except Exception as exc:
+            self._failed({cube_id: counts}, exc)
+            return 0
+        return sum(int(n) for n in results)
+
+    async def aflush(self) -> int:
+        """Async twin of :meth:`flush` (the store's async path)."""
+        taken, at = self._take()
+        total = 0
+        for cube_id, counts in taken.items():
+            try:
+                results = await self.store.abatch(self._ops({cube_id: counts}, at))
+            except Exception as exc:
+                self._failed({cube_id: counts}, exc)
+                continue
+            total += sum(int(n) for n in results)
+        return total
+
+    def _stop(self) -> None:
+        with self._lock:
+            self._closed = True
+            thread, self._thread = self._thread, None
+        self._wake.set()
+        if thread is not None:
+            thread.join(timeout=max(5.0, 2 * self.flush_s))
+
+    def close(self) -> None:
+        """Stop the thread and record what is left."""
+        self._stop()
+        self.flush()
+
+    async def aclose(self) -> None:
+        """Async twin of :meth:`close`."""
+        self._stop()
+        await self.aflush()
+
+    def _loop(self) -> None:
+        """Flush every ``flush_s`` s; end when closed, idle or failing (the next :meth:`note` starts it again)."""
+        failures = 0
+        while True:
+            self._wake.wait(self.flush_s)
+            self._wake.clear()
+            with self._lock:
+                if self._closed:
+                    return
+            failures = failures + 1 if self.flush() == 0 and self.pending else 0
+            with self._lock:
+                if not self._size or self._closed or failures >= 5:
+                    if self._thread is threading.current_thread():
+                        self._thread = None
+                    return

@@ -14,6 +14,9 @@ DERIVED_FROM by default, as in MemOS's tree retrieval): a neighbour gains ``neig
 seed's score. FOLLOWS is walked only from single-turn seeds: a multi-turn window already holds its
 neighbouring turns, and boosting the overlapping windows around it only repeats them (on LoCoMo it
 cost 0.03 recall within 1,000 tokens). Filters are applied inside the store, before ranking.
+With ``decay_weight`` > 0 each result's score is multiplied by ``1 - w + w·P``, ``P`` the
+memory's ACT-R recall probability (:mod:`memos_agents.plaintext.decay`: age, use count, last
+use; 1 for frozen memories), so among close matches the memories in use come first.
 Results of several cubes are merged by score; equal scores put the newer memory (event time, else
 ingestion time) first, so an older statement never hides a newer one that ties with it.
 """
@@ -28,6 +31,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from memos_agents.config import FusionMethod, RetrievalConfig
+from memos_agents.plaintext.decay import item_activation, recall_probability
 from memos_agents.plaintext.stores.base import ExpandOp, GetOp, Neighbor, Op, TextSearchOp, VectorSearchOp
 from memos_agents.schema import (
     LifecycleState,
@@ -186,14 +190,28 @@ class HybridRetriever:
         for state in states:
             if state.missing:
                 state.items.update({i.id: i for i in next(more) if live(i)})
-            out += [
-                ScoredMemory(item=state.items[i], score=state.fused[i], signals=state.signals[i], via=state.via.get(i))
-                for i in state.ranked[:limit]
-                if i in state.items
-            ]
+            for i in state.ranked[:limit]:
+                if i in state.items:
+                    score = state.fused[i] * self._decay_factor(state.items[i], now, state.signals[i])
+                    out.append(
+                        ScoredMemory(item=state.items[i], score=score, signals=state.signals[i], via=state.via.get(i))
+                    )
         # equal scores (e.g. a correction and the statement it corrects): the newer statement first
         out.sort(key=lambda r: (-r.score, -_when(r.item).timestamp()))
         return out[:limit], sum(min(len(state.ranked), limit) for state in states)
+
+    def _decay_factor(self, item: MemoryItem, now: datetime, signals: dict[str, float]) -> float:
+        """Return ``1 - w + w·P`` (see the module docstring) and note ``P`` in ``signals["decay"]``; 1 when off."""
+        cfg = self.config
+        if cfg.decay_weight <= 0:
+            return 1.0
+        if item.status is LifecycleState.FROZEN:
+            p = 1.0
+        else:
+            b = item_activation(item, now, cfg.decay_rate)
+            p = recall_probability(b, cfg.decay_threshold, cfg.decay_noise)
+        signals["decay"] = p
+        return 1.0 - cfg.decay_weight + cfg.decay_weight * p
 
     def _normalised(self, name: str, rank: int, raw: float, hits: list[tuple[str, float]]) -> float:
         if self.config.fusion == FusionMethod.RRF:

@@ -53,8 +53,10 @@ from memos_agents.plaintext.stores.base import (
     GetCubeOp,
     GetOp,
     ListExpiringOp,
+    ListIdleOp,
     ListOp,
     Op,
+    RecordAccessOp,
     RecordEventOp,
     TextSearchOp,
     UpdateCubeOp,
@@ -196,6 +198,64 @@ class StoreConformanceTests(AdversarialTests, UserTests):
             ListExpiringOp(cube, now.replace(tzinfo=None))
         with pytest.raises(InvalidInputError):
             ListExpiringOp(cube, now, limit=0)
+
+    def test_record_access_counts_uses_without_changing_the_memory(self, store: BaseMemoryStore, cube: str) -> None:
+        now = datetime.now(UTC)
+        a, b = item("used twice", 1), item("used once", 2)
+        topic = item("a topic", 0, node_kind=NodeKind.TOPIC)
+        secret = item("bob's private note", 3, visibility=Visibility.PRIVATE)
+        store.add(cube, [a, b.model_copy(update={"access_count": 99, "last_accessed_at": now}), topic])
+        header = store.get_cube(cube)
+        acl = [AclEntry(principal="bob", role=Role.WRITER), AclEntry(principal="rita", role=Role.READER)]
+        store.update_cube(header.model_copy(update={"acl": acl}))
+        store.add(cube, [secret], ctx=CallContext.of("bob"))
+        (fresh,) = store.get(cube, [b.id])
+        assert (fresh.access_count, fresh.last_accessed_at) == (0, None)  # an add starts unused
+        (stored_a,) = store.get(cube, [a.id])
+        t1 = now + timedelta(seconds=5)
+        assert store.record_access(cube, {a.id: 2, b.id: 1, topic.id: 1, "missing-id": 1}, t1) == 2
+        (got_a, got_b) = store.get(cube, [a.id, b.id])
+        assert (got_a.access_count, got_a.last_accessed_at, got_b.access_count) == (2, t1, 1)
+        assert (got_a.version, got_a.updated_at) == (stored_a.version, stored_a.updated_at)  # not a change
+        assert len(store.history(cube, a.id)) == 1
+        assert store.record_access(cube, {a.id: 1}, t1 - timedelta(seconds=1)) == 1  # a later use stays the last
+        (got_a,) = store.get(cube, [a.id])
+        assert (got_a.access_count, got_a.last_accessed_at) == (3, t1)
+        (updated,) = store.update(cube, [got_a.model_copy(update={"text": "used twice, edited", "access_count": 0})])
+        assert updated.access_count == 3  # an update keeps the store's count
+        (got_a,) = store.get(cube, [a.id])
+        assert (got_a.text, got_a.access_count, got_a.last_accessed_at) == ("used twice, edited", 3, t1)
+        # read scope: a reader records only what it may read; an outsider is refused
+        assert store.record_access(cube, {secret.id: 1, b.id: 1}, t1, ctx=CallContext.of("rita")) == 1
+        assert store.record_access(cube, {secret.id: 1}, t1, ctx=CallContext.of("bob")) == 1
+        with pytest.raises(PermissionDeniedError):
+            store.record_access(cube, {a.id: 1}, t1, ctx=CallContext.of("mallory"))
+        for bad in ({}, {a.id: 0}, {a.id: True}, {"bad id!": 1}):
+            with pytest.raises(InvalidInputError):
+                RecordAccessOp(cube, bad, t1)
+        with pytest.raises(InvalidInputError):
+            RecordAccessOp(cube, {a.id: 1}, t1.replace(tzinfo=None))
+
+    def test_list_idle_returns_least_recently_used_activated_memories(self, store: BaseMemoryStore, cube: str) -> None:
+        now = datetime.now(UTC)
+        old = [item(f"old {n}", n) for n in range(3)]
+        frozen = item("pinned", 4, status=LifecycleState.FROZEN)
+        archived = item("archived", 5, status=LifecycleState.ARCHIVED)
+        store.add(cube, [*old, frozen, archived])
+        store.record_access(cube, {old[0].id: 1}, now + timedelta(seconds=10))  # used last
+        store.record_access(cube, {old[2].id: 1}, now + timedelta(seconds=5))
+        cut = now + timedelta(seconds=7)
+        (idle,) = store.batch([ListIdleOp(cube, cut)])
+        assert [i.id for i in idle] == [old[1].id, old[2].id]  # never used (its storing), then used at +5 s
+        assert all(i.embedding is None for i in idle)
+        (one,) = store.batch([ListIdleOp(cube, cut, limit=1)])
+        assert [i.id for i in one] == [old[1].id]
+        (none,) = store.batch([ListIdleOp(cube, now - timedelta(days=1))])
+        assert none == []
+        with pytest.raises(PermissionDeniedError):
+            store.batch([ListIdleOp(cube, cut)], ctx=CallContext.of("mallory"))
+        with pytest.raises(InvalidInputError):
+            ListIdleOp(cube, cut, limit=0)
 
     def test_get_keeps_order_and_skips_missing(self, store: BaseMemoryStore, cube: str) -> None:
         a, b = item("a"), item("b")

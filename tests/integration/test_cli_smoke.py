@@ -356,3 +356,9 @@ def test_lifecycle_ttl_transition_and_a_pass(tmp_path: Path) -> None:
         "lifecycle", "transition", short, "--to", "activated", "--cube", "notes", "--user", "ann", *h, home=tmp_path
     )
     assert illegal.returncode == 2 and "LifecycleTransitionError" in illegal.stdout, illegal.stdout
+    memos("add", "the bike lock code is 99", "--user", "ann", "--cube", "notes", *h, home=tmp_path)
+    # a threshold no memory reaches: every activated memory is archived (frozen and expired ones are not)
+    (tmp_path / "decay.yaml").write_text("archive_below_activation: 100\n")
+    run = memos("lifecycle", "run", "--user", "ann", "--policy", str(tmp_path / "decay.yaml"), *h, home=tmp_path)
+    row = next(line for line in run.stdout.splitlines() if "notes" in line)
+    assert row.split("│")[5].strip() == "1", run.stdout  # the bike lock code archived

@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Literal, TypeVar, cast
@@ -831,6 +831,63 @@ class ListExpiringOp:
             raise InvalidInputError("limit must be an integer from 1 to 100,000")
 
 
+#: The most items one :class:`RecordAccessOp` records.
+MAX_ACCESS_ITEMS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class RecordAccessOp:
+    """Record that items of a cube were used: each id's ``access_count`` grows by its count (read).
+
+    MemLifecycle's access tracking (``MemOS`` buffers search hits and reads and records them in
+    batches, off the search path). ``last_accessed_at`` becomes ``at`` unless a later access is
+    already stored. Neither the version, ``updated_at`` nor MemVault's history move: using a
+    memory does not change it. Ids the caller may not read, or that are gone, are passed over.
+    Returns how many items were recorded.
+
+    Attributes:
+        cube_id: The cube.
+        counts: item id -> how often it was used (1 to 1,000,000), at most
+            :data:`MAX_ACCESS_ITEMS` ids.
+        at: When (timezone-aware).
+
+    """
+
+    cube_id: str
+    counts: Mapping[str, int]
+    at: datetime
+
+    def __post_init__(self) -> None:
+        from memos_agents.schema import validate_id
+
+        check_aware(self.at, "at")
+        if not isinstance(self.counts, Mapping) or not 1 <= len(self.counts) <= MAX_ACCESS_ITEMS:
+            raise InvalidInputError(f"counts must map 1 to {MAX_ACCESS_ITEMS:,} memory ids to access counts")
+        for item_id, n in self.counts.items():
+            validate_id(item_id, "memory id")
+            if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 1_000_000:
+                raise InvalidInputError(f"access count of {item_id!r} must be an integer from 1 to 1,000,000")
+
+
+@dataclass(frozen=True, slots=True)
+class ListIdleOp:
+    """Return up to ``limit`` ``activated`` memories last used (or, never used, stored) before ``before`` (read).
+
+    Least recently used first; for MemLifecycle's decay step. Served by an index on
+    ``(cube, status, last use)`` (cost: the items returned); without embeddings, in the caller's
+    read scope.
+    """
+
+    cube_id: str
+    before: datetime
+    limit: int = 1000
+
+    def __post_init__(self) -> None:
+        check_aware(self.before, "before")
+        if not isinstance(self.limit, int) or not 1 <= self.limit <= 100_000:
+            raise InvalidInputError("limit must be an integer from 1 to 100,000")
+
+
 def expiring_statuses(expired: bool) -> tuple[str, ...]:
     """Return the states :class:`ListExpiringOp` selects: ``expired``, or every state that can still expire."""
     from memos_agents.schema import LifecycleState
@@ -914,6 +971,8 @@ Op = (
     | VerifyAuditOp
     | ListAuditChainsOp
     | ListExpiringOp
+    | RecordAccessOp
+    | ListIdleOp
     | CreateUserOp
     | GetUserOp
     | ListUsersOp
@@ -948,6 +1007,8 @@ OP_PERMISSION: dict[type, Permission | None] = {
     VerifyAuditOp: None,
     ListAuditChainsOp: None,
     ListExpiringOp: Permission.READ,
+    RecordAccessOp: Permission.READ,  # using what one may read; counts only items in the caller's read scope
+    ListIdleOp: Permission.READ,
     CreateUserOp: None,  # authorize_users: system-wide admins and trusted code
     GetUserOp: None,
     ListUsersOp: None,
@@ -967,6 +1028,7 @@ WRITE_OPS: tuple[type, ...] = (
     ForgetUserOp,
     CreateUserOp,
     UpdateUserOp,
+    RecordAccessOp,
 )
 
 
@@ -1025,6 +1087,8 @@ AUDIT_ACTIONS: dict[type, str] = {
     VerifyAuditOp: "audit.verify",
     ListAuditChainsOp: "audit.chains",
     ListExpiringOp: "lifecycle.expiring",
+    RecordAccessOp: "lifecycle.access",
+    ListIdleOp: "lifecycle.idle",
     CreateUserOp: "user.create",
     GetUserOp: "user.get",
     ListUsersOp: "user.list",
@@ -1078,7 +1142,7 @@ def _touched_ids(op: Any, result: Any) -> tuple[str, ...]:
         return tuple(op.ids)
     if isinstance(op, ImportCubeOp):
         return tuple(item.id for item in op.items)
-    if isinstance(op, GetOp | ListOp | ListExpiringOp) and isinstance(result, list):
+    if isinstance(op, GetOp | ListOp | ListExpiringOp | ListIdleOp) and isinstance(result, list):
         return tuple(item.id for item in result)
     if isinstance(op, VectorSearchOp | TextSearchOp) and isinstance(result, list):
         return tuple(hit[0] for hit in result)
@@ -1092,6 +1156,8 @@ def _touched_ids(op: Any, result: Any) -> tuple[str, ...]:
         return tuple(i.id for i in result.items)
     if isinstance(op, ChangedSinceOp | ForgetUserOp) and isinstance(result, list):
         return tuple(result)
+    if isinstance(op, RecordAccessOp):
+        return tuple(op.counts)
     return _requested_ids(op) if isinstance(op, CreateUserOp | GetUserOp | UpdateUserOp) else ()
 
 
@@ -1111,6 +1177,8 @@ def _requested_ids(op: Any) -> tuple[str, ...]:
         return (user_id,) if isinstance(user_id, str) else ()
     if isinstance(op, GetUserOp):
         return (str(op.user_id),)
+    if isinstance(op, RecordAccessOp):
+        return tuple(str(i) for i in op.counts)
     return ()
 
 
@@ -1283,7 +1351,10 @@ def check_depth(depth: object) -> int:
 
 @dataclass(frozen=True, slots=True)
 class StoredItem:
-    """What the planner needs to know of a stored item (``content``: its :func:`content_key`, None: unknown)."""
+    """What the planner needs to know of a stored item (``content``: its :func:`content_key`, None: unknown).
+
+    ``access_count`` and ``last_accessed_at`` are its access tracking, which an update keeps.
+    """
 
     version: int
     node_kind: str
@@ -1291,6 +1362,8 @@ class StoredItem:
     author_id: str | None = None
     visibility: str = Visibility.CUBE.value
     content: str | None = None
+    access_count: int = 0
+    last_accessed_at: datetime | None = None
 
 
 def content_key(search_text: str, metadata_json: str) -> str:
@@ -1486,8 +1559,8 @@ def plan_write(
     def own(item: MemoryItem) -> MemoryItem:
         author = item.author_id if ctx.system else ctx.principal
         update: dict[str, Any] = {"cube_id": cube_id, "author_id": author}
-        if stamp:
-            update["updated_at"] = now
+        if stamp:  # a new memory: stored now, never used yet (an import keeps the archive's tracking)
+            update.update(updated_at=now, access_count=0, last_accessed_at=None)
         return item.model_copy(update=update)
 
     new_ids = [i.id for i in batch.add]
@@ -1515,7 +1588,17 @@ def plan_write(
             raise InvalidInputError(f"memory {item.id!r}: the node kind of a stored item cannot change")
         if not ctx.system:  # who wrote an item is provenance: only trusted code may change it
             new = new.model_copy(update={"author_id": row.author_id})
-        stored[item.id] = StoredItem(new.version, row.node_kind, row.embedding, new.author_id, new.visibility.value)
+        # access tracking is the store's: an update keeps it (backends leave its columns as they are)
+        new = new.model_copy(update={"access_count": row.access_count, "last_accessed_at": row.last_accessed_at})
+        stored[item.id] = StoredItem(
+            new.version,
+            row.node_kind,
+            row.embedding,
+            new.author_id,
+            new.visibility.value,
+            access_count=row.access_count,
+            last_accessed_at=row.last_accessed_at,
+        )
         replace.append(new)
     edges = [e.model_copy(update={"created_at": now}) for e in batch.edges] if stamp else list(batch.edges)
     for link in batch.follows:
@@ -1862,6 +1945,16 @@ class BaseMemoryStore(ABC):
     def forget_user(self, cube_id: str, user_id: str, *, ctx: CallContext = SYSTEM) -> list[str]:
         """Erase a user's items and versions from a cube; see :class:`ForgetUserOp`."""
         return cast(list[str], self.run(ForgetUserOp(cube_id, user_id), ctx=ctx))
+
+    def record_access(self, cube_id: str, counts: Mapping[str, int], at: datetime, *, ctx: CallContext = SYSTEM) -> int:
+        """Record uses of items; see :class:`RecordAccessOp`. Returns how many items were recorded."""
+        return cast(int, self.run(RecordAccessOp(cube_id, counts, at), ctx=ctx))
+
+    async def arecord_access(
+        self, cube_id: str, counts: Mapping[str, int], at: datetime, *, ctx: CallContext = SYSTEM
+    ) -> int:
+        """Async twin of :meth:`record_access`."""
+        return cast(int, await self.arun(RecordAccessOp(cube_id, counts, at), ctx=ctx))
 
     def list_audit(
         self,

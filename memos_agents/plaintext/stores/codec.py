@@ -15,6 +15,11 @@ tags), ``doc_len`` (BM25 document length) and ``event_us`` (event time in micros
 Adding a field to ``MemoryItem`` means one entry in :attr:`ItemCodec.columns`, one line in
 ``encode`` and ``decode``, and a migration adding the column in SQLite.
 
+Access tracking (MemLifecycle) keeps two columns no item write changes: ``access_count`` and
+``touched_at`` (the last access, else the creation time: what the decay's idle scan is indexed
+on). An insert writes them from the item; an update leaves the stored ones (:data:`ACCESS_COLUMNS`);
+only :class:`~memos_agents.plaintext.stores.base.RecordAccessOp` moves them.
+
 Rows written before ``origin``/``turns`` existed are read through :func:`legacy_origin`.
 """
 
@@ -67,7 +72,11 @@ BASE_COLUMNS = (
     "expires_at",
     "version",
     "metadata",
+    "access_count",
+    "touched_at",
 )
+#: Columns of access tracking: kept by the store across updates (see :class:`ItemCodec`).
+ACCESS_COLUMNS = ("access_count", "touched_at")
 _SOURCE_LISTS = ("source_message_ids", "source_session_ids", "source_speakers")
 
 
@@ -153,6 +162,8 @@ class ItemCodec:
             "expires_at": _iso(item.expires_at),
             "version": item.version,
             "metadata": json.dumps(item.metadata),
+            "access_count": item.access_count,
+            "touched_at": _iso(item.last_accessed_at or item.created_at),
             "terms": terms,  # the BM25 terms: a column of graph stores, the inverted index of table stores
         }
         if self.native_lists:
@@ -189,6 +200,7 @@ class ItemCodec:
             tags = json.loads(row["tags"])
         node_kind = NodeKind(row["node_kind"])
         metadata = json.loads(row.get("metadata") or "{}")
+        accesses, last_access = access_tracking(row)
         if row.get("origin") is None:
             origin, turns, metadata = legacy_origin(node_kind, metadata)
         else:
@@ -214,9 +226,17 @@ class ItemCodec:
             status=LifecycleState(row["status"]),
             expires_at=_dt(row.get("expires_at")),
             version=int(row["version"]),
+            access_count=accesses,
+            last_accessed_at=last_access,
             metadata=metadata,
             embedding=self.embedding(row.get("embedding")),
         )
+
+
+def access_tracking(row: Mapping[str, Any]) -> tuple[int, datetime | None]:
+    """Return ``(access_count, last_accessed_at)`` from a row's access columns (missing: never accessed)."""
+    count = int(row.get("access_count") or 0)
+    return count, _dt(row.get("touched_at")) if count else None
 
 
 def edge_from_row(row: Mapping[str, Any]) -> Edge:

@@ -51,7 +51,7 @@ from memos_agents.plaintext.stores import base
 from memos_agents.plaintext.stores.codec import search_text
 from memos_agents.plaintext.stores.filters import Predicate, compile_filters, matches
 from memos_agents.plaintext.text import BM25_B, BM25_K1, bm25_idf, bm25_query_terms, bm25_terms
-from memos_agents.schema import Edge, MemoryItem, NodeKind, RelationType, SearchFilters, utcnow
+from memos_agents.schema import Edge, LifecycleState, MemoryItem, NodeKind, RelationType, SearchFilters, utcnow
 
 #: An edge's key: source id, target id and relation type (an edge of the same key replaces it).
 EdgeKey = tuple[str, str, str]
@@ -412,6 +412,43 @@ class InMemoryStore(base.BaseMemoryStore):
         due.sort(key=lambda i: cast(datetime, i.expires_at))
         return [i.model_copy(update={"embedding": None}, deep=True) for i in due[: op.limit]]
 
+    @base.handles(base.RecordAccessOp)
+    def _record_access(self, op: base.RecordAccessOp, tx: _Tx) -> int:
+        _, scope = self._read(tx, op.cube_id)
+        cube = self._touch(tx, op.cube_id)
+        assert cube is not None
+        recorded = 0
+        for item_id, n in op.counts.items():
+            row = cube.items.get(item_id)
+            if row is None or row.item.node_kind is not NodeKind.MEMORY or not matches(scope, row.item):
+                continue
+            last = row.item.last_accessed_at
+            update = {
+                "access_count": row.item.access_count + n,
+                "last_accessed_at": op.at if last is None or last < op.at else last,
+            }
+            cube.items[item_id] = _Row(row.item.model_copy(update=update), row.tf, row.doc_len)
+            recorded += 1
+        return recorded
+
+    @base.handles(base.ListIdleOp)
+    def _list_idle(self, op: base.ListIdleOp, tx: _Tx) -> list[MemoryItem]:
+        cube, scope = self._read(tx, op.cube_id)
+
+        def touched(item: MemoryItem) -> datetime:
+            return item.last_accessed_at or item.created_at
+
+        idle = [
+            r.item
+            for r in cube.items.values()
+            if r.item.status is LifecycleState.ACTIVATED
+            and r.item.node_kind is NodeKind.MEMORY
+            and touched(r.item) < op.before
+            and matches(scope, r.item)
+        ]
+        idle.sort(key=touched)
+        return [i.model_copy(update={"embedding": None}, deep=True) for i in idle[: op.limit]]
+
     # -- users ---------------------------------------------------------------------------------------
     def _save_user(self, tx: _Tx, user: UserRecord) -> UserRecord:
         tx.saved_users.setdefault(user.user_id, self._users.get(user.user_id))
@@ -474,6 +511,8 @@ class InMemoryStore(base.BaseMemoryStore):
                     row.item.author_id,
                     row.item.visibility.value,
                     base.item_content_key(row.item),
+                    row.item.access_count,
+                    row.item.last_accessed_at,
                 )
         newest: dict[str, str] = {}
         for topic in probe.topics:

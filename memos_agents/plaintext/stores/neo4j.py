@@ -99,7 +99,7 @@ from memos_agents.errors import (
 from memos_agents.infra.audit import AuditEntry, ChainHead, ChainVerification, stored_time, verify_chain
 from memos_agents.infra.users import UserRecord, check_caller, check_principals
 from memos_agents.plaintext.stores import base
-from memos_agents.plaintext.stores.codec import GRAPH_CODEC, edge_from_row
+from memos_agents.plaintext.stores.codec import GRAPH_CODEC, access_tracking, edge_from_row
 from memos_agents.plaintext.stores.filters import Predicate, compile_filters, matches
 from memos_agents.plaintext.text import BM25_B, BM25_K1, bm25_query_terms, content_terms
 from memos_agents.schema import (
@@ -236,6 +236,17 @@ _MIGRATIONS: list[tuple[int, list[tuple[str, bool]]]] = [
             ),
         ],
     ),
+    (
+        5,
+        [  # access tracking: nodes stored before it were last touched when created
+            ("MATCH (m:Memory) WHERE m.touched_at IS NULL SET m.touched_at = m.created_at, m.access_count = 0", True),
+            (
+                "CREATE INDEX memos_memory_idle IF NOT EXISTS "
+                "FOR (m:Memory) ON (m.tenant, m.cube_id, m.status, m.touched_at)",
+                False,
+            ),
+        ],
+    ),
 ]
 _AUDIT_FIELDS = (
     "seq",
@@ -268,6 +279,8 @@ _READS_CUBE_FIRST: tuple[type, ...] = (
     base.AsOfOp,
     base.ChangedSinceOp,
     base.ListExpiringOp,
+    base.RecordAccessOp,
+    base.ListIdleOp,
 )
 #: Schema version this code writes.
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
@@ -1172,7 +1185,8 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
             rows = yield (
                 f"{_EACH_ITEM} RETURN m.id AS id, m.version AS version, m.node_kind AS node_kind, "
                 "m.embedding AS embedding, m.author_id AS author_id, m.seq AS seq, m.visibility AS visibility, "
-                "m.search_text AS search_text, m.metadata AS metadata",
+                "m.search_text AS search_text, m.metadata AS metadata, m.access_count AS access_count, "
+                "m.touched_at AS touched_at",
                 {**params, "ids": probe.updated},
             )
             for r in rows:
@@ -1183,6 +1197,7 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
                     r.get("author_id"),
                     r.get("visibility") or Visibility.CUBE.value,
                     base.content_key(r.get("search_text") or "", r.get("metadata") or "{}"),
+                    *access_tracking(r),
                 )
                 seqs[r["id"]] = int(r["seq"])
         newest: dict[str, str] = {}
@@ -1452,6 +1467,37 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
             "MATCH (m:Memory) WHERE m.tenant = $tenant AND m.cube_id = $cube_id AND m.expires_at IS NOT NULL "
             f"AND m.expires_at <= $before AND m.node_kind = 'memory'{where} "
             f"WITH m ORDER BY m.expires_at, m.seq LIMIT $limit RETURN {_PROJECTION} AS m",
+            self._params(op.cube_id, before=op.before.astimezone(UTC).isoformat(), limit=op.limit, **fparams),
+        )
+        return [GRAPH_CODEC.decode(r["m"]) for r in rows]
+
+    @base.handles(base.RecordAccessOp)
+    def _record_access(self, op: base.RecordAccessOp, state: _Batch) -> Body[int]:
+        _, _, scope = yield from self._read(state, op.cube_id)
+        where, fparams = cypher_filter(scope)
+        rows = yield (  # no version, no seq: using a memory does not change it
+            "UNWIND $rows AS row MATCH (m:Memory {tenant: $tenant, cube_id: $cube_id, id: row.id}) "
+            f"WHERE m.node_kind = 'memory'{where} "
+            "SET m.access_count = coalesce(m.access_count, 0) + row.n, "
+            "m.touched_at = CASE WHEN m.touched_at IS NULL OR m.touched_at < $at THEN $at ELSE m.touched_at END "
+            "RETURN count(m) AS n",
+            self._params(
+                op.cube_id,
+                rows=[{"id": i, "n": n} for i, n in op.counts.items()],
+                at=op.at.astimezone(UTC).isoformat(),
+                **fparams,
+            ),
+        )
+        return int(rows[0]["n"]) if rows else 0
+
+    @base.handles(base.ListIdleOp)
+    def _list_idle(self, op: base.ListIdleOp, state: _Batch) -> Body[list[MemoryItem]]:
+        _, _, scope = yield from self._read(state, op.cube_id)
+        where, fparams = cypher_filter(scope)
+        rows = yield (
+            "MATCH (m:Memory) WHERE m.tenant = $tenant AND m.cube_id = $cube_id AND m.status = 'activated' "
+            f"AND m.touched_at < $before AND m.node_kind = 'memory'{where} "
+            f"WITH m ORDER BY m.touched_at, m.seq LIMIT $limit RETURN {_PROJECTION} AS m",
             self._params(op.cube_id, before=op.before.astimezone(UTC).isoformat(), limit=op.limit, **fparams),
         )
         return [GRAPH_CODEC.decode(r["m"]) for r in rows]

@@ -76,7 +76,7 @@ from memos_agents.infra.audit import (
 )
 from memos_agents.infra.users import UserRecord, check_caller, check_principals
 from memos_agents.plaintext.stores import base
-from memos_agents.plaintext.stores.codec import TABLE_CODEC, edge_from_row
+from memos_agents.plaintext.stores.codec import ACCESS_COLUMNS, TABLE_CODEC, access_tracking, edge_from_row
 from memos_agents.plaintext.stores.filters import Predicate, compile_filters, matches
 from memos_agents.plaintext.stores.vector_index import CubeVectorIndex, HNSWParams, IndexRow
 from memos_agents.plaintext.text import BM25_B, BM25_K1, bm25_idf, bm25_query_terms, bm25_terms
@@ -318,6 +318,16 @@ _MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Cursor], None] | None]] = [
         """,
         None,
     ),
+    (
+        11,
+        """
+        ALTER TABLE items ADD COLUMN access_count INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE items ADD COLUMN touched_at TEXT;
+        UPDATE items SET touched_at = created_at;
+        CREATE INDEX items_idle ON items(cube_id, status, touched_at);
+        """,
+        None,
+    ),
 ]
 _EDGE_COLUMNS = ("source_id", "target_id", "type", "weight", "created_at")
 _VERSION_COLUMNS = ("item_id", "version", "item", "edges", "change", "changed_at", "changed_by", "request_id")
@@ -349,9 +359,10 @@ _WRITE_COLUMNS = [c for c in TABLE_CODEC.columns]
 _INSERT_SQL = (
     f"INSERT INTO items ({', '.join(_WRITE_COLUMNS)}, change_seq) VALUES ({', '.join('?' * (len(_WRITE_COLUMNS) + 1))})"
 )
+#: Columns an update writes: not the key, not access tracking (only RecordAccessOp moves it).
+_UPDATE_COLUMNS = [c for c in _WRITE_COLUMNS if c not in ("id", "cube_id", *ACCESS_COLUMNS)]
 _UPDATE_SQL = (
-    f"UPDATE items SET {', '.join(c + ' = ?' for c in _WRITE_COLUMNS if c not in ('id', 'cube_id'))}, change_seq = ? "
-    "WHERE cube_id = ? AND id = ?"
+    f"UPDATE items SET {', '.join(c + ' = ?' for c in _UPDATE_COLUMNS)}, change_seq = ? WHERE cube_id = ? AND id = ?"
 )
 _AUDIT_READS = (base.ListAuditOp, base.VerifyAuditOp, base.ListAuditChainsOp)
 
@@ -1168,12 +1179,20 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
         for chunk in _chunks(probe.updated, 500):
             marks = ",".join("?" * len(chunk))
             for r in cur.execute(
-                "SELECT id, version, node_kind, embedding, author_id, rowid, visibility, search_text, metadata "
-                f"FROM items WHERE cube_id = ? AND id IN ({marks})",
+                "SELECT id, version, node_kind, embedding, author_id, rowid, visibility, search_text, metadata, "
+                f"access_count, touched_at FROM items WHERE cube_id = ? AND id IN ({marks})",
                 (cube_id, *chunk),
             ):
                 content = base.content_key(r[7], r[8] or "{}")
-                stored[r[0]] = base.StoredItem(int(r[1]), r[2], TABLE_CODEC.embedding(r[3]), r[4], r[6], content)
+                stored[r[0]] = base.StoredItem(
+                    int(r[1]),
+                    r[2],
+                    TABLE_CODEC.embedding(r[3]),
+                    r[4],
+                    r[6],
+                    content,
+                    *access_tracking({"access_count": r[9], "touched_at": r[10]}),
+                )
                 updated_rowids[r[0]] = int(r[5])
         newest: dict[str, str] = {}
         for topic in probe.topics:
@@ -1219,7 +1238,7 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
             for r in replaced:
                 cur.execute(
                     _UPDATE_SQL,
-                    [*(r[c] for c in _WRITE_COLUMNS if c not in ("id", "cube_id")), seq, cube_id, r["id"]],
+                    [*(r[c] for c in _UPDATE_COLUMNS), seq, cube_id, r["id"]],
                 )
             self._add_terms(
                 cur,
@@ -1513,6 +1532,34 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
             [op.cube_id, op.before.astimezone(UTC).isoformat(), *params, op.limit],
             False,
             "ORDER BY expires_at, rowid LIMIT ?",
+        )
+
+    @base.handles(base.RecordAccessOp)
+    def _record_access(self, op: base.RecordAccessOp, tx: _Tx) -> int:
+        _, _, scope = self._read(tx, op.cube_id)
+        where, params = _sql_filter(scope)
+        at = op.at.astimezone(UTC).isoformat()
+        recorded = 0
+        for item_id, n in op.counts.items():  # no version, no change_seq: using a memory does not change it
+            tx.cur.execute(
+                "UPDATE items SET access_count = access_count + ?, "
+                "touched_at = CASE WHEN touched_at IS NULL OR touched_at < ? THEN ? ELSE touched_at END "
+                f"WHERE cube_id = ? AND id = ? AND node_kind = 'memory'{where}",
+                (n, at, at, op.cube_id, item_id, *params),
+            )
+            recorded += tx.cur.rowcount
+        return recorded
+
+    @base.handles(base.ListIdleOp)
+    def _list_idle(self, op: base.ListIdleOp, tx: _Tx) -> list[MemoryItem]:
+        _, _, scope = self._read(tx, op.cube_id)
+        where, params = _sql_filter(scope)
+        return self._select(
+            tx.cur,
+            f"cube_id = ? AND status = 'activated' AND touched_at < ? AND node_kind = 'memory'{where}",
+            [op.cube_id, op.before.astimezone(UTC).isoformat(), *params, op.limit],
+            False,
+            "ORDER BY touched_at, rowid LIMIT ?",
         )
 
     @base.handles(base.CountOp)
