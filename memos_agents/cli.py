@@ -158,7 +158,9 @@ def add(
     user: User,
     cube: Annotated[str, typer.Option("--cube", "-c", help="Target cube (created if missing, owned by --user).")],
     home: Home = None,
-    mode: Annotated[ReadMode, typer.Option(help="fast (no LLM) or fine (LLM extraction).")] = ReadMode.FAST,
+    mode: Annotated[
+        ReadMode, typer.Option(help="fast (no LLM), fine (LLM extraction) or facts (the text is one fact, as given).")
+    ] = ReadMode.FAST,
     session: Annotated[str | None, typer.Option(help="Session id.")] = None,
     speaker: Annotated[str | None, typer.Option(help="Speaker name (default: the user id).")] = None,
     visibility: Annotated[
@@ -419,13 +421,13 @@ def lifecycle_run(
     ] = False,
     home: Home = None,
 ) -> None:
-    """Run one maintenance pass: expire what is due, purge after retention, consolidate, archive what decayed."""
+    """Run one maintenance pass: expire, purge after retention, promote, merge near-duplicates, archive what decayed."""
 
     def go() -> None:
         with _admin_mos(home, user, admin) as mos:
             reports = mos.run_lifecycle(user, cube or None, policy=policy)
         table = Table()
-        for col in ("cube", "expired", "purged", "promoted", "archived", "skipped", "more to do", "seconds"):
+        for col in ("cube", "expired", "purged", "promoted", "archived", "merged", "skipped", "more to do", "seconds"):
             table.add_column(col)
         for r in reports:
             table.add_row(
@@ -434,6 +436,7 @@ def lifecycle_run(
                 str(len(r.purged)),
                 str(len(r.promoted)),
                 str(len(r.archived)),
+                str(len(r.consolidated)),
                 str(len(r.skipped)),
                 "yes" if r.more else "no",
                 f"{r.seconds:.3f}",
@@ -1032,6 +1035,64 @@ def bench_locomo(
             paths = write_comparison(comparison, out)
             console.print((out / "comparison.md").read_text())
             console.print("wrote " + ", ".join(str(p) for p in paths))
+
+    _run(go)
+
+
+@bench_app.command("knowledge-update")
+def bench_knowledge_update(
+    out: Annotated[Path, typer.Option(help="Output directory (results.json, results.md, knowledge_update.png).")],
+    embedder: Annotated[str, typer.Option(help=_EMBEDDER_HELP)] = "sentence-transformers",
+    subjects: Annotated[int, typer.Option(min=1, max=30, help="People in the generated data.")] = 30,
+    attributes: Annotated[int, typer.Option(min=1, max=7, help="Changing facts per person.")] = 4,
+    paraphrase: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of changes worded differently from the first statement.")
+    ] = 0.3,
+    seed: Annotated[int, typer.Option(help="Seed of the generated data.")] = 7,
+) -> None:
+    """How often search returns the current fact first when facts change, with superseding off and on."""
+    from memos_agents.bench.knowledge_update import run_knowledge_update_bench, write_results
+
+    def go() -> None:
+        emb = _embedder_spec(embedder, hashing_dim=256)
+
+        def factory(home: Path, supersede: bool) -> MemOS:
+            mos = MemOS.from_path(home, embedder=emb, llm={"provider": "none"}, reader={"supersede": supersede})
+            return mos.setup()
+
+        results = run_knowledge_update_bench(
+            factory, subjects=subjects, attributes=attributes, paraphrase=paraphrase, seed=seed
+        )
+        paths = write_results(results, out, embedder)
+        console.print((out / "results.md").read_text())
+        console.print("wrote " + ", ".join(str(p) for p in paths))
+
+    _run(go)
+
+
+@bench_app.command("lifecycle")
+def bench_lifecycle(
+    out: Annotated[Path, typer.Option(help="Output directory (results.json, results.md, lifecycle.png).")],
+    sizes: Annotated[str, typer.Option(help="Memories per cube, comma-separated (one fresh cube each).")] = (
+        "10000,50000"
+    ),
+) -> None:
+    """MemLifecycle maintenance-pass time per 10,000 memories (expiry, purge, promotion, decay) on SQLite."""
+    import tempfile
+
+    from memos_agents.bench.lifecycle import run_lifecycle_bench, write_results
+
+    def go() -> None:
+        counts = _ints(sizes, "--sizes")
+        with tempfile.TemporaryDirectory(prefix="memos-bench-lifecycle-") as tmp:
+
+            def factory(home: Path) -> MemOS:
+                return MemOS.from_path(home, embedder={"provider": "hashing", "dim": 64}, llm={"provider": "none"})
+
+            results = run_lifecycle_bench(factory, Path(tmp), counts)
+        paths = write_results(results, out)
+        console.print((out / "results.md").read_text())
+        console.print("wrote " + ", ".join(str(p) for p in paths))
 
     _run(go)
 

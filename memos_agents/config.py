@@ -111,6 +111,13 @@ class ReaderConfig(BaseModel):
         fine_window: Turns per LLM extraction call in fine mode (default 8).
         fine_max_retries: Extra attempts after an unparsable LLM answer (default 2).
         key_phrases: Tags kept per item (default 5).
+        supersede: Let a new statement supersede the stored one it restates with a value changed
+            (MemLifecycle's conflicts and updates; see :mod:`memos_agents.plaintext.tree`;
+            default True). Statements are facts (``mode="facts"`` or extracted by an LLM), never
+            conversation turns.
+        supersede_threshold: Cosine at or above which a stored statement is a candidate for being
+            superseded (0.5: below ``relate_threshold``, since a changed value moves the embedding,
+            "lives in Lisbon" / "lives in Warsaw"; the rule itself then decides).
 
     """
 
@@ -122,6 +129,8 @@ class ReaderConfig(BaseModel):
     fine_window: int = Field(default=8, ge=1)
     fine_max_retries: int = Field(default=2, ge=0)
     key_phrases: int = Field(default=5, ge=0)
+    supersede: bool = True
+    supersede_threshold: float = Field(default=0.5, gt=0.0, le=1.0)
 
 
 class FusionMethod(StrEnum):

@@ -97,11 +97,13 @@ from memos_agents.plaintext.stores.vector_index import HNSWParams
 from memos_agents.plaintext.tree import TreeOrganizer
 from memos_agents.prompts import answer as answer_prompt
 from memos_agents.schema import (
+    Edge,
     LifecycleState,
     MemoryItem,
     MemoryType,
     Message,
     NodeKind,
+    RelationType,
     ScoredMemory,
     SearchFilters,
     Visibility,
@@ -647,6 +649,51 @@ class MemOS:
         """Async twin of :meth:`list_cubes`."""
         return cast(list[CubeHeader], await self._arun(self._ops([base.ListCubesOp()]), user_id))
 
+    # -- MemLifecycle: what a statement replaced -------------------------------------------------------
+    #: How far :meth:`superseded` walks back.
+    MAX_SUPERSEDED = 50
+
+    def superseded(self, memory_id: str, user_id: str, cube_id: str) -> list[MemoryItem]:
+        """Return the statements a memory superseded, newest first, through every earlier replacement.
+
+        A new statement that restates a stored one with a value changed supersedes it (SUPERSEDES
+        edges; see :mod:`memos_agents.plaintext.tree`): the older one is archived, out of the
+        default search. This walks back from ``memory_id`` (at most :attr:`MAX_SUPERSEDED` steps),
+        e.g. "lives in Porto" ← "lives in Lisbon" ← "lives in Berlin". Needs read on the cube; items
+        the caller may not read are left out.
+
+        Raises:
+            InvalidInputError: Malformed ids.
+            MemoryNotFoundError: No such memory in the cube.
+            CubeNotFoundError / PermissionDeniedError: As the store checks them.
+
+        """
+        return self._run(self._superseded(memory_id, cube_id), user_id)
+
+    async def asuperseded(self, memory_id: str, user_id: str, cube_id: str) -> list[MemoryItem]:
+        """Async twin of :meth:`superseded`."""
+        return await self._arun(self._superseded(memory_id, cube_id), user_id)
+
+    def _superseded(self, memory_id: str, cube_id: str) -> Flow[list[MemoryItem]]:
+        cube_id, memory_id = validate_id(cube_id, "cube_id"), validate_id(memory_id, "memory id")
+        (found,) = yield [base.GetOp(cube_id, [memory_id])]
+        if not found:
+            raise MemoryNotFoundError(f"no memory {memory_id!r} in cube {cube_id!r}")
+        chain: list[MemoryItem] = []
+        seen, frontier = {memory_id}, [memory_id]
+        while frontier and len(chain) < self.MAX_SUPERSEDED:
+            (edges,) = yield [base.EdgesOp(cube_id, frontier, [RelationType.SUPERSEDES], "out")]
+            back = [e.target_id for e in cast(list[Edge], edges) if e.source_id in frontier and e.target_id not in seen]
+            older = list(dict.fromkeys(back))[: self.MAX_SUPERSEDED - len(chain)]
+            if not older:
+                break
+            seen.update(older)
+            (items,) = yield [base.GetOp(cube_id, older)]
+            items = sorted(cast(list[MemoryItem], items), key=lambda i: i.event_time or i.created_at, reverse=True)
+            chain += items
+            frontier = [i.id for i in items]
+        return chain
+
     # -- MemVault: versions, diffs, rollback ---------------------------------------------------------
     def history(self, memory_id: str, user_id: str, cube_id: str) -> list[ItemVersion]:
         """Return a memory's versions, oldest first, the current one last (if it was not deleted).
@@ -1038,7 +1085,7 @@ class MemOS:
             raise InvalidInputError("cube_ids must be a list of cube ids")
         else:
             cubes = [validate_id(c, "cube_id") for c in dict.fromkeys(cube_ids)]
-        lifecycle = MemLifecycle(chosen, clock=self.clock)
+        lifecycle = MemLifecycle(chosen, clock=self.clock, organizer=self.organizer)
         reports = []
         for cube_id in cubes:
             reports.append((yield from lifecycle.run_pass(cube_id)))
@@ -1427,7 +1474,9 @@ class MemOS:
             user_id: The caller (acting principal); needs write permission; recorded as each
                 item's ``author_id``.
             cube_id: Target cube (must exist).
-            mode: ``"fast"`` (no LLM) or ``"fine"`` (LLM fact extraction too).
+            mode: ``"fast"`` (no LLM: the turns in windows), ``"fine"`` (LLM fact extraction too) or
+                ``"facts"`` (each message's content is one fact as given, e.g. what a memory tool
+                saves; a fact that restates a stored one with a value changed supersedes it).
             session_id: Session for messages that carry none.
             subject_id: Whom the memories are about (each item's ``user_id``; default: the caller),
                 e.g. the user a service account writes for.
@@ -1482,7 +1531,7 @@ class MemOS:
         try:
             read_mode = ReadMode(mode)
         except ValueError as exc:
-            raise InvalidInputError(f"unknown mode {mode!r}; use 'fast' or 'fine'") from exc
+            raise InvalidInputError(f"unknown mode {mode!r}; use 'fast', 'fine' or 'facts'") from exc
         req = parse(
             AddRequest,
             {
@@ -1511,7 +1560,8 @@ class MemOS:
         if redacted:  # kinds and counts only, never values
             events.append(base.RecordEventOp(req.cube_id, "redacted", {"kinds": redacted, "by": req.user_id}))
         for attempt in range(self.WRITE_ATTEMPTS):
-            update = yield from self.organizer.plan(req.cube_id, items, read.edges, now=self.clock())
+            decide = self.reader.decide if req.mode is ReadMode.FINE and self.llm is not None else None
+            update = yield from self.organizer.plan(req.cube_id, items, read.edges, now=self.clock(), decide=decide)
             try:  # the plan, the failures and the caller's permission: one transaction
                 yield [base.WriteOp(req.cube_id, update.batch), *events]
             except VersionConflictError:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from memos_agents.bench import percentile
+from memos_agents.bench import percentile, save_chart
 from memos_agents.cube import CubeHeader, StorageProfile
 from memos_agents.plaintext.stores.base import BaseMemoryStore, CallContext, CountOp
 from memos_agents.schema import MemoryItem
@@ -147,22 +147,15 @@ def write_results(results: dict[str, dict[str, Any]], out: str | Path) -> list[P
     for name, r in results.items():
         lines.append(f"- {name}: " + ", ".join(f"{v['entries']:,} entries {v['seconds']} s" for v in r["verify"]))
     paths[1].write_text("\n".join(lines) + "\n")
-    try:
-        import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return paths
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, r in results.items():
-        ax.plot([v["entries"] for v in r["verify"]], [v["seconds"] for v in r["verify"]], marker="o", label=name)
-    ax.set_xlabel("entries in the chain")
-    ax.set_ylabel("audit verify (s)")
-    ax.set_title("memos bench audit: verifying one chain")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out_dir / "audit.png", dpi=120)
-    plt.close(fig)
-    paths.append(out_dir / "audit.png")
+    def draw(ax: Any) -> None:
+        for name, r in results.items():
+            ax.plot([v["entries"] for v in r["verify"]], [v["seconds"] for v in r["verify"]], marker="o", label=name)
+        ax.set_xlabel("entries in the chain")
+        ax.set_ylabel("audit verify (s)")
+        ax.set_title("memos bench audit: verifying one chain")
+        ax.legend()
+
+    if save_chart(out_dir / "audit.png", draw):
+        paths.append(out_dir / "audit.png")
     return paths

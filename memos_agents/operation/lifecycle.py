@@ -18,7 +18,13 @@ run``) follows a typed :class:`LifecyclePolicy`:
    (MemVault keeps their last version until ``purge_versions``).
 3. **Consolidation**: working memories older than ``promote_working_after_hours`` become
    long-term memories.
-4. **Decay** (off unless ``archive_below_activation`` is set): ``activated`` memories whose ACT-R
+4. **Near-duplicates** (off unless ``consolidate_changed_within_hours`` is set): memories written
+   in that window (the store's change index, :class:`~memos_agents.plaintext.stores.base.ChangedSinceOp`)
+   that are near-duplicates of a stored memory are merged as on write
+   (:meth:`~memos_agents.plaintext.tree.TreeOrganizer.consolidate`): those written without meeting
+   each other (concurrent adds, imports, rollbacks). Set the window to the interval between
+   passes: a pass then reads only what changed since the one before.
+5. **Decay** (off unless ``archive_below_activation`` is set): ``activated`` memories whose ACT-R
    base-level activation (:mod:`memos_agents.plaintext.decay`: age, use count, last use) fell
    below the threshold are ``archived`` (kept, searchable by asking for ``archived``, movable
    back). Only memories unused for ``exp(-threshold / d)`` seconds can be below it, so the step
@@ -64,7 +70,8 @@ from memos_agents.errors import (
 from memos_agents.flow import Flow
 from memos_agents.plaintext.decay import DEFAULT_DECAY, idle_seconds_below, item_activation
 from memos_agents.plaintext.stores import base
-from memos_agents.schema import LifecycleState, MemoryItem, MemoryType, SearchFilters, utcnow
+from memos_agents.plaintext.tree import TreeOrganizer, TreeSnapshot
+from memos_agents.schema import LifecycleState, MemoryItem, MemoryType, NodeKind, SearchFilters, utcnow
 
 __all__ = [
     "TRANSITIONS",
@@ -136,6 +143,8 @@ class LifecyclePolicy(BaseModel):
             (default 30; None: never).
         promote_working_after_hours: Turn working memories older than this into long-term
             memories (default 24; None: never).
+        consolidate_changed_within_hours: Merge near-duplicates among memories written in the
+            last this many hours (None, the default: never; see step 4).
         archive_below_activation: Archive ``activated`` memories whose ACT-R activation is
             below this (None, the default: never). E.g. -7.5 archives a memory stored and never
             used for about 38 days; each use lifts it (see :mod:`memos_agents.plaintext.decay`).
@@ -149,6 +158,7 @@ class LifecyclePolicy(BaseModel):
     expire: bool = True
     purge_expired_after_days: float | None = Field(default=30.0, ge=0, le=36_500)
     promote_working_after_hours: float | None = Field(default=24.0, ge=0, le=876_000)
+    consolidate_changed_within_hours: float | None = Field(default=None, gt=0, le=876_000)
     archive_below_activation: float | None = Field(default=None, ge=-100, le=100)
     decay_rate: float = Field(default=DEFAULT_DECAY, gt=0, lt=1)
     max_items: int = Field(default=10_000, ge=1, le=100_000)
@@ -202,6 +212,7 @@ class LifecycleReport(BaseModel):
         expired: Items moved to ``expired``.
         purged: Expired items deleted after retention.
         promoted: Working memories made long-term.
+        consolidated: Merged memories made from near-duplicates (their originals archived).
         archived: Memories archived by decay.
         skipped: Items whose move the store refused (id -> the error), retried by the next pass.
         more: Whether a step stopped at ``max_items`` (the next pass goes on).
@@ -214,6 +225,7 @@ class LifecycleReport(BaseModel):
     expired: list[str] = Field(default_factory=list)
     purged: list[str] = Field(default_factory=list)
     promoted: list[str] = Field(default_factory=list)
+    consolidated: list[str] = Field(default_factory=list)
     archived: list[str] = Field(default_factory=list)
     skipped: dict[str, str] = Field(default_factory=dict)
     more: bool = False
@@ -225,12 +237,20 @@ class MemLifecycle:
     Args:
         policy: The maintenance policy (default :class:`LifecyclePolicy`).
         clock: Returns "now" (UTC); injectable for tests (default: the system clock).
+        organizer: Merges near-duplicates for the consolidation step (default: default thresholds).
 
     """
 
-    def __init__(self, policy: LifecyclePolicy | None = None, *, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        policy: LifecyclePolicy | None = None,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        organizer: TreeOrganizer | None = None,
+    ) -> None:
         self.policy = policy or LifecyclePolicy()
         self.clock = clock
+        self.organizer = organizer or TreeOrganizer()
 
     def transition(self, cube_id: str, ids: Sequence[str], to: LifecycleState | str) -> Flow[list[MemoryItem]]:
         """Move the items ``ids`` of a cube to state ``to`` in one write (all or none); return them as stored.
@@ -302,6 +322,9 @@ class MemLifecycle:
                 report,
             )
             report.more |= len(report.promoted) >= p.max_items
+        if p.consolidate_changed_within_hours is not None:
+            since = now - timedelta(hours=p.consolidate_changed_within_hours)
+            report.consolidated = yield from self._consolidate(cube_id, since, report)
         if p.archive_below_activation is not None:
             threshold, d = p.archive_below_activation, p.decay_rate
             idle_cut = now - timedelta(seconds=min(idle_seconds_below(threshold, d), 3.0e9))
@@ -323,6 +346,51 @@ class MemLifecycle:
             report.more |= read >= p.max_items
         report.seconds = time.perf_counter() - started
         return report
+
+    def _consolidate(self, cube_id: str, since: datetime, report: LifecycleReport) -> Flow[list[str]]:
+        """Merge near-duplicates among memories changed since ``since`` (step 4); return the merged items' ids."""
+        p = self.policy
+        k = TreeOrganizer.NEIGHBOURS + 1  # each finds itself too
+        for attempt in range(WRITE_ATTEMPTS):
+            (changed,) = yield [base.ChangedSinceOp(cube_id, since)]
+            ids = cast(list[str], changed)[: p.max_items]
+            report.more |= len(changed) > p.max_items
+            if not ids:
+                return []
+            (found,) = yield [base.GetOp(cube_id, ids, with_embeddings=True)]
+            items = [
+                i
+                for i in cast(list[MemoryItem], found)
+                if i.status is LifecycleState.ACTIVATED and i.embedding is not None and i.node_kind is NodeKind.MEMORY
+            ]
+            if not items:
+                return []
+            hits = yield [
+                base.VectorSearchOp(cube_id, i.embedding or [], k, SearchFilters(user_id=i.user_id)) for i in items
+            ]
+            floor = self.organizer.config.merge_threshold
+            wanted = list(dict.fromkeys(h for found_hits in hits for h, sc in found_hits if sc >= floor))
+            stored: dict[str, MemoryItem] = {}
+            if wanted:
+                (near,) = yield [base.GetOp(cube_id, wanted, with_embeddings=True)]
+                stored = {i.id: i for i in cast(list[MemoryItem], near)}
+            snapshot = TreeSnapshot(
+                {
+                    i.id: [(stored[h], sc) for h, sc in found_hits if sc >= floor and h in stored]
+                    for i, found_hits in zip(items, hits, strict=True)
+                }
+            )
+            update = self.organizer.consolidate(items, snapshot)
+            if not update.batch.add:
+                return []
+            try:
+                yield [base.WriteOp(cube_id, update.batch)]
+            except VersionConflictError:
+                if attempt + 1 == WRITE_ATTEMPTS:
+                    raise
+                continue
+            return update.memory_ids
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _move(
         self,

@@ -16,26 +16,31 @@ After MemOS's MemReader (MemTensor, 2025, §5.3):
   After ``fine_max_retries`` retries the window is recorded as a failure; the raw turns are stored
   either way, and each fact is linked to the turns it came from (DERIVED_FROM).
 
+* ``facts`` mode stores each message's content as one fact, as given (``origin=direct``; no
+  window, no LLM): what a memory tool saves ("Ann lives in Porto").
+
 Window items carry ``origin=turns`` and their turn count in the typed ``turns`` field; facts carry
 ``origin=extracted``. Nothing that code branches on is kept in ``metadata``.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from memos_agents.config import ReaderConfig
-from memos_agents.errors import ConfigError, ModelError
+from memos_agents.errors import ConfigError, InvalidInputError, ModelError
 from memos_agents.models.embedders import BaseEmbedder
 from memos_agents.models.llm import BaseLLM, first_stop
 from memos_agents.plaintext.text import key_phrases
-from memos_agents.prompts import extract_facts
+from memos_agents.prompts import extract_facts, update_memory
+from memos_agents.prompts.update_memory import MemoryDecision
 from memos_agents.schema import (
     MAX_LABEL_CHARS,
     Edge,
@@ -49,6 +54,7 @@ from memos_agents.schema import (
 )
 
 log = logging.getLogger(__name__)
+P = TypeVar("P")
 
 
 class ReadMode(StrEnum):
@@ -56,6 +62,7 @@ class ReadMode(StrEnum):
 
     FAST = "fast"
     FINE = "fine"
+    FACTS = "facts"
 
 
 @dataclass
@@ -88,7 +95,8 @@ class MemReader:
         Args:
             messages: Turns in conversation order.
             user_id: Owner recorded on every item.
-            mode: ``fast`` (no LLM) or ``fine`` (LLM extraction as well).
+            mode: ``fast`` (no LLM), ``fine`` (LLM extraction as well) or ``facts`` (each message's
+                content stored as one fact, as given: what a memory tool saves).
 
         Returns:
             Items with embeddings, DERIVED_FROM edges (fine mode), and extraction failures.
@@ -100,6 +108,8 @@ class MemReader:
         """
         if mode == ReadMode.FINE and self.llm is None:
             raise ConfigError("fine mode needs an LLM; configure one or use mode='fast'")
+        if mode == ReadMode.FACTS:
+            return self._facts(messages, user_id)
         lines = self.embedding_texts(messages)
         turn_vectors = self.embed(lines)
         result = ReadResult()
@@ -120,6 +130,33 @@ class MemReader:
                 for fact, vec in zip(facts, self.embed([f.text for f in facts]), strict=True):
                     fact.embedding = vec.tolist()
         return result
+
+    def _facts(self, messages: Sequence[Message], user_id: str | None) -> ReadResult:
+        """``facts`` mode: each message's content is one fact as given (``origin=direct``; no window, no LLM)."""
+        items = []
+        for m in messages:
+            text = " ".join(m.content.split())
+            if not text:
+                raise InvalidInputError("a fact must not be blank")
+            phrases = [p[:MAX_LABEL_CHARS] for p in key_phrases(text, self.config.key_phrases)]
+            items.append(
+                MemoryItem(
+                    text=text,
+                    key=phrases[0] if phrases else None,
+                    tags=phrases,
+                    sources=Sources(
+                        message_ids=[m.id] if m.id else [],
+                        session_ids=[m.session_id] if m.session_id else [],
+                        speakers=[m.speaker],
+                    ),
+                    user_id=user_id,
+                    origin=MemoryOrigin.DIRECT,
+                    event_time=m.timestamp,
+                )
+            )
+        for item, vec in zip(items, self.embed([i.text for i in items]), strict=True):
+            item.embedding = vec.tolist()
+        return ReadResult(items=items)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embed texts with the embedder, checking what it returns.
@@ -203,21 +240,7 @@ class MemReader:
         turns = [messages[p] for p in window]
         ids = [m.id or f"T{p}" for m, p in zip(turns, window, strict=True)]
         prompt = extract_facts.build_messages([m.model_copy(update={"id": i}) for m, i in zip(turns, ids, strict=True)])
-        errors: list[str] = []
-        parsed = None
-        attempt = prompt
-        for _attempt in range(self.config.fine_max_retries + 1):
-            try:
-                reply = call_llm(self.llm, attempt, max_tokens=512)
-            except ModelError as exc:  # the call failed: nothing to show the model, resend as it was
-                errors.append(str(exc)[:300])
-                continue
-            try:
-                parsed = extract_facts.parse(reply)
-                break
-            except ValueError as exc:  # show the model its reply and what was wrong with it
-                errors.append(str(exc)[: extract_facts.MAX_ERROR_CHARS])
-                attempt = extract_facts.retry_messages(prompt, reply, errors[-1])
+        parsed, errors = self._ask(prompt, extract_facts.parse, '{"facts": [...]}', max_tokens=512)
         if parsed is None:
             log.warning("fact extraction failed for %d turns: %s", len(window), errors[-1])
             result.failures.append({"task": "extract_facts", "message_ids": [m.id for m in turns], "errors": errors})
@@ -244,6 +267,58 @@ class MemReader:
             )
             result.items.append(item)
             result.edges.extend(Edge(source_id=item.id, target_id=t, type=RelationType.DERIVED_FROM) for t in sources)
+
+    def _ask(
+        self, prompt: list[dict[str, str]], parse: Callable[[str], P], form: str, *, max_tokens: int
+    ) -> tuple[P | None, list[str]]:
+        """Ask the LLM and parse its reply (up to ``fine_max_retries`` retries); return ``(parsed or None, errors)``.
+
+        A failed call is resent as it was; a reply that does not parse is shown to the model with
+        what was wrong with it (:func:`~memos_agents.prompts.extract_facts.retry_messages`).
+        """
+        assert self.llm is not None
+        errors: list[str] = []
+        attempt = prompt
+        for _attempt in range(self.config.fine_max_retries + 1):
+            try:
+                reply = call_llm(self.llm, attempt, max_tokens=max_tokens)
+            except ModelError as exc:  # the call failed: nothing to show the model, resend as it was
+                errors.append(str(exc)[:300])
+                continue
+            try:
+                return parse(reply), errors
+            except ValueError as exc:  # show the model its reply and what was wrong with it
+                errors.append(str(exc)[: extract_facts.MAX_ERROR_CHARS])
+                attempt = extract_facts.retry_messages(prompt, reply, errors[-1], form)
+        return None, errors
+
+    def decide(self, candidates: Sequence[tuple[MemoryItem, Sequence[MemoryItem]]]) -> dict[str, MemoryDecision]:
+        """Ask the LLM what each new fact does to the stored facts close to it (see ``prompts.update_memory``).
+
+        Args:
+            candidates: ``(new fact, stored facts close to it)`` pairs.
+
+        Returns:
+            New fact id -> the validated decision. A fact whose decision failed every retry is left
+            out (the caller falls back to the rule) and logged.
+
+        """
+        if self.llm is None:
+            return {}
+        out: dict[str, MemoryDecision] = {}
+        for new, stored in candidates:
+            ids = [i.id for i in stored]
+            decision, errors = self._ask(
+                update_memory.build_messages(new, stored),
+                functools.partial(update_memory.parse, allowed=ids),
+                '{"action": ..., "target": ...}',
+                max_tokens=64,
+            )
+            if decision is None:
+                log.warning("memory update decision failed, the rule decides: %s", errors[-1] if errors else "")
+                continue
+            out[new.id] = decision
+        return out
 
     def parse_query(self, query: str) -> MemoryQuery:
         """Turn a question into a :class:`MemoryQuery`."""

@@ -204,3 +204,40 @@ def same_statement(a: str, b: str) -> bool:
     facts_b, names_b, words_b = _fact_tokens(b)
     names = names_a | names_b
     return facts_a == facts_b and names & words_a == names & words_b
+
+
+def changed_value(old: str, new: str) -> bool:
+    """Whether ``new`` restates ``old`` with a value changed: the superseding rule of MemLifecycle without an LLM.
+
+    The texts' content terms (:func:`content_terms`) split into what both share (the statement's
+    frame: "alice", "favourite", "colour") and what each alone holds (the value: "blue" /
+    "green"). ``new`` changes a value of ``old`` when they share terms and either
+
+    * each holds one value of its own, one term or two adjacent ones ("Porto", "New York"), and
+      the shared frame is at least as large (``"the door code is 4711"`` → ``"the door code is
+      1234"``; not "these days Ann likes red" → "these days Bob likes blue": two values), or
+    * they hold the same terms but are not the same statement (:func:`same_statement`: a negation,
+      a number or date written differently).
+
+    Both must also open with the same content term, the statement's subject ("ann", "door"):
+    "Bob lives in Porto" restates "Ann lives in Porto" for someone else, not with a new value.
+    A text that only adds terms (``"... in May"``) refines rather than changes a value (False).
+    A heuristic: "likes tea" → "likes coffee" also counts as a change. Callers also require
+    the same subject (``user_id``) and a close embedding.
+    """
+    terms_a, terms_b = content_terms(old), content_terms(new)
+    if not terms_a or not terms_b or terms_a[0] != terms_b[0]:
+        return False
+    a, b = set(terms_a), set(terms_b)
+    shared, gone, came = a & b, a - b, b - a
+    if not gone and not came:
+        return not same_statement(old, new)
+    return _one_phrase(terms_a, gone) and _one_phrase(terms_b, came) and len(shared) >= max(len(gone), len(came))
+
+
+def _one_phrase(terms: list[str], part: set[str]) -> bool:
+    """Whether ``part`` is one or two terms next to each other in ``terms`` (one value: "Porto", "New York")."""
+    if not 1 <= len(part) <= 2:
+        return False
+    at = sorted(terms.index(t) for t in part)
+    return at[-1] - at[0] == len(at) - 1

@@ -25,13 +25,24 @@ newest stored turn of the session (resolved in the transaction).
   they stay reachable.
 * **Related items linked** — RELATE_TO to the most similar non-overlapping active memory of the
   same user when it lies in another session and the cosine is at least ``relate_threshold``.
+* **Superseded statements archived** (MemLifecycle's conflicts and updates; ``ReaderConfig.supersede``)
+  — a new *statement* (a fact: stored as given with ``mode="facts"`` or extracted by an LLM;
+  never conversation turns, which are the record of what was said) supersedes a stored statement
+  of the same subject and visibility (both expiring or neither) among its
+  ``STATEMENT_NEIGHBOURS`` nearest whose cosine is at least ``supersede_threshold`` (a changed
+  value moves the embedding) when it is not older and, by the rule :func:`~memos_agents.plaintext.text.changed_value`,
+  restates it with a value changed. In fine mode the LLM decides instead
+  (:mod:`~memos_agents.prompts.update_memory`: add, update = merge, supersede, ignore), the rule
+  deciding where its answer failed. The new statement SUPERSEDES the old one (an edge from new
+  to old: the old one is superseded by it), which is archived, never deleted: search returns the
+  current statement and ``MemOS.superseded`` walks back through what it replaced.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar, cast
@@ -39,8 +50,10 @@ from typing import Any, TypeVar, cast
 import numpy as np
 
 from memos_agents.config import ReaderConfig
+from memos_agents.flow import Compute, Flow
 from memos_agents.plaintext.stores.base import FollowLink, GetOp, Op, VectorSearchOp, WriteBatch
-from memos_agents.plaintext.text import content_terms, same_statement
+from memos_agents.plaintext.text import changed_value, content_terms, same_statement
+from memos_agents.prompts.update_memory import MemoryAction, MemoryDecision
 from memos_agents.schema import (
     ID_PATTERN,
     MAX_ITEM_TEXT_CHARS,
@@ -124,6 +137,42 @@ def _kept_apart(new: MemoryItem, old: MemoryItem, score: float) -> Edge | None:
     return None
 
 
+def is_statement(item: MemoryItem) -> bool:
+    """Whether an item states a fact that a newer statement can supersede.
+
+    Facts are: stored as given (``mode="facts"``, ``origin=direct``), extracted by an LLM, or a
+    one-line merge of such. Conversation turns are not: they are the record of what was said
+    ("we hiked in the Alps", then "in the Andes", are two events, not a correction).
+    """
+    if item.node_kind != NodeKind.MEMORY:
+        return False
+    if item.origin in (MemoryOrigin.EXTRACTED, MemoryOrigin.DIRECT):
+        return True
+    speaker = item.sources.speakers[0] if item.sources.speakers else None
+    return (
+        item.origin == MemoryOrigin.MERGED
+        and "\n" not in item.text
+        and not (speaker is not None and item.text.startswith(f"{speaker}: "))  # a merge of turns
+    )
+
+
+def _when(item: MemoryItem) -> datetime:
+    return item.event_time or item.created_at
+
+
+def _may_supersede(new: MemoryItem, old: MemoryItem) -> bool:
+    """Whether ``new`` may replace ``old`` at all: statements of one subject and visibility, expiry alike, not older."""
+    return (
+        is_statement(new)
+        and is_statement(old)
+        and new.user_id == old.user_id
+        and new.visibility == old.visibility
+        and (new.expires_at is None) == (old.expires_at is None)
+        and _when(new) >= _when(old)
+        and not _overlap(new, old)
+    )
+
+
 def _overlap(a: MemoryItem, b: MemoryItem) -> bool:
     """Whether two items share a turn: a message id within a common session (ids are reused across sessions)."""
     if not set(a.sources.message_ids) & set(b.sources.message_ids):
@@ -154,7 +203,8 @@ class TreeSnapshot:
 
     Attributes:
         neighbours: New item id → ``(stored item with embedding, cosine)``, best first, at least
-            ``relate_threshold``, among active memories of the same subject.
+            ``relate_threshold`` (for a statement: ``supersede_threshold`` when lower), among
+            active memories of the same subject.
 
     """
 
@@ -163,6 +213,8 @@ class TreeSnapshot:
 
 #: A sans-IO body: yields store op batches, is sent their results, returns a value.
 Body = Generator[list[Op], list[Any], T]
+#: Fine mode's decision step: ``(new fact, stored statements it may supersede)`` pairs -> decision per new fact id.
+Decider = Callable[[list[tuple[MemoryItem, list[MemoryItem]]]], dict[str, MemoryDecision]]
 
 
 class TreeOrganizer:
@@ -175,14 +227,23 @@ class TreeOrganizer:
 
     #: Stored neighbours read per new item.
     NEIGHBOURS = 3
+    #: Stored neighbours read per new statement (the statement it restates may rank below others
+    #: of the same frame: "Bob lives in Lisbon" beside "Ann lives in Porto" for "Ann lives in Lisbon").
+    STATEMENT_NEIGHBOURS = 10
 
     def __init__(self, config: ReaderConfig | None = None) -> None:
         self.config = config or ReaderConfig()
 
     def plan(
-        self, cube_id: str, items: Sequence[MemoryItem], edges: Sequence[Edge] = (), *, now: datetime | None = None
-    ) -> Body[TreeUpdate]:
-        """Read the snapshot (two store batches) and organize; a sans-IO body the facade drives.
+        self,
+        cube_id: str,
+        items: Sequence[MemoryItem],
+        edges: Sequence[Edge] = (),
+        *,
+        now: datetime | None = None,
+        decide: Decider | None = None,
+    ) -> Flow[TreeUpdate]:
+        """Read the snapshot (two store batches), ask ``decide`` if given, and organize; a flow the facade drives.
 
         Args:
             cube_id: Target cube.
@@ -190,6 +251,8 @@ class TreeOrganizer:
             edges: Edges that come with them (e.g. DERIVED_FROM from fine mode).
             now: The write's instant (default: the clock's now): stored memories whose
                 ``expires_at`` has passed are no neighbours (nothing merges into expired content).
+            decide: Fine mode's LLM decision (``MemReader.decide``), asked (one ``Compute`` step)
+                about each extracted fact that has stored statements it may supersede.
 
         Returns:
             The :class:`TreeUpdate` (nothing is written here).
@@ -199,7 +262,12 @@ class TreeOrganizer:
         hits: list[list[tuple[str, float]]] = (
             (
                 yield [
-                    VectorSearchOp(cube_id, i.embedding or [], self.NEIGHBOURS, SearchFilters(user_id=i.user_id))
+                    VectorSearchOp(
+                        cube_id,
+                        i.embedding or [],
+                        self.STATEMENT_NEIGHBOURS if self.config.supersede and is_statement(i) else self.NEIGHBOURS,
+                        SearchFilters(user_id=i.user_id),
+                    )
                     for i in searchable
                 ]
             )
@@ -207,7 +275,7 @@ class TreeOrganizer:
             else []
         )
         kept = {
-            i.id: [(h, sc) for h, sc in found if sc >= self.config.relate_threshold]
+            i.id: [(h, sc) for h, sc in found if sc >= self._floor(i)]
             for i, found in zip(searchable, hits, strict=True)
         }
         wanted = list(dict.fromkeys(h for found in kept.values() for h, _ in found))
@@ -219,10 +287,33 @@ class TreeOrganizer:
         snapshot = TreeSnapshot(
             {item_id: [(stored[h], sc) for h, sc in found if h in stored] for item_id, found in kept.items()}
         )
-        return self.organize(items, edges, snapshot)
+        decisions: dict[str, MemoryDecision] = {}
+        if decide is not None and self.config.supersede:
+            asks = [
+                (i, [h for h, _ in snapshot.neighbours.get(i.id, []) if _may_supersede(i, h)])
+                for i in items
+                if i.origin == MemoryOrigin.EXTRACTED
+            ]
+            asks = [(i, hits) for i, hits in asks if hits]
+            if asks:
+                decisions = yield Compute(lambda: decide(asks))
+        return self.organize(items, edges, snapshot, decisions)
 
-    def organize(self, items: Sequence[MemoryItem], edges: Sequence[Edge], snapshot: TreeSnapshot) -> TreeUpdate:
-        """Return the update that stores ``items`` with their tree edges, topics and merges (pure).
+    def _floor(self, item: MemoryItem) -> float:
+        """Return the lowest cosine at which a stored memory is a neighbour of ``item`` worth reading."""
+        cfg = self.config
+        if cfg.supersede and is_statement(item):
+            return min(cfg.relate_threshold, cfg.supersede_threshold)
+        return cfg.relate_threshold
+
+    def organize(
+        self,
+        items: Sequence[MemoryItem],
+        edges: Sequence[Edge],
+        snapshot: TreeSnapshot,
+        decisions: Mapping[str, MemoryDecision] | None = None,
+    ) -> TreeUpdate:
+        """Return the update that stores ``items`` with their tree edges, topics, merges and supersessions (pure).
 
         The input items are not changed: the batch holds copies.
 
@@ -230,6 +321,7 @@ class TreeOrganizer:
             items: New, embedded memory items in conversation order.
             edges: Edges that come with them.
             snapshot: Their nearest stored memories (see :meth:`plan`).
+            decisions: The LLM's decision per new fact id (fine mode); the rule decides for the others.
 
         Returns:
             A batch adding the items (duplicates archived), merged items, ensuring topic nodes,
@@ -240,7 +332,7 @@ class TreeOrganizer:
         batch = WriteBatch(edges=list(edges))
         self._follows(new, batch)
         self._topics(new, batch)
-        merged = self._dedupe_and_relate(new, snapshot, batch)
+        merged = self._dedupe_and_relate(new, snapshot, batch, decisions or {})
         batch.add = [*new, *batch.add]
         return TreeUpdate(
             batch=batch, memory_ids=[i.id for i in batch.add if i.node_kind == NodeKind.MEMORY], merged=merged
@@ -291,8 +383,53 @@ class TreeOrganizer:
             embedding=_unit(np.mean(np.asarray(vectors, dtype=np.float32), axis=0)) if vectors else None,
         )
 
-    def _dedupe_and_relate(self, items: Sequence[MemoryItem], snapshot: TreeSnapshot, batch: WriteBatch) -> int:
-        """Merge near-duplicates and link related items; return how many new items were archived.
+    def _supersede(
+        self,
+        item: MemoryItem,
+        neighbours: Sequence[tuple[MemoryItem, float]],
+        decision: MemoryDecision | None,
+        batch: WriteBatch,
+        archived_now: set[str],
+    ) -> tuple[MemoryItem, float] | None:
+        """Archive the stored statements ``item`` supersedes (SUPERSEDES edges); return a forced merge, if any.
+
+        With a ``decision`` (fine mode) it says what happens: ``supersede`` its target, ``update``
+        (returned: merge with the target), ``ignore`` (``item`` archived, MERGED_TO the target),
+        ``add`` (nothing). Without one, every neighbour that :func:`changed_value` says ``item``
+        restates with a value changed is superseded.
+        """
+        if not self.config.supersede:
+            return None
+        open_ = [(h, sc) for h, sc in neighbours if h.id not in archived_now and _may_supersede(item, h)]
+        if decision is not None:
+            target = next(((h, sc) for h, sc in open_ if h.id == decision.target), None)
+            if decision.action is MemoryAction.ADD or target is None:
+                return None
+            if decision.action is MemoryAction.UPDATE:
+                return target
+            if decision.action is MemoryAction.IGNORE:
+                item.status = LifecycleState.ARCHIVED
+                batch.edges.append(
+                    Edge(source_id=item.id, target_id=target[0].id, type=RelationType.MERGED_TO, weight=target[1])
+                )
+                return None
+            chosen = [target]
+        else:
+            chosen = [(h, sc) for h, sc in open_ if changed_value(h.text, item.text)]
+        for hit, score in chosen:
+            batch.update.append(hit.model_copy(update={"status": LifecycleState.ARCHIVED, "embedding": None}))
+            batch.edges.append(Edge(source_id=item.id, target_id=hit.id, type=RelationType.SUPERSEDES, weight=score))
+            archived_now.add(hit.id)
+        return None
+
+    def _dedupe_and_relate(
+        self,
+        items: Sequence[MemoryItem],
+        snapshot: TreeSnapshot,
+        batch: WriteBatch,
+        decisions: Mapping[str, MemoryDecision],
+    ) -> int:
+        """Supersede, merge near-duplicates and link related items; return how many new items were archived.
 
         ``items`` are this update's own copies: their status is set here.
         """
@@ -305,10 +442,16 @@ class TreeOrganizer:
             if item.node_kind != NodeKind.MEMORY or item.embedding is None:
                 continue
             vec = np.asarray(item.embedding, dtype=np.float32)
+            neighbours = snapshot.neighbours.get(item.id, [])
+            forced = self._supersede(item, neighbours, decisions.get(item.id), batch, archived_now)
+            if item.status is LifecycleState.ARCHIVED:  # the LLM says a stored fact already holds it
+                merged_count += 1
+                continue
             best_score, best, is_stored = -1.0, None, False
-            for hit, score in snapshot.neighbours.get(item.id, []):
+            for hit, score in [] if forced else neighbours:
                 if (
-                    hit.id in archived_now
+                    score < cfg.relate_threshold  # read only as a candidate to supersede
+                    or hit.id in archived_now
                     or _overlap(hit, item)
                     or hit.visibility != item.visibility
                     or (hit.expires_at is None) != (item.expires_at is None)
@@ -339,7 +482,10 @@ class TreeOrganizer:
                         batch.edges.append(kept_apart)
                         continue
                     best_score, best, is_stored = score, other, False
-            if best is None or best_score < cfg.merge_threshold:
+            if forced is not None:  # the LLM says it refines a stored fact: merged with it
+                best, best_score = forced
+                is_stored = True
+            elif best is None or best_score < cfg.merge_threshold:
                 pending.append((item, vec))
                 continue
             merged = self._merge(best, item)  # best is the older (stored or earlier in this batch)
@@ -360,6 +506,58 @@ class TreeOrganizer:
                     Edge(source_id=original.id, target_id=merged.id, type=RelationType.MERGED_TO, weight=best_score)
                 )
         return merged_count
+
+    def consolidate(self, changed: Sequence[MemoryItem], snapshot: TreeSnapshot) -> TreeUpdate:
+        """Merge stored near-duplicates found after they were written (MemLifecycle's consolidation step; pure).
+
+        For memories written without meeting each other (two concurrent adds, an import, a
+        rollback), the same test as on write: an active memory of ``changed`` and an active
+        neighbour of the same subject and visibility, expiry alike, sharing no turn, with cosine
+        at least ``merge_threshold``, the same statement on the same day (:func:`_kept_apart`
+        finds nothing), are merged as :meth:`_merge` does; the originals are archived and point
+        to the merge by MERGED_TO. Each memory takes part in one merge per call.
+
+        Args:
+            changed: Stored memories (with embeddings) to look at.
+            snapshot: Their nearest stored memories (each may list the memory itself: skipped).
+
+        Returns:
+            The update (merged items added, originals archived, MERGED_TO edges); ``merged``
+            counts the merges.
+
+        """
+        cfg = self.config
+        batch = WriteBatch()
+        taken: set[str] = set()
+        for item in changed:
+            if item.id in taken or item.status is not LifecycleState.ACTIVATED or item.node_kind != NodeKind.MEMORY:
+                continue
+            for hit, score in snapshot.neighbours.get(item.id, []):
+                if (
+                    hit.id == item.id
+                    or hit.id in taken
+                    or score < cfg.merge_threshold
+                    or hit.status is not LifecycleState.ACTIVATED
+                    or hit.visibility != item.visibility
+                    or (hit.expires_at is None) != (item.expires_at is None)
+                    or _overlap(hit, item)
+                ):
+                    continue
+                old, new = (hit, item) if _when(hit) <= _when(item) else (item, hit)
+                if _kept_apart(new, old, score) is not None:
+                    continue
+                merged = self._merge(old, new)
+                batch.add.append(merged)
+                for original in (old, new):
+                    batch.update.append(
+                        original.model_copy(update={"status": LifecycleState.ARCHIVED, "embedding": None})
+                    )
+                    batch.edges.append(
+                        Edge(source_id=original.id, target_id=merged.id, type=RelationType.MERGED_TO, weight=score)
+                    )
+                taken |= {old.id, new.id}
+                break
+        return TreeUpdate(batch=batch, memory_ids=[i.id for i in batch.add], merged=len(batch.add))
 
     def _merge(self, old: MemoryItem, new: MemoryItem) -> MemoryItem:
         """Merge a new item into an older near-duplicate stating the same thing, without losing either.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -31,7 +32,7 @@ MAX_ERROR_CHARS = 300
 
 RETRY = (
     "Your answer above is not valid: {error}\n"
-    'Reply with the corrected JSON only, of the form {{"facts": [...]}} as described, and nothing else.'
+    "Reply with the corrected JSON only, of the form {form} as described, and nothing else."
 )
 
 
@@ -82,13 +83,16 @@ def build_messages(turns: Sequence[Message]) -> list[dict[str, str]]:
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n".join(lines)}]
 
 
-def retry_messages(prompt: Sequence[dict[str, str]], reply: str, error: str) -> list[dict[str, str]]:
+def retry_messages(
+    prompt: Sequence[dict[str, str]], reply: str, error: str, form: str = '{"facts": [...]}'
+) -> list[dict[str, str]]:
     """Return the messages of a retry: the prompt, the model's invalid reply, and what was wrong with it.
 
     Args:
         prompt: The messages of the first attempt (from :func:`build_messages`).
         reply: The model's reply that did not validate.
         error: The validation error (cut to :data:`MAX_ERROR_CHARS` characters).
+        form: The shape of the JSON asked for, as the retry names it.
 
     Returns:
         ``prompt`` followed by the reply as an assistant message and a user message that states
@@ -101,7 +105,7 @@ def retry_messages(prompt: Sequence[dict[str, str]], reply: str, error: str) -> 
     return [
         *(dict(m) for m in prompt),
         {"role": "assistant", "content": reply},
-        {"role": "user", "content": RETRY.format(error=shown)},
+        {"role": "user", "content": RETRY.format(error=shown, form=form)},
     ]
 
 
@@ -126,6 +130,20 @@ def parse(raw: str) -> FactExtraction:
         ValueError: No JSON object validating against :class:`FactExtraction` was found.
 
     """
+    return parse_model(raw, FactExtraction, "fact")
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_model(raw: str, model: type[M], what: str) -> M:
+    """Parse an LLM's JSON answer into ``model``: bare JSON, JSON in a code fence, or JSON inside prose.
+
+    Raises:
+        ValueError: No JSON object validating against ``model`` (the message names ``what`` and
+            the first problems, for a retry).
+
+    """
     candidates = [m.group(1) for m in _FENCE.finditer(raw)]
     start, end = raw.find("{"), raw.rfind("}")
     if start != -1:
@@ -133,9 +151,9 @@ def parse(raw: str) -> FactExtraction:
     errors: list[str] = []
     for text in dict.fromkeys(candidates):
         try:
-            return FactExtraction.model_validate(json.loads(text))
+            return model.model_validate(json.loads(text))
         except (json.JSONDecodeError, ValidationError) as exc:
             errors.append(_describe(exc))
     raise ValueError(
-        "no valid fact JSON in LLM answer: " + ("; ".join(dict.fromkeys(errors)) or "no JSON object found")
+        f"no valid {what} JSON in LLM answer: " + ("; ".join(dict.fromkeys(errors)) or "no JSON object found")
     )

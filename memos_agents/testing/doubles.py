@@ -19,11 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from memos_agents.models.embedders import HashingEmbedder
 from memos_agents.models.llm import BaseLLM, ChatMessage, first_stop
 
-__all__ = ["HashingEmbedder", "LLMCall", "ScriptExhaustedError", "ScriptedLLM"]
+__all__ = ["HashingEmbedder", "LLMCall", "ManualClock", "ScriptExhaustedError", "ScriptedLLM"]
 
 
 class ScriptExhaustedError(RuntimeError):
@@ -140,3 +141,21 @@ class ScriptedLLM(BaseLLM):
         text = reply.lstrip()
         cut = first_stop(text, stops)
         return text[:cut] if cut >= 0 else reply
+
+
+class ManualClock:
+    """A clock a test moves by hand: ``MemOS(clock=...)``, ``MemLifecycle(clock=...)``, ``AccessTracker(clock=...)``.
+
+    It starts at the real time (stores stamp their own writes with the system clock, and
+    MemVault's reads go by those stamps), then moves only when :meth:`advance` is called.
+    """
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        """Move the clock forward by ``timedelta(**delta)`` (e.g. ``advance(days=30)``)."""
+        self.now += timedelta(**delta)

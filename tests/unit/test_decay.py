@@ -6,7 +6,7 @@ import asyncio
 import math
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -18,23 +18,14 @@ from memos_agents.plaintext.decay import activation, idle_seconds_below, recall_
 from memos_agents.plaintext.stores.base import RecordAccessOp
 from memos_agents.plaintext.stores.memory import InMemoryStore
 from memos_agents.schema import LifecycleState
+from memos_agents.testing.doubles import ManualClock
 
 pytestmark = pytest.mark.unit
 
 DAY = 86_400.0
 
 
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)  # starts at the real time: the store stamps writes with it
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
+Clock = ManualClock
 
 
 @pytest.fixture

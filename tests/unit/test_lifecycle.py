@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,8 @@ from memos_agents import MemOS
 from memos_agents.errors import ConfigError, InvalidInputError, LifecycleTransitionError, PermissionDeniedError
 from memos_agents.operation.lifecycle import TRANSITIONS, LifecyclePolicy, check_transition
 from memos_agents.plaintext.stores.base import WriteBatch
-from memos_agents.schema import LifecycleState, MemoryItem, MemoryType
+from memos_agents.schema import LifecycleState, MemoryItem, MemoryType, RelationType
+from memos_agents.testing.doubles import ManualClock
 
 pytestmark = pytest.mark.unit
 
@@ -37,17 +38,7 @@ LEGAL = {
 }
 
 
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)  # starts at the real time: the store stamps writes with it
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
+Clock = ManualClock
 
 
 @pytest.fixture
@@ -238,3 +229,25 @@ def test_merges_never_cross_expiry_and_never_revive_expired_content(mos: MemOS, 
     clock.advance(hours=1)  # everything with a TTL is past its expiry: a new one is no duplicate of it
     fresh = mos.add(said, "ann", "notes", ttl_s=60)
     assert fresh.merged == 0 and mos.get(fresh.ids[0], "ann", "notes").status == S.ACTIVATED
+
+
+def test_near_duplicates_written_apart_are_merged_by_a_pass(mos: MemOS) -> None:
+    text = "ann's bike is the red one with the basket"
+    (vector,) = mos.embedder.embed([text])
+    twins = [MemoryItem(text=text, embedding=[float(x) for x in vector]) for _ in range(2)]
+    other = MemoryItem(
+        text="ann plays chess on fridays", embedding=[float(x) for x in mos.embedder.embed(["chess"])[0]]
+    )
+    mos.store.apply("notes", WriteBatch(add=[*twins, other]))  # as an import would: never organised together
+    policy = {"consolidate_changed_within_hours": 1, "purge_expired_after_days": None}
+    (report,) = mos.run_lifecycle("ann", ["notes"], policy=policy)
+    assert len(report.consolidated) == 1
+    (merged,) = mos.store.get("notes", report.consolidated)
+    assert merged.text == text and merged.status is S.ACTIVATED
+    statuses = {i.id: i.status for i in mos.store.get("notes", [t.id for t in twins] + [other.id])}
+    assert statuses == {twins[0].id: S.ARCHIVED, twins[1].id: S.ARCHIVED, other.id: S.ACTIVATED}
+    edges = mos.store.get_edges("notes", [t.id for t in twins], [RelationType.MERGED_TO], "out")
+    assert sorted(e.source_id for e in edges) == sorted(t.id for t in twins)
+    assert {e.target_id for e in edges} == {merged.id}
+    assert mos.run_lifecycle("ann", ["notes"], policy=policy)[0].consolidated == []  # nothing left to merge
+    assert [h.item.id for h in mos.search("ann's bike", "ann", ["notes"], top_k=1)] == [merged.id]
