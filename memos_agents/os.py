@@ -26,6 +26,7 @@ drive it on the calling thread, their ``a``-prefixed async twins on the store's 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -239,6 +240,13 @@ def build_store(config: MemOSConfig) -> base.BaseMemoryStore:
     )
 
 
+def _uses(cube_id: str, ids: Sequence[str], at: datetime) -> list[base.Op]:
+    """Return ops recording one use of each of ``ids`` (a memory brought back is one in use: decay restarts)."""
+    ids = list(dict.fromkeys(ids))
+    step = base.MAX_ACCESS_ITEMS
+    return [base.RecordAccessOp(cube_id, dict.fromkeys(ids[i : i + step], 1), at) for i in range(0, len(ids), step)]
+
+
 def _lifecycle_policy(policy: LifecyclePolicy | dict[str, Any] | str | Path | None) -> LifecyclePolicy:
     """Return a lifecycle policy from a policy, its fields, or a file path (None: the default).
 
@@ -312,12 +320,10 @@ class MemOS:
         self.organizer = TreeOrganizer(self.config.reader)
         self.retriever = HybridRetriever(self.config.retrieval)
         self.scheduler = MemScheduler(token_counter or TokenCounter(self.config.tokenizer_encoding))
+        self._idle_cursors: dict[str, tuple[datetime, str]] = {}  # MemLifecycle's decay step, per cube
+        self._flushing: asyncio.Task[int] | None = None  # an async-only store's pending flush
         #: Buffers memory uses (search results, reads) for decay; None when ``config.track_access`` is off.
-        self.access: AccessTracker | None = (
-            AccessTracker(self.store, flush_s=self.config.access_flush_s, clock=lambda: self.clock())
-            if self.config.track_access
-            else None
-        )
+        self.access: AccessTracker | None = self._tracker()
 
     @classmethod
     def from_path(cls, home: str | Path, **kwargs: Any) -> MemOS:
@@ -345,14 +351,28 @@ class MemOS:
             raise ConfigError(f"invalid MemOS configuration: {exc}") from exc
         return cls(config, **parts)
 
+    def _tracker(self) -> AccessTracker | None:
+        if not self.config.track_access:
+            return None
+        return AccessTracker(
+            self.store,
+            flush_s=self.config.access_flush_s,
+            clock=lambda: self.clock(),
+            threaded=self.store.sync_path,
+        )
+
     def setup(self) -> MemOS:
         """Open the store and apply migrations (idempotent). Returns self."""
         self.store.setup()
+        if self.access is not None and self.access.closed:  # reopened after close: track again
+            self.access = self._tracker()
         return self
 
     async def asetup(self) -> MemOS:
         """Async twin of :meth:`setup`."""
         await self.store.asetup()
+        if self.access is not None and self.access.closed:
+            self.access = self._tracker()
         return self
 
     def close(self) -> None:
@@ -378,6 +398,15 @@ class MemOS:
     def _note_access(self, items: Iterable[MemoryItem]) -> None:
         if self.access is not None:
             self.access.note((i.cube_id, i.id) for i in items)
+
+    def _aflush_soon(self) -> None:
+        """For a tracker without a thread (async-only store): schedule a flush on this loop when one is due."""
+        tracker = self.access
+        if tracker is None or tracker.threaded or not tracker.due():
+            return
+        if self._flushing is not None and not self._flushing.done():
+            return
+        self._flushing = asyncio.get_running_loop().create_task(tracker.aflush())
 
     def __enter__(self) -> MemOS:
         return self.setup()
@@ -791,7 +820,11 @@ class MemOS:
                 keep = [e for e in edges if {e.source_id, e.target_id} - {memory_id} <= exists]
                 batch = base.WriteBatch(add=[target.item.model_copy(update={"version": last + 1})], edges=keep)
             try:
-                (written, _) = yield [base.WriteOp(cube_id, batch), event]
+                (written, _, *_) = yield [
+                    base.WriteOp(cube_id, batch),
+                    event,
+                    *_uses(cube_id, [memory_id], self.clock()),
+                ]
             except (VersionConflictError, InvalidInputError) as exc:
                 # a concurrent update (version), re-add (id taken) or edge-end delete: read again
                 if attempt + 1 == self.WRITE_ATTEMPTS or isinstance(exc, SensitiveDataError):
@@ -847,9 +880,8 @@ class MemOS:
             then = {i.id: i for i in cast(base.CubeSnapshot, then_snap).items}
             now = {i.id: i for i in cast(list[MemoryItem], now_items)}
             update = [then[i].model_copy(update={"version": now[i].version}) for i in ids if i in then and i in now]
-            update = [
-                u for u in update if u.model_dump(exclude={"version"}) != now[u.id].model_dump(exclude={"version"})
-            ]
+            same = {"version", "access_count", "last_accessed_at"}  # uses since are no change to undo
+            update = [u for u in update if u.model_dump(exclude=same) != now[u.id].model_dump(exclude=same)]
             readd = [i for i in ids if i in then and i not in now]
             delete = [i for i in ids if i not in then and i in now]
             histories = (yield [base.HistoryOp(cube_id, i) for i in readd]) if readd else []
@@ -878,6 +910,7 @@ class MemOS:
             ops += [
                 base.WriteOp(cube_id, base.WriteBatch(update=update, add=add, edges=edges)),
                 base.RecordEventOp(cube_id, "rollback", payload),
+                *_uses(cube_id, [*readd, *(u.id for u in update)], self.clock()),  # brought back: in use
             ]
             try:
                 yield ops
@@ -1085,7 +1118,7 @@ class MemOS:
             raise InvalidInputError("cube_ids must be a list of cube ids")
         else:
             cubes = [validate_id(c, "cube_id") for c in dict.fromkeys(cube_ids)]
-        lifecycle = MemLifecycle(chosen, clock=self.clock, organizer=self.organizer)
+        lifecycle = MemLifecycle(chosen, clock=self.clock, organizer=self.organizer, cursors=self._idle_cursors)
         reports = []
         for cube_id in cubes:
             reports.append((yield from lifecycle.run_pass(cube_id)))
@@ -1591,7 +1624,9 @@ class MemOS:
 
     async def aget(self, memory_id: str, user_id: str, cube_id: str, *, as_of: datetime | None = None) -> MemoryItem:
         """Async twin of :meth:`get`."""
-        return await self._arun(self._get(memory_id, user_id, cube_id, as_of), user_id)
+        item = await self._arun(self._get(memory_id, user_id, cube_id, as_of), user_id)
+        self._aflush_soon()
+        return item
 
     def _get(self, memory_id: str, user_id: str, cube_id: str, as_of: datetime | None = None) -> Flow[MemoryItem]:
         req = parse(GetRequest, {"memory_id": memory_id, "user_id": user_id, "cube_id": cube_id})
@@ -1774,7 +1809,9 @@ class MemOS:
     ) -> list[ScoredMemory]:
         """Async twin of :meth:`search` (the store's async path; embedding in a worker thread)."""
         req = self._search_request(query, user_id, cube_ids, top_k, filters, token_budget, as_of=as_of)
-        return await self._arun(self._search(req), user_id)
+        results = await self._arun(self._search(req), user_id)
+        self._aflush_soon()
+        return results
 
     def _search_request(
         self,

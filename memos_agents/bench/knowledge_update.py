@@ -8,6 +8,9 @@ A generated, seeded set of facts that change over time (no LLM, no external data
 * A change restates the fact in the same words with the new value ("Maria lives in Porto" after
   "Maria lives in Lisbon") or, with probability ``paraphrase``, in other words ("Maria has moved
   to Porto"): the rule of MemLifecycle (no LLM) recognises only the first kind, by design.
+* Besides, each person has 2 kinds of fact that hold several values at once (languages spoken,
+  pets, allergies, games played, places visited), 2-3 values each: all stay true, so each of them
+  archived counts as a false positive of superseding.
 * Every statement is one fact, added on its own (``mode="facts"``, as a memory tool saves one) at
   its date, all subjects interleaved in time order, into one cube of one user.
 
@@ -108,6 +111,17 @@ ATTRIBUTES = (
 )
 
 
+#: Facts that hold several values at once ("speaks French", "speaks Spanish"): every one stays
+#: true, so superseding any of them is a false positive.
+COEXISTING = (
+    ("{s} speaks {v}", ("French", "Spanish", "German", "Italian", "Japanese", "Arabic")),
+    ("{s} has a {v}", ("dog", "cat", "parrot", "rabbit", "hamster")),
+    ("{s} is allergic to {v}", ("peanuts", "shellfish", "pollen", "penicillin", "dust")),
+    ("{s} plays {v}", ("tennis", "chess", "the piano", "golf", "the violin")),
+    ("{s} visited {v} last year", ("Rome", "Tokyo", "Cairo", "Lima", "Seoul", "Quebec")),
+)
+
+
 @dataclass(frozen=True)
 class Statement:
     """One generated message: when, about whom and what, and whether it paraphrases."""
@@ -134,6 +148,10 @@ def generate(subjects: int, attributes: int, paraphrase: float, seed: int) -> li
                 text = (attr.paraphrase if para else attr.statement).format(s=subject, v=value)
                 when = start + timedelta(days=day, minutes=rng.randint(0, 600))
                 out.append(Statement(when, subject, attr.name, value, text, para))
+        for template, options in rng.sample(COEXISTING, 2):
+            for value in rng.sample(options, 2 + rng.randint(0, 1)):
+                when = start + timedelta(days=rng.randrange(365), minutes=rng.randint(0, 600))
+                out.append(Statement(when, subject, "coexisting", value, template.format(s=subject, v=value), False))
     out.sort(key=lambda s: s.when)
     return out
 
@@ -172,7 +190,10 @@ def run_knowledge_update_bench(
     latest: dict[tuple[str, str], Statement] = {}
     earlier: dict[tuple[str, str], set[str]] = {}
     para_changed: dict[tuple[str, str], bool] = {}
+    coexisting = {s.text for s in data if s.attribute == "coexisting"}
     for s in data:
+        if s.attribute == "coexisting":
+            continue
         key = (s.subject, s.attribute)
         if key in latest:
             earlier.setdefault(key, set()).add(latest[key].value)
@@ -188,7 +209,7 @@ def run_knowledge_update_bench(
                 message = {"role": "user", "content": s.text, "timestamp": s.when.isoformat()}
                 mos.add([message], BENCH_USER, CUBE, mode="facts")
             ingest_s = time.perf_counter() - t0
-            rows = []
+            rows: list[dict[str, Any]] = []
             for key, last in latest.items():
                 question = attrs[key[1]].question.format(s=key[0])
                 t0 = time.perf_counter()
@@ -203,10 +224,13 @@ def run_knowledge_update_bench(
                             _about(h.item.text, key[0]) and _states(h.item.text, last.value) for h in hits
                         ),
                         "last_change_paraphrased": para_changed[key],
+                        "attribute": key[1],
                         "ms": ms,
                     }
                 )
-            archived = sum(1 for i in mos.store.list_items(CUBE) if i.status.value == "archived")
+            stored = mos.store.list_items(CUBE)
+            archived = sum(1 for i in stored if i.status.value == "archived")
+            wrongly = sum(1 for i in stored if i.status.value == "archived" and i.text in coexisting)
 
         def share(subset: list[dict[str, Any]], field: str) -> float:
             return round(sum(r[field] for r in subset) / len(subset), 4) if subset else 0.0
@@ -222,7 +246,14 @@ def run_knowledge_update_bench(
             "current_first_paraphrased": share(para, "current_first"),
             "questions_same_wording": len(same),
             "questions_paraphrased": len(para),
+            "current_first_by_attribute": {
+                a.name: share([r for r in rows if r["attribute"] == a.name], "current_first")
+                for a in ATTRIBUTES
+                if any(r["attribute"] == a.name for r in rows)
+            },
             "archived_memories": archived,
+            "coexisting_facts": len(coexisting),
+            "coexisting_archived": wrongly,
             "ingest_seconds": round(ingest_s, 3),
             "search_ms_p50": round(statistics.median(r["ms"] for r in rows), 2),
         }
@@ -255,16 +286,23 @@ def write_results(results: dict[str, Any], out: str | Path, embedder: str) -> li
         f"worded differently); embedder {embedder}; one question per fact, top {st['top_k']}.",
         "",
         "| superseding | questions | current fact first | stale fact first | current in top k | "
-        "current first (same wording) | current first (paraphrased) | archived | search p50 (ms) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "current first (same wording) | current first (paraphrased) | archived | coexisting facts archived "
+        "(false positives) | search p50 (ms) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for mode, r in results["runs"].items():
         lines.append(
             f"| {mode} | {r['questions']} | {r['current_first']:.3f} | {r['stale_first']:.3f} | "
             f"{r['current_in_top_k']:.3f} | {r['current_first_same_wording']:.3f} ({r['questions_same_wording']}) | "
             f"{r['current_first_paraphrased']:.3f} ({r['questions_paraphrased']}) | {r['archived_memories']} | "
-            f"{r['search_ms_p50']} |"
+            f"{r['coexisting_archived']} of {r['coexisting_facts']} | {r['search_ms_p50']} |"
         )
+    names = list(next(iter(results["runs"].values()))["current_first_by_attribute"])
+    lines += ["", "Current fact first by kind of fact:", "", "| superseding | " + " | ".join(names) + " |"]
+    lines.append("|---" * (len(names) + 1) + "|")
+    for mode, r in results["runs"].items():
+        by = r["current_first_by_attribute"]
+        lines.append(f"| {mode} | " + " | ".join(f"{by[n]:.2f}" for n in names) + " |")
     paths[1].write_text("\n".join(lines) + "\n")
 
     def draw(ax: Any) -> None:

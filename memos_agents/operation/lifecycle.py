@@ -28,7 +28,11 @@ run``) follows a typed :class:`LifecyclePolicy`:
    base-level activation (:mod:`memos_agents.plaintext.decay`: age, use count, last use) fell
    below the threshold are ``archived`` (kept, searchable by asking for ``archived``, movable
    back). Only memories unused for ``exp(-threshold / d)`` seconds can be below it, so the step
-   reads just those, least recently used first (index on ``(cube, status, last use)``).
+   reads just those, least recently used first (index on ``(cube, status, last use)``), at most
+   ``max_items`` per pass; memories read but still above the threshold are passed over by the
+   next pass (a cursor the caller keeps; ``MemOS`` keeps it for its lifetime), which starts from
+   the front again once it has read to the end. A fresh process (``memos lifecycle run``) starts
+   from the front.
 
 Uses are recorded by :class:`AccessTracker`: ``MemOS`` notes every search result and read in
 memory and a background thread records them in one batch per cube every ``access_flush_s``
@@ -238,6 +242,8 @@ class MemLifecycle:
         policy: The maintenance policy (default :class:`LifecyclePolicy`).
         clock: Returns "now" (UTC); injectable for tests (default: the system clock).
         organizer: Merges near-duplicates for the consolidation step (default: default thresholds).
+        cursors: Where each cube's decay step goes on (a dict the caller keeps between passes, so
+            that memories that stay above the threshold do not hold back the ones after them).
 
     """
 
@@ -247,10 +253,13 @@ class MemLifecycle:
         *,
         clock: Callable[[], datetime] = utcnow,
         organizer: TreeOrganizer | None = None,
+        cursors: dict[str, tuple[datetime, str]] | None = None,
     ) -> None:
         self.policy = policy or LifecyclePolicy()
         self.clock = clock
         self.organizer = organizer or TreeOrganizer()
+        #: Where each cube's decay step goes on at the next pass (kept by the caller across passes).
+        self.cursors: dict[str, tuple[datetime, str]] = cursors if cursors is not None else {}
 
     def transition(self, cube_id: str, ids: Sequence[str], to: LifecycleState | str) -> Flow[list[MemoryItem]]:
         """Move the items ``ids`` of a cube to state ``to`` in one write (all or none); return them as stored.
@@ -278,8 +287,11 @@ class MemLifecycle:
             moved = [transitioned(i, target) for i in items if i.status != target]
             if not moved:
                 return items
+            ops: list[base.Op] = [base.WriteOp(cube_id, base.WriteBatch(update=moved))]
+            if target is LifecycleState.ACTIVATED:  # brought back (unarchived, unfrozen): a use, decay restarts
+                ops.append(base.RecordAccessOp(cube_id, {i.id: 1 for i in moved}, self.clock()))
             try:
-                (result,) = yield [base.WriteOp(cube_id, base.WriteBatch(update=moved))]
+                (result, *_) = yield ops
             except VersionConflictError:
                 if attempt + 1 == WRITE_ATTEMPTS:
                     raise
@@ -328,22 +340,28 @@ class MemLifecycle:
         if p.archive_below_activation is not None:
             threshold, d = p.archive_below_activation, p.decay_rate
             idle_cut = now - timedelta(seconds=min(idle_seconds_below(threshold, d), 3.0e9))
-            read = 0
+            start = self.cursors.get(cube_id)
+            seen: list[MemoryItem] = []
 
             def idle() -> list[Any]:
-                nonlocal read
-                read = 0
-                return [base.ListIdleOp(cube_id, idle_cut, limit=p.max_items)]
+                seen.clear()
+                return [base.ListIdleOp(cube_id, idle_cut, limit=p.max_items, after=start)]
 
             def archive(item: MemoryItem) -> MemoryItem | None:
-                nonlocal read
-                read += 1
+                seen.append(item)
                 if item_activation(item, now, d) >= threshold:
                     return None
                 return transitioned(item, LifecycleState.ARCHIVED)
 
             report.archived = yield from self._move(cube_id, idle, archive, report)
-            report.more |= read >= p.max_items
+            # memories still above the threshold stay idle: a full page makes the next pass read on
+            # after them; a pass that reaches the end starts the next one from the least recently used
+            if len(seen) >= p.max_items:
+                tail = seen[-1]
+                self.cursors[cube_id] = (tail.last_accessed_at or tail.created_at, tail.id)
+                report.more = True
+            else:
+                self.cursors.pop(cube_id, None)
         report.seconds = time.perf_counter() - started
         return report
 
@@ -443,11 +461,16 @@ class AccessTracker:
     thread and records what is left; uses noted in the last ``flush_s`` seconds before a process
     dies without closing are lost (they are usage statistics, not memories).
 
+    A store without a sync path (a Neo4j store given only an async driver) gets no thread: the
+    caller's async paths schedule :meth:`aflush` on their event loop when :meth:`due`
+    (``MemOS.asearch``/``aget`` do).
+
     Args:
         store: The store to record into.
         flush_s: Seconds between flushes (default 2.0).
         max_pending: Distinct memories buffered before an early flush (default 4,096).
         clock: "Now" (UTC) written as the time of use (default: the system clock).
+        threaded: Flush from a background thread (default True; False: only when asked).
 
     """
 
@@ -458,11 +481,14 @@ class AccessTracker:
         flush_s: float = 2.0,
         max_pending: int = 4096,
         clock: Callable[[], datetime] = utcnow,
+        threaded: bool = True,
     ) -> None:
         self.store = store
         self.flush_s = flush_s
         self.max_pending = max_pending
         self.clock = clock
+        self.threaded = threaded
+        self._last_flush = time.monotonic()
         #: Uses given up because the store kept refusing and the buffer was full.
         self.dropped = 0
         self._pending: dict[str, Counter[str]] = {}
@@ -484,11 +510,22 @@ class AccessTracker:
                     self._size += 1
                 counts[item_id] += 1
             full = self._size >= self.max_pending
-            if self._thread is None and self._size:
+            if self.threaded and self._size and (self._thread is None or not self._thread.is_alive()):
                 self._thread = threading.Thread(target=self._loop, name="memos-access-tracker", daemon=True)
                 self._thread.start()
         if full:
             self._wake.set()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (a closed tracker takes no more uses)."""
+        return self._closed
+
+    def due(self) -> bool:
+        """Whether uses wait and ``flush_s`` passed since the last flush, or the buffer is full."""
+        with self._lock:
+            size = self._size
+        return bool(size) and (size >= self.max_pending or time.monotonic() - self._last_flush >= self.flush_s)
 
     @property
     def pending(self) -> int:
@@ -499,7 +536,12 @@ class AccessTracker:
     def _take(self) -> tuple[dict[str, Counter[str]], datetime]:
         with self._lock:
             taken, self._pending, self._size = self._pending, {}, 0
-        return taken, self.clock()
+            self._last_flush = time.monotonic()
+        try:
+            return taken, self.clock()
+        except Exception:  # a broken clock loses no counts
+            self._failed(taken, RuntimeError("the clock failed"))
+            raise
 
     def _ops(self, taken: dict[str, Counter[str]], at: datetime) -> list[base.RecordAccessOp]:
         ops = []
@@ -592,7 +634,11 @@ class AccessTracker:
             with self._lock:
                 if self._closed:
                     return
-            failures = failures + 1 if self.flush() == 0 and self.pending else 0
+            try:
+                failures = failures + 1 if self.flush() == 0 and self.pending else 0
+            except Exception:  # never die holding the slot: the next note starts a new thread
+                log.exception("access tracking: flush failed")
+                failures += 1
             with self._lock:
                 if not self._size or self._closed or failures >= 5:
                     if self._thread is threading.current_thread():

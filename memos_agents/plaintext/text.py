@@ -206,30 +206,54 @@ def same_statement(a: str, b: str) -> bool:
     return facts_a == facts_b and names & words_a == names & words_b
 
 
+#: Words of a statement's frame that name an attribute a subject has one value of at a time
+#: (where one lives or works, a favourite, a name, a number, a day): the rule supersedes only these.
+SINGLE_VALUED = frozenset(
+    """favourite favorite favourites lives live living resides address city country home hometown moved
+    works work working job employer employed occupation profession title role position salary rent
+    called named name nickname number phone email mail password code pin age birthday born
+    drives car vehicle day days time schedule status married partner wife husband boss manager team
+    school university major current main prefers preferred preference best plan plans""".split()
+)
+#: Words in a new statement that say a value changed ("now", "moved", "switched", ...).
+CHANGE_CUES = frozenset(
+    """now moved changed switched new longer anymore instead currently became updated replaced""".split()
+)
+
+
 def changed_value(old: str, new: str) -> bool:
     """Whether ``new`` restates ``old`` with a value changed: the superseding rule of MemLifecycle without an LLM.
 
-    The texts' content terms (:func:`content_terms`) split into what both share (the statement's
-    frame: "alice", "favourite", "colour") and what each alone holds (the value: "blue" /
-    "green"). ``new`` changes a value of ``old`` when they share terms and either
+    Conservative by design: an archived fact leaves the default search, so the rule errs towards
+    keeping both. The texts' content terms (:func:`content_terms`) split into what both share (the
+    statement's frame: "ann", "favourite", "colour") and what each alone holds (the value: "blue"
+    / "green"). ``new`` changes a value of ``old`` when all of these hold:
 
-    * each holds one value of its own, one term or two adjacent ones ("Porto", "New York"), and
-      the shared frame is at least as large (``"the door code is 4711"`` → ``"the door code is
-      1234"``; not "these days Ann likes red" → "these days Bob likes blue": two values), or
-    * they hold the same terms but are not the same statement (:func:`same_statement`: a negation,
-      a number or date written differently).
+    * both open with the same content term, the statement's subject ("ann", "door"): "Bob lives
+      in Porto" restates "Ann lives in Porto" for someone else;
+    * the shared frame has at least two terms (subject and attribute) and at least as many as
+      each side's own terms;
+    * each side holds one value of its own: one term, or two adjacent ones ("Porto", "New York");
+      or they hold the same terms but are not the same statement (:func:`same_statement`: a
+      negation, a number or date written differently);
+    * the attribute has one value at a time: the frame names one of :data:`SINGLE_VALUED`
+      ("lives", "favourite", "called", "number", ...) or the new text says it changed
+      (:data:`CHANGE_CUES`: "now", "moved", "switched", ...). "Ann speaks French" / "Spanish",
+      "Ann has a dog" / "a cat", "visited Paris" / "Rome" are left side by side.
 
-    Both must also open with the same content term, the statement's subject ("ann", "door"):
-    "Bob lives in Porto" restates "Ann lives in Porto" for someone else, not with a new value.
-    A text that only adds terms (``"... in May"``) refines rather than changes a value (False).
-    A heuristic: "likes tea" → "likes coffee" also counts as a change. Callers also require
-    the same subject (``user_id``) and a close embedding.
+    A text that only adds terms ("... in May") refines rather than changes a value (False). The
+    caller also requires the same subject (``user_id``), visibility and a close embedding; an
+    LLM (fine mode) decides instead where one is configured.
     """
     terms_a, terms_b = content_terms(old), content_terms(new)
     if not terms_a or not terms_b or terms_a[0] != terms_b[0]:
         return False
     a, b = set(terms_a), set(terms_b)
     shared, gone, came = a & b, a - b, b - a
+    if len(shared) < 2:
+        return False
+    if not (shared & SINGLE_VALUED or set(words(new)) & CHANGE_CUES):
+        return False
     if not gone and not came:
         return not same_statement(old, new)
     return _one_phrase(terms_a, gone) and _one_phrase(terms_b, came) and len(shared) >= max(len(gone), len(came))

@@ -141,19 +141,17 @@ def is_statement(item: MemoryItem) -> bool:
     """Whether an item states a fact that a newer statement can supersede.
 
     Facts are: stored as given (``mode="facts"``, ``origin=direct``), extracted by an LLM, or a
-    one-line merge of such. Conversation turns are not: they are the record of what was said
-    ("we hiked in the Alps", then "in the Andes", are two events, not a correction).
+    merge of such (no line of it a ``"Speaker: "`` turn). Conversation turns are not: they are
+    the record of what was said ("we hiked in the Alps", then "in the Andes", are two events).
     """
     if item.node_kind != NodeKind.MEMORY:
         return False
     if item.origin in (MemoryOrigin.EXTRACTED, MemoryOrigin.DIRECT):
         return True
-    speaker = item.sources.speakers[0] if item.sources.speakers else None
-    return (
-        item.origin == MemoryOrigin.MERGED
-        and "\n" not in item.text
-        and not (speaker is not None and item.text.startswith(f"{speaker}: "))  # a merge of turns
-    )
+    if item.origin != MemoryOrigin.MERGED:
+        return False
+    prefixes = tuple(f"{speaker}: " for speaker in item.sources.speakers)
+    return not any(line.startswith(prefixes) for line in item.text.splitlines()) if prefixes else True
 
 
 def _when(item: MemoryItem) -> datetime:
@@ -395,16 +393,18 @@ class TreeOrganizer:
 
         With a ``decision`` (fine mode) it says what happens: ``supersede`` its target, ``update``
         (returned: merge with the target), ``ignore`` (``item`` archived, MERGED_TO the target),
-        ``add`` (nothing). Without one, every neighbour that :func:`changed_value` says ``item``
+        ``add`` (nothing). Without one, or when its target is no longer open (archived by an
+        earlier item of this batch), every neighbour that :func:`changed_value` says ``item``
         restates with a value changed is superseded.
         """
         if not self.config.supersede:
             return None
         open_ = [(h, sc) for h, sc in neighbours if h.id not in archived_now and _may_supersede(item, h)]
-        if decision is not None:
-            target = next(((h, sc) for h, sc in open_ if h.id == decision.target), None)
-            if decision.action is MemoryAction.ADD or target is None:
-                return None
+        if decision is not None and decision.action is MemoryAction.ADD:
+            return None
+        target = None if decision is None else next(((h, sc) for h, sc in open_ if h.id == decision.target), None)
+        if target is not None:
+            assert decision is not None
             if decision.action is MemoryAction.UPDATE:
                 return target
             if decision.action is MemoryAction.IGNORE:
@@ -595,4 +595,5 @@ class TreeOrganizer:
                 np.asarray(old.embedding or [], dtype=np.float32) + np.asarray(new.embedding or [], dtype=np.float32)
             ),
             origin=MemoryOrigin.MERGED,
+            created_at=max(old.created_at, new.created_at),  # stored when its newest content was (decay's age)
         )

@@ -212,7 +212,7 @@ class StoreConformanceTests(AdversarialTests, UserTests):
         (fresh,) = store.get(cube, [b.id])
         assert (fresh.access_count, fresh.last_accessed_at) == (0, None)  # an add starts unused
         (stored_a,) = store.get(cube, [a.id])
-        t1 = now + timedelta(seconds=5)
+        t1 = datetime.now(UTC)  # a use after the memories were stored
         assert store.record_access(cube, {a.id: 2, b.id: 1, topic.id: 1, "missing-id": 1}, t1) == 2
         (got_a, got_b) = store.get(cube, [a.id, b.id])
         assert (got_a.access_count, got_a.last_accessed_at, got_b.access_count) == (2, t1, 1)
@@ -225,8 +225,12 @@ class StoreConformanceTests(AdversarialTests, UserTests):
         assert updated.access_count == 3  # an update keeps the store's count
         (got_a,) = store.get(cube, [a.id])
         assert (got_a.text, got_a.access_count, got_a.last_accessed_at) == ("used twice, edited", 3, t1)
-        # read scope: a reader records only what it may read; an outsider is refused
-        assert store.record_access(cube, {secret.id: 1, b.id: 1}, t1, ctx=CallContext.of("rita")) == 1
+        # read scope: a reader records only what it may read, one use per item, never in the future
+        later = datetime.now(UTC) + timedelta(days=365)
+        assert store.record_access(cube, {secret.id: 1, b.id: 500}, later, ctx=CallContext.of("rita")) == 1
+        (got_b,) = store.get(cube, [b.id])
+        assert got_b.access_count == 2 and got_b.last_accessed_at is not None
+        assert got_b.last_accessed_at <= datetime.now(UTC)
         assert store.record_access(cube, {secret.id: 1}, t1, ctx=CallContext.of("bob")) == 1
         with pytest.raises(PermissionDeniedError):
             store.record_access(cube, {a.id: 1}, t1, ctx=CallContext.of("mallory"))
@@ -235,6 +239,19 @@ class StoreConformanceTests(AdversarialTests, UserTests):
                 RecordAccessOp(cube, bad, t1)
         with pytest.raises(InvalidInputError):
             RecordAccessOp(cube, {a.id: 1}, t1.replace(tzinfo=None))
+
+    def test_an_update_clears_fields_and_keeps_uses(self, store: BaseMemoryStore, cube: str) -> None:
+        a = item("expiring, with a key", 1, expires_at=datetime.now(UTC) + timedelta(days=1)).model_copy(
+            update={"key": "a key", "tags": ["a tag"]}
+        )
+        store.add(cube, [a])
+        store.record_access(cube, {a.id: 3}, datetime.now(UTC))
+        (got,) = store.get(cube, [a.id])
+        cleared = got.model_copy(update={"expires_at": None, "key": None, "tags": [], "status": LifecycleState.FROZEN})
+        store.update(cube, [cleared])
+        (after,) = store.get(cube, [a.id])
+        assert (after.expires_at, after.key, after.tags, after.status) == (None, None, [], LifecycleState.FROZEN)
+        assert (after.access_count, after.last_accessed_at) == (3, got.last_accessed_at)
 
     def test_list_idle_returns_least_recently_used_activated_memories(self, store: BaseMemoryStore, cube: str) -> None:
         now = datetime.now(UTC)

@@ -362,3 +362,8 @@ def test_lifecycle_ttl_transition_and_a_pass(tmp_path: Path) -> None:
     run = memos("lifecycle", "run", "--user", "ann", "--policy", str(tmp_path / "decay.yaml"), *h, home=tmp_path)
     row = next(line for line in run.stdout.splitlines() if "notes" in line)
     assert row.split("│")[5].strip() == "1", run.stdout  # the bike lock code archived
+    for fact in ("Ann's gym day is Monday", "Ann's gym day is Friday"):  # a fact, then its new value
+        stored = memos("add", fact, "--mode", "facts", "--user", "ann", "--cube", "notes", *h, home=tmp_path)
+        assert stored.returncode == 0, stored.stdout + stored.stderr
+    found = memos("search", "gym day", "--cube", "notes", "--user", "ann", "--json", *h, home=tmp_path)
+    assert "Friday" in found.stdout and "Monday" not in found.stdout, found.stdout  # superseded: archived

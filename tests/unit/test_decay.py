@@ -230,5 +230,71 @@ def test_the_decay_step_archives_memories_that_went_unused(mos: MemOS, clock: Cl
     assert {h.item.id for h in archived} == set(idle)
     history = mos.history(idle[0], "ann", "notes")
     assert [v.item.status for v in history] == [LifecycleState.ACTIVATED, LifecycleState.ARCHIVED]
-    mos.transition([idle[0]], "ann", "notes", "activated")  # and back, by hand
+    mos.transition([idle[0]], "ann", "notes", "activated")  # and back, by hand: a use, so it stays back
     assert mos.get(idle[0], "ann", "notes").status is LifecycleState.ACTIVATED
+    assert mos.store.get("notes", [idle[0]])[0].access_count == 1
+    assert idle[0] not in mos.run_lifecycle("ann", ["notes"], policy=policy)[0].archived
+
+
+def test_memories_that_stay_above_the_threshold_do_not_hold_back_the_others(mos: MemOS, clock: Clock) -> None:
+    def note(text: str) -> str:
+        return mos.add([{"role": "user", "content": text}], "ann", "notes").ids[0]
+
+    stuck = [note(f"ann's old note number {n}") for n in range(2)]
+    mos.store.record_access("notes", dict.fromkeys(stuck, 50), clock.now)  # used a lot, long ago
+    clock.advance(days=1)
+    idle = [note(f"ann's other note number {n}") for n in range(2)]
+    clock.advance(days=60)
+    policy = LifecyclePolicy(
+        archive_below_activation=-7.5, purge_expired_after_days=None, promote_working_after_hours=None, max_items=2
+    )
+    first = mos.run_lifecycle("ann", ["notes"], policy=policy)[0]
+    assert (first.archived, first.more) == ([], True)  # the least recently used are still above it
+    second = mos.run_lifecycle("ann", ["notes"], policy=policy)[0]
+    assert sorted(second.archived) == sorted(idle)  # the next pass reads on after them
+    third = mos.run_lifecycle("ann", ["notes"], policy=policy)[0]
+    assert third.archived == []  # and then starts from the front again
+    assert {i.status for i in mos.store.get("notes", stuck)} == {LifecycleState.ACTIVATED}
+
+
+class AsyncOnlyStore(InMemoryStore):
+    """A store whose sync path is missing (as a Neo4j store given only an async driver)."""
+
+    @property
+    def sync_path(self) -> bool:
+        return False
+
+
+def test_a_store_without_a_sync_path_is_flushed_on_the_event_loop(tmp_path: Path) -> None:
+    m = MemOS.from_path(
+        tmp_path / "home",
+        embedder={"provider": "hashing", "dim": 64},
+        llm={"provider": "none"},
+        store=AsyncOnlyStore(),
+        access_flush_s=0.01,
+    )
+
+    async def run() -> int:
+        await m.asetup()
+        await m.acreate_cube("notes", "ann")
+        (a,) = (await m.aadd([{"role": "user", "content": "ann keeps bees"}], "ann", "notes")).ids
+        await m.aget(a, "ann", "notes")
+        assert m.access is not None and not m.access.threaded
+        await asyncio.sleep(0.05)
+        await m.aget(a, "ann", "notes")  # due: a flush is scheduled on this loop
+        await asyncio.sleep(0.05)
+        count = m.store.get("notes", [a])[0].access_count
+        await m.aclose()
+        return count
+
+    assert asyncio.run(run()) >= 1
+
+
+def test_a_closed_memos_tracks_again_when_set_up_again(tmp_path: Path, clock: Clock) -> None:
+    m = make_mos(tmp_path / "home", clock, access_flush_s=3600.0)
+    (a,) = m.add([{"role": "user", "content": "ann keeps bees"}], "ann", "notes").ids
+    m.close()
+    m.setup()
+    m.get(a, "ann", "notes")
+    assert m.flush_access() == 1
+    m.close()

@@ -15,7 +15,7 @@ from memos_agents.errors import MemoryNotFoundError
 from memos_agents.plaintext.text import changed_value
 from memos_agents.plaintext.tree import is_statement
 from memos_agents.prompts import update_memory
-from memos_agents.schema import LifecycleState, MemoryItem, MemoryOrigin, RelationType
+from memos_agents.schema import LifecycleState, MemoryItem, MemoryOrigin, RelationType, Sources
 from memos_agents.testing.doubles import LLMCall, ScriptedLLM
 
 pytestmark = pytest.mark.unit
@@ -49,7 +49,14 @@ def say(mos: MemOS, text: str, *, user: str = "ann", **kw: Any) -> str:
         ("The door code is 4711", "The door code is 1234", True),
         ("Ann's favourite colour is blue", "Ann's favourite colour is green", True),
         ("Ann lives in Lisbon", "Ann lives in Porto", True),
-        ("I like tea", "I do not like tea", True),  # a negation in the same words
+        ("I like tea", "I do not like tea", False),  # no attribute in the frame: both kept (conservative)
+        ("Ann is not married", "Ann is married now", True),  # a negation flipped, with a change cue
+        ("Ann plays tennis", "Ann now plays golf", True),  # a change cue
+        ("Ann has a dog", "Ann has a cat", False),  # several values at once: both stay
+        ("Ann speaks French", "Ann speaks Spanish", False),
+        ("Ann visited Paris in 2023", "Ann visited Rome in 2024", False),
+        ("Ann is allergic to peanuts", "Ann is allergic to shellfish", False),
+        ("Ann is vegetarian", "Ann is Canadian", False),
         ("Ann moved to Lisbon", "Ann moved to Lisbon in May", False),  # a detail added: a refinement
         ("Ann lives in Lisbon", "Bob lives in Porto", False),  # another subject and value: no shared frame
         ("Ann lives in Porto", "Bob lives in Porto", False),  # the same value for someone else
@@ -69,8 +76,9 @@ def test_statements_are_facts_not_turns() -> None:
     assert not is_statement(MemoryItem(text="Ann: x", origin=MemoryOrigin.TURNS, turns=1))
     assert not is_statement(MemoryItem(text="a\nb\nc", origin=MemoryOrigin.TURNS, turns=3))
     assert is_statement(MemoryItem(text="x", origin=MemoryOrigin.MERGED))
-    assert not is_statement(MemoryItem(text="x\ny", origin=MemoryOrigin.MERGED))
-    merged_turns = MemoryItem(text="Ann: x", origin=MemoryOrigin.MERGED, sources={"speakers": ["Ann"]})
+    merged_facts = MemoryItem(text="Ann lives in Porto\nAnn lives in Porto now", origin=MemoryOrigin.MERGED)
+    assert is_statement(merged_facts.model_copy(update={"sources": Sources(speakers=["Ann"])}))
+    merged_turns = MemoryItem(text="Bob: hi\nAnn: x", origin=MemoryOrigin.MERGED, sources={"speakers": ["Ann", "Bob"]})
     assert not is_statement(merged_turns)
 
 

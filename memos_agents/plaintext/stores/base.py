@@ -839,6 +839,9 @@ MAX_ACCESS_ITEMS = 10_000
 class RecordAccessOp:
     """Record that items of a cube were used: each id's ``access_count`` grows by its count (read).
 
+    Callers other than trusted code record one use per item, at no later than now (see
+    :func:`access_record`).
+
     MemLifecycle's access tracking (``MemOS`` buffers search hits and reads and records them in
     batches, off the search path). ``last_accessed_at`` becomes ``at`` unless a later access is
     already stored. Neither the version, ``updated_at`` nor MemVault's history move: using a
@@ -873,19 +876,39 @@ class RecordAccessOp:
 class ListIdleOp:
     """Return up to ``limit`` ``activated`` memories last used (or, never used, stored) before ``before`` (read).
 
-    Least recently used first; for MemLifecycle's decay step. Served by an index on
-    ``(cube, status, last use)`` (cost: the items returned); without embeddings, in the caller's
-    read scope.
+    Least recently used first, ties by id; for MemLifecycle's decay step. ``after``: a cursor,
+    the ``(last use, id)`` of the last memory of a previous page (its ``last_accessed_at`` or,
+    never used, ``created_at``): the page starts after it. Served by an index on ``(cube,
+    status, last use)`` (cost: the items returned); without embeddings, in the caller's read scope.
     """
 
     cube_id: str
     before: datetime
     limit: int = 1000
+    after: tuple[datetime, str] | None = None
 
     def __post_init__(self) -> None:
         check_aware(self.before, "before")
+        if self.after is not None:
+            if not isinstance(self.after, tuple) or len(self.after) != 2 or not isinstance(self.after[1], str):
+                raise InvalidInputError("after must be a (datetime, memory id) cursor")
+            check_aware(self.after[0], "after")
         if not isinstance(self.limit, int) or not 1 <= self.limit <= 100_000:
             raise InvalidInputError("limit must be an integer from 1 to 100,000")
+
+
+def access_record(op: RecordAccessOp, ctx: CallContext) -> tuple[datetime, Mapping[str, int]]:
+    """Return the ``(time, counts)`` a store records for ``op`` run by ``ctx``.
+
+    Trusted code (MemOS's access tracker, whose counts are uses it saw) is taken at its word. Any
+    other caller records at most one use per item per op, at no later than the store's clock: a
+    reader cannot make a memory look used in the future, nor a thousand times at once.
+    """
+    if ctx.system:
+        return op.at, op.counts
+    from memos_agents.schema import utcnow
+
+    return min(op.at, utcnow()), dict.fromkeys(op.counts, 1)
 
 
 def expiring_statuses(expired: bool) -> tuple[str, ...]:
@@ -1732,6 +1755,11 @@ class BaseMemoryStore(ABC):
         #: trusted code and system-wide admins exempt) and every principal a cube header adds must
         #: be one (see :mod:`memos_agents.infra.users`).
         self.require_users = require_users
+
+    @property
+    def sync_path(self) -> bool:
+        """Whether :meth:`batch` can run (False for a store built with an async driver only)."""
+        return True
 
     def checks_caller(self, ctx: CallContext) -> bool:
         """Whether a batch of ``ctx`` must find its principal registered and enabled (:attr:`require_users`)."""

@@ -280,7 +280,7 @@ class InMemoryStore(base.BaseMemoryStore):
         """
         return self.batch(ops, ctx=ctx)
 
-    def _touch(self, tx: _Tx, cube_id: str) -> _Cube | None:
+    def _touch(self, tx: _Tx, cube_id: str, *, keep_vectors: bool = False) -> _Cube | None:
         """Prepare ``cube_id`` for a write in ``tx``: keep its state for a rollback; return the live cube.
 
         On the batch's first write of the cube, the live cube is replaced by a copy (the original is
@@ -292,7 +292,7 @@ class InMemoryStore(base.BaseMemoryStore):
             if original is not None:
                 self._cubes[cube_id] = original.copy()
         cube = self._cubes.get(cube_id)
-        if cube is not None:
+        if cube is not None and not keep_vectors:
             cube.vectors = None
         return cube
 
@@ -415,18 +415,16 @@ class InMemoryStore(base.BaseMemoryStore):
     @base.handles(base.RecordAccessOp)
     def _record_access(self, op: base.RecordAccessOp, tx: _Tx) -> int:
         _, scope = self._read(tx, op.cube_id)
-        cube = self._touch(tx, op.cube_id)
+        cube = self._touch(tx, op.cube_id, keep_vectors=True)  # a use changes no vector
         assert cube is not None
+        when, counts = base.access_record(op, tx.ctx)
         recorded = 0
-        for item_id, n in op.counts.items():
+        for item_id, n in counts.items():
             row = cube.items.get(item_id)
             if row is None or row.item.node_kind is not NodeKind.MEMORY or not matches(scope, row.item):
                 continue
-            last = row.item.last_accessed_at
-            update = {
-                "access_count": row.item.access_count + n,
-                "last_accessed_at": op.at if last is None or last < op.at else last,
-            }
+            last = row.item.last_accessed_at or row.item.created_at  # as the other stores' ``touched_at``
+            update = {"access_count": row.item.access_count + n, "last_accessed_at": max(last, when)}
             cube.items[item_id] = _Row(row.item.model_copy(update=update), row.tf, row.doc_len)
             recorded += 1
         return recorded
@@ -444,9 +442,10 @@ class InMemoryStore(base.BaseMemoryStore):
             if r.item.status is LifecycleState.ACTIVATED
             and r.item.node_kind is NodeKind.MEMORY
             and touched(r.item) < op.before
+            and (op.after is None or (touched(r.item), r.item.id) > op.after)
             and matches(scope, r.item)
         ]
-        idle.sort(key=touched)
+        idle.sort(key=lambda i: (touched(i), i.id))
         return [i.model_copy(update={"embedding": None}, deep=True) for i in idle[: op.limit]]
 
     # -- users ---------------------------------------------------------------------------------------

@@ -99,7 +99,7 @@ from memos_agents.errors import (
 from memos_agents.infra.audit import AuditEntry, ChainHead, ChainVerification, stored_time, verify_chain
 from memos_agents.infra.users import UserRecord, check_caller, check_principals
 from memos_agents.plaintext.stores import base
-from memos_agents.plaintext.stores.codec import GRAPH_CODEC, access_tracking, edge_from_row
+from memos_agents.plaintext.stores.codec import ACCESS_COLUMNS, GRAPH_CODEC, access_tracking, edge_from_row
 from memos_agents.plaintext.stores.filters import Predicate, compile_filters, matches
 from memos_agents.plaintext.text import BM25_B, BM25_K1, bm25_query_terms, content_terms
 from memos_agents.schema import (
@@ -238,7 +238,13 @@ _MIGRATIONS: list[tuple[int, list[tuple[str, bool]]]] = [
     ),
     (
         5,
-        [  # access tracking: nodes stored before it were last touched when created
+        [  # access tracking: nodes stored before it were last touched when created; in batches of
+            # 10,000 where the server takes CALL ... IN TRANSACTIONS (Neo4j 4.4+), in one go otherwise
+            (
+                "MATCH (m:Memory) WHERE m.touched_at IS NULL CALL { WITH m "
+                "SET m.touched_at = m.created_at, m.access_count = 0 } IN TRANSACTIONS OF 10000 ROWS",
+                False,
+            ),
             ("MATCH (m:Memory) WHERE m.touched_at IS NULL SET m.touched_at = m.created_at, m.access_count = 0", True),
             (
                 "CREATE INDEX memos_memory_idle IF NOT EXISTS "
@@ -569,6 +575,11 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
 
     def __repr__(self) -> str:
         return f"Neo4jMemoryStore(uri={self._uri!r}, database={self.database!r}, tenant={self.tenant!r})"
+
+    @property
+    def sync_path(self) -> bool:
+        """Whether :meth:`batch` can run: a sync driver was given (``from_uri`` makes one)."""
+        return self._driver is not None
 
     # -- execution -------------------------------------------------------------------------------
     def _sync_driver(self) -> Driver:
@@ -1237,9 +1248,13 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
         if plan.replace:
             old = yield from self._old_items(cube_id, [i.id for i in plan.replace])
             yield from self._keep_versions(state, cube_id, old, "update")
-            yield (
-                "UNWIND $rows AS row MATCH (m:Memory {tenant: $tenant, cube_id: $cube_id, id: row.id}) SET m = row",
-                {**params, "rows": [node_properties(i, self.tenant, seqs[i.id]) for i in plan.replace]},
+            rows = [node_properties(i, self.tenant, seqs[i.id]) for i in plan.replace]
+            for row in rows:  # access tracking is left as stored: a use recorded meanwhile is kept
+                for column in ACCESS_COLUMNS:
+                    row.pop(column, None)
+            yield (  # += with every item property: nulls remove what the update clears
+                "UNWIND $rows AS row MATCH (m:Memory {tenant: $tenant, cube_id: $cube_id, id: row.id}) SET m += row",
+                {**params, "rows": rows},
             )
         if plan.edges:
             yield from self._write_edges(cube_id, plan.edges, rels, int(counters["edge_seq"]) - n_edges)
@@ -1475,6 +1490,7 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
     def _record_access(self, op: base.RecordAccessOp, state: _Batch) -> Body[int]:
         _, _, scope = yield from self._read(state, op.cube_id)
         where, fparams = cypher_filter(scope)
+        when, counts = base.access_record(op, state.ctx)
         rows = yield (  # no version, no seq: using a memory does not change it
             "UNWIND $rows AS row MATCH (m:Memory {tenant: $tenant, cube_id: $cube_id, id: row.id}) "
             f"WHERE m.node_kind = 'memory'{where} "
@@ -1483,8 +1499,8 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
             "RETURN count(m) AS n",
             self._params(
                 op.cube_id,
-                rows=[{"id": i, "n": n} for i, n in op.counts.items()],
-                at=op.at.astimezone(UTC).isoformat(),
+                rows=[{"id": i, "n": n} for i, n in counts.items()],
+                at=when.astimezone(UTC).isoformat(),
                 **fparams,
             ),
         )
@@ -1494,11 +1510,15 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
     def _list_idle(self, op: base.ListIdleOp, state: _Batch) -> Body[list[MemoryItem]]:
         _, _, scope = yield from self._read(state, op.cube_id)
         where, fparams = cypher_filter(scope)
+        page: dict[str, Any] = {}
+        if op.after is not None:
+            where += " AND (m.touched_at > $after_at OR (m.touched_at = $after_at AND m.id > $after_id))"
+            page = {"after_at": op.after[0].astimezone(UTC).isoformat(), "after_id": op.after[1]}
         rows = yield (
             "MATCH (m:Memory) WHERE m.tenant = $tenant AND m.cube_id = $cube_id AND m.status = 'activated' "
             f"AND m.touched_at < $before AND m.node_kind = 'memory'{where} "
-            f"WITH m ORDER BY m.touched_at, m.seq LIMIT $limit RETURN {_PROJECTION} AS m",
-            self._params(op.cube_id, before=op.before.astimezone(UTC).isoformat(), limit=op.limit, **fparams),
+            f"WITH m ORDER BY m.touched_at, m.id LIMIT $limit RETURN {_PROJECTION} AS m",
+            self._params(op.cube_id, before=op.before.astimezone(UTC).isoformat(), limit=op.limit, **fparams, **page),
         )
         return [GRAPH_CODEC.decode(r["m"]) for r in rows]
 

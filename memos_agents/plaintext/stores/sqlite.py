@@ -324,7 +324,7 @@ _MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Cursor], None] | None]] = [
         ALTER TABLE items ADD COLUMN access_count INTEGER NOT NULL DEFAULT 0;
         ALTER TABLE items ADD COLUMN touched_at TEXT;
         UPDATE items SET touched_at = created_at;
-        CREATE INDEX items_idle ON items(cube_id, status, touched_at);
+        CREATE INDEX items_idle ON items(cube_id, status, touched_at, id);
         """,
         None,
     ),
@@ -1538,9 +1538,10 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
     def _record_access(self, op: base.RecordAccessOp, tx: _Tx) -> int:
         _, _, scope = self._read(tx, op.cube_id)
         where, params = _sql_filter(scope)
-        at = op.at.astimezone(UTC).isoformat()
+        when, counts = base.access_record(op, tx.ctx)
+        at = when.astimezone(UTC).isoformat()
         recorded = 0
-        for item_id, n in op.counts.items():  # no version, no change_seq: using a memory does not change it
+        for item_id, n in counts.items():  # no version, no change_seq: using a memory does not change it
             tx.cur.execute(
                 "UPDATE items SET access_count = access_count + ?, "
                 "touched_at = CASE WHEN touched_at IS NULL OR touched_at < ? THEN ? ELSE touched_at END "
@@ -1554,12 +1555,17 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
     def _list_idle(self, op: base.ListIdleOp, tx: _Tx) -> list[MemoryItem]:
         _, _, scope = self._read(tx, op.cube_id)
         where, params = _sql_filter(scope)
+        page: list[Any] = []
+        if op.after is not None:
+            where += " AND (touched_at > ? OR (touched_at = ? AND id > ?))"
+            at = op.after[0].astimezone(UTC).isoformat()
+            page = [at, at, op.after[1]]
         return self._select(
             tx.cur,
             f"cube_id = ? AND status = 'activated' AND touched_at < ? AND node_kind = 'memory'{where}",
-            [op.cube_id, op.before.astimezone(UTC).isoformat(), *params, op.limit],
+            [op.cube_id, op.before.astimezone(UTC).isoformat(), *params, *page, op.limit],
             False,
-            "ORDER BY touched_at, rowid LIMIT ?",
+            "ORDER BY touched_at, id LIMIT ?",
         )
 
     @base.handles(base.CountOp)
