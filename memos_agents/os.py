@@ -87,6 +87,7 @@ from memos_agents.operation.lifecycle import (
     LifecycleReport,
     MemLifecycle,
     check_transition,
+    use_ops,
 )
 from memos_agents.operation.reader import MemReader, ReadMode, call_llm
 from memos_agents.operation.scheduler import MemScheduler
@@ -240,13 +241,6 @@ def build_store(config: MemOSConfig) -> base.BaseMemoryStore:
     )
 
 
-def _uses(cube_id: str, ids: Sequence[str], at: datetime) -> list[base.Op]:
-    """Return ops recording one use of each of ``ids`` (a memory brought back is one in use: decay restarts)."""
-    ids = list(dict.fromkeys(ids))
-    step = base.MAX_ACCESS_ITEMS
-    return [base.RecordAccessOp(cube_id, dict.fromkeys(ids[i : i + step], 1), at) for i in range(0, len(ids), step)]
-
-
 def _lifecycle_policy(policy: LifecyclePolicy | dict[str, Any] | str | Path | None) -> LifecyclePolicy:
     """Return a lifecycle policy from a policy, its fields, or a file path (None: the default).
 
@@ -364,16 +358,18 @@ class MemOS:
     def setup(self) -> MemOS:
         """Open the store and apply migrations (idempotent). Returns self."""
         self.store.setup()
-        if self.access is not None and self.access.closed:  # reopened after close: track again
-            self.access = self._tracker()
+        self._reopen_tracker()
         return self
 
     async def asetup(self) -> MemOS:
         """Async twin of :meth:`setup`."""
         await self.store.asetup()
-        if self.access is not None and self.access.closed:
-            self.access = self._tracker()
+        self._reopen_tracker()
         return self
+
+    def _reopen_tracker(self) -> None:
+        if self.access is not None and self.access.closed:  # set up again after close: track again
+            self.access = self._tracker()
 
     def close(self) -> None:
         """Record buffered memory uses, then close the store."""
@@ -823,7 +819,7 @@ class MemOS:
                 (written, _, *_) = yield [
                     base.WriteOp(cube_id, batch),
                     event,
-                    *_uses(cube_id, [memory_id], self.clock()),
+                    *use_ops(cube_id, [memory_id], self.clock()),
                 ]
             except (VersionConflictError, InvalidInputError) as exc:
                 # a concurrent update (version), re-add (id taken) or edge-end delete: read again
@@ -910,7 +906,7 @@ class MemOS:
             ops += [
                 base.WriteOp(cube_id, base.WriteBatch(update=update, add=add, edges=edges)),
                 base.RecordEventOp(cube_id, "rollback", payload),
-                *_uses(cube_id, [*readd, *(u.id for u in update)], self.clock()),  # brought back: in use
+                *use_ops(cube_id, [*readd, *(u.id for u in update)], self.clock()),  # brought back: in use
             ]
             try:
                 yield ops
@@ -1594,7 +1590,7 @@ class MemOS:
             events.append(base.RecordEventOp(req.cube_id, "redacted", {"kinds": redacted, "by": req.user_id}))
         for attempt in range(self.WRITE_ATTEMPTS):
             decide = self.reader.decide if req.mode is ReadMode.FINE and self.llm is not None else None
-            update = yield from self.organizer.plan(req.cube_id, items, read.edges, now=self.clock(), decide=decide)
+            update = yield from self.organizer.plan(req.cube_id, items, read.edges, now=now, decide=decide)
             try:  # the plan, the failures and the caller's permission: one transaction
                 yield [base.WriteOp(req.cube_id, update.batch), *events]
             except VersionConflictError:

@@ -74,7 +74,7 @@ from memos_agents.errors import (
 from memos_agents.flow import Flow
 from memos_agents.plaintext.decay import DEFAULT_DECAY, idle_seconds_below, item_activation
 from memos_agents.plaintext.stores import base
-from memos_agents.plaintext.tree import TreeOrganizer, TreeSnapshot
+from memos_agents.plaintext.tree import TreeOrganizer
 from memos_agents.schema import LifecycleState, MemoryItem, MemoryType, NodeKind, SearchFilters, utcnow
 
 __all__ = [
@@ -85,6 +85,7 @@ __all__ = [
     "MemLifecycle",
     "check_transition",
     "transitioned",
+    "use_ops",
 ]
 
 S = LifecycleState
@@ -119,6 +120,13 @@ def check_transition(old: LifecycleState | str, new: LifecycleState | str) -> No
     if a != b and b not in TRANSITIONS[a]:
         allowed = ", ".join(sorted(s.value for s in TRANSITIONS[a])) or "none: it is final"
         raise LifecycleTransitionError(f"a memory cannot move from {a.value} to {b.value} (from {a.value}: {allowed})")
+
+
+def use_ops(cube_id: str, ids: Sequence[str], at: datetime) -> list[base.Op]:
+    """Return the ops that record one use of each of ``ids`` at ``at`` (a memory brought back is one in use)."""
+    ids = list(dict.fromkeys(ids))
+    step = base.MAX_ACCESS_ITEMS
+    return [base.RecordAccessOp(cube_id, dict.fromkeys(ids[i : i + step], 1), at) for i in range(0, len(ids), step)]
 
 
 def transitioned(item: MemoryItem, to: LifecycleState | str) -> MemoryItem:
@@ -289,7 +297,7 @@ class MemLifecycle:
                 return items
             ops: list[base.Op] = [base.WriteOp(cube_id, base.WriteBatch(update=moved))]
             if target is LifecycleState.ACTIVATED:  # brought back (unarchived, unfrozen): a use, decay restarts
-                ops.append(base.RecordAccessOp(cube_id, {i.id: 1 for i in moved}, self.clock()))
+                ops += use_ops(cube_id, [i.id for i in moved], self.clock())
             try:
                 (result, *_) = yield ops
             except VersionConflictError:
@@ -365,10 +373,16 @@ class MemLifecycle:
         report.seconds = time.perf_counter() - started
         return report
 
+    @staticmethod
+    def _consolidate_k(_: MemoryItem) -> int:
+        return TreeOrganizer.NEIGHBOURS + 1  # each finds itself too
+
+    def _merge_floor(self, _: MemoryItem) -> float:
+        return self.organizer.config.merge_threshold
+
     def _consolidate(self, cube_id: str, since: datetime, report: LifecycleReport) -> Flow[list[str]]:
         """Merge near-duplicates among memories changed since ``since`` (step 4); return the merged items' ids."""
         p = self.policy
-        k = TreeOrganizer.NEIGHBOURS + 1  # each finds itself too
         for attempt in range(WRITE_ATTEMPTS):
             (changed,) = yield [base.ChangedSinceOp(cube_id, since)]
             ids = cast(list[str], changed)[: p.max_items]
@@ -383,20 +397,8 @@ class MemLifecycle:
             ]
             if not items:
                 return []
-            hits = yield [
-                base.VectorSearchOp(cube_id, i.embedding or [], k, SearchFilters(user_id=i.user_id)) for i in items
-            ]
-            floor = self.organizer.config.merge_threshold
-            wanted = list(dict.fromkeys(h for found_hits in hits for h, sc in found_hits if sc >= floor))
-            stored: dict[str, MemoryItem] = {}
-            if wanted:
-                (near,) = yield [base.GetOp(cube_id, wanted, with_embeddings=True)]
-                stored = {i.id: i for i in cast(list[MemoryItem], near)}
-            snapshot = TreeSnapshot(
-                {
-                    i.id: [(stored[h], sc) for h, sc in found_hits if sc >= floor and h in stored]
-                    for i, found_hits in zip(items, hits, strict=True)
-                }
+            snapshot = yield from self.organizer.neighbours(
+                cube_id, items, k=self._consolidate_k, floor=self._merge_floor, now=self.clock()
             )
             update = self.organizer.consolidate(items, snapshot)
             if not update.batch.add:

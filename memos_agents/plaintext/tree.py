@@ -256,34 +256,12 @@ class TreeOrganizer:
             The :class:`TreeUpdate` (nothing is written here).
 
         """
-        searchable = [i for i in items if i.node_kind == NodeKind.MEMORY and i.embedding is not None]
-        hits: list[list[tuple[str, float]]] = (
-            (
-                yield [
-                    VectorSearchOp(
-                        cube_id,
-                        i.embedding or [],
-                        self.STATEMENT_NEIGHBOURS if self.config.supersede and is_statement(i) else self.NEIGHBOURS,
-                        SearchFilters(user_id=i.user_id),
-                    )
-                    for i in searchable
-                ]
-            )
-            if searchable
-            else []
-        )
-        kept = {
-            i.id: [(h, sc) for h, sc in found if sc >= self._floor(i)]
-            for i, found in zip(searchable, hits, strict=True)
-        }
-        wanted = list(dict.fromkeys(h for found in kept.values() for h, _ in found))
-        stored: dict[str, MemoryItem] = {}
-        if wanted:
-            (got,) = yield [GetOp(cube_id, wanted, with_embeddings=True)]
-            at = now or utcnow()
-            stored = {i.id: i for i in got if i.expires_at is None or i.expires_at > at}
-        snapshot = TreeSnapshot(
-            {item_id: [(stored[h], sc) for h, sc in found if h in stored] for item_id, found in kept.items()}
+        snapshot = yield from self.neighbours(
+            cube_id,
+            items,
+            k=lambda i: self.STATEMENT_NEIGHBOURS if self.config.supersede and is_statement(i) else self.NEIGHBOURS,
+            floor=self._floor,
+            now=now,
         )
         decisions: dict[str, MemoryDecision] = {}
         if decide is not None and self.config.supersede:
@@ -296,6 +274,37 @@ class TreeOrganizer:
             if asks:
                 decisions = yield Compute(lambda: decide(asks))
         return self.organize(items, edges, snapshot, decisions)
+
+    def neighbours(
+        self,
+        cube_id: str,
+        items: Sequence[MemoryItem],
+        *,
+        k: Callable[[MemoryItem], int],
+        floor: Callable[[MemoryItem], float],
+        now: datetime | None = None,
+    ) -> Body[TreeSnapshot]:
+        """Read each item's ``k(item)`` nearest stored memories of its subject with cosine ≥ ``floor(item)``.
+
+        Two store batches: one vector search per embedded memory item, then the hits (with
+        embeddings) that are not past their ``expires_at`` at ``now`` (default: the clock's now).
+        """
+        searchable = [i for i in items if i.node_kind == NodeKind.MEMORY and i.embedding is not None]
+        if not searchable:
+            return TreeSnapshot()
+        hits: list[list[tuple[str, float]]] = yield [
+            VectorSearchOp(cube_id, i.embedding or [], k(i), SearchFilters(user_id=i.user_id)) for i in searchable
+        ]
+        kept = {i.id: [(h, sc) for h, sc in found if sc >= floor(i)] for i, found in zip(searchable, hits, strict=True)}
+        wanted = list(dict.fromkeys(h for found in kept.values() for h, _ in found))
+        stored: dict[str, MemoryItem] = {}
+        if wanted:
+            (got,) = yield [GetOp(cube_id, wanted, with_embeddings=True)]
+            at = now or utcnow()
+            stored = {i.id: i for i in got if i.expires_at is None or i.expires_at > at}
+        return TreeSnapshot(
+            {item_id: [(stored[h], sc) for h, sc in found if h in stored] for item_id, found in kept.items()}
+        )
 
     def _floor(self, item: MemoryItem) -> float:
         """Return the lowest cosine at which a stored memory is a neighbour of ``item`` worth reading."""

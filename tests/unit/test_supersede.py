@@ -220,3 +220,12 @@ def test_decision_model_validation() -> None:
     with pytest.raises(ValueError):
         update_memory.parse('{"action": "supersede", "target": "zz"}', ["a1"])
     assert update_memory.parse('```json\n{"action": "add"}\n```', ["a1"]).action is update_memory.MemoryAction.ADD
+
+
+def test_a_blank_fact_is_refused(mos: MemOS) -> None:
+    from memos_agents.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError):
+        mos.add([{"role": "user", "content": "   "}], "ann", "notes", mode="facts")
+    with pytest.raises(InvalidInputError):
+        mos.add([{"role": "user", "content": "x"}], "ann", "notes", mode="nonsense")
