@@ -13,6 +13,7 @@ print one line and exit with 2; no traceback.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -890,6 +891,12 @@ def _embedder_spec(spec: str, hashing_dim: int) -> dict[str, Any]:
     return config
 
 
+def _show_results(table: Path, paths: Sequence[Path]) -> None:
+    """Print a benchmark's Markdown table and the files it wrote."""
+    console.print(table.read_text())
+    console.print("wrote " + ", ".join(str(p) for p in paths))
+
+
 @bench_app.command("locomo")
 def bench_locomo(
     out: Annotated[Path, typer.Option(help="Output directory (results.json, results.md, recall.png).")],
@@ -1021,20 +1028,17 @@ def bench_locomo(
                     )
                 target = out / run_name if len(stores) > 1 or len(modes) > 1 or len(variants) > 1 else out
                 paths = write_results(results[run_name], target)
-                console.print((target / "results.md").read_text())
-                console.print("wrote " + ", ".join(str(p) for p in paths))
+                _show_results(target / "results.md", paths)
         if len(modes) > 1 or len(variants) > 1:
             axis, values = ("governance", modes) if len(modes) > 1 else ("lifecycle", variants)
             for name in stores:
                 pair = {g: results[f"{name}/{axis}-{g}"] for g in values}
                 paths = write_comparison(compare_stores(pair, baseline=values[0]), out / name)
-                console.print((out / name / "comparison.md").read_text())
-                console.print("wrote " + ", ".join(str(p) for p in paths))
+                _show_results(out / name / "comparison.md", paths)
         elif len(stores) > 1:
             comparison = compare_stores(results, baseline=stores[0])
             paths = write_comparison(comparison, out)
-            console.print((out / "comparison.md").read_text())
-            console.print("wrote " + ", ".join(str(p) for p in paths))
+            _show_results(out / "comparison.md", paths)
 
     _run(go)
 
@@ -1064,8 +1068,7 @@ def bench_knowledge_update(
             factory, subjects=subjects, attributes=attributes, paraphrase=paraphrase, seed=seed
         )
         paths = write_results(results, out, embedder)
-        console.print((out / "results.md").read_text())
-        console.print("wrote " + ", ".join(str(p) for p in paths))
+        _show_results(out / "results.md", paths)
 
     _run(go)
 
@@ -1091,8 +1094,7 @@ def bench_lifecycle(
 
             results = run_lifecycle_bench(factory, Path(tmp), counts)
         paths = write_results(results, out)
-        console.print((out / "results.md").read_text())
-        console.print("wrote " + ", ".join(str(p) for p in paths))
+        _show_results(out / "results.md", paths)
 
     _run(go)
 
@@ -1149,8 +1151,7 @@ def bench_audit(
                 console.print(f"{name} ...")
                 results[name] = run_audit_bench(factory, per_batch=per_batch, sizes=_ints(sizes, "--sizes"))
         paths = write_results(results, out)
-        console.print((out / "results.md").read_text())
-        console.print("wrote " + ", ".join(str(p) for p in paths))
+        _show_results(out / "results.md", paths)
 
     _run(go)
 
@@ -1209,8 +1210,7 @@ def bench_scale(
                 progress=report,
             )
         paths = write_results(results, out)
-        console.print((out / "results.md").read_text())
-        console.print("wrote " + ", ".join(str(p) for p in paths))
+        _show_results(out / "results.md", paths)
 
     _run(go)
 

@@ -15,6 +15,20 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
+def write_json(data: object, out: str | Path, stem: str = "results") -> tuple[Path, list[Path]]:
+    """Create ``out`` and write ``data`` as ``<stem>.json`` (indented); return ``(out_dir, [json path, md path])``.
+
+    The Markdown path is where the caller writes its table next.
+    """
+    import json
+
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{stem}.json", out_dir / f"{stem}.md"]
+    paths[0].write_text(json.dumps(data, indent=2))
+    return out_dir, paths
+
+
 def save_chart(path: Path, draw: Callable[[Any], None], *, size: tuple[float, float] = (6.0, 4.0)) -> bool:
     """Draw one chart with ``draw(axes)`` and save it as a PNG at ``path`` (120 dpi).
 

@@ -17,14 +17,13 @@ under ``--out``.
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from memos_agents.bench import percentile, save_chart
+from memos_agents.bench import percentile, save_chart, write_json
 from memos_agents.cube import CubeHeader, StorageProfile
 from memos_agents.plaintext.stores.base import BaseMemoryStore, CallContext, CountOp
 from memos_agents.schema import MemoryItem
@@ -124,10 +123,7 @@ def run_audit_bench(
 
 def write_results(results: dict[str, dict[str, Any]], out: str | Path) -> list[Path]:
     """Write ``results.json``, ``results.md`` and ``audit.png`` (when matplotlib is installed); return the paths."""
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / "results.json", out_dir / "results.md"]
-    paths[0].write_text(json.dumps(results, indent=2))
+    out_dir, paths = write_json(results, out)
     lines = [
         "# Audit log (memos bench audit)",
         "",

@@ -23,7 +23,6 @@ statement stays active; ranking alone decides, with its newer-first tie-break) a
 
 from __future__ import annotations
 
-import json
 import random
 import statistics
 import tempfile
@@ -34,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from memos_agents.bench import save_chart
+from memos_agents.bench import save_chart, write_json
 from memos_agents.os import MemOS
 from memos_agents.plaintext.text import words
 
@@ -272,11 +271,8 @@ def run_knowledge_update_bench(
 
 def write_results(results: dict[str, Any], out: str | Path, embedder: str) -> list[Path]:
     """Write ``results.json``, ``results.md`` and ``knowledge_update.png`` (with matplotlib); return the paths."""
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     results = {**results, "setup": {**results["setup"], "embedder": embedder}}
-    paths = [out_dir / "results.json", out_dir / "results.md"]
-    paths[0].write_text(json.dumps(results, indent=2))
+    out_dir, paths = write_json(results, out)
     st = results["setup"]
     lines = [
         "# Knowledge update (memos bench knowledge-update)",

@@ -17,14 +17,13 @@ Figures: seconds per pass, memories moved, and seconds per 10,000 memories in th
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from memos_agents.bench import save_chart
+from memos_agents.bench import save_chart, write_json
 from memos_agents.operation.lifecycle import LifecyclePolicy
 from memos_agents.os import MemOS
 from memos_agents.schema import LifecycleState, MemoryItem, MemoryType, utcnow
@@ -130,10 +129,7 @@ def run_lifecycle_bench(mos_factory: Callable[[Path], MemOS], home: Path, sizes:
 
 def write_results(results: dict[str, Any], out: str | Path) -> list[Path]:
     """Write ``results.json``, ``results.md`` and ``lifecycle.png`` (when matplotlib is installed); return the paths."""
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / "results.json", out_dir / "results.md"]
-    paths[0].write_text(json.dumps(results, indent=2))
+    out_dir, paths = write_json(results, out)
     lines = [
         "# MemLifecycle maintenance pass (memos bench lifecycle)",
         "",

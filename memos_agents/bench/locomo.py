@@ -20,7 +20,6 @@ src are the dia_ids an item came from.
 
 from __future__ import annotations
 
-import json
 import statistics
 import tempfile
 import time
@@ -29,7 +28,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from memos_agents.bench import percentile
+from memos_agents.bench import percentile, write_json
 from memos_agents.bench.locomo_data import STANDARD_CATEGORIES, Conversation, evidence_recall, load_locomo
 from memos_agents.os import MemOS
 from memos_agents.schema import utcnow
@@ -264,10 +263,7 @@ def _day_after(conv: Conversation) -> datetime:
 
 def write_results(results: dict[str, Any], out: str | Path) -> list[Path]:
     """Write ``results.json``, ``results.md`` and ``recall.png`` under ``out``; returns the paths."""
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / "results.json", out_dir / "results.md"]
-    paths[0].write_text(json.dumps(results, indent=2))
+    out_dir, paths = write_json(results, out)
     ks = list(results["recall_at"])
     budgets = list(results["recall_within_tokens"])
     lines = [
@@ -379,10 +375,7 @@ def compare_stores(results: dict[str, dict[str, Any]], baseline: str = "sqlite")
 
 def write_comparison(comparison: dict[str, Any], out: str | Path) -> list[Path]:
     """Write ``comparison.json`` and ``comparison.md`` under ``out``; returns the paths."""
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / "comparison.json", out_dir / "comparison.md"]
-    paths[0].write_text(json.dumps(comparison, indent=2))
+    _, paths = write_json(comparison, out, "comparison")
     base = comparison["baseline"]
     lines = ["# Store comparison (memos bench locomo, same data, same run)", ""]
     for name, c in comparison["stores"].items():

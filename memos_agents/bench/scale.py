@@ -74,7 +74,7 @@ from typing import Any
 import numpy as np
 
 import memos_agents
-from memos_agents.bench import percentile
+from memos_agents.bench import percentile, write_json
 from memos_agents.bench.locomo import EmbedTimer
 from memos_agents.bench.scale_data import ScaleCorpus
 from memos_agents.errors import InvalidInputError
@@ -687,10 +687,7 @@ def write_results(results: dict[str, Any], out: str | Path) -> list[Path]:
 
     The chart is left out when matplotlib is not installed.
     """
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / "results.json", out_dir / "results.md"]
-    paths[0].write_text(json.dumps(results, indent=2))
+    out_dir, paths = write_json(results, out)
     s, rows = results["setup"], results["sizes"]
     commit = (s["commit"] or "unknown")[:12] + (" (dirty)" if s.get("dirty") else "")
     lines = [
