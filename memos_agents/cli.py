@@ -1,9 +1,10 @@
 """The ``memos`` command line (typer + rich).
 
 Commands: ``demo``, ``add``, ``search``, ``chat`` (a REPL), ``cube export|import|info|list|redaction``,
-``acl grant|revoke|list``, ``audit list|verify|export``, ``history``, ``rollback`` and
-``bench locomo|scale|audit``. Every command but ``bench`` (which works in a temporary home) takes ``--home``
-(default ``$MEMOS_HOME`` or ``~/.memos``). Options before the command choose the plaintext store
+``acl grant|revoke|list``, ``audit list|verify|export``, ``history``, ``rollback``,
+``store publish|list|search|subscribe|unsubscribe|subscriptions|revoke|export|import`` (the MemStore
+registry) and ``bench locomo|scale|audit``. Every command but ``bench`` (which works in a temporary home)
+takes ``--home`` (default ``$MEMOS_HOME`` or ``~/.memos``). Options before the command choose the plaintext store
 for every command: ``memos --store neo4j --neo4j-uri bolt://... cube import notes.zip --user bob``
 (the ``--neo4j-*`` options also read ``NEO4J_URI``, ``NEO4J_USER``, ``NEO4J_PASSWORD``, ``NEO4J_DATABASE``).
 Errors of the :class:`~memos_agents.errors.MemOSError` hierarchy, and file errors (``OSError``),
@@ -24,6 +25,7 @@ from rich.table import Table
 
 from memos_agents.config import default_home
 from memos_agents.errors import InvalidInputError, MemOSError, UserExistsError
+from memos_agents.infra.registry import Access, EntryKind, EntryVisibility, key_fingerprint
 from memos_agents.operation.reader import ReadMode
 from memos_agents.os import MemOS
 from memos_agents.schema import LifecycleState, Visibility
@@ -48,6 +50,12 @@ user_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(user_app, name="user")
+store_app = typer.Typer(
+    help="MemStore, the cube registry: publish cubes under name@version, find them, subscribe to them, "
+    "revoke them, and exchange signed bundles.",
+    no_args_is_help=True,
+)
+app.add_typer(store_app, name="store")
 console = Console()
 
 #: Where the LoCoMo file lies in this project's checkout layout (``../shared/data``).
@@ -196,17 +204,20 @@ def add(
 
 
 def _print_hits(hits: list[Any]) -> None:
+    published = any(h.published for h in hits)  # a "via" column only when a result came through a subscription
     table = Table()
-    for col in ("#", "score", "tokens", "sources", "event time", "memory"):
+    for col in ("#", "score", "tokens", "sources", "event time", *(["via"] if published else []), "memory"):
         table.add_column(col)
     for n, h in enumerate(hits, 1):
         when = f"{h.item.event_time:%Y-%m-%d}" if h.item.event_time else "-"
+        via = [escape(h.published or "")] if published else []
         table.add_row(  # stored text is data: never rendered as markup
             str(n),
             f"{h.score:.4f}",
             str(h.tokens),
             escape(", ".join(h.item.sources.message_ids)),
             when,
+            *via,
             escape(h.item.text),
         )
     console.print(table)
@@ -217,7 +228,8 @@ def search(
     query: Annotated[str, typer.Argument(help="The question.")],
     user: User,
     cube: Annotated[
-        list[str] | None, typer.Option("--cube", "-c", help="Cube(s) to search (default: the ones --user owns).")
+        list[str] | None,
+        typer.Option("--cube", "-c", help="Cube(s) to search (default: the ones --user owns or subscribed to)."),
     ] = None,
     home: Home = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1)] = 10,
@@ -1211,6 +1223,270 @@ def bench_scale(
             )
         paths = write_results(results, out)
         _show_results(out / "results.md", paths)
+
+    _run(go)
+
+
+StoreName = Annotated[str, typer.Argument(help="Registry name, e.g. team-notes.")]
+StoreVersion = Annotated[
+    str | None, typer.Option("--version", help="A semantic version, e.g. 1.2.0 (default: the latest release).")
+]
+
+
+def _print_entries(entries: list[Any]) -> None:
+    table = Table()
+    for col in ("name", "version", "kind", "publisher", "items", "visibility", "licence", "description", "revoked"):
+        table.add_column(col)
+    for e in entries:
+        text = e.manifest.description
+        table.add_row(
+            escape(e.name),
+            escape(e.version),
+            e.kind.value,
+            escape(e.publisher),
+            str(e.manifest.items),
+            e.visibility.value,
+            escape(e.manifest.licence or ""),
+            escape(text if len(text) <= 48 else text[:45] + "..."),
+            f"{e.revoked_at:%Y-%m-%d %H:%M}" if e.revoked_at else "",
+        )
+    console.print(table)
+
+
+def _print_subscriptions(subs: list[Any]) -> None:
+    table = Table()
+    for col in ("subscriber", "entry", "kind", "access", "cube", "granted", "since", "active"):
+        table.add_column(col)
+    for s in subs:
+        table.add_row(
+            escape(s.subscriber),
+            escape(s.key),
+            s.kind.value,
+            s.access.value,
+            escape(s.cube_id),
+            s.granted.value if s.granted else "",
+            f"{s.subscribed_at:%Y-%m-%d %H:%M}",
+            "yes" if s.active else "no",
+        )
+    console.print(table)
+
+
+@store_app.command("publish")
+def store_publish(
+    cube: Annotated[str, typer.Argument(help="The cube to publish (needs share or admin on it).")],
+    user: User,
+    name: Annotated[str, typer.Option("--name", help="Registry name: 1-64 of [a-z0-9._-].")],
+    version: Annotated[str, typer.Option("--version", help="A new semantic version of the name, e.g. 1.0.0.")],
+    kind: Annotated[
+        EntryKind,
+        typer.Option(help="snapshot (a signed read-only copy taken now) or live (the cube itself, as it changes)."),
+    ] = EntryKind.SNAPSHOT,
+    description: Annotated[str | None, typer.Option(help="Shown in listings (default: the cube's).")] = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="A label to find it by (repeatable).")] = None,
+    licence: Annotated[str | None, typer.Option(help="The licence it is shared under, e.g. CC-BY-4.0.")] = None,
+    restricted: Annotated[
+        bool, typer.Option("--restricted", help="Only you and the --audience see it (default: everyone).")
+    ] = False,
+    audience: Annotated[
+        list[str] | None, typer.Option("--audience", help="Who else sees a restricted entry (repeatable).")
+    ] = None,
+    access: Annotated[
+        Access, typer.Option(help="read, or write (live entries: subscribers may get role writer).")
+    ] = Access.READ,
+    home: Home = None,
+) -> None:
+    """Publish CUBE as name@version, signed with your publisher key (created on first use)."""
+
+    def go() -> None:
+        with _mos(home, llm={"provider": "none"}) as mos:
+            entry = mos.registry.publish(
+                cube,
+                user,
+                name=name,
+                version=version,
+                kind=kind,
+                description=description,
+                tags=tag or [],
+                licence=licence,
+                visibility=EntryVisibility.RESTRICTED if restricted else EntryVisibility.PUBLIC,
+                audience=audience or [],
+                access=access,
+            )
+        m = entry.manifest
+        console.print(
+            f"published {escape(entry.key)} ({entry.kind.value}, {entry.visibility.value}, {entry.access.value}) "
+            f"from cube {escape(entry.source_cube_id)}",
+            highlight=False,
+        )
+        console.print(f"cube: {escape(entry.cube_id)}", highlight=False)
+        console.print(f"items: {m.items}" + (f", edges: {m.edges}" if m.edges is not None else ""), highlight=False)
+        console.print(f"checksum: {m.checksum or '-'}", highlight=False)
+        console.print(f"key: {key_fingerprint(entry.public_key) if entry.public_key else '-'}", highlight=False)
+
+    _run(go)
+
+
+@store_app.command("list")
+def store_list(
+    user: User,
+    name: Annotated[str | None, typer.Option(help="Only this name.")] = None,
+    tag: Annotated[str | None, typer.Option("--tag", "-t", help="Only entries carrying this tag.")] = None,
+    publisher: Annotated[str | None, typer.Option(help="Only this publisher's.")] = None,
+    all_entries: Annotated[bool, typer.Option("--all", help="Revoked entries too.")] = False,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+    home: Home = None,
+) -> None:
+    """List the registry entries you see (public ones, and restricted ones you are in the audience of)."""
+
+    def go() -> None:
+        with _mos(home, llm={"provider": "none"}) as mos:
+            entries = mos.registry.list(
+                user, name=name, tag=tag, publisher=publisher, include_revoked=all_entries, limit=limit
+            )
+        _print_entries(entries)
+
+    _run(go)
+
+
+@store_app.command("search")
+def store_search(
+    text: Annotated[str, typer.Argument(help="Words that must all occur in the name, description or tags.")],
+    user: User,
+    tag: Annotated[str | None, typer.Option("--tag", "-t", help="Only entries carrying this tag.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+    home: Home = None,
+) -> None:
+    """Find registry entries by their name, description and tags (any case)."""
+
+    def go() -> None:
+        with _mos(home, llm={"provider": "none"}) as mos:
+            entries = mos.registry.search(text, user, tag=tag, limit=limit)
+        _print_entries(entries)
+
+    _run(go)
+
+
+@store_app.command("subscribe")
+def store_subscribe(
+    name: StoreName,
+    user: User,
+    version: StoreVersion = None,
+    access: Annotated[Access, typer.Option(help="read, or write (a live entry published with write).")] = Access.READ,
+    home: Home = None,
+) -> None:
+    """Subscribe to NAME: `memos search` without --cube then also reads its cube."""
+
+    def go() -> None:
+        with _mos(home, llm={"provider": "none"}) as mos:
+            sub = mos.registry.subscribe(name, user, version=version, access=access)
+        granted = f"role {sub.granted.value} granted" if sub.granted else "no new grant needed"
+        console.print(
+            f"subscribed {escape(sub.subscriber)} to {escape(sub.key)} ({sub.kind.value}, {sub.access.value}): "
+            f"cube {escape(sub.cube_id)}, {granted}",
+            highlight=False,
+        )
+
+    _run(go)
+
+
+@store_app.command("unsubscribe")
+def store_unsubscribe(name: StoreName, user: User, home: Home = None) -> None:
+    """End your subscription to NAME (its grant on the cube is removed at once)."""
+
+    def go() -> None:
+        with _mos(home, llm={"provider": "none"}) as mos:
+            ended = mos.registry.unsubscribe(name, user)
+        console.print(f"unsubscribed from {escape(name)}" if ended else f"no subscription to {escape(name)}")
+
+    _run(go)
+
+
+@store_app.command("subscriptions")
+def store_subscriptions(
+    user: User,
+    name: Annotated[
+        str | None, typer.Option(help="Only this name (as its publisher: every subscriber's subscription).")
+    ] = None,
+    home: Home = None,
+) -> None:
+    """List your subscriptions, or, as a name's publisher, everyone's to it (--name)."""
+
+    def go() -> None:
+        with _mos(home, llm={"provider": "none"}) as mos:
+            _print_subscriptions(mos.registry.subscriptions(user, name=name))
+
+    _run(go)
+
+
+@store_app.command("revoke")
+def store_revoke(
+    name: StoreName,
+    user: User,
+    version: Annotated[
+        str | None, typer.Option("--version", help="Withdraw only this version (default: every version).")
+    ] = None,
+    subscriber: Annotated[
+        str | None, typer.Option(help="End only this subscriber's access (the entry stays published).")
+    ] = None,
+    admin: UserAdmin = False,
+    home: Home = None,
+) -> None:
+    """As NAME's publisher: withdraw it (or one --version), or end one --subscriber's access."""
+
+    def go() -> None:
+        with _admin_mos(home, user, admin) as mos:
+            done = mos.registry.revoke(name, user, version=version, subscriber=subscriber)
+        for key in done.revoked:
+            console.print(f"revoked {escape(key)}", highlight=False)
+        for who, key in done.ended:
+            console.print(f"ended {escape(who)}'s subscription to {escape(key)}", highlight=False)
+        if not done.revoked and not done.ended:
+            console.print("nothing to revoke")
+
+    _run(go)
+
+
+@store_app.command("export")
+def store_export(
+    name: StoreName,
+    path: Annotated[Path, typer.Argument(help="Bundle file to write.")],
+    user: User,
+    version: StoreVersion = None,
+    home: Home = None,
+) -> None:
+    """Write the signed bundle of a snapshot entry (verified first) to PATH."""
+
+    def go() -> None:
+        with _mos(home, llm={"provider": "none"}) as mos:
+            written = mos.registry.export(name, user, path, version=version)
+        console.print(f"wrote {escape(str(written))}", highlight=False)
+
+    _run(go)
+
+
+@store_app.command("import")
+def store_import(
+    path: Annotated[Path, typer.Argument(help="Bundle file.")],
+    user: User,
+    cube_id: Annotated[
+        str | None, typer.Option("--cube-id", help="Import under this cube id (default: the entry's name@version).")
+    ] = None,
+    allow_unsigned: Annotated[
+        bool,
+        typer.Option("--allow-unsigned", help="Accept a bundle without a signature (default: the config decides)."),
+    ] = False,
+    home: Home = None,
+) -> None:
+    """Create a read-only cube you own from a bundle, after checking its checksums and its publisher's signature."""
+
+    def go() -> None:
+        with _mos(home, llm={"provider": "none"}) as mos:
+            header = mos.registry.import_bundle(path, user, cube_id=cube_id, allow_unsigned=allow_unsigned or None)
+            nodes = mos.stats(header.cube_id, user).nodes
+        console.print(
+            f"imported cube {escape(header.cube_id)} from {escape(header.source or str(path))} ({nodes} nodes)",
+            highlight=False,
+        )
 
     _run(go)
 

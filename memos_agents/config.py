@@ -256,6 +256,39 @@ def default_home() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".memos"
 
 
+class RegistryConfig(BaseModel):
+    """MemStore registry settings (see :mod:`memos_agents.infra.registry`).
+
+    The registry's entries and subscriptions live in the plaintext store (so every process on the
+    same home, or the same Neo4j database, shares them); these settings place its files.
+
+    Attributes:
+        path: Directory of the published bundles (``bundles/<name>/<version>.memcube``); None:
+            ``<home>/registry``. Processes that share a registry must share this directory to
+            export each other's bundles.
+        keys_dir: Directory of the publishers' Ed25519 private keys (None: ``<home>/keys``; created
+            mode 0700, key files 0600).
+        trusted_keys: Hex Ed25519 public keys that bundle imports accept (empty: any key that
+            verifies, unless the registry recorded another key for the bundle's publisher).
+        allow_unsigned: Accept bundles without a signature on import (default False).
+
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path | None = None
+    keys_dir: Path | None = None
+    trusted_keys: list[str] = Field(default_factory=list, max_length=1024)
+    allow_unsigned: bool = False
+
+    @model_validator(mode="after")
+    def _keys_are_hex(self) -> RegistryConfig:
+        for key in self.trusted_keys:
+            if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
+                raise ValueError("trusted_keys must be raw Ed25519 public keys as 64 lower-case hex digits")
+        return self
+
+
 class MemOSConfig(BaseModel):
     """Everything a :class:`~memos_agents.os.MemOS` needs.
 
@@ -274,6 +307,8 @@ class MemOSConfig(BaseModel):
         track_access: Record each memory's uses (search results and reads) for decay and
             lifecycle policies (default True; see ``MemLifecycle``'s ``AccessTracker``).
         access_flush_s: Seconds between two recordings of buffered uses (2.0).
+        registry: Where the MemStore registry keeps its bundles and publisher keys
+            (:class:`RegistryConfig`).
 
     """
 
@@ -292,6 +327,7 @@ class MemOSConfig(BaseModel):
     version_retention_days: float = Field(default=30.0, ge=0.0, le=36_500.0)
     track_access: bool = True
     access_flush_s: float = Field(default=2.0, gt=0.0, le=3600.0)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
 
     @model_validator(mode="after")
     def _expand_home(self) -> MemOSConfig:
@@ -313,6 +349,16 @@ class MemOSConfig(BaseModel):
     def db_path(self) -> Path:
         """The embedded store's SQLite file."""
         return self.home / "memos.db"
+
+    @property
+    def registry_path(self) -> Path:
+        """The MemStore registry's bundle directory."""
+        return Path(self.registry.path).expanduser() if self.registry.path else self.home / "registry"
+
+    @property
+    def keys_dir(self) -> Path:
+        """The publishers' key directory."""
+        return Path(self.registry.keys_dir).expanduser() if self.registry.keys_dir else self.home / "keys"
 
     @property
     def model_cache(self) -> Path:

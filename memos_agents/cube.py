@@ -16,7 +16,9 @@ member), ``items.jsonl`` and ``edges.jsonl``. Readers refuse unknown formats, ne
 checksum mismatches. Checksums catch corruption, not tampering: they are not signatures. Readers
 also treat archives as untrusted input: members are streamed under caps on inflated size and
 compression ratio (zip bombs), encrypted or oddly compressed members and unexpected members are
-refused, and so are NaN and infinite numbers.
+refused, and so are NaN and infinite numbers. Format version 2 adds two optional members, a
+MemStore bundle's ``registry.json`` and ``signature.json`` (:mod:`memos_agents.infra.registry`
+signs and verifies them); plain exports are still written as version 1.
 """
 
 from __future__ import annotations
@@ -39,7 +41,13 @@ from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from memos_agents.errors import ArchiveIOError, CubeFormatError, InvalidInputError
+from memos_agents.errors import (
+    ArchiveIOError,
+    ChecksumMismatchError,
+    CubeFormatError,
+    InvalidInputError,
+    NewerFormatError,
+)
 from memos_agents.infra.redaction import RedactionPolicy
 from memos_agents.schema import Edge, Label, LifecycleState, MemoryItem, as_utc, check_text, utcnow, validate_id
 
@@ -52,8 +60,15 @@ MAX_PATH_CHARS = 4_096
 #: Longest cube description, in characters.
 MAX_DESCRIPTION_CHARS = 4_096
 
-#: Current archive format version; readers refuse anything newer.
-ARCHIVE_FORMAT_VERSION = 1
+#: Current archive format version; readers refuse anything newer. Version 1: the three members;
+#: version 2: also the MemStore bundle members (:data:`BUNDLE_MEMBERS`). Plain exports are still
+#: written as version 1, so that older readers take them.
+ARCHIVE_FORMAT_VERSION = 2
+#: Optional members of a version-2 archive: a MemStore bundle's registry entry and its signature
+#: (see :mod:`memos_agents.infra.registry`), each at most :data:`MAX_EXTRA_BYTES`.
+BUNDLE_MEMBERS = ("registry.json", "signature.json")
+#: Cap on the inflated size of each optional bundle member, in bytes (1 MiB; real ones are ~2 KB).
+MAX_EXTRA_BYTES = 1 << 20
 
 #: Default cap on the inflated size of ``items.jsonl`` and of ``edges.jsonl``, in bytes (512 MiB:
 #: about 60,000 items with 384-d embeddings, ~8.5 KB a line). Reading holds the parsed records,
@@ -248,6 +263,12 @@ class CubeHeader(BaseModel):
             :class:`~memos_agents.infra.redaction.RedactionPolicy`. ``mask`` and ``refuse`` are
             applied by the facade before anything is embedded, and every store refuses a write
             whose texts still hold a finding of the policy's kinds.
+        read_only: No caller other than trusted code may write or delete the cube's items (every
+            store refuses, owner included); set on MemStore snapshots and imported bundles, and
+            never cleared by a header update (default False).
+        published_as: ``name@version`` when the cube is the snapshot a MemStore registry entry
+            serves (None otherwise); its publisher's default searches leave it out (they read the
+            cube it was taken from).
 
     """
 
@@ -269,6 +290,13 @@ class CubeHeader(BaseModel):
     payload: Payload = Field(default_factory=PlaintextPayload)
     memory_ttl_s: float | None = Field(default=None, gt=0, le=100 * 365 * 86_400)
     redaction: RedactionPolicy = Field(default_factory=RedactionPolicy)
+    read_only: bool = False
+    published_as: str | None = None
+
+    @field_validator("published_as")
+    @classmethod
+    def _published_as(cls, value: str | None) -> str | None:
+        return None if value is None else validate_id(value, "published_as")
 
     @field_validator("description")
     @classmethod
@@ -362,7 +390,37 @@ def _archive_path(path: object, action: str) -> Path:
     return target
 
 
-def write_archive(path: str | Path, cube: MemCube) -> Path:
+def archive_members(cube: MemCube, *, bundle: bool = False) -> tuple[dict[str, Any], bytes, bytes]:
+    """Return the manifest, ``items.jsonl`` and ``edges.jsonl`` that :func:`write_archive` writes for ``cube``.
+
+    The manifest's ``sha256`` map (header, items.jsonl, edges.jsonl) identifies the content: a
+    MemStore bundle signs a digest of it (:func:`content_checksum`). Header fields added after
+    format version 1 (``read_only``, ``published_as``) are written only when set, so plain exports
+    stay readable by older versions; ``bundle`` writes format version 2.
+    """
+    items = "".join(item.model_dump_json() + "\n" for item in cube.items).encode()
+    edges = "".join(edge.model_dump_json() + "\n" for edge in cube.edges).encode()
+    header = json.loads(cube.header.model_dump_json())
+    for name in ("read_only", "published_as"):
+        if not header.get(name):
+            header.pop(name, None)
+    manifest = {
+        "format": ARCHIVE_FORMAT,
+        "format_version": ARCHIVE_FORMAT_VERSION if bundle else 1,
+        "header": header,
+        "counts": {"items": len(cube.items), "edges": len(cube.edges)},
+        "sha256": {"header": _header_sha(header), "items.jsonl": _sha256(items), "edges.jsonl": _sha256(edges)},
+    }
+    return manifest, items, edges
+
+
+def content_checksum(sha256: dict[str, Any]) -> str:
+    """Return ``sha256:<hex>`` over an archive manifest's ``sha256`` map (the cube's header, items and edges)."""
+    canonical = {k: sha256.get(k) for k in ("header", "items.jsonl", "edges.jsonl")}
+    return "sha256:" + _sha256(json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode())
+
+
+def write_archive(path: str | Path, cube: MemCube, *, extras: dict[str, bytes] | None = None) -> Path:
     """Write ``cube`` to one zip archive, atomically.
 
     The archive is written to a uniquely named temp file in the target's directory, flushed to
@@ -373,6 +431,8 @@ def write_archive(path: str | Path, cube: MemCube) -> Path:
         path: Target file; parent directories are created; an existing file is replaced, an
             existing directory is refused.
         cube: The header, items (with embeddings) and edges to write.
+        extras: Optional members of :data:`BUNDLE_MEMBERS` (a MemStore bundle's entry and
+            signature); with any, the archive is format version 2.
 
     Returns:
         The path written.
@@ -380,21 +440,17 @@ def write_archive(path: str | Path, cube: MemCube) -> Path:
     Raises:
         ArchiveIOError: If ``path`` is a directory, or the file or its parent directories cannot
             be created or written (no permission, a parent is a file, disk full).
+        InvalidInputError: An extra member not in :data:`BUNDLE_MEMBERS`.
 
     """
     target = _archive_path(path, "write")
     if target.is_dir():
         raise _io_error("write", target, "it is a directory", errno.EISDIR)
-    items = "".join(item.model_dump_json() + "\n" for item in cube.items).encode()
-    edges = "".join(edge.model_dump_json() + "\n" for edge in cube.edges).encode()
-    header = json.loads(cube.header.model_dump_json())
-    manifest = {
-        "format": ARCHIVE_FORMAT,
-        "format_version": ARCHIVE_FORMAT_VERSION,
-        "header": header,
-        "counts": {"items": len(cube.items), "edges": len(cube.edges)},
-        "sha256": {"header": _header_sha(header), "items.jsonl": _sha256(items), "edges.jsonl": _sha256(edges)},
-    }
+    extras = dict(extras or {})
+    unknown = sorted(set(extras) - set(BUNDLE_MEMBERS))
+    if unknown:
+        raise InvalidInputError(f"unknown archive members {unknown}; the optional ones are {list(BUNDLE_MEMBERS)}")
+    manifest, items, edges = archive_members(cube, bundle=bool(extras))
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except FileExistsError as exc:  # a parent is a file
@@ -411,6 +467,9 @@ def write_archive(path: str | Path, cube: MemCube) -> Path:
                 zf.writestr("manifest.json", json.dumps(manifest, indent=2))
                 zf.writestr("items.jsonl", items)
                 zf.writestr("edges.jsonl", edges)
+                for name in BUNDLE_MEMBERS:
+                    if name in extras:
+                        zf.writestr(name, extras[name])
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)
@@ -512,7 +571,7 @@ def _read_manifest(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: _Budget, 
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise CubeFormatError(f"{source}: unknown format version {version!r}")
     if version > ARCHIVE_FORMAT_VERSION:
-        raise CubeFormatError(
+        raise NewerFormatError(
             f"{source}: format version {version} is newer than this memos-agents supports "
             f"({ARCHIVE_FORMAT_VERSION}); upgrade memos-agents to read it"
         )
@@ -592,10 +651,11 @@ def _count(counts: dict[str, Any], name: str, source: Path) -> int:
 def _check_members(zf: zipfile.ZipFile, source: Path) -> dict[str, zipfile.ZipInfo]:
     infos = zf.infolist()
     names = [info.filename for info in infos]
-    unexpected = sorted(set(names) - set(_MEMBERS))
+    unexpected = sorted(set(names) - set(_MEMBERS) - set(BUNDLE_MEMBERS))
     if unexpected:
         raise CubeFormatError(
-            f"{source}: unexpected archive members {unexpected[:5]!r} (a cube archive holds only {', '.join(_MEMBERS)})"
+            f"{source}: unexpected archive members {unexpected[:5]!r} (a cube archive holds only "
+            f"{', '.join(_MEMBERS)} and, from format version 2, {', '.join(BUNDLE_MEMBERS)})"
         )
     if len(names) != len(set(names)):
         raise CubeFormatError(f"{source}: duplicate archive members")
@@ -613,16 +673,39 @@ def _check_members(zf: zipfile.ZipFile, source: Path) -> dict[str, zipfile.ZipIn
     return {info.filename: info for info in infos}
 
 
-def _read_cube(zf: zipfile.ZipFile, budget: _Budget, limits: tuple[int, int]) -> MemCube:
+class ArchiveParts(BaseModel):
+    """What :func:`read_archive_parts` returns: the cube, its manifest's checksums and the bundle members.
+
+    Attributes:
+        cube: Header, items and edges (checked against ``sha256``).
+        format_version: The archive's format version.
+        sha256: The manifest's checksum map (header, items.jsonl, edges.jsonl), verified.
+        extras: The raw bytes of each :data:`BUNDLE_MEMBERS` member present (version 2 only).
+
+    """
+
+    cube: MemCube
+    format_version: int
+    sha256: dict[str, str]
+    extras: dict[str, bytes] = Field(default_factory=dict)
+
+
+def _read_cube(zf: zipfile.ZipFile, budget: _Budget, limits: tuple[int, int]) -> ArchiveParts:
     source = budget.source
     max_manifest_bytes, max_member_bytes = limits
     members = _check_members(zf, source)
     manifest = _read_manifest(zf, members["manifest.json"], budget, max_manifest_bytes)
+    extras: dict[str, bytes] = {}
+    for name in BUNDLE_MEMBERS:
+        if name in members:
+            if manifest["format_version"] < 2:
+                raise CubeFormatError(f"{source}: {name} in a format version 1 archive")
+            extras[name] = b"".join(budget.chunks(zf, members[name], MAX_EXTRA_BYTES))
     sums, counts = manifest.get("sha256"), manifest.get("counts")
     if not isinstance(sums, dict) or not isinstance(counts, dict):
         raise CubeFormatError(f"{source}: manifest lacks checksums or counts")
     if sums.get("header") != _header_sha(manifest.get("header")):
-        raise CubeFormatError(f"{source}: checksum mismatch for the header")
+        raise ChecksumMismatchError(f"{source}: checksum mismatch for the header")
     try:
         header = CubeHeader.model_validate(manifest.get("header"))
     except ValidationError as exc:
@@ -636,24 +719,26 @@ def _read_cube(zf: zipfile.ZipFile, budget: _Budget, limits: tuple[int, int]) ->
     edges, edges_sha, edges_error = _read_records(zf, members["edges.jsonl"], Edge, n_edges, budget, max_member_bytes)
     for name, digest in (("items.jsonl", items_sha), ("edges.jsonl", edges_sha)):
         if sums.get(name) != digest:
-            raise CubeFormatError(f"{source}: checksum mismatch for {name}")
+            raise ChecksumMismatchError(f"{source}: checksum mismatch for {name}")
     for name, error in (("items.jsonl", items_error), ("edges.jsonl", edges_error)):
         if error is not None:
             raise CubeFormatError(f"{source}: {name}: {error}")
     if n_items != len(items) or n_edges != len(edges):
         raise CubeFormatError(f"{source}: counts in manifest do not match the content")
-    return MemCube(header=header, items=items, edges=edges)
+    digests = {k: str(sums[k]) for k in ("header", "items.jsonl", "edges.jsonl")}
+    cube = MemCube(header=header, items=items, edges=edges)
+    return ArchiveParts(cube=cube, format_version=manifest["format_version"], sha256=digests, extras=extras)
 
 
-def read_archive(
+def read_archive_parts(
     path: str | Path,
     *,
     max_member_bytes: int = MAX_MEMBER_BYTES,
     max_total_bytes: int = MAX_ARCHIVE_BYTES,
     max_ratio: float = MAX_COMPRESSION_RATIO,
     max_manifest_bytes: int = MAX_MANIFEST_BYTES,
-) -> MemCube:
-    """Read a cube archive written by :func:`write_archive`.
+) -> ArchiveParts:
+    """Read a cube archive written by :func:`write_archive`, with its checksums and bundle members.
 
     Members are streamed: each is inflated in chunks, hashed incrementally and parsed line by line,
     and the bytes really inflated (not the sizes the archive declares) are counted against the
@@ -674,14 +759,16 @@ def read_archive(
             :data:`MAX_MANIFEST_BYTES`, 16 MiB).
 
     Returns:
-        The cube with its header, items and edges.
+        The cube with its header, items and edges, the verified checksum map and the raw bundle
+        members (see :class:`ArchiveParts`).
 
     Raises:
         ArchiveIOError: If the file does not exist, is a directory or cannot be opened.
         CubeFormatError: If the file is not a cube archive (not a zip, unexpected, duplicate,
             missing, encrypted or unsupported-compression members), its format version is unknown
-            or newer than :data:`ARCHIVE_FORMAT_VERSION`, a member is over a limit, a checksum or
-            count does not match, a record does not validate, or a number is NaN or infinite.
+            or newer than :data:`ARCHIVE_FORMAT_VERSION` (:class:`NewerFormatError`), a member is
+            over a limit, a checksum (:class:`ChecksumMismatchError`) or count does not match, a
+            record does not validate, or a number is NaN or infinite.
         InvalidInputError: If a limit is not positive.
 
     """
@@ -713,3 +800,21 @@ def read_archive(
             raise
         except _ZIP_ERRORS as exc:
             raise CubeFormatError(f"{source}: not a readable cube archive ({exc})") from exc
+
+
+def read_archive(
+    path: str | Path,
+    *,
+    max_member_bytes: int = MAX_MEMBER_BYTES,
+    max_total_bytes: int = MAX_ARCHIVE_BYTES,
+    max_ratio: float = MAX_COMPRESSION_RATIO,
+    max_manifest_bytes: int = MAX_MANIFEST_BYTES,
+) -> MemCube:
+    """Read a cube archive written by :func:`write_archive`; see :func:`read_archive_parts` for limits and errors."""
+    return read_archive_parts(
+        path,
+        max_member_bytes=max_member_bytes,
+        max_total_bytes=max_total_bytes,
+        max_ratio=max_ratio,
+        max_manifest_bytes=max_manifest_bytes,
+    ).cube

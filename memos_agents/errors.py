@@ -72,6 +72,42 @@ class CubeFormatError(MemOSError, ValueError):
     """A cube archive is malformed, corrupt, or of an unknown or newer format version."""
 
 
+class NewerFormatError(CubeFormatError):
+    """An archive or bundle was written in a format version newer than this memos-agents reads."""
+
+
+class ChecksumMismatchError(CubeFormatError):
+    """A member of an archive does not hash to the checksum its manifest records (corrupt or altered)."""
+
+
+class BundleError(CubeFormatError):
+    """A MemStore bundle was refused on import (see the subclasses)."""
+
+
+class TamperedBundleError(BundleError):
+    """A bundle's signature does not verify, or its content does not match what the publisher signed."""
+
+
+class UnsignedBundleError(BundleError):
+    """A bundle carries no publisher signature (import it with ``allow_unsigned`` to accept that)."""
+
+
+class UntrustedPublisherError(BundleError):
+    """A bundle is signed with a key that is not the one this registry knows, or trusts, for its publisher."""
+
+
+class IncompatibleBundleError(BundleError):
+    """A bundle's embeddings come from another embedding model or dimension than this MemOS uses."""
+
+
+class RegistryEntryNotFoundError(NotFoundError):
+    """No published entry of this name (and version) that the caller may see."""
+
+
+class RegistryEntryExistsError(MemOSError):
+    """A name and version is already published (published versions are immutable, revoked ones too)."""
+
+
 class StoreError(MemOSError):
     """The storage backend failed; the write, if any, was rolled back."""
 

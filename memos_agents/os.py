@@ -73,9 +73,11 @@ from memos_agents.errors import (
     TextTooLongError,
     VersionConflictError,
 )
-from memos_agents.flow import Compute, Flow, run_async, run_sync
+from memos_agents.flow import Compute, Flow, piggyback, run_async, run_sync
 from memos_agents.infra.audit import AuditEntry, AuditOutcome, ChainVerification
+from memos_agents.infra.memstore import MemStore
 from memos_agents.infra.redaction import RedactionMode, RedactionPolicy, default_redactor
+from memos_agents.infra.registry import Subscription
 from memos_agents.infra.users import UserKind, UserRecord
 from memos_agents.infra.vault import VersionDiff, diff_items
 from memos_agents.models.embedders import BaseEmbedder, HashingEmbedder, OpenAIEmbedder, SentenceTransformerEmbedder
@@ -318,6 +320,8 @@ class MemOS:
         self._flushing: asyncio.Task[int] | None = None  # an async-only store's pending flush
         #: Buffers memory uses (search results, reads) for decay; None when ``config.track_access`` is off.
         self.access: AccessTracker | None = self._tracker()
+        #: The MemStore registry: publish, list, subscribe, revoke, bundles (:class:`MemStore`).
+        self.registry = MemStore(self)
 
     @classmethod
     def from_path(cls, home: str | Path, **kwargs: Any) -> MemOS:
@@ -1109,7 +1113,7 @@ class MemOS:
         chosen = _lifecycle_policy(policy)
         if cube_ids is None:  # the caller's own cubes, whatever their embedder
             (owned,) = yield [base.ListCubesOp(owner_id=validate_id(user_id, "user_id"))]
-            cubes = [h.cube_id for h in cast(list[CubeHeader], owned)]
+            cubes = [h.cube_id for h in cast(list[CubeHeader], owned) if not h.read_only]  # snapshots do not age
         elif isinstance(cube_ids, str | bytes):
             raise InvalidInputError("cube_ids must be a list of cube ids")
         else:
@@ -1399,7 +1403,10 @@ class MemOS:
 
     def _default_cubes(self, user_id: str) -> Flow[list[CubeHeader]]:
         (owned,) = yield [base.ListCubesOp(owner_id=user_id)]
-        return [h for h in owned if h.storage.embedding_dim in (None, self.embedder.dim)]
+        return self._searchable(owned)
+
+    def _searchable(self, headers: Sequence[CubeHeader]) -> list[CubeHeader]:
+        return [h for h in headers if h.storage.embedding_dim in (None, self.embedder.dim)]
 
     def delete_cube(self, cube_id: str, user_id: str) -> None:
         """Delete a cube and everything in it (needs admin permission)."""
@@ -1834,19 +1841,29 @@ class MemOS:
         }
         return parse(model, {k: v for k, v in fields.items() if v is not None or k in ("top_k", "cube_ids")})
 
-    def _search_cubes(self, req: SearchRequest) -> Flow[list[str]]:
-        """Resolve the cubes a search reads: the caller's own, or the named ones.
+    def _search_cubes(self, req: SearchRequest) -> Flow[tuple[list[str], dict[str, str] | None]]:
+        """Resolve the cubes a search reads and label those read through a MemStore subscription.
 
-        Named cubes are not read here: every op of the retrieval checks the caller may read its
-        cube, in the transaction that reads it (and refuses an unknown one).
+        Without ``cube_ids``: the caller's own cubes (not the snapshots it published) and the
+        cubes of its subscriptions it may still read, with their labels (``cube id ->
+        name@version``). Named cubes are not read here: every op of the retrieval checks the
+        caller may read its cube, in the transaction that reads it (and refuses an unknown one);
+        their labels (None here) are read with the retrieval's first batch.
         """
         if req.cube_ids is None:
-            return [h.cube_id for h in (yield from self._default_cubes(req.user_id))]
-        return list(dict.fromkeys(req.cube_ids))
+            owned, subs = yield [base.ListCubesOp(owner_id=req.user_id), base.ListSubscriptionsOp()]
+            cubes = [h.cube_id for h in self._searchable(owned) if h.published_as is None]
+            labels = self._labels(subs)
+            return cubes + [c for c in labels if c not in cubes], labels
+        return list(dict.fromkeys(req.cube_ids)), None
+
+    @staticmethod
+    def _labels(subs: Sequence[Subscription]) -> dict[str, str]:
+        return {s.cube_id: s.key for s in subs if s.active}
 
     def _search(self, req: SearchRequest) -> Flow[list[ScoredMemory]]:
         k = req.top_k if req.top_k is not None else self.config.retrieval.top_k
-        cubes = yield from self._search_cubes(req)
+        cubes, labels = yield from self._search_cubes(req)
         if not cubes:
             return []
         vector = yield Compute(lambda: self.reader.embed([req.query])[0])
@@ -1860,17 +1877,26 @@ class MemOS:
                 dedupe=self.scheduler.deduplicate,
                 now=req.as_of or self.clock(),
             )
+            extra: list[base.Op] = [base.ListSubscriptionsOp()] if labels is None else []
             if req.as_of is None:
-                chosen = yield from retrieval
+                chosen, got = yield from piggyback(retrieval, extra)
             else:  # the cubes as they were: rebuilt by the store (caller's scope), searched in memory
-                snaps = yield [base.AsOfOp(cid, req.as_of, with_embeddings=True) for cid in cubes]
+                read = yield [*(base.AsOfOp(cid, req.as_of, with_embeddings=True) for cid in cubes), *extra]
+                snaps, got = read[: len(cubes)], read[len(cubes) :]
                 chosen = yield Compute(lambda: self._search_snapshots(cubes, snaps, retrieval))
+            if labels is None:
+                labels = self._labels(got[0])
         except EmbeddingDimensionError:  # say which cube needs which embedder
             for header in (yield [base.GetCubeOp(cid) for cid in cubes]):
                 self._check_embedder(header)
             raise
         budget = req.token_budget if req.token_budget is not None else self.config.default_token_budget
         results = self.scheduler.fit(chosen, top_k=k, token_budget=budget)
+        if labels:
+            results = [
+                r.model_copy(update={"published": labels[r.item.cube_id]}) if r.item.cube_id in labels else r
+                for r in results
+            ]
         if req.as_of is None:  # a use of what the memories are now (a look into the past is none)
             self._note_access(r.item for r in results)
         return results
@@ -2041,6 +2067,7 @@ class MemOS:
                 "cube_id": target,
                 "owner_id": user_id,
                 "acl": list(cube.header.acl) if keep_acl else [],
+                "published_as": None,  # a registry's snapshot elsewhere; here an ordinary cube
                 "storage": cube.header.storage.model_copy(update={"backend": type(self.store).__name__}),
             }
         )

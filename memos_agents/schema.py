@@ -452,6 +452,8 @@ class ScoredMemory(BaseModel):
         via: For graph-expanded results, the id of the hit it was reached from.
         trimmed: True when the scheduler removed lines already shown by a better result (the
             stored item is unchanged; ``MemOS.get`` returns it whole).
+        published: ``name@version`` of the MemStore entry the caller subscribed to that serves
+            the item's cube (None: not read through a subscription); the cube is ``item.cube_id``.
 
     """
 
@@ -461,6 +463,7 @@ class ScoredMemory(BaseModel):
     signals: dict[str, float] = Field(default_factory=dict)
     via: str | None = None
     trimmed: bool = False
+    published: str | None = None
 
 
 def jsonable(value: Any) -> Any:

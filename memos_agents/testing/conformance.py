@@ -77,17 +77,19 @@ from memos_agents.schema import (
 )
 from memos_agents.testing.adversarial import AdversarialTests
 from memos_agents.testing.helpers import DIM, T0, item, vec
+from memos_agents.testing.registry import RegistryTests
 from memos_agents.testing.users import UserTests
 
 __all__ = ["DIM", "T0", "AdversarialTests", "StoreConformanceTests", "item", "vec"]
 
 
 @pytest.mark.conformance
-class StoreConformanceTests(AdversarialTests, UserTests):
+class StoreConformanceTests(AdversarialTests, UserTests, RegistryTests):
     """The behaviour every :class:`BaseMemoryStore` must have. Provide a ``store`` fixture.
 
-    It includes the adversarial section (:class:`~memos_agents.testing.adversarial.AdversarialTests`)
-    and the users section (:class:`~memos_agents.testing.users.UserTests`).
+    It includes the adversarial section (:class:`~memos_agents.testing.adversarial.AdversarialTests`),
+    the users section (:class:`~memos_agents.testing.users.UserTests`) and the MemStore registry
+    section (:class:`~memos_agents.testing.registry.RegistryTests`).
     """
 
     # the ``store`` and ``cube`` (owned by "alice") fixtures: inherited from AdversarialTests

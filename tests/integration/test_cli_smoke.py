@@ -367,3 +367,58 @@ def test_lifecycle_ttl_transition_and_a_pass(tmp_path: Path) -> None:
         assert stored.returncode == 0, stored.stdout + stored.stderr
     found = memos("search", "gym day", "--cube", "notes", "--user", "ann", "--json", *h, home=tmp_path)
     assert "Friday" in found.stdout and "Monday" not in found.stdout, found.stdout  # superseded: archived
+
+
+@pytest.mark.smoke
+@pytest.mark.models
+def test_store_publish_subscribe_exchange_and_revoke(tmp_path: Path) -> None:
+    import zipfile
+
+    h = ("--home", str(tmp_path / "home"))
+    fact = "Alice's favourite tea is oolong."
+    added = memos("add", fact, "--mode", "facts", "--user", "alice", "--cube", "notes", *h, home=tmp_path)
+    assert added.returncode == 0, added.stdout + added.stderr
+    meta = ("--description", "Tea preferences of the team", "--tag", "tea", "--licence", "CC-BY-4.0")
+    named = ("--name", "tea-notes", "--version", "1.0.0")
+    published = memos("store", "publish", "notes", "--user", "alice", *named, *meta, *h, home=tmp_path)
+    out = published.stdout
+    assert published.returncode == 0 and "published tea-notes@1.0.0 (snapshot" in out, out + published.stderr
+    assert "items: 1" in out and "checksum: sha256:" in out and "key: SHA256:" in out, out
+    listed = memos("store", "list", "--user", "guest", *h, home=tmp_path)  # a public entry: anyone sees it
+    assert listed.returncode == 0 and "tea-notes" in listed.stdout and "CC-BY-4.0" in listed.stdout, listed.stdout
+    found = memos("store", "search", "TEA team", "--user", "guest", *h, home=tmp_path)
+    assert found.returncode == 0 and "tea-notes" in found.stdout, found.stdout
+    missed = memos("store", "search", "coffee", "--user", "guest", *h, home=tmp_path)
+    assert missed.returncode == 0 and "tea-notes" not in missed.stdout, missed.stdout
+    sub = memos("store", "subscribe", "tea-notes", "--user", "bob", *h, home=tmp_path)
+    assert sub.returncode == 0 and "subscribed bob to tea-notes@1.0.0" in sub.stdout, sub.stdout + sub.stderr
+    subs = memos("store", "subscriptions", "--user", "bob", *h, home=tmp_path)
+    assert subs.returncode == 0 and "tea-notes@1.0.0" in subs.stdout and "reader" in subs.stdout, subs.stdout
+    hits = memos("search", "favourite tea", "--user", "bob", *h, home=tmp_path)  # no --cube: subscriptions too
+    assert hits.returncode == 0 and "oolong" in hits.stdout, hits.stdout + hits.stderr
+    assert "via" in hits.stdout and "tea-notes@1.0.0" in hits.stdout, hits.stdout
+    bundle = tmp_path / "tea.memcube"
+    exported = memos("store", "export", "tea-notes", str(bundle), "--user", "bob", *h, home=tmp_path)
+    assert exported.returncode == 0 and bundle.is_file(), exported.stdout + exported.stderr
+    h2 = ("--home", str(tmp_path / "home2"))
+    imported = memos("store", "import", str(bundle), "--user", "carol", *h2, home=tmp_path)
+    assert imported.returncode == 0 and "imported cube tea-notes@1.0.0" in imported.stdout, imported.stdout
+    # the entry edited after signing (the other members kept as they are): refused
+    tampered = tmp_path / "tampered.memcube"
+    with zipfile.ZipFile(bundle) as src, zipfile.ZipFile(tampered, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename == "registry.json":
+                entry = json.loads(data)
+                entry["manifest"]["description"] = "Free coffee for everyone"
+                data = json.dumps(entry).encode()
+            dst.writestr(info, data)
+    refused = memos("store", "import", str(tampered), "--user", "carol", "--cube-id", "copy", *h2, home=tmp_path)
+    assert refused.returncode == 2 and "TamperedBundleError" in refused.stdout, refused.stdout + refused.stderr
+    assert "signature" in refused.stdout, refused.stdout
+    revoked = memos("store", "revoke", "tea-notes", "--user", "alice", "--subscriber", "bob", *h, home=tmp_path)
+    assert revoked.returncode == 0 and "ended bob's subscription to tea-notes@1.0.0" in revoked.stdout, revoked.stdout
+    after = memos("search", "favourite tea", "--user", "bob", *h, home=tmp_path)
+    assert after.returncode == 0 and "oolong" not in after.stdout, after.stdout
+    denied = memos("store", "revoke", "tea-notes", "--user", "bob", *h, home=tmp_path)
+    assert denied.returncode == 2 and "PermissionDeniedError" in denied.stdout, denied.stdout

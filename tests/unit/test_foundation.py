@@ -61,7 +61,8 @@ def test_every_store_batch_carries_the_caller(recorded: Any) -> None:
     write = [ops for _, _, ops in store.calls if "WriteOp" in ops]
     assert write == [["WriteOp"]]  # the tree update is one batch: one transaction
     searches = [ops for _, _, ops in store.calls if "VectorSearchOp" in ops and "TextSearchOp" in ops]
-    assert searches == [["VectorSearchOp", "TextSearchOp"]]  # dense and BM25 of every cube: one batch
+    # dense and BM25 of every cube: one batch, which also reads the caller's MemStore subscriptions (labels)
+    assert searches == [["VectorSearchOp", "TextSearchOp", "ListSubscriptionsOp"]]
 
 
 def test_async_twins_take_the_stores_async_path_and_agree_with_sync(recorded: Any) -> None:

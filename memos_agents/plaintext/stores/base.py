@@ -61,6 +61,7 @@ from memos_agents.infra.audit import (
     seal,
 )
 from memos_agents.infra.redaction import RedactionMode, RedactionPolicy, default_redactor
+from memos_agents.infra.registry import RegistryEntry, Subscription
 from memos_agents.infra.users import UserRecord, check_new_user_id
 from memos_agents.plaintext.stores.filters import Predicate, matches, visible_to
 from memos_agents.schema import (
@@ -139,13 +140,26 @@ class CallContext(BaseModel):
 SYSTEM = CallContext(principal="system", system=True)
 
 
+#: What a read-only cube refuses.
+_CONTENT_CHANGES = (Permission.WRITE, Permission.DELETE)
+
+
 def authorize(header: CubeHeader, ctx: CallContext, permission: Permission | None) -> CubeHeader:
     """Check that ``ctx`` may do ``permission`` on the cube of ``header``; return the header.
 
+    A read-only cube (``CubeHeader.read_only``: a MemStore snapshot or an imported bundle)
+    refuses ``write`` and ``delete`` to every caller but trusted code, its owner and system-wide
+    admins included.
+
     Raises:
-        PermissionDeniedError: The cube's owner and ACL do not allow it.
+        PermissionDeniedError: The cube's owner and ACL do not allow it, or the cube is read-only.
 
     """
+    if header.read_only and permission in _CONTENT_CHANGES and not ctx.system:
+        raise PermissionDeniedError(
+            f"cube {header.cube_id!r} is read-only (a published snapshot or an imported bundle): "
+            f"user {ctx.principal!r} may not {permission.value} it"
+        )
     if permission is None or ctx.unrestricted or header.allows(ctx.principal, permission):
         return header
     raise PermissionDeniedError(f"user {ctx.principal!r} may not {permission.value} cube {header.cube_id!r}")
@@ -216,7 +230,8 @@ def check_header_update(current: CubeHeader, new: CubeHeader, ctx: CallContext) 
     revealed to it). ``new`` must carry the stored ``version`` (it was read from the current
     header: optimistic concurrency, so a change made meanwhile is never overwritten unseen). Then:
 
-    * Trusted code (SYSTEM) and system-wide admins may change anything.
+    * ``read_only`` and ``published_as`` change only by trusted code (a snapshot stays read-only).
+    * Trusted code (SYSTEM) and system-wide admins may change anything else.
     * Only the owner may change ``owner_id`` (hand the cube over).
     * ``admin`` may change every other field.
     * ``share`` alone may change only the ACL, and only entries that grant at most the caller's own
@@ -236,6 +251,11 @@ def check_header_update(current: CubeHeader, new: CubeHeader, ctx: CallContext) 
         raise VersionConflictError(
             f"cube {current.cube_id!r}: the header is at version {current.version}, not {new.version}; "
             "read it again and reapply the change"
+        )
+    if not ctx.system and (current.read_only, current.published_as) != (new.read_only, new.published_as):
+        raise PermissionDeniedError(
+            f"cube {current.cube_id!r}: read_only and published_as are set by the MemStore registry, "
+            "not by header updates"
         )
     if ctx.unrestricted:
         return
@@ -967,6 +987,170 @@ class ListEventsOp:
     kind: str | None = None
 
 
+# -- the MemStore registry (memos_agents.infra.registry: models and the ops' bodies) ---------------------
+def _check_registry_name(name: object, version: object = None) -> None:
+    from memos_agents.infra.registry import check_name, check_version
+
+    check_name(name)
+    if version is not None:
+        check_version(version)
+
+
+@dataclass(frozen=True, slots=True)
+class PublishOp:
+    """Record ``entry`` in the MemStore registry; returns the stored entry (``published_at`` set).
+
+    The caller must be the entry's publisher (or trusted code, a system-wide admin) and hold share
+    or admin on its source cube; a snapshot entry's read-only cube (``name@version``) must exist,
+    owned by the publisher (created in the same batch by an :class:`ImportCubeOp`). A signed
+    entry must verify, with the key the registry recorded for its publisher if it has one (the
+    first signed publication records it). ``RegistryEntryExistsError`` for a version already
+    published; a name's later versions only by its first publisher.
+    """
+
+    entry: RegistryEntry
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.entry, RegistryEntry):
+            raise InvalidInputError(f"entry must be a RegistryEntry, not {type(self.entry).__name__}")
+        validated(RegistryEntry, self.entry.model_dump(), "registry entry")
+
+
+@dataclass(frozen=True, slots=True)
+class GetPublishedOp:
+    """Return the entry ``name@version`` (revoked ones too), or the latest current release the caller sees.
+
+    ``RegistryEntryNotFoundError`` when there is none the caller may see (the same for both).
+    """
+
+    name: str
+    version: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_registry_name(self.name, self.version)
+
+
+@dataclass(frozen=True, slots=True)
+class ListPublishedOp:
+    """Return the entries the caller sees, by name then newest version first, at most ``limit``.
+
+    Filters: ``name`` (exact), ``text`` (every word in the name, description or tags), ``tag``,
+    ``publisher``; revoked entries only with ``include_revoked``. Reads every entry of the
+    registry when no name is given (registries hold entries per published version, not memories).
+    """
+
+    text: str | None = None
+    name: str | None = None
+    tag: str | None = None
+    publisher: str | None = None
+    include_revoked: bool = False
+    limit: int = 100
+
+    def __post_init__(self) -> None:
+        if self.name is not None:
+            _check_registry_name(self.name)
+        for what, value in (("text", self.text), ("tag", self.tag), ("publisher", self.publisher)):
+            if value is not None and (not isinstance(value, str) or len(value) > 1_000):
+                raise InvalidInputError(f"{what} must be a string of at most 1,000 characters")
+        if not isinstance(self.limit, int) or isinstance(self.limit, bool) or not 1 <= self.limit <= 1_000:
+            raise InvalidInputError("limit must be an integer from 1 to 1,000")
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeOp:
+    """Subscribe the caller to ``name@version`` (None: the latest current release); returns a :class:`Subscription`.
+
+    One subscription per subscriber and name: subscribing to another version or access replaces
+    it. Grants role reader (``access="read"``) or writer (``"write"``: live entries published with
+    write access) on the entry's cube, in this transaction, unless the caller already has those
+    permissions. Refused: an entry the caller does not see or that was revoked
+    (``RegistryEntryNotFoundError``), write access not offered (``PermissionDeniedError``), a
+    deleted cube (``CubeNotFoundError``), a cube whose ACL is full (``InvalidInputError``).
+    """
+
+    name: str
+    version: str | None = None
+    access: str = "read"
+
+    def __post_init__(self) -> None:
+        _check_registry_name(self.name, self.version)
+        if self.access not in ("read", "write"):
+            raise InvalidInputError(f"access must be 'read' or 'write', not {self.access!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class UnsubscribeOp:
+    """End the caller's subscription to ``name`` and remove the grant it added; returns how many ended (0 or 1)."""
+
+    name: str
+
+    def __post_init__(self) -> None:
+        _check_registry_name(self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class RevokePublishedOp:
+    """The publisher (or a system-wide admin) revokes: returns a :class:`RevokeResult`.
+
+    With ``subscriber``: that subscriber's subscription to ``name`` (``version``: only if it is
+    to that version) ends and its grant is removed. Without: the entries (one ``version``, or
+    every version of ``name``) are withdrawn (kept, marked revoked, so a version is never
+    reused; hidden from listings) and all their subscriptions end. Access ends with the transaction.
+    """
+
+    name: str
+    version: str | None = None
+    subscriber: str | None = None
+
+    def __post_init__(self) -> None:
+        from memos_agents.schema import validate_id
+
+        _check_registry_name(self.name, self.version)
+        if self.subscriber is not None:
+            validate_id(self.subscriber, "subscriber")
+
+
+@dataclass(frozen=True, slots=True)
+class ListSubscriptionsOp:
+    """Return subscriptions: the caller's own, or with ``name`` every subscriber's when the caller publishes it.
+
+    ``everyone``: every subscription of the registry (system-wide admins, trusted code). Each
+    carries ``active``: whether its subscriber may still read the cube.
+    """
+
+    name: str | None = None
+    everyone: bool = False
+
+    def __post_init__(self) -> None:
+        if self.name is not None:
+            _check_registry_name(self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class GetPublisherKeyOp:
+    """Return the Ed25519 public key (hex) the registry recorded for ``publisher`` (None: none); public to everyone."""
+
+    publisher: str
+
+    def __post_init__(self) -> None:
+        from memos_agents.schema import validate_id
+
+        validate_id(self.publisher, "publisher")
+
+
+#: The registry's ops (each backend serves their bodies, :func:`memos_agents.infra.registry.body`).
+REGISTRY_OPS: tuple[type, ...] = (
+    PublishOp,
+    GetPublishedOp,
+    ListPublishedOp,
+    SubscribeOp,
+    UnsubscribeOp,
+    RevokePublishedOp,
+    ListSubscriptionsOp,
+    GetPublisherKeyOp,
+)
+
+
 Op = (
     CreateCubeOp
     | GetCubeOp
@@ -1000,6 +1184,14 @@ Op = (
     | GetUserOp
     | ListUsersOp
     | UpdateUserOp
+    | PublishOp
+    | GetPublishedOp
+    | ListPublishedOp
+    | SubscribeOp
+    | UnsubscribeOp
+    | RevokePublishedOp
+    | ListSubscriptionsOp
+    | GetPublisherKeyOp
 )
 
 #: The cube permission each op needs (None: checked otherwise; a list filters by read permission).
@@ -1036,6 +1228,8 @@ OP_PERMISSION: dict[type, Permission | None] = {
     GetUserOp: None,
     ListUsersOp: None,
     UpdateUserOp: None,
+    # the registry's: checked in their bodies (visibility, publisher, share on the source cube)
+    **dict.fromkeys(REGISTRY_OPS),
 }
 
 #: Ops that write (a backend opens a write transaction for a batch holding any of them).
@@ -1052,14 +1246,18 @@ WRITE_OPS: tuple[type, ...] = (
     CreateUserOp,
     UpdateUserOp,
     RecordAccessOp,
+    PublishOp,
+    SubscribeOp,
+    UnsubscribeOp,
+    RevokePublishedOp,
 )
 
 
-def handles(op_type: type) -> Callable[[Callable[..., T]], Callable[..., T]]:
-    """Mark a backend method as the handler of ``op_type`` (collected by :class:`BaseMemoryStore`)."""
+def handles(*op_types: type) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Mark a backend method as the handler of ``op_types`` (collected by :class:`BaseMemoryStore`)."""
 
     def mark(fn: Callable[..., T]) -> Callable[..., T]:
-        fn._handles = op_type  # type: ignore[attr-defined]
+        fn._handles = op_types  # type: ignore[attr-defined]
         return fn
 
     return mark
@@ -1116,6 +1314,14 @@ AUDIT_ACTIONS: dict[type, str] = {
     GetUserOp: "user.get",
     ListUsersOp: "user.list",
     UpdateUserOp: "user.update",
+    PublishOp: "registry.publish",
+    GetPublishedOp: "registry.get",
+    ListPublishedOp: "registry.list",
+    SubscribeOp: "registry.subscribe",
+    UnsubscribeOp: "registry.unsubscribe",
+    RevokePublishedOp: "registry.revoke",
+    ListSubscriptionsOp: "registry.subscriptions",
+    GetPublisherKeyOp: "registry.key",
 }
 
 
@@ -1181,7 +1387,9 @@ def _touched_ids(op: Any, result: Any) -> tuple[str, ...]:
         return tuple(result)
     if isinstance(op, RecordAccessOp):
         return tuple(op.counts)
-    return _requested_ids(op) if isinstance(op, CreateUserOp | GetUserOp | UpdateUserOp) else ()
+    if isinstance(op, SubscribeOp) and isinstance(result, Subscription):
+        return (result.key,)
+    return _requested_ids(op) if isinstance(op, (CreateUserOp, GetUserOp, UpdateUserOp, *REGISTRY_OPS)) else ()
 
 
 def _requested_ids(op: Any) -> tuple[str, ...]:
@@ -1200,6 +1408,12 @@ def _requested_ids(op: Any) -> tuple[str, ...]:
         return (user_id,) if isinstance(user_id, str) else ()
     if isinstance(op, GetUserOp):
         return (str(op.user_id),)
+    if isinstance(op, PublishOp):
+        return (op.entry.key,)
+    if isinstance(op, GetPublishedOp | SubscribeOp | RevokePublishedOp) and op.version is not None:
+        return (f"{op.name}@{op.version}",)
+    if isinstance(op, GetPublishedOp | SubscribeOp | UnsubscribeOp | RevokePublishedOp):
+        return (op.name,)
     if isinstance(op, RecordAccessOp):
         return tuple(str(i) for i in op.counts)
     return ()
@@ -1744,8 +1958,7 @@ class BaseMemoryStore(ABC):
         super().__init_subclass__(**kwargs)
         found = dict(cls._handlers)
         for name, value in vars(cls).items():
-            op_type = getattr(value, "_handles", None)
-            if op_type is not None:
+            for op_type in getattr(value, "_handles", ()):
                 found[op_type] = name
         cls._handlers = found
 

@@ -45,6 +45,7 @@ from memos_agents.errors import (
     UserExistsError,
     UserNotFoundError,
 )
+from memos_agents.infra import registry
 from memos_agents.infra.audit import AuditEntry, ChainHead, ChainVerification, verify_chain
 from memos_agents.infra.users import UserRecord, check_caller, check_principals
 from memos_agents.plaintext.stores import base
@@ -139,12 +140,26 @@ class _Tx:
         ctx: The caller.
         saved: Cube id -> the cube as it was before the batch wrote it (None: it did not exist).
         saved_users: User id -> the record as it was before the batch wrote it (None: none).
+        saved_registry: The registry as it was before the batch's first registry write (None: unwritten).
 
     """
 
     ctx: base.CallContext
     saved: dict[str, _Cube | None] = field(default_factory=dict)
     saved_users: dict[str, UserRecord | None] = field(default_factory=dict)
+    saved_registry: _Registry | None = None
+
+
+@dataclass(slots=True)
+class _Registry:
+    """The MemStore registry: entries by (name, version), subscriptions by (subscriber, name), keys by publisher."""
+
+    entries: dict[tuple[str, str], registry.RegistryEntry] = field(default_factory=dict)
+    subscriptions: dict[tuple[str, str], registry.Subscription] = field(default_factory=dict)
+    keys: dict[str, str] = field(default_factory=dict)
+
+    def copy(self) -> _Registry:
+        return _Registry(dict(self.entries), dict(self.subscriptions), dict(self.keys))
 
 
 def _edge_key(edge: Edge) -> EdgeKey:
@@ -176,6 +191,7 @@ class InMemoryStore(base.BaseMemoryStore):
         #: user id -> its record (see :mod:`memos_agents.infra.users`).
         self._users: dict[str, UserRecord] = {}
         self._cubes: dict[str, _Cube] = {}
+        self._registry = _Registry()
         #: Whether every batch is written to the audit log (see :mod:`memos_agents.infra.audit`).
         self.audit = audit
         #: chain id -> its entries, in order (the audit log outlives the cubes it describes).
@@ -238,6 +254,8 @@ class InMemoryStore(base.BaseMemoryStore):
                         self._users.pop(user_id, None)
                     else:
                         self._users[user_id] = record
+                if tx.saved_registry is not None:
+                    self._registry = tx.saved_registry
                 if self.audit and isinstance(exc, Exception):
                     self._append_audit(ctx, base.audit_failure(ops, len(out), exc))
                 raise
@@ -447,6 +465,46 @@ class InMemoryStore(base.BaseMemoryStore):
         ]
         idle.sort(key=lambda i: (touched(i), i.id))
         return [i.model_copy(update={"embedding": None}, deep=True) for i in idle[: op.limit]]
+
+    # -- the MemStore registry (bodies in memos_agents.infra.registry) ------------------------------
+    @base.handles(*base.REGISTRY_OPS)
+    def _registry_op(self, op: Any, tx: _Tx) -> Any:
+        return registry.drive(registry.body(op, tx.ctx, utcnow()), lambda request: self._serve(tx, request))
+
+    def _serve(self, tx: _Tx, request: registry.Request) -> Any:
+        """Answer one request of a registry op's body."""
+        reg = self._registry
+        if isinstance(request, registry.ReadEntries):
+            return [e for (name, _), e in reg.entries.items() if request.name in (None, name)]
+        if isinstance(request, registry.ReadSubscriptions):
+            subs = [
+                s
+                for (subscriber, name), s in sorted(reg.subscriptions.items(), key=lambda kv: (kv[0][1], kv[0][0]))
+                if request.subscriber in (None, subscriber) and request.name in (None, name)
+            ]
+            return subs
+        if isinstance(request, registry.ReadKey):
+            return reg.keys.get(request.publisher)
+        if isinstance(request, registry.ReadHeader):
+            cube = self._cubes.get(request.cube_id)
+            return None if cube is None else cube.header.model_copy(deep=True)
+        plan = request.plan
+        if tx.saved_registry is None:
+            tx.saved_registry = reg.copy()
+        for entry, _ in plan.entries:
+            reg.entries[(entry.name, entry.version)] = entry
+        for key in plan.unsubscribe:
+            reg.subscriptions.pop(key, None)
+        for sub in plan.subscriptions:
+            reg.subscriptions[(sub.subscriber, sub.name)] = sub
+        if plan.key is not None:
+            reg.keys[plan.key[0]] = plan.key[1]
+        for current, new in plan.headers:
+            cube = self._touch(tx, current.cube_id, keep_vectors=True)
+            assert cube is not None
+            self._check_grants(cube.header, new)
+            cube.header = new.model_copy(update={"version": cube.header.version + 1, "updated_at": utcnow()}, deep=True)
+        return None
 
     # -- users ---------------------------------------------------------------------------------------
     def _save_user(self, tx: _Tx, user: UserRecord) -> UserRecord:

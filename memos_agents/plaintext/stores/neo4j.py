@@ -96,6 +96,7 @@ from memos_agents.errors import (
     UserNotFoundError,
     require,
 )
+from memos_agents.infra import registry
 from memos_agents.infra.audit import AuditEntry, ChainHead, ChainVerification, stored_time, verify_chain
 from memos_agents.infra.users import UserRecord, check_caller, check_principals
 from memos_agents.plaintext.stores import base
@@ -249,6 +250,31 @@ _MIGRATIONS: list[tuple[int, list[tuple[str, bool]]]] = [
             (
                 "CREATE INDEX memos_memory_idle IF NOT EXISTS "
                 "FOR (m:Memory) ON (m.tenant, m.cube_id, m.status, m.touched_at)",
+                False,
+            ),
+        ],
+    ),
+    (
+        6,
+        [  # the MemStore registry: one node per entry, subscription and publisher key
+            (
+                "CREATE CONSTRAINT memos_registry_entry IF NOT EXISTS "
+                "FOR (r:RegistryEntry) REQUIRE (r.tenant, r.name, r.version) IS UNIQUE",
+                True,
+            ),
+            (
+                "CREATE CONSTRAINT memos_registry_subscription IF NOT EXISTS "
+                "FOR (s:RegistrySubscription) REQUIRE (s.tenant, s.subscriber, s.name) IS UNIQUE",
+                True,
+            ),
+            (
+                "CREATE CONSTRAINT memos_registry_key IF NOT EXISTS "
+                "FOR (k:RegistryKey) REQUIRE (k.tenant, k.publisher) IS UNIQUE",
+                True,
+            ),
+            (
+                "CREATE INDEX memos_registry_subscription_name IF NOT EXISTS "
+                "FOR (s:RegistrySubscription) ON (s.tenant, s.name)",
                 False,
             ),
         ],
@@ -1076,8 +1102,12 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
     def _update_cube(self, op: base.UpdateCubeOp, state: _Batch) -> Body[CubeHeader]:
         current, dim = yield from self._cube(state, op.header.cube_id, None)
         base.check_header_update(current, op.header, state.ctx)
-        yield from self._check_grants(current, op.header)
-        stored = op.header.model_copy(update={"version": current.version + 1, "updated_at": utcnow()})
+        return (yield from self._store_header(state, current, dim, op.header))
+
+    def _store_header(self, state: _Batch, current: CubeHeader, dim: int | None, new: CubeHeader) -> Body[CubeHeader]:
+        """Write ``new`` over ``current`` at the next version (its grants checked); return what was stored."""
+        yield from self._check_grants(current, new)
+        stored = new.model_copy(update={"version": current.version + 1, "updated_at": utcnow()})
         dim = stored.storage.embedding_dim if dim is None else dim  # the stored vectors' dimension stays
         yield (
             f"MATCH {_CUBE} SET c.header = $header, c.embedding_dim = $dim",
@@ -1085,6 +1115,84 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
         )
         state.cubes[stored.cube_id] = (stored, dim)
         return stored
+
+    # -- the MemStore registry (bodies in memos_agents.infra.registry) ------------------------------
+    @base.handles(*base.REGISTRY_OPS)
+    def _registry(self, op: Any, state: _Batch) -> Body[Any]:
+        gen = registry.body(op, state.ctx, utcnow())
+        value: Any = None
+        while True:
+            try:
+                request = gen.send(value)
+            except StopIteration as stop:
+                return stop.value
+            value = yield from self._serve(state, request)
+
+    def _serve(self, state: _Batch, request: registry.Request) -> Body[Any]:
+        """Answer one request of a registry op's body in the batch's transaction."""
+        tenant = {"tenant": self.tenant}
+        if isinstance(request, registry.ReadEntries):
+            rows = yield (
+                "MATCH (r:RegistryEntry {tenant: $tenant}) WHERE $name IS NULL OR r.name = $name "
+                "RETURN r.record AS record",
+                {**tenant, "name": request.name},
+            )
+            return [registry.RegistryEntry.model_validate_json(r["record"]) for r in rows]
+        if isinstance(request, registry.ReadSubscriptions):
+            rows = yield (
+                "MATCH (s:RegistrySubscription {tenant: $tenant}) "
+                "WHERE ($subscriber IS NULL OR s.subscriber = $subscriber) AND ($name IS NULL OR s.name = $name) "
+                "RETURN s.record AS record ORDER BY s.name, s.subscriber",
+                {**tenant, "subscriber": request.subscriber, "name": request.name},
+            )
+            return [registry.Subscription.model_validate_json(r["record"]) for r in rows]
+        if isinstance(request, registry.ReadKey):
+            rows = yield (
+                "MATCH (k:RegistryKey {tenant: $tenant, publisher: $publisher}) RETURN k.public_key AS key",
+                {**tenant, "publisher": request.publisher},
+            )
+            return str(rows[0]["key"]) if rows else None
+        if isinstance(request, registry.ReadHeader):
+            try:
+                if request.lock:  # the header may be written: take the cube node first (writers serialise)
+                    yield from self._counters(state, request.cube_id, None)
+                    return state.cubes[request.cube_id][0]
+                return (yield from self._cube(state, request.cube_id, None))[0]
+            except CubeNotFoundError:
+                return None
+        plan = request.plan
+        for entry, create in plan.entries:
+            yield (
+                "CREATE (r:RegistryEntry {tenant: $tenant, name: $name, version: $version, record: $record})"
+                if create
+                else "MATCH (r:RegistryEntry {tenant: $tenant, name: $name, version: $version}) SET r.record = $record",
+                {**tenant, "name": entry.name, "version": entry.version, "record": entry.model_dump_json()},
+            )
+        for subscriber, name in plan.unsubscribe:
+            yield (
+                "MATCH (s:RegistrySubscription {tenant: $tenant, subscriber: $subscriber, name: $name}) DELETE s",
+                {**tenant, "subscriber": subscriber, "name": name},
+            )
+        for sub in plan.subscriptions:
+            yield (
+                "MERGE (s:RegistrySubscription {tenant: $tenant, subscriber: $subscriber, name: $name}) "
+                "SET s.record = $record",
+                {
+                    **tenant,
+                    "subscriber": sub.subscriber,
+                    "name": sub.name,
+                    "record": sub.model_dump_json(exclude={"active"}),
+                },
+            )
+        if plan.key is not None:
+            yield (
+                "CREATE (k:RegistryKey {tenant: $tenant, publisher: $publisher, public_key: $key, recorded_at: $at})",
+                {**tenant, "publisher": plan.key[0], "key": plan.key[1], "at": utcnow().isoformat()},
+            )
+        for current, new in plan.headers:
+            _, dim = state.cubes[current.cube_id]
+            yield from self._store_header(state, current, dim, new)
+        return None
 
     @base.handles(base.DeleteCubeOp)
     def _delete_cube(self, op: base.DeleteCubeOp, state: _Batch) -> Body[None]:

@@ -66,6 +66,7 @@ from memos_agents.errors import (
     UserExistsError,
     UserNotFoundError,
 )
+from memos_agents.infra import registry
 from memos_agents.infra.audit import (
     AuditEntry,
     AuditOutcome,
@@ -325,6 +326,20 @@ _MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Cursor], None] | None]] = [
         ALTER TABLE items ADD COLUMN touched_at TEXT;
         UPDATE items SET touched_at = created_at;
         CREATE INDEX items_idle ON items(cube_id, status, touched_at, id);
+        """,
+        None,
+    ),
+    (
+        12,
+        """
+        CREATE TABLE registry_entries (
+            name TEXT NOT NULL, version TEXT NOT NULL, record TEXT NOT NULL, PRIMARY KEY (name, version)
+        );
+        CREATE TABLE registry_subscriptions (
+            subscriber TEXT NOT NULL, name TEXT NOT NULL, record TEXT NOT NULL, PRIMARY KEY (subscriber, name)
+        );
+        CREATE INDEX registry_subscriptions_by_name ON registry_subscriptions(name, subscriber);
+        CREATE TABLE registry_keys (publisher TEXT PRIMARY KEY, public_key TEXT NOT NULL, recorded_at TEXT NOT NULL);
         """,
         None,
     ),
@@ -1060,6 +1075,73 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
         )
         return user
 
+    # -- the MemStore registry (bodies in memos_agents.infra.registry) ------------------------------
+    @base.handles(*base.REGISTRY_OPS)
+    def _registry(self, op: Any, tx: _Tx) -> Any:
+        return registry.drive(registry.body(op, tx.ctx, utcnow()), lambda request: self._serve(tx, request))
+
+    def _serve(self, tx: _Tx, request: registry.Request) -> Any:
+        """Answer one request of a registry op's body in ``tx``."""
+        cur = tx.cur
+        if isinstance(request, registry.ReadEntries):
+            where, args = ("", ()) if request.name is None else (" WHERE name = ?", (request.name,))
+            rows = cur.execute(f"SELECT record FROM registry_entries{where}", args)
+            return [registry.RegistryEntry.model_validate_json(r[0]) for r in rows]
+        if isinstance(request, registry.ReadSubscriptions):
+            clauses = [(c, v) for c, v in (("subscriber", request.subscriber), ("name", request.name)) if v is not None]
+            where = " AND ".join(f"{c} = ?" for c, _ in clauses)
+            rows = cur.execute(
+                "SELECT record FROM registry_subscriptions"
+                + (f" WHERE {where}" if where else "")
+                + " ORDER BY name, subscriber",
+                [v for _, v in clauses],
+            )
+            return [registry.Subscription.model_validate_json(r[0]) for r in rows]
+        if isinstance(request, registry.ReadKey):
+            row = cur.execute(
+                "SELECT public_key FROM registry_keys WHERE publisher = ?", (request.publisher,)
+            ).fetchone()
+            return None if row is None else str(row[0])
+        if isinstance(request, registry.ReadHeader):
+            try:
+                return self._cube(tx, request.cube_id, None)[0]  # batches that write hold the write lock
+            except CubeNotFoundError:
+                return None
+        plan = request.plan
+        for entry, create in plan.entries:
+            cur.execute(
+                ("INSERT INTO registry_entries (record, name, version) VALUES (?, ?, ?)")
+                if create
+                else "UPDATE registry_entries SET record = ? WHERE name = ? AND version = ?",
+                (entry.model_dump_json(), entry.name, entry.version),
+            )
+        for subscriber, name in plan.unsubscribe:
+            cur.execute("DELETE FROM registry_subscriptions WHERE subscriber = ? AND name = ?", (subscriber, name))
+        for sub in plan.subscriptions:
+            cur.execute(
+                "INSERT OR REPLACE INTO registry_subscriptions (subscriber, name, record) VALUES (?, ?, ?)",
+                (sub.subscriber, sub.name, sub.model_dump_json(exclude={"active"})),
+            )
+        if plan.key is not None:
+            cur.execute(
+                "INSERT INTO registry_keys (publisher, public_key, recorded_at) VALUES (?, ?, ?)",
+                (*plan.key, utcnow().isoformat()),
+            )
+        for current, new in plan.headers:
+            self._store_header(tx, current, new)
+        return None
+
+    def _store_header(self, tx: _Tx, current: CubeHeader, new: CubeHeader) -> CubeHeader:
+        """Write ``new`` over ``current`` at the next version (its grants checked); return what was stored."""
+        self._check_grants(tx, current, new)
+        stored = new.model_copy(update={"version": current.version + 1, "updated_at": utcnow()})
+        tx.cur.execute(
+            "UPDATE cubes SET header = ?, embedding_dim = COALESCE(embedding_dim, ?) WHERE cube_id = ?",
+            (stored.model_dump_json(), stored.storage.embedding_dim, stored.cube_id),
+        )
+        tx.cubes.pop(stored.cube_id, None)
+        return stored
+
     def _write_hidden(self, cube_id: str, batch: base.WriteBatch, generation: str) -> None:
         with self._lock, self._tx() as cur:
             self._write(_Tx(cur, base.SYSTEM), cube_id, batch, generation=generation)
@@ -1083,14 +1165,7 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
     def _update_cube(self, op: base.UpdateCubeOp, tx: _Tx) -> CubeHeader:
         current, _ = self._cube(tx, op.header.cube_id, None)
         base.check_header_update(current, op.header, tx.ctx)
-        self._check_grants(tx, current, op.header)
-        stored = op.header.model_copy(update={"version": current.version + 1, "updated_at": utcnow()})
-        tx.cur.execute(
-            "UPDATE cubes SET header = ?, embedding_dim = COALESCE(embedding_dim, ?) WHERE cube_id = ?",
-            (stored.model_dump_json(), stored.storage.embedding_dim, stored.cube_id),
-        )
-        tx.cubes.pop(stored.cube_id, None)
-        return stored
+        return self._store_header(tx, current, op.header)
 
     @base.handles(base.DeleteCubeOp)
     def _delete_cube(self, op: base.DeleteCubeOp, tx: _Tx) -> None:
