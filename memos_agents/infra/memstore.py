@@ -406,6 +406,8 @@ class MemStore:
         return await self._mos._arun(self._export(name, version, path, user_id), user_id)
 
     def _export(self, name: str, version: str | None, path: str | Path, user_id: str) -> Flow[Path]:
+        if not isinstance(path, str | os.PathLike):
+            raise ArchiveIOError(f"cannot write bundle: {path!r} is not a file path")
         (found,) = yield [base.GetPublishedOp(name, version)]
         entry = cast(RegistryEntry, found)
         if entry.revoked_at is not None and entry.publisher != user_id:

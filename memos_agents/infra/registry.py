@@ -665,6 +665,29 @@ def _pick(entries: Sequence[RegistryEntry], name: str, version: str | None, ctx:
     return found
 
 
+def publisher_may_offer(header: CubeHeader, publisher: str, access: Access) -> bool:
+    """Whether ``publisher`` may offer ``access`` on the cube of ``header``: share (or admin) and what it grants.
+
+    A share holder grants at most its own permissions (as ``base.check_header_update`` allows for
+    ACL changes), so publishing with write access needs the writer role's permissions too.
+    """
+    mine = header.permissions_of(publisher)
+    if Permission.ADMIN in mine:
+        return True
+    return Permission.SHARE in mine and ROLE_PERMISSIONS[ACCESS_ROLE[access]] <= mine
+
+
+def serves(entry: RegistryEntry, header: CubeHeader) -> bool:
+    """Whether the cube of ``header`` is still the one ``entry`` serves, and its publisher may still offer it.
+
+    Checked at every subscription: a deleted cube whose id was taken again by someone else, a
+    snapshot id re-created as an ordinary cube, or a publisher whose share was revoked serve nothing.
+    """
+    if entry.kind is EntryKind.SNAPSHOT:
+        return header.read_only and header.published_as == entry.key and header.owner_id == entry.publisher
+    return publisher_may_offer(header, entry.publisher, entry.access)
+
+
 def with_grant(header: CubeHeader, principal: str, role: Role) -> CubeHeader:
     """Return ``header`` with an ACL entry giving ``principal`` ``role`` (validated: at most 1,024 entries)."""
     acl = [*header.acl, AclEntry(principal=principal, role=role)]
@@ -733,9 +756,10 @@ def _publish(op: Any, ctx: CallContext, now: datetime) -> Body:
     source: CubeHeader | None = yield ReadHeader(entry.source_cube_id)
     if source is None:
         raise CubeNotFoundError(f"no cube {entry.source_cube_id!r}")
-    if not ctx.unrestricted and not source.permissions_of(ctx.principal) & {Permission.SHARE, Permission.ADMIN}:
+    if not ctx.unrestricted and not publisher_may_offer(source, ctx.principal, entry.access):
         raise PermissionDeniedError(
-            f"user {ctx.principal!r} may not publish cube {source.cube_id!r}: publishing needs share on it"
+            f"user {ctx.principal!r} may not publish cube {source.cube_id!r} with {entry.access.value} access: "
+            "publishing needs share on it, and the permissions it offers"
         )
     target: CubeHeader | None = yield ReadHeader(entry.cube_id)
     if entry.kind is EntryKind.SNAPSHOT:
@@ -800,6 +824,11 @@ def _subscribe(op: Any, ctx: CallContext, now: datetime) -> Body:
     header = yield from headers.get(entry.cube_id)
     if header is None:
         raise CubeNotFoundError(f"the cube of {entry.key} ({entry.cube_id!r}) no longer exists")
+    if not serves(entry, header):
+        raise RegistryEntryNotFoundError(
+            f"{entry.key} no longer serves cube {entry.cube_id!r}: the cube was deleted or replaced, "
+            "or its publisher lost the right to share it"
+        )
     mine: list[Subscription] = yield ReadSubscriptions(ctx.principal, entry.name)
     old = mine[0] if mine else None
     if old is not None and (old.version, old.access) == (entry.version, access):

@@ -352,3 +352,40 @@ class RegistryTests:
 
         sub, subs, gone = asyncio.run(go())
         assert isinstance(sub, Subscription) and subs == [sub] and gone == 1
+
+    def test_registry_entries_serve_only_their_own_cube_and_rights(self, store: BaseMemoryStore) -> None:
+        # a live entry whose cube was deleted and its id taken by someone else serves nothing
+        pub = _Publisher(store)
+        pub.publish("1.0.0", EntryKind.LIVE)
+        store.delete_cube(pub.cube)
+        squatter = _uid("carol")
+        store.create_cube(CubeHeader(cube_id=pub.cube, owner_id=squatter, storage=StorageProfile(embedding_dim=DIM)))
+        eve = CallContext.of(_uid("eve"))
+        with pytest.raises(RegistryEntryNotFoundError):
+            store.run(SubscribeOp(pub.name), ctx=eve)
+        assert not store.get_cube(pub.cube).allows(eve.principal, Permission.READ)
+        # a snapshot id re-created as an ordinary cube serves nothing either
+        snap = _Publisher(store)
+        entry = snap.publish()
+        store.delete_cube(entry.cube_id)
+        store.create_cube(
+            CubeHeader(cube_id=entry.cube_id, owner_id=snap.id, storage=StorageProfile(embedding_dim=DIM))
+        )
+        with pytest.raises(RegistryEntryNotFoundError):
+            store.run(SubscribeOp(snap.name), ctx=eve)
+        # a share holder offers at most its own permissions, and only while it holds share
+        owner = _Publisher(store)
+        sam = _Publisher(store)
+        sam.cube, sam.name = owner.cube, "n" + uuid.uuid4().hex[:10]
+        header = store.get_cube(owner.cube)
+        acl = [AclEntry(principal=sam.id, permissions=[Permission.SHARE])]
+        store.update_cube(header.model_copy(update={"acl": acl}))
+        with pytest.raises(PermissionDeniedError):
+            store.batch([PublishOp(sam.entry("1.0.0", EntryKind.LIVE, access="write"))], ctx=sam.ctx)
+        store.batch([PublishOp(sam.entry("1.0.0", EntryKind.LIVE))], ctx=sam.ctx)
+        assert store.run(SubscribeOp(sam.name), ctx=eve).granted is Role.READER
+        store.run(UnsubscribeOp(sam.name), ctx=eve)
+        header = store.get_cube(owner.cube)
+        store.update_cube(header.model_copy(update={"acl": []}))  # the owner takes sam's share away
+        with pytest.raises(RegistryEntryNotFoundError):
+            store.run(SubscribeOp(sam.name), ctx=eve)
