@@ -437,13 +437,16 @@ class MemStore:
         target: Path = yield Compute(copy)
         return target
 
-    def _verify(self, path: Path, expected: RegistryEntry | None = None) -> registry.VerifiedBundle:
-        config = self._mos.config.registry
+    def _verify(
+        self, path: str | Path, expected: RegistryEntry | None = None, *, allow_unsigned: bool = False
+    ) -> registry.VerifiedBundle:
+        """Read and verify a bundle (:func:`registry.verify_bundle`); with ``expected``, it must be that entry's."""
         try:
             parts = read_archive_parts(path)
         except ChecksumMismatchError as exc:
             raise TamperedBundleError(f"{exc}: the bundle was altered or corrupted") from exc
-        verified = registry.verify_bundle(parts, allow_unsigned=False, trusted_keys=config.trusted_keys)
+        trusted = self._mos.config.registry.trusted_keys
+        verified = registry.verify_bundle(parts, allow_unsigned=allow_unsigned, trusted_keys=trusted)
         if expected is not None and (verified.entry is None or verified.entry.signature != expected.signature):
             raise TamperedBundleError(f"{path} is not the bundle the registry published as {expected.key}")
         return verified
@@ -493,14 +496,9 @@ class MemStore:
         config = self._mos.config.registry
         unsigned_ok = config.allow_unsigned if allow_unsigned is None else bool(allow_unsigned)
 
-        def read() -> registry.VerifiedBundle:
-            try:
-                parts = read_archive_parts(path)
-            except ChecksumMismatchError as exc:
-                raise TamperedBundleError(f"{exc}: the bundle was altered or corrupted") from exc
-            return registry.verify_bundle(parts, allow_unsigned=unsigned_ok, trusted_keys=config.trusted_keys)
-
-        verified = cast(registry.VerifiedBundle, (yield Compute(read)))
+        verified = cast(
+            registry.VerifiedBundle, (yield Compute(lambda: self._verify(path, allow_unsigned=unsigned_ok)))
+        )
         cube, entry = verified.cube, verified.entry
         if entry is not None:
             (known,) = yield [base.GetPublisherKeyOp(entry.publisher)]
