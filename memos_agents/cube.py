@@ -390,7 +390,7 @@ def _archive_path(path: object, action: str) -> Path:
     return target
 
 
-def archive_members(cube: MemCube, *, bundle: bool = False) -> tuple[dict[str, Any], bytes, bytes]:
+def archive_members(cube: MemCube, *, bundle: bool = False) -> ArchiveMembers:
     """Return the manifest, ``items.jsonl`` and ``edges.jsonl`` that :func:`write_archive` writes for ``cube``.
 
     The manifest's ``sha256`` map (header, items.jsonl, edges.jsonl) identifies the content: a
@@ -420,7 +420,17 @@ def content_checksum(sha256: dict[str, Any]) -> str:
     return "sha256:" + _sha256(json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode())
 
 
-def write_archive(path: str | Path, cube: MemCube, *, extras: dict[str, bytes] | None = None) -> Path:
+#: What :func:`archive_members` returns: the manifest, ``items.jsonl`` and ``edges.jsonl``.
+ArchiveMembers = tuple[dict[str, Any], bytes, bytes]
+
+
+def write_archive(
+    path: str | Path,
+    cube: MemCube,
+    *,
+    extras: dict[str, bytes] | None = None,
+    members: ArchiveMembers | None = None,
+) -> Path:
     """Write ``cube`` to one zip archive, atomically.
 
     The archive is written to a uniquely named temp file in the target's directory, flushed to
@@ -433,6 +443,9 @@ def write_archive(path: str | Path, cube: MemCube, *, extras: dict[str, bytes] |
         cube: The header, items (with embeddings) and edges to write.
         extras: Optional members of :data:`BUNDLE_MEMBERS` (a MemStore bundle's entry and
             signature); with any, the archive is format version 2.
+        members: ``archive_members(cube, bundle=bool(extras))`` when the caller computed it
+            already (a bundle's checksum is taken from it before signing): written as given, not
+            serialised again.
 
     Returns:
         The path written.
@@ -450,7 +463,7 @@ def write_archive(path: str | Path, cube: MemCube, *, extras: dict[str, bytes] |
     unknown = sorted(set(extras) - set(BUNDLE_MEMBERS))
     if unknown:
         raise InvalidInputError(f"unknown archive members {unknown}; the optional ones are {list(BUNDLE_MEMBERS)}")
-    manifest, items, edges = archive_members(cube, bundle=bool(extras))
+    manifest, items, edges = members if members is not None else archive_members(cube, bundle=bool(extras))
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except FileExistsError as exc:  # a parent is a file

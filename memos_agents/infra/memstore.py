@@ -188,12 +188,13 @@ class MemStore:
                 base.EdgesOp(cube_id),
             ]
             cube = _snapshot(cast(CubeHeader, header), items, edges, entry_key(name, version), user_id)
-            members, items_json, edges_json = archive_members(cube, bundle=True)
+            members = archive_members(cube, bundle=True)  # serialised once: checksum, size and bundle
+            manifest, items_json, edges_json = members
             counts = registry.content_of(cube.items)
             extra: dict[str, Any] = {
                 "edges": len(cube.edges),
                 "size_bytes": len(items_json) + len(edges_json),
-                "checksum": content_checksum(members["sha256"]),
+                "checksum": content_checksum(manifest["sha256"]),
             }
         else:
             (header,) = yield [base.GetCubeOp(cube_id)]
@@ -234,7 +235,7 @@ class MemStore:
             return cast(RegistryEntry, stored)
         final = bundle_path(self.path, name, version)
         tmp = final.with_name(f".{final.name}.{os.getpid()}.{id(entry):x}.tmp")
-        yield Compute(lambda: registry.write_bundle(tmp, cube, entry))
+        yield Compute(lambda: registry.write_bundle(tmp, cube, entry, members))
         try:
             _, stored = yield [base.ImportCubeOp(cube.header, cube.items, cube.edges), base.PublishOp(entry)]
         except BaseException:

@@ -62,6 +62,7 @@ from memos_agents.cube import (
     MAX_DESCRIPTION_CHARS,
     ROLE_PERMISSIONS,
     AclEntry,
+    ArchiveMembers,
     ArchiveParts,
     CubeHeader,
     MemCube,
@@ -467,10 +468,12 @@ def bundle_path(directory: Path, name: str, version: str) -> Path:
     return Path(directory) / "bundles" / check_name(name) / f"{check_version(version)}.memcube"
 
 
-def write_bundle(path: Path, cube: MemCube, entry: RegistryEntry) -> Path:
+def write_bundle(path: Path, cube: MemCube, entry: RegistryEntry, members: ArchiveMembers | None = None) -> Path:
     """Write ``cube`` as a signed bundle: a format-2 archive with ``registry.json`` and ``signature.json``.
 
     ``entry`` must be signed (:func:`sign`) and its manifest's checksum must be ``cube``'s.
+    ``members``: ``archive_members(cube, bundle=True)`` if already computed (the cube is then not
+    serialised again).
 
     Raises:
         ArchiveIOError: The file cannot be written.
@@ -479,8 +482,8 @@ def write_bundle(path: Path, cube: MemCube, entry: RegistryEntry) -> Path:
     """
     if entry.signature is None or entry.public_key is None:
         raise InvalidInputError("a bundle's entry must be signed")
-    manifest, _, _ = archive_members(cube, bundle=True)
-    if entry.manifest.checksum != content_checksum(manifest["sha256"]):
+    members = members if members is not None else archive_members(cube, bundle=True)
+    if entry.manifest.checksum != content_checksum(members[0]["sha256"]):
         raise InvalidInputError("the entry's checksum is not the cube's")
     unsigned = entry.model_dump(mode="json", exclude={"signature", "published_at", "revoked_at"})
     extras = {
@@ -495,7 +498,7 @@ def write_bundle(path: Path, cube: MemCube, entry: RegistryEntry) -> Path:
             indent=1,
         ).encode(),
     }
-    return write_archive(path, cube, extras=extras)
+    return write_archive(path, cube, extras=extras, members=members)
 
 
 @dataclass(frozen=True)
