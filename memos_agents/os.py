@@ -91,8 +91,10 @@ from memos_agents.operation.lifecycle import (
     check_transition,
     use_ops,
 )
+from memos_agents.operation.messages import MessageLog
 from memos_agents.operation.reader import MemReader, ReadMode, call_llm
 from memos_agents.operation.scheduler import MemScheduler
+from memos_agents.plaintext.documents import DocumentStore
 from memos_agents.plaintext.retrieval import HybridRetriever
 from memos_agents.plaintext.stores import base
 from memos_agents.plaintext.stores.base import ItemVersion
@@ -322,6 +324,10 @@ class MemOS:
         self.access: AccessTracker | None = self._tracker()
         #: The MemStore registry: publish, list, subscribe, revoke, bundles (:class:`MemStore`).
         self.registry = MemStore(self)
+        #: Namespaced JSON documents on namespace cubes (:class:`DocumentStore`; LangGraph's store).
+        self.documents = DocumentStore(self)
+        #: Sessions' chat messages in order, with roles (:class:`MessageLog`; chat histories).
+        self.messages = MessageLog(self)
 
     @classmethod
     def from_path(cls, home: str | Path, **kwargs: Any) -> MemOS:
@@ -1397,7 +1403,8 @@ class MemOS:
         Cubes merely readable by the caller (shared with them, or readable by ``*``) are searched
         only when named: otherwise anyone could put text into everyone's prompts by marking a cube
         world-readable. Only cubes whose embedding dimension matches this MemOS's embedder are
-        included (others need their own embedder).
+        included (others need their own embedder), and no document namespace cubes (a LangGraph
+        store's items, chat message logs: :attr:`documents`), which are searched when named.
         """
         return self._run(self._default_cubes(user_id), user_id)
 
@@ -1406,7 +1413,7 @@ class MemOS:
         return self._searchable(owned)
 
     def _searchable(self, headers: Sequence[CubeHeader]) -> list[CubeHeader]:
-        return [h for h in headers if h.storage.embedding_dim in (None, self.embedder.dim)]
+        return [h for h in headers if h.storage.embedding_dim in (None, self.embedder.dim) and h.namespace is None]
 
     def delete_cube(self, cube_id: str, user_id: str) -> None:
         """Delete a cube and everything in it (needs admin permission)."""

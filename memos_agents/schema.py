@@ -7,6 +7,7 @@ and is linked to others by typed relations in a tree/graph.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import uuid
@@ -34,6 +35,10 @@ MAX_METADATA_VALUE_CHARS = 4_096
 #: Most tags per item, metadata entries per item.
 MAX_TAGS = 64
 MAX_METADATA_ENTRIES = 64
+#: Longest JSON document an item carries (characters of its compact JSON encoding): 1 MiB of ASCII.
+MAX_DOCUMENT_CHARS = 1_048_576
+#: Deepest nesting of a JSON document (objects and arrays).
+MAX_DOCUMENT_DEPTH = 64
 #: Most message ids, session ids or speakers in one item's provenance.
 MAX_SOURCES = 4_096
 
@@ -147,6 +152,51 @@ def as_utc(value: datetime | None) -> datetime | None:
         return value.astimezone(UTC)
     except OverflowError as exc:
         raise ValueError(f"{value.isoformat()} is out of range once converted to UTC") from exc
+
+
+def check_document(value: object, what: str = "document") -> dict[str, Any]:
+    """Check that ``value`` is a JSON object that round-trips exactly, and return it.
+
+    Args:
+        value: The document: a dict with string keys whose values are None, bool, int, finite
+            float, str (valid UTF-8), list or dict of the same.
+        what: What the document is, for the error message.
+
+    Returns:
+        ``value`` itself (not copied).
+
+    Raises:
+        InvalidInputError: Not a dict, a non-string key, a value JSON cannot hold (a tuple, a
+            set, bytes, an object, NaN or infinity), a string that is not valid UTF-8, nesting
+            deeper than :data:`MAX_DOCUMENT_DEPTH`, or more than :data:`MAX_DOCUMENT_CHARS`
+            characters of compact JSON.
+
+    """
+    if not isinstance(value, dict):
+        raise InvalidInputError(f"{what} must be a JSON object (a dict), not {type(value).__name__}")
+    stack: list[tuple[object, int, str]] = [(value, 1, "$")]
+    while stack:
+        node, depth, path = stack.pop()
+        if depth > MAX_DOCUMENT_DEPTH:
+            raise InvalidInputError(f"{what} nests deeper than {MAX_DOCUMENT_DEPTH} levels at {path}")
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if not isinstance(k, str):
+                    raise InvalidInputError(f"{what} has a non-string key {k!r} at {path}")
+                stack.append((v, depth + 1, f"{path}.{k}"))
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1, f"{path}[{n}]") for n, v in enumerate(node))
+        elif isinstance(node, str):
+            check_text(node, f"{what} string at {path}", MAX_DOCUMENT_CHARS, blank=True)
+        elif isinstance(node, float):
+            if not math.isfinite(node):
+                raise InvalidInputError(f"{what} holds a non-finite number at {path}")
+        elif node is not None and not isinstance(node, bool | int):
+            raise InvalidInputError(f"{what} holds a {type(node).__name__} at {path}: JSON cannot keep it")
+    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
+    if size > MAX_DOCUMENT_CHARS:
+        raise InvalidInputError(f"{what} is {size:,} characters of JSON (at most {MAX_DOCUMENT_CHARS:,})")
+    return value
 
 
 class MemoryType(StrEnum):
@@ -283,6 +333,12 @@ class MemoryItem(BaseModel):
             value finite (NaN and infinity are refused).
         metadata: Flat JSON-able extras (str/int/float/bool values; at most
             :data:`MAX_METADATA_ENTRIES`, finite numbers).
+        document: A JSON object kept intact beside the text (None: none): the value of a
+            document in a namespace cube (:mod:`memos_agents.plaintext.documents`: a LangGraph
+            store item, a logged chat message). At most :data:`MAX_DOCUMENT_CHARS` characters of
+            compact JSON and :data:`MAX_DOCUMENT_DEPTH` levels, string keys, finite numbers.
+        ttl_s: The time to live the item was written with, in seconds (None: none), so that a
+            read can push ``expires_at`` to that long from then (a document's TTL refresh).
 
     Every text field is bounded (``text`` by :data:`MAX_ITEM_TEXT_CHARS`, key and tags by
     :data:`MAX_LABEL_CHARS`) and must be valid UTF-8, so no path (add, update, import) stores an
@@ -318,6 +374,8 @@ class MemoryItem(BaseModel):
     metadata: dict[Label, str | int | float | bool | None] = Field(
         default_factory=dict, max_length=MAX_METADATA_ENTRIES
     )
+    document: dict[str, Any] | None = None
+    ttl_s: float | None = Field(default=None, gt=0, le=100 * 365 * 86_400)
 
     @field_validator("text")
     @classmethod
@@ -338,6 +396,11 @@ class MemoryItem(BaseModel):
             elif isinstance(v, float) and not math.isfinite(v):
                 raise ValueError(f"metadata[{k!r}] is not a finite number")
         return value
+
+    @field_validator("document")
+    @classmethod
+    def _document_ok(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if value is None else check_document(value)
 
     @field_validator("event_time", "created_at", "updated_at", "expires_at", "last_accessed_at")
     @classmethod

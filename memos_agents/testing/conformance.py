@@ -52,6 +52,7 @@ from memos_agents.plaintext.stores.base import (
     FollowLink,
     GetCubeOp,
     GetOp,
+    HistoryOp,
     ListExpiringOp,
     ListIdleOp,
     ListOp,
@@ -166,6 +167,20 @@ class StoreConformanceTests(AdversarialTests, UserTests, RegistryTests):
         assert np.allclose(got.embedding or [], original.embedding or [])
         (plain,) = store.get(cube, [original.id])
         assert plain.embedding is None
+
+    def test_documents_and_ttl_roundtrip_and_version(self, store: BaseMemoryStore, cube: str) -> None:
+        doc = {"content": "Alice likes green tea", "nested": {"n": [1, 2.5, None, True]}, "é": "ünïcode ✓"}
+        original = MemoryItem(text="Alice likes green tea", key="k/1", document=doc, ttl_s=90.5)
+        store.add(cube, [original])
+        (got,) = store.get(cube, [original.id])
+        assert got.document == doc and got.ttl_s == 90.5
+        changed = got.model_copy(update={"document": {"content": "changed"}, "ttl_s": None})
+        store.update(cube, [changed])
+        (got,) = store.get(cube, [original.id])
+        assert (got.document, got.ttl_s, got.version) == ({"content": "changed"}, None, 2)
+        (history,) = store.batch([HistoryOp(cube, original.id)])
+        (old,) = [v for v in history if v.item.version == 1]
+        assert old.item.document == doc  # MemVault keeps the document of every version
 
     def test_list_expiring_uses_expiry_state_and_read_scope(self, store: BaseMemoryStore, cube: str) -> None:
         now = datetime.now(UTC)

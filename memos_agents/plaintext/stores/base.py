@@ -252,6 +252,8 @@ def check_header_update(current: CubeHeader, new: CubeHeader, ctx: CallContext) 
             f"cube {current.cube_id!r}: the header is at version {current.version}, not {new.version}; "
             "read it again and reapply the change"
         )
+    if current.namespace != new.namespace:
+        raise PermissionDeniedError(f"cube {current.cube_id!r}: its document namespace is set once, at creation")
     if not ctx.system and (current.read_only, current.published_as) != (new.read_only, new.published_as):
         raise PermissionDeniedError(
             f"cube {current.cube_id!r}: read_only and published_as are set by the MemStore registry, "
@@ -1614,7 +1616,8 @@ def item_content_key(item: MemoryItem) -> str:
     """Return :func:`content_key` of ``item`` as the codec stores it."""
     from memos_agents.plaintext.stores.codec import search_text
 
-    return content_key(search_text(item), json.dumps(item.metadata))
+    extra = item.metadata if item.document is None else {"metadata": item.metadata, "document": item.document}
+    return content_key(search_text(item), json.dumps(extra))
 
 
 @dataclass(frozen=True, slots=True)
@@ -1667,6 +1670,23 @@ class WritePlan:
     result: WriteResult
 
 
+def document_strings(document: dict[str, Any]) -> list[tuple[str, str]]:
+    """Return ``(path, string)`` for every string of a JSON document, its keys included (for redaction)."""
+    out: list[tuple[str, str]] = []
+    stack: list[tuple[object, str]] = [(document, "document")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            for k, v in node.items():
+                out.append((f"{path} key", str(k)))
+                stack.append((v, f"{path}[{k!r}]"))
+        elif isinstance(node, list):
+            stack.extend((v, f"{path}[{n}]") for n, v in enumerate(node))
+        elif isinstance(node, str):
+            out.append((path, node))
+    return out
+
+
 def refuse_unredacted(cube_id: str, items: Sequence[MemoryItem], policy: RedactionPolicy | None) -> None:
     """Refuse a write whose items hold personal data or secrets the cube's policy covers.
 
@@ -1694,6 +1714,8 @@ def refuse_unredacted(cube_id: str, items: Sequence[MemoryItem], policy: Redacti
         fields = [("text", item.text), ("key", item.key or "")]
         fields += [(f"tags[{n}]", tag) for n, tag in enumerate(item.tags)]
         fields += [(f"metadata[{k!r}]", v) for k, v in item.metadata.items() if isinstance(v, str)]
+        if item.document is not None:
+            fields += document_strings(item.document)
         for name, value in fields:
             try:
                 redactor.redact(value, refuse)

@@ -20,6 +20,9 @@ Access tracking (MemLifecycle) keeps two columns no item write changes: ``access
 on). An insert writes them from the item; an update leaves the stored ones (:data:`ACCESS_COLUMNS`);
 only :class:`~memos_agents.plaintext.stores.base.RecordAccessOp` moves them.
 
+``document`` (an item's JSON object, :mod:`memos_agents.plaintext.documents`) is kept as JSON text
+by every backend (Neo4j refuses nested maps); it is not indexed.
+
 Rows written before ``origin``/``turns`` existed are read through :func:`legacy_origin`.
 """
 
@@ -72,6 +75,8 @@ BASE_COLUMNS = (
     "expires_at",
     "version",
     "metadata",
+    "document",
+    "ttl_s",
     "access_count",
     "touched_at",
 )
@@ -162,6 +167,8 @@ class ItemCodec:
             "expires_at": _iso(item.expires_at),
             "version": item.version,
             "metadata": json.dumps(item.metadata),
+            "document": None if item.document is None else json.dumps(item.document, ensure_ascii=False),
+            "ttl_s": item.ttl_s,
             "access_count": item.access_count,
             "touched_at": _iso(item.last_accessed_at or item.created_at),
             "terms": terms,  # the BM25 terms: a column of graph stores, the inverted index of table stores
@@ -229,6 +236,8 @@ class ItemCodec:
             access_count=accesses,
             last_accessed_at=last_access,
             metadata=metadata,
+            document=None if row.get("document") is None else json.loads(row["document"]),
+            ttl_s=row.get("ttl_s"),
             embedding=self.embedding(row.get("embedding")),
         )
 

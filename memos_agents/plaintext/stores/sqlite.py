@@ -343,6 +343,14 @@ _MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Cursor], None] | None]] = [
         """,
         None,
     ),
+    (
+        13,
+        """
+        ALTER TABLE items ADD COLUMN document TEXT;
+        ALTER TABLE items ADD COLUMN ttl_s REAL;
+        """,
+        None,
+    ),
 ]
 _EDGE_COLUMNS = ("source_id", "target_id", "type", "weight", "created_at")
 _VERSION_COLUMNS = ("item_id", "version", "item", "edges", "change", "changed_at", "changed_by", "request_id")

@@ -1,0 +1,897 @@
+"""Documents: JSON objects under a namespace and a key, kept as the memories of namespace cubes.
+
+This is what the framework adapters that need a key-value document store stand on (LangGraph's
+``BaseStore``: ``langgraph_memos.MemOSStore``) and what the chat message log
+(:class:`~memos_agents.operation.messages.MessageLog`) keeps its messages in.
+
+Mapping (one rule, no second storage):
+
+* A **namespace** is a path of 1-16 labels (``("memories", "alice")``). Each namespace is one
+  MemCube, whose id is derived from the path (:func:`namespace_cube_id`: a readable slug plus a
+  hash of the exact path, under a prefix such as ``lg``) and whose header records the path
+  (``CubeHeader.namespace``, set once). The cube is created by the first write to it, owned by
+  the writer; from then on it is governed like any cube: its owner and ACL decide who may read
+  and write it, the store checks that on every call, and audits it. Namespace cubes are left out
+  of a user's default searches (they are searched when named).
+* A **document** is one item of that cube: its id is derived from the key (:func:`document_id`),
+  ``key`` is the key, ``document`` the JSON object (kept intact), ``text`` what retrieval indexes
+  (BM25, and dense when an embedding is given or made), ``user_id`` its subject, ``expires_at``
+  and ``ttl_s`` its time to live. A put replaces the item (a new version in MemVault; its
+  ``created_at`` kept); a delete deletes it.
+* **Expiry** is MemLifecycle's: a document whose ``expires_at`` has passed is not returned by any
+  read here, and a lifecycle pass (``MemOS.run_lifecycle``) moves it to ``expired`` and later
+  purges it. A read may refresh the time to live (``refresh_ttl``): a versioned write that pushes
+  ``expires_at`` to ``ttl_s`` from then.
+
+Cost: a get, put or delete touches the documents named (one batch per namespace touched); a
+listing of namespaces reads the caller's cube headers (one per namespace) and counts each; a
+search reads the namespaces searched, and grows with their sizes only as hybrid retrieval does.
+"""
+
+from __future__ import annotations
+
+import builtins
+import functools
+import hashlib
+import json
+import random
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from memos_agents.api import MAX_COUNT
+from memos_agents.cube import CubeHeader, Permission, StorageProfile
+from memos_agents.errors import (
+    CubeExistsError,
+    CubeNotFoundError,
+    InvalidInputError,
+    MemoryNotFoundError,
+    PermissionDeniedError,
+    VersionConflictError,
+)
+from memos_agents.flow import Compute, Flow
+from memos_agents.plaintext.stores import base
+from memos_agents.schema import (
+    MAX_LABEL_CHARS,
+    LifecycleState,
+    MemoryItem,
+    MemoryOrigin,
+    SearchFilters,
+    check_document,
+    check_text,
+    validate_id,
+)
+
+if TYPE_CHECKING:
+    from memos_agents.os import MemOS
+
+#: A namespace: a path of labels, outermost first.
+Namespace = tuple[str, ...]
+
+#: Most labels in a namespace.
+MAX_NAMESPACE_DEPTH = 16
+#: Longest cube id prefix of namespace cubes.
+MAX_PREFIX_CHARS = 32
+#: Default cube id prefix of namespace cubes.
+DEFAULT_PREFIX = "ns"
+#: Most documents written or read in one call.
+MAX_BATCH_DOCUMENTS = 10_000
+#: Tries of a write whose keys a concurrent write changed between its read and its write.
+WRITE_ATTEMPTS = 32
+#: Items read per page when a namespace is listed.
+PAGE = 500
+
+_SLUG = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def check_namespace(namespace: object, what: str = "namespace") -> Namespace:
+    """Return ``namespace`` as a tuple of labels, or refuse it.
+
+    Args:
+        namespace: A tuple or list of 1-:data:`MAX_NAMESPACE_DEPTH` strings, each 1-256
+            characters of valid UTF-8 text.
+        what: What the namespace is, for the error message.
+
+    Raises:
+        InvalidInputError: Not a tuple or list of strings, empty, too deep, or a label that is
+            empty, too long or not valid text.
+
+    """
+    if isinstance(namespace, str | bytes) or not isinstance(namespace, tuple | list):
+        raise InvalidInputError(f"{what} must be a tuple of strings, not {type(namespace).__name__}")
+    if not 1 <= len(namespace) <= MAX_NAMESPACE_DEPTH:
+        raise InvalidInputError(f"{what} must have 1 to {MAX_NAMESPACE_DEPTH} labels, not {len(namespace)}")
+    for label in namespace:
+        if not isinstance(label, str):
+            raise InvalidInputError(f"{what} labels must be strings, not {type(label).__name__}")
+        check_text(label, f"{what} label", MAX_LABEL_CHARS)
+    return tuple(namespace)
+
+
+def check_key(key: object) -> str:
+    """Return ``key`` if it is a document key: 1-256 characters of valid UTF-8 text.
+
+    Raises:
+        InvalidInputError: Not a string, empty, longer than 256 characters or not valid text.
+
+    """
+    if not isinstance(key, str):
+        raise InvalidInputError(f"a document key must be a string, not {type(key).__name__}")
+    if not key:
+        raise InvalidInputError("a document key must not be empty")
+    return check_text(key, "document key", MAX_LABEL_CHARS, blank=True)
+
+
+def check_prefix(prefix: str) -> str:
+    """Return ``prefix`` if it can start a cube id (1-32 of ``[A-Za-z0-9_-]``); else InvalidInputError."""
+    if not isinstance(prefix, str) or not re.fullmatch(rf"[A-Za-z0-9_-]{{1,{MAX_PREFIX_CHARS}}}", prefix):
+        raise InvalidInputError(f"malformed namespace cube prefix {prefix!r} (1-{MAX_PREFIX_CHARS} of [A-Za-z0-9_-])")
+    return prefix
+
+
+def _digest(value: str, n: int) -> str:
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:n]
+
+
+def namespace_cube_id(namespace: Namespace, prefix: str = DEFAULT_PREFIX) -> str:
+    """Return the id of the cube that holds ``namespace``: ``<prefix>.<slug>.<hash>``.
+
+    The slug (the labels joined by ``.``, other characters than ``[A-Za-z0-9_-]`` folded to ``-``,
+    at most 48 characters) is for people; the hash (96 bits of SHA-256 of the exact path as JSON)
+    makes it unique. The cube's header records the exact path, which every read compares.
+    """
+    ns = check_namespace(namespace)
+    slug = ".".join(s for s in (_SLUG.sub("-", label).strip("-") for label in ns) if s)[:48].strip(".-")
+    digest = _digest(json.dumps(list(ns), ensure_ascii=False), 24)
+    return f"{check_prefix(prefix)}.{slug}.{digest}" if slug else f"{prefix}.{digest}"
+
+
+def document_id(key: str) -> str:
+    """Return the item id of the document ``key`` (``d.`` and 160 bits of SHA-256 of the key)."""
+    return "d." + _digest(check_key(key), 40)
+
+
+class Document(BaseModel):
+    """A document as read back.
+
+    Attributes:
+        namespace: Its namespace.
+        key: Its key.
+        value: The JSON object, as written.
+        cube_id: The namespace cube.
+        created_at: When it was first written (UTC; kept by later puts).
+        updated_at: When it was last written (UTC).
+        expires_at: When it expires (UTC; None: never).
+        version: Its MemVault version (1 at the first put).
+        score: Relevance when returned by a search with a query (higher is better), else None.
+        user_id: Its subject (the user it is about).
+
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    namespace: Namespace
+    key: str
+    value: dict[str, Any]
+    cube_id: str
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime | None = None
+    version: int = 1
+    score: float | None = None
+    user_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentWrite:
+    """One put (``value`` a dict) or delete (``value`` None) of :meth:`DocumentStore.write`.
+
+    Attributes:
+        namespace: The namespace.
+        key: The key.
+        value: The JSON object to store (see :func:`~memos_agents.schema.check_document`), or None
+            to delete the document.
+        text: What retrieval indexes (BM25, and the MemOS embedder when ``embed``); None: the key.
+        embedding: A vector for dense search, of the namespace cube's dimension (None: none, unless
+            ``embed``).
+        embed: Embed ``text`` with the MemOS embedder (ignored when ``embedding`` is given).
+        ttl_s: Time to live in seconds (None: none).
+        subject_id: The user the document is about (None: the caller).
+        exclusive: Add only: if the key exists (or is added concurrently), the whole write is
+            refused with :class:`~memos_agents.errors.VersionConflictError` (an append log's
+            positions, never overwritten).
+
+    """
+
+    namespace: Namespace
+    key: str
+    value: dict[str, Any] | None
+    text: str | None = None
+    embedding: Sequence[float] | None = None
+    embed: bool = False
+    ttl_s: float | None = None
+    subject_id: str | None = None
+    exclusive: bool = False
+
+
+def as_document(item: MemoryItem, namespace: Namespace, score: float | None = None) -> Document:
+    """Return the :class:`Document` an item of a namespace cube holds."""
+    return Document(
+        namespace=namespace,
+        key=item.key or "",
+        value=item.document or {},
+        cube_id=item.cube_id,
+        created_at=item.created_at,
+        updated_at=item.updated_at,
+        expires_at=item.expires_at,
+        version=item.version,
+        score=score,
+        user_id=item.user_id,
+    )
+
+
+def _may(header: CubeHeader, ctx: base.CallContext, permission: Permission) -> bool:
+    try:
+        base.authorize(header, ctx, permission)
+    except PermissionDeniedError:
+        return False
+    return True
+
+
+def _live(item: MemoryItem, now: datetime) -> bool:
+    """Whether a stored item is a document a read returns: activated, not expired."""
+    return (
+        item.document is not None
+        and item.status is LifecycleState.ACTIVATED
+        and (item.expires_at is None or item.expires_at > now)
+    )
+
+
+#: The filter of document reads: activated memory items (expiry is checked against the MemOS clock).
+_FILTERS = SearchFilters()
+
+
+class DocumentStore:
+    """Namespaced JSON documents on namespace cubes: ``MemOS.documents`` (see the module docstring).
+
+    Every method runs as ``user_id`` (the acting principal): the store checks read (get, list,
+    search) or write (put, delete; creating a namespace cube needs nothing more than being a
+    known user) on each namespace cube inside the transaction, and audits it.
+
+    Args:
+        mos: The MemOS whose store, embedder and clock are used.
+
+    """
+
+    def __init__(self, mos: MemOS) -> None:
+        self._mos = mos
+
+    # -- writes ------------------------------------------------------------------------------------
+    def write(
+        self,
+        writes: Sequence[DocumentWrite],
+        *,
+        user_id: str,
+        prefix: str = DEFAULT_PREFIX,
+        embedding_model: tuple[str, int] | None = None,
+    ) -> builtins.list[Document | None]:
+        """Apply puts and deletes, all in one transaction: all of them are stored, or none.
+
+        Puts upsert by (namespace, key): a new key is added; an existing one is replaced (its
+        ``created_at`` kept, its version incremented). The last write of a (namespace, key) in
+        ``writes`` wins. A namespace cube is created, owned by the caller, by its first put.
+
+        Args:
+            writes: Up to :data:`MAX_BATCH_DOCUMENTS` puts and deletes.
+            user_id: The caller.
+            prefix: Cube id prefix of the namespace cubes (default ``ns``).
+            embedding_model: ``(name, dimension)`` recorded in new namespace cubes' storage profile
+                when the writes carry their own vectors (None: the MemOS embedder's).
+
+        Returns:
+            Per write, the stored :class:`Document` (puts) or None (deletes).
+
+        Raises:
+            InvalidInputError: A malformed namespace, key, value, text, TTL or subject.
+            PermissionDeniedError: The caller may not write a namespace cube.
+            EmbeddingDimensionError: A vector of another dimension than the cube's.
+            SensitiveDataError: A value holds what the cube's redaction policy refuses.
+
+        """
+        return self._mos._run(self._write(writes, user_id, prefix, embedding_model), user_id)
+
+    async def awrite(
+        self,
+        writes: Sequence[DocumentWrite],
+        *,
+        user_id: str,
+        prefix: str = DEFAULT_PREFIX,
+        embedding_model: tuple[str, int] | None = None,
+    ) -> builtins.list[Document | None]:
+        """Async twin of :meth:`write` (embedding in a worker thread)."""
+        return await self._mos._arun(self._write(writes, user_id, prefix, embedding_model), user_id)
+
+    def _header(self, namespace: Namespace, owner: str, prefix: str, model: tuple[str, int] | None) -> CubeHeader:
+        name, dim = model if model is not None else (self._mos.embedder.model_name, self._mos.embedder.dim)
+        try:
+            return CubeHeader(
+                cube_id=namespace_cube_id(namespace, prefix),
+                owner_id=owner,
+                namespace=namespace,
+                model=name,
+                source="documents",
+                storage=StorageProfile(backend=type(self._mos.store).__name__, embedding_model=name, embedding_dim=dim),
+            )
+        except ValidationError as exc:
+            raise InvalidInputError(f"invalid namespace cube header: {exc}") from exc
+
+    def _write(
+        self,
+        writes: Sequence[DocumentWrite],
+        user_id: str,
+        prefix: str,
+        model: tuple[str, int] | None,
+    ) -> Flow[builtins.list[Document | None]]:
+        validate_id(user_id, "user_id")
+        check_prefix(prefix)
+        if isinstance(writes, str | bytes) or not isinstance(writes, Sequence):
+            raise InvalidInputError("writes must be a list of DocumentWrite")
+        if len(writes) > MAX_BATCH_DOCUMENTS:
+            raise InvalidInputError(f"at most {MAX_BATCH_DOCUMENTS:,} documents per write, not {len(writes):,}")
+        checked = [self._check_write(w) for w in writes]
+        last = {(w.namespace, w.key): n for n, w in enumerate(checked)}  # the last write of a key wins
+        by_cube: dict[str, builtins.list[tuple[int, DocumentWrite]]] = {}
+        spaces: dict[str, Namespace] = {}
+        for n, w in enumerate(checked):
+            if last[(w.namespace, w.key)] == n:
+                cube = namespace_cube_id(w.namespace, prefix)
+                by_cube.setdefault(cube, []).append((n, w))
+                spaces[cube] = w.namespace
+        to_embed = [n for n, w in enumerate(checked) if w.embed and w.embedding is None and w.value is not None]
+        vectors: dict[int, builtins.list[float]] = {}
+        if to_embed:
+            texts = [checked[n].text or checked[n].key for n in to_embed]
+            embedded = yield Compute(lambda: self._mos.embedder.embed(texts))
+            vectors = {n: np.asarray(v, dtype=np.float32).tolist() for n, v in zip(to_embed, embedded, strict=True)}
+        for attempt in range(WRITE_ATTEMPTS):
+            headers = yield from self._headers(builtins.list(by_cube), spaces, user_id, prefix, model, create=True)
+            reads: builtins.list[base.Op] = [
+                base.GetOp(c, [document_id(w.key) for _, w in by_cube[c]]) for c in by_cube
+            ]
+            stored_lists = (yield reads) if reads else []
+            ops: builtins.list[Any] = []
+            out: builtins.list[Document | None] = [None] * len(checked)
+            now = self._mos.clock()
+            for cube, stored in zip(by_cube, stored_lists, strict=True):
+                have = {i.id: i for i in cast(builtins.list[MemoryItem], stored)}
+                batch = base.WriteBatch()
+                deletes: builtins.list[str] = []
+                for n, w in by_cube[cube]:
+                    item_id = document_id(w.key)
+                    old = have.get(item_id)
+                    if w.value is None:
+                        if old is not None:
+                            deletes.append(item_id)
+                        continue
+                    if w.exclusive and old is not None:
+                        raise VersionConflictError(f"document {w.key!r} of namespace {w.namespace!r} exists")
+                    item = self._item(w, item_id, user_id, now, old, vectors.get(n))
+                    (batch.update if old is not None else batch.add).append(item)
+                    out[n] = as_document(item.model_copy(update={"cube_id": cube}), headers[cube].namespace or ())
+                if batch.add or batch.update:
+                    ops.append(base.WriteOp(cube, batch))
+                if deletes:
+                    ops.append(base.DeleteOp(cube, deletes))
+            if not ops:
+                return self._fill(out, checked, last)
+            try:
+                results = yield ops
+            except (VersionConflictError, MemoryNotFoundError, InvalidInputError) as exc:
+                # a concurrent put or delete of the same key (its version moved, it was added or
+                # deleted meanwhile): read again and plan again
+                retry = not isinstance(exc, InvalidInputError) or "already exist" in str(exc)
+                if attempt == WRITE_ATTEMPTS - 1 or not retry:
+                    raise
+                if any(w.exclusive for w in checked):  # an exclusive key was taken meanwhile
+                    raise VersionConflictError(f"a document of this write was written concurrently: {exc}") from exc
+                pause = random.uniform(0, 0.002 * (attempt + 1))
+                yield Compute(functools.partial(time.sleep, pause))
+                continue
+            stored_now = {i.id: i for r in results if isinstance(r, base.WriteResult) for i in r.updated}
+            for n, doc in enumerate(out):
+                if doc is not None:
+                    fresh = stored_now.get(document_id(doc.key))
+                    if fresh is not None and fresh.cube_id == doc.cube_id:
+                        out[n] = as_document(fresh, doc.namespace)
+            return self._fill(out, checked, last)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _fill(
+        out: builtins.list[Document | None], writes: Sequence[DocumentWrite], last: dict[tuple[Namespace, str], int]
+    ) -> builtins.list[Document | None]:
+        """Give every earlier write of a (namespace, key) the result of its last one."""
+        return [out[last[(w.namespace, w.key)]] for w in writes]
+
+    def _check_write(self, w: object) -> DocumentWrite:
+        if not isinstance(w, DocumentWrite):
+            raise InvalidInputError(f"writes must be DocumentWrite, not {type(w).__name__}")
+        namespace = check_namespace(w.namespace)
+        check_key(w.key)
+        if w.value is not None:
+            check_document(w.value, "document value")
+        if w.text is not None:
+            check_text(w.text, "document text", self._mos.config.max_text_chars)
+        if w.ttl_s is not None and (
+            isinstance(w.ttl_s, bool) or not isinstance(w.ttl_s, int | float) or not 0 < w.ttl_s <= 100 * 365 * 86_400
+        ):
+            raise InvalidInputError(f"ttl_s must be a positive number of seconds up to 100 years, not {w.ttl_s!r}")
+        if w.subject_id is not None:
+            validate_id(w.subject_id, "subject_id")
+        if namespace != w.namespace:
+            return DocumentWrite(
+                namespace, w.key, w.value, w.text, w.embedding, w.embed, w.ttl_s, w.subject_id, w.exclusive
+            )
+        return w
+
+    def _item(
+        self,
+        w: DocumentWrite,
+        item_id: str,
+        user_id: str,
+        now: datetime,
+        old: MemoryItem | None,
+        vector: builtins.list[float] | None,
+    ) -> MemoryItem:
+        embedding = builtins.list(map(float, w.embedding)) if w.embedding is not None else vector
+        fields: dict[str, Any] = {
+            "id": item_id,
+            "text": w.text or w.key,
+            "key": w.key,
+            "document": w.value,
+            "user_id": w.subject_id or user_id,
+            "origin": MemoryOrigin.DIRECT,
+            "embedding": embedding,
+            "ttl_s": w.ttl_s,
+            "expires_at": now + timedelta(seconds=w.ttl_s) if w.ttl_s is not None else None,
+            "created_at": old.created_at if old is not None else now,
+            "updated_at": now,
+            "version": old.version if old is not None else 1,
+        }
+        try:
+            return MemoryItem(**fields)
+        except ValidationError as exc:
+            raise InvalidInputError(f"invalid document {w.key!r}: {exc.errors()[0]['msg']}") from exc
+
+    def _headers(
+        self,
+        cubes: builtins.list[str],
+        spaces: dict[str, Namespace],
+        user_id: str,
+        prefix: str,
+        model: tuple[str, int] | None,
+        *,
+        create: bool,
+    ) -> Flow[dict[str, CubeHeader]]:
+        """Read the namespace cubes' headers (creating missing ones when ``create``); check their paths."""
+        found: dict[str, CubeHeader] = {}
+        for cube in cubes:
+            try:
+                (header,) = yield [base.GetCubeOp(cube)]
+            except CubeNotFoundError:
+                if not create:
+                    continue
+                header = self._header(spaces[cube], user_id, prefix, model)
+                try:
+                    yield [base.CreateCubeOp(header)]
+                except CubeExistsError:  # created meanwhile by someone else
+                    (header,) = yield [base.GetCubeOp(cube)]
+            header = cast(CubeHeader, header)
+            if header.namespace != spaces[cube]:
+                raise InvalidInputError(
+                    f"cube {cube!r} does not hold namespace {spaces[cube]!r} (it holds {header.namespace!r})"
+                )
+            found[cube] = header
+        return found
+
+    # -- reads -------------------------------------------------------------------------------------
+    def get(
+        self,
+        refs: Sequence[tuple[Namespace, str]],
+        *,
+        user_id: str,
+        prefix: str = DEFAULT_PREFIX,
+        refresh_ttl: bool = False,
+    ) -> builtins.list[Document | None]:
+        """Return the documents ``(namespace, key)`` (None where there is none, or it expired).
+
+        Args:
+            refs: Up to :data:`MAX_BATCH_DOCUMENTS` ``(namespace, key)`` pairs.
+            user_id: The caller (read permission on each namespace cube that exists).
+            prefix: Cube id prefix of the namespace cubes.
+            refresh_ttl: Push the expiry of each document read that has a TTL to ``ttl_s`` from
+                now (a versioned write, needing write permission).
+
+        Raises:
+            InvalidInputError: A malformed namespace or key.
+            PermissionDeniedError: The caller may not read an existing namespace cube (or, with
+                ``refresh_ttl``, write it).
+
+        """
+        return self._mos._run(self._get(refs, user_id, prefix, refresh_ttl), user_id)
+
+    async def aget(
+        self,
+        refs: Sequence[tuple[Namespace, str]],
+        *,
+        user_id: str,
+        prefix: str = DEFAULT_PREFIX,
+        refresh_ttl: bool = False,
+    ) -> builtins.list[Document | None]:
+        """Async twin of :meth:`get`."""
+        return await self._mos._arun(self._get(refs, user_id, prefix, refresh_ttl), user_id)
+
+    def _get(
+        self, refs: Sequence[tuple[Namespace, str]], user_id: str, prefix: str, refresh: bool
+    ) -> Flow[builtins.list[Document | None]]:
+        validate_id(user_id, "user_id")
+        if isinstance(refs, str | bytes) or not isinstance(refs, Sequence) or len(refs) > MAX_BATCH_DOCUMENTS:
+            raise InvalidInputError(f"refs must be a list of at most {MAX_BATCH_DOCUMENTS:,} (namespace, key) pairs")
+        checked = [(check_namespace(ns), check_key(key)) for ns, key in refs]
+        spaces = {namespace_cube_id(ns, prefix): ns for ns, _ in checked}
+        headers = yield from self._headers(builtins.list(spaces), spaces, user_id, prefix, None, create=False)
+        cubes = builtins.list(headers)
+        wanted: dict[str, builtins.list[str]] = {c: [] for c in cubes}
+        for ns, key in checked:
+            cube = namespace_cube_id(ns, prefix)
+            if cube in wanted and document_id(key) not in wanted[cube]:
+                wanted[cube].append(document_id(key))
+        results = (yield [base.GetOp(c, wanted[c]) for c in cubes]) if cubes else []
+        now = self._mos.clock()
+        items = {
+            (c, i.id): i
+            for c, found in zip(cubes, results, strict=True)
+            for i in cast(builtins.list[MemoryItem], found)
+            if _live(i, now)
+        }
+        if refresh:
+            items = yield from self._refresh(items, now)
+        out: builtins.list[Document | None] = []
+        for ns, key in checked:
+            item = items.get((namespace_cube_id(ns, prefix), document_id(key)))
+            out.append(None if item is None else as_document(item, ns))
+        return out
+
+    def _refresh(
+        self, items: dict[tuple[str, str], MemoryItem], now: datetime
+    ) -> Flow[dict[tuple[str, str], MemoryItem]]:
+        """Push the expiry of the items with a TTL to ``ttl_s`` from ``now``: one versioned write per cube."""
+        batches: dict[str, base.WriteBatch] = {}
+        for (cube, _), item in items.items():
+            if item.ttl_s is not None:
+                moved = item.model_copy(update={"expires_at": now + timedelta(seconds=item.ttl_s)})
+                batches.setdefault(cube, base.WriteBatch()).update.append(moved)
+        if not batches:
+            return items
+        try:
+            results = yield [base.WriteOp(c, b) for c, b in batches.items()]
+        except VersionConflictError:  # written meanwhile: that write set its own expiry
+            return items
+        out = dict(items)
+        for cube, result in zip(batches, results, strict=True):
+            for fresh in cast(base.WriteResult, result).updated:
+                out[(cube, fresh.id)] = fresh
+        return out
+
+    def list_namespaces(self, *, user_id: str, prefix: str = DEFAULT_PREFIX) -> builtins.list[Namespace]:
+        """Return the namespaces holding at least one live document that the caller may read, sorted.
+
+        Cost: one cube header per namespace cube the caller may read, and one count per cube.
+
+        Raises:
+            InvalidInputError: A malformed user id or prefix.
+
+        """
+        return self._mos._run(self._namespaces(user_id, prefix), user_id)
+
+    async def alist_namespaces(self, *, user_id: str, prefix: str = DEFAULT_PREFIX) -> builtins.list[Namespace]:
+        """Async twin of :meth:`list_namespaces`."""
+        return await self._mos._arun(self._namespaces(user_id, prefix), user_id)
+
+    def _namespaces(self, user_id: str, prefix: str) -> Flow[builtins.list[Namespace]]:
+        validate_id(user_id, "user_id")
+        check_prefix(prefix)
+        (headers,) = yield [base.ListCubesOp()]
+        mine = [
+            h
+            for h in cast(builtins.list[CubeHeader], headers)
+            if h.namespace is not None and h.cube_id.startswith(prefix + ".")
+        ]
+        if not mine:
+            return []
+        # a cube whose documents are all deleted or expired holds no namespace any more
+        now = self._mos.clock()
+        live = SearchFilters()
+        counts = yield [base.CountOp(h.cube_id, live) for h in mine]
+        out = []
+        for h, count in zip(mine, counts, strict=True):
+            if count and (yield from self._any_live(h.cube_id, now)):
+                out.append(cast(Namespace, h.namespace))
+        return sorted(out)
+
+    def _any_live(self, cube_id: str, now: datetime) -> Flow[bool]:
+        offset = 0
+        while True:
+            (page,) = yield [base.ListOp(cube_id, _FILTERS, limit=PAGE, offset=offset)]
+            items = cast(builtins.list[MemoryItem], page)
+            if any(_live(i, now) for i in items):
+                return True
+            if len(items) < PAGE:
+                return False
+            offset += PAGE
+
+    def list(
+        self,
+        namespace: Namespace,
+        *,
+        user_id: str,
+        prefix: str = DEFAULT_PREFIX,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> builtins.list[Document]:
+        """Return the live documents of one namespace in the order they were first written.
+
+        Args:
+            namespace: The namespace.
+            user_id: The caller (read permission).
+            prefix: Cube id prefix of the namespace cubes.
+            limit: At most this many (None: all).
+            offset: Skip this many live documents first.
+
+        Raises:
+            InvalidInputError: A malformed namespace, a negative limit or offset.
+            PermissionDeniedError: The caller may not read the namespace cube.
+
+        """
+        return self._mos._run(self._list(namespace, user_id, prefix, limit, offset), user_id)
+
+    async def alist(
+        self,
+        namespace: Namespace,
+        *,
+        user_id: str,
+        prefix: str = DEFAULT_PREFIX,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> builtins.list[Document]:
+        """Async twin of :meth:`list`."""
+        return await self._mos._arun(self._list(namespace, user_id, prefix, limit, offset), user_id)
+
+    def _list(
+        self, namespace: Namespace, user_id: str, prefix: str, limit: int | None, offset: int
+    ) -> Flow[builtins.list[Document]]:
+        validate_id(user_id, "user_id")
+        ns = check_namespace(namespace)
+        for name, value in (("limit", limit), ("offset", offset)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise InvalidInputError(f"{name} must be a non-negative integer, not {value!r}")
+        cube = namespace_cube_id(ns, prefix)
+        headers = yield from self._headers([cube], {cube: ns}, user_id, prefix, None, create=False)
+        if cube not in headers:
+            return []
+        now = self._mos.clock()
+        out: builtins.list[Document] = []
+        skipped, at = 0, 0
+        while limit is None or len(out) < limit:
+            (page,) = yield [base.ListOp(cube, _FILTERS, limit=PAGE, offset=at)]
+            items = cast(builtins.list[MemoryItem], page)
+            for item in items:
+                if not _live(item, now):
+                    continue
+                if skipped < offset:
+                    skipped += 1
+                    continue
+                out.append(as_document(item, ns))
+                if limit is not None and len(out) >= limit:
+                    break
+            if len(items) < PAGE:
+                break
+            at += PAGE
+        return out
+
+    def count(self, namespace: Namespace, *, user_id: str, prefix: str = DEFAULT_PREFIX) -> int:
+        """Return how many activated documents a namespace holds (expired ones not yet moved included).
+
+        Raises:
+            InvalidInputError / PermissionDeniedError: As :meth:`list`.
+
+        """
+        return self._mos._run(self._count(namespace, user_id, prefix), user_id)
+
+    async def acount(self, namespace: Namespace, *, user_id: str, prefix: str = DEFAULT_PREFIX) -> int:
+        """Async twin of :meth:`count`."""
+        return await self._mos._arun(self._count(namespace, user_id, prefix), user_id)
+
+    def _count(self, namespace: Namespace, user_id: str, prefix: str) -> Flow[int]:
+        validate_id(user_id, "user_id")
+        ns = check_namespace(namespace)
+        cube = namespace_cube_id(ns, prefix)
+        headers = yield from self._headers([cube], {cube: ns}, user_id, prefix, None, create=False)
+        if cube not in headers:
+            return 0
+        (n,) = yield [base.CountOp(cube, _FILTERS)]
+        return cast(int, n)
+
+    def search(
+        self,
+        namespaces: Sequence[Namespace],
+        *,
+        user_id: str,
+        query: str | None = None,
+        query_embedding: Sequence[float] | None = None,
+        prefix: str = DEFAULT_PREFIX,
+        limit: int = 10,
+    ) -> builtins.list[Document]:
+        """Rank the live documents of ``namespaces`` for a query, best first, each with its score.
+
+        Two modes: with ``query_embedding`` (documents carrying their own vectors), exact cosine
+        over each namespace's vectors (the store's ``VectorSearchOp``), scores merged; otherwise
+        MemOS hybrid retrieval (dense with the MemOS embedder + BM25 + graph expansion, the
+        fused score) over the namespace cubes, with no token budget.
+
+        Args:
+            namespaces: The namespaces searched (those that do not exist are skipped).
+            user_id: The caller (read permission on each).
+            query: The query text (needed without ``query_embedding``).
+            query_embedding: A query vector of the namespace cubes' dimension.
+            prefix: Cube id prefix of the namespace cubes.
+            limit: At most this many documents (1-10,000).
+
+        Raises:
+            InvalidInputError: A malformed namespace, no query, a bad limit.
+            PermissionDeniedError: The caller may not read a namespace cube.
+
+        """
+        flow = self._search(namespaces, user_id, query, query_embedding, prefix, limit)
+        return self._mos._run(flow, user_id)
+
+    async def asearch(
+        self,
+        namespaces: Sequence[Namespace],
+        *,
+        user_id: str,
+        query: str | None = None,
+        query_embedding: Sequence[float] | None = None,
+        prefix: str = DEFAULT_PREFIX,
+        limit: int = 10,
+    ) -> builtins.list[Document]:
+        """Async twin of :meth:`search`."""
+        flow = self._search(namespaces, user_id, query, query_embedding, prefix, limit)
+        return await self._mos._arun(flow, user_id)
+
+    def _search(
+        self,
+        namespaces: Sequence[Namespace],
+        user_id: str,
+        query: str | None,
+        query_embedding: Sequence[float] | None,
+        prefix: str,
+        limit: int,
+    ) -> Flow[builtins.list[Document]]:
+        validate_id(user_id, "user_id")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_BATCH_DOCUMENTS:
+            raise InvalidInputError(f"limit must be an integer from 1 to {MAX_BATCH_DOCUMENTS:,}, not {limit!r}")
+        spaces = {namespace_cube_id(ns, prefix): check_namespace(ns) for ns in namespaces}
+        headers = yield from self._headers(builtins.list(spaces), spaces, user_id, prefix, None, create=False)
+        cubes = builtins.list(headers)
+        if not cubes:
+            return []
+        now = self._mos.clock()
+        want = limit + 16  # room for expired documents not yet moved by MemLifecycle
+        if query_embedding is not None:
+            vector = np.asarray(query_embedding, dtype=np.float32)
+            hits = yield [base.VectorSearchOp(c, vector, want, _FILTERS) for c in cubes]
+            scored = sorted(
+                ((float(s), c, i) for c, pairs in zip(cubes, hits, strict=True) for i, s in pairs),
+                key=lambda t: (-t[0], t[1], t[2]),
+            )[:want]
+            found = yield [base.GetOp(c, [i for _, cc, i in scored if cc == c]) for c in cubes]
+            by_id = {(c, i.id): i for c, items in zip(cubes, found, strict=True) for i in items}
+            out = []
+            for score, cube, item_id in scored:
+                item = by_id.get((cube, item_id))
+                if item is not None and _live(item, now):
+                    out.append(as_document(item, spaces[cube], score))
+            return out[:limit]
+        if query is None:
+            raise InvalidInputError("search needs a query or a query embedding")
+        results = yield from self._mos._search(
+            self._mos._search_request(query, user_id, cubes, want, None, MAX_COUNT, as_of=None)
+        )
+        return [
+            as_document(r.item, spaces[r.item.cube_id], r.score)
+            for r in results
+            if r.item.cube_id in spaces and _live(r.item, now)
+        ][:limit]
+
+    # -- expiry ------------------------------------------------------------------------------------
+    def purge_expired(self, *, user_id: str, prefix: str = DEFAULT_PREFIX, limit: int = 10_000) -> int:
+        """Delete documents whose time to live has passed, in the namespaces the caller may write.
+
+        Reads each namespace cube's expiring items through the store's expiry index (cost: the
+        documents deleted), at most ``limit`` per namespace per call.
+
+        Returns:
+            How many documents were deleted.
+
+        Raises:
+            InvalidInputError: A malformed user id, prefix or limit.
+
+        """
+        return self._mos._run(self._purge(user_id, prefix, limit), user_id)
+
+    async def apurge_expired(self, *, user_id: str, prefix: str = DEFAULT_PREFIX, limit: int = 10_000) -> int:
+        """Async twin of :meth:`purge_expired`."""
+        return await self._mos._arun(self._purge(user_id, prefix, limit), user_id)
+
+    def _purge(self, user_id: str, prefix: str, limit: int) -> Flow[int]:
+        validate_id(user_id, "user_id")
+        check_prefix(prefix)
+        (headers,) = yield [base.ListCubesOp()]
+        ctx = base.CallContext.of(user_id)
+        cubes = [
+            h.cube_id
+            for h in cast(builtins.list[CubeHeader], headers)
+            if h.namespace is not None and h.cube_id.startswith(prefix + ".") and _may(h, ctx, Permission.DELETE)
+        ]
+        if not cubes:
+            return 0
+        now = self._mos.clock()
+        found = yield [
+            *(base.ListExpiringOp(c, now, expired=False, limit=limit) for c in cubes),
+            *(base.ListExpiringOp(c, now, expired=True, limit=limit) for c in cubes),
+        ]
+        doomed: dict[str, builtins.list[str]] = {}
+        for cube, items in zip([*cubes, *cubes], found, strict=True):
+            doomed.setdefault(cube, []).extend(i.id for i in cast(builtins.list[MemoryItem], items))
+        ops: builtins.list[base.Op] = [
+            base.DeleteOp(c, builtins.list(dict.fromkeys(ids))) for c, ids in doomed.items() if ids
+        ]
+        if not ops:
+            return 0
+        deleted = yield ops
+        return sum(cast(builtins.list[int], deleted))
+
+    # -- namespaces --------------------------------------------------------------------------------
+    def delete_namespace(self, namespace: Namespace, *, user_id: str, prefix: str = DEFAULT_PREFIX) -> bool:
+        """Delete a namespace with all its documents (its cube; needs admin on it).
+
+        Returns:
+            Whether it existed.
+
+        Raises:
+            InvalidInputError: A malformed namespace.
+            PermissionDeniedError: The caller may not delete the namespace cube.
+
+        """
+        return self._mos._run(self._delete_namespace(namespace, user_id, prefix), user_id)
+
+    async def adelete_namespace(self, namespace: Namespace, *, user_id: str, prefix: str = DEFAULT_PREFIX) -> bool:
+        """Async twin of :meth:`delete_namespace`."""
+        return await self._mos._arun(self._delete_namespace(namespace, user_id, prefix), user_id)
+
+    def _delete_namespace(self, namespace: Namespace, user_id: str, prefix: str) -> Flow[bool]:
+        validate_id(user_id, "user_id")
+        ns = check_namespace(namespace)
+        cube = namespace_cube_id(ns, prefix)
+        headers = yield from self._headers([cube], {cube: ns}, user_id, prefix, None, create=False)
+        if cube not in headers:
+            return False
+        yield [base.DeleteCubeOp(cube)]
+        return True
