@@ -589,36 +589,62 @@ class DocumentStore:
                 out[(cube, fresh.id)] = fresh
         return out
 
-    def list_namespaces(self, *, user_id: str, prefix: str = DEFAULT_PREFIX) -> builtins.list[Namespace]:
-        """Return the namespaces holding at least one live document that the caller may read, sorted.
+    def list_namespaces(
+        self,
+        *,
+        user_id: str,
+        prefix: str = DEFAULT_PREFIX,
+        under: Namespace | None = None,
+        live: bool = True,
+    ) -> builtins.list[Namespace]:
+        """Return the namespaces the caller may read, sorted.
 
-        Cost: one cube header per namespace cube the caller may read, and one count per cube.
+        Args:
+            user_id: The caller.
+            prefix: Cube id prefix of the namespace cubes.
+            under: Only this namespace and those below it (None: all).
+            live: Only namespaces holding at least one live document (default); False: every
+                namespace cube, emptied ones too (what a search needs, at the cost of the headers only).
+
+        Cost: one cube header per cube the caller may read; with ``live``, one count per
+        namespace (and a scan of those whose documents all expired).
 
         Raises:
-            InvalidInputError: A malformed user id or prefix.
+            InvalidInputError: A malformed user id, prefix or ``under``.
 
         """
-        return self._mos._run(self._namespaces(user_id, prefix), user_id)
+        return self._mos._run(self._namespaces(user_id, prefix, under, live), user_id)
 
-    async def alist_namespaces(self, *, user_id: str, prefix: str = DEFAULT_PREFIX) -> builtins.list[Namespace]:
+    async def alist_namespaces(
+        self,
+        *,
+        user_id: str,
+        prefix: str = DEFAULT_PREFIX,
+        under: Namespace | None = None,
+        live: bool = True,
+    ) -> builtins.list[Namespace]:
         """Async twin of :meth:`list_namespaces`."""
-        return await self._mos._arun(self._namespaces(user_id, prefix), user_id)
+        return await self._mos._arun(self._namespaces(user_id, prefix, under, live), user_id)
 
-    def _namespaces(self, user_id: str, prefix: str) -> Flow[builtins.list[Namespace]]:
+    def _namespaces(
+        self, user_id: str, prefix: str, under: Namespace | None, live: bool
+    ) -> Flow[builtins.list[Namespace]]:
         validate_id(user_id, "user_id")
         check_prefix(prefix)
+        top: tuple[str, ...] = () if under is None or len(under) == 0 else check_namespace(under)
         (headers,) = yield [base.ListCubesOp()]
         mine = [
             h
             for h in cast(builtins.list[CubeHeader], headers)
-            if h.namespace is not None and h.cube_id.startswith(prefix + ".")
+            if h.namespace is not None and h.cube_id.startswith(prefix + ".") and h.namespace[: len(top)] == top
         ]
         if not mine:
             return []
+        if not live:
+            return sorted(cast(Namespace, h.namespace) for h in mine)
         # a cube whose documents are all deleted or expired holds no namespace any more
         now = self._mos.clock()
-        live = SearchFilters()
-        counts = yield [base.CountOp(h.cube_id, live) for h in mine]
+        counts = yield [base.CountOp(h.cube_id, _FILTERS) for h in mine]
         out = []
         for h, count in zip(mine, counts, strict=True):
             if count and (yield from self._any_live(h.cube_id, now)):

@@ -370,13 +370,14 @@ class MemOSStore(BaseStore):
                 for (n, _), doc in zip(chosen, docs, strict=True):
                     results[n] = None if doc is None else self._item(doc)
         for n, op in enumerate(listed):
-            if isinstance(op, SearchOp | ListNamespacesOp) and namespaces is None:
-                namespaces = self.mos.documents.list_namespaces(user_id=self.user_id, prefix=self.cube_prefix)
             if isinstance(op, SearchOp):
-                assert namespaces is not None
-                results[n] = self._search_sync(op, namespaces)
+                searched = self.mos.documents.list_namespaces(
+                    user_id=self.user_id, prefix=self.cube_prefix, under=tuple(op.namespace_prefix), live=False
+                )
+                results[n] = self._search_sync(op, searched)
             elif isinstance(op, ListNamespacesOp):
-                assert namespaces is not None
+                if namespaces is None:
+                    namespaces = self.mos.documents.list_namespaces(user_id=self.user_id, prefix=self.cube_prefix)
                 results[n] = self._list_namespaces(op, namespaces)
         if puts:
             jobs = self._to_embed(listed, puts)
@@ -409,13 +410,16 @@ class MemOSStore(BaseStore):
                 for (n, _), doc in zip(chosen, docs, strict=True):
                     results[n] = None if doc is None else self._item(doc)
         for n, op in enumerate(listed):
-            if isinstance(op, SearchOp | ListNamespacesOp) and namespaces is None:
-                namespaces = await self.mos.documents.alist_namespaces(user_id=self.user_id, prefix=self.cube_prefix)
             if isinstance(op, SearchOp):
-                assert namespaces is not None
-                results[n] = await self._search_async(op, namespaces)
+                searched = await self.mos.documents.alist_namespaces(
+                    user_id=self.user_id, prefix=self.cube_prefix, under=tuple(op.namespace_prefix), live=False
+                )
+                results[n] = await self._search_async(op, searched)
             elif isinstance(op, ListNamespacesOp):
-                assert namespaces is not None
+                if namespaces is None:
+                    namespaces = await self.mos.documents.alist_namespaces(
+                        user_id=self.user_id, prefix=self.cube_prefix
+                    )
                 results[n] = self._list_namespaces(op, namespaces)
         if puts:
             jobs = self._to_embed(listed, puts)

@@ -50,8 +50,12 @@ EXPECTED_FAILURES: dict[str, str] = {
     "langgraph-checkpoint::tests/test_store.py::test_embed_with_path": _ONE_VECTOR,
     "langgraph-checkpoint-sqlite::tests/test_store.py::test_embed_with_path": _ONE_VECTOR,
     "langgraph-checkpoint-sqlite::tests/test_async_store.py::test_embed_with_path": _ONE_VECTOR,
-    "langgraph-checkpoint-sqlite::tests/test_store.py::test_vector_store_initialization": "examines SqliteStore.conn, the SQLite store's connection",
-    "langgraph-checkpoint-sqlite::tests/test_store.py::test_nonnull_migrations": "examines SqliteStore.MIGRATIONS, the SQLite store's own schema",
+    "langgraph-checkpoint-sqlite::tests/test_store.py::test_vector_store_initialization": (
+        "examines SqliteStore.conn, the SQLite store's connection"
+    ),
+    "langgraph-checkpoint-sqlite::tests/test_store.py::test_nonnull_migrations": (
+        "examines SqliteStore.MIGRATIONS, the SQLite store's own schema"
+    ),
     "langgraph-checkpoint-sqlite::tests/test_store.py::test_sql_injection_vulnerability": (
         "expects SqliteStore's refusal of filter keys outside its SQL-safe pattern; MemOSStore matches "
         "filters on the stored JSON in Python, so no key reaches a query and none is refused"
