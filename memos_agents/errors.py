@@ -60,6 +60,10 @@ class UserNotFoundError(NotFoundError):
     """No user with this id is registered."""
 
 
+class ItemExistsError(InvalidInputError):
+    """A write adds an item whose id the cube already holds (a concurrent writer may have added it)."""
+
+
 class VersionConflictError(MemOSError):
     """An update was based on a version that is no longer current (optimistic concurrency)."""
 

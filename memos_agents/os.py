@@ -1056,7 +1056,7 @@ class MemOS:
         Args:
             user_id: The caller. A pass sees what the caller may read: another author's private
                 memories are left to that author's passes, or to a system-wide admin's.
-            cube_ids: The cubes (default: the caller's own cubes).
+            cube_ids: The cubes (default: the caller's own cubes, but read-only snapshots and document namespaces).
             policy: A :class:`~memos_agents.operation.lifecycle.LifecyclePolicy`, its fields as a
                 dict, or a TOML/YAML/JSON file (default: the default policy).
 
@@ -1119,7 +1119,9 @@ class MemOS:
         chosen = _lifecycle_policy(policy)
         if cube_ids is None:  # the caller's own cubes, whatever their embedder
             (owned,) = yield [base.ListCubesOp(owner_id=validate_id(user_id, "user_id"))]
-            cubes = [h.cube_id for h in cast(list[CubeHeader], owned) if not h.read_only]  # snapshots do not age
+            # snapshots do not age; document namespaces (LangGraph stores, message logs) expire by their
+            # own TTLs (DocumentStore.purge_expired) and are passed only when named
+            cubes = [h.cube_id for h in cast(list[CubeHeader], owned) if not h.read_only and h.namespace is None]
         elif isinstance(cube_ids, str | bytes):
             raise InvalidInputError("cube_ids must be a list of cube ids")
         else:

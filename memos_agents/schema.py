@@ -183,6 +183,7 @@ def check_document(value: object, what: str = "document") -> dict[str, Any]:
             for k, v in node.items():
                 if not isinstance(k, str):
                     raise InvalidInputError(f"{what} has a non-string key {k!r} at {path}")
+                check_text(k, f"{what} key at {path}", MAX_DOCUMENT_CHARS, blank=True)
                 stack.append((v, depth + 1, f"{path}.{k}"))
         elif isinstance(node, list):
             stack.extend((v, depth + 1, f"{path}[{n}]") for n, v in enumerate(node))
@@ -193,7 +194,10 @@ def check_document(value: object, what: str = "document") -> dict[str, Any]:
                 raise InvalidInputError(f"{what} holds a non-finite number at {path}")
         elif node is not None and not isinstance(node, bool | int):
             raise InvalidInputError(f"{what} holds a {type(node).__name__} at {path}: JSON cannot keep it")
-    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
+    try:
+        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
+    except (ValueError, RecursionError) as exc:  # e.g. an integer of more digits than Python converts
+        raise InvalidInputError(f"{what} cannot be written as JSON: {exc}") from exc
     if size > MAX_DOCUMENT_CHARS:
         raise InvalidInputError(f"{what} is {size:,} characters of JSON (at most {MAX_DOCUMENT_CHARS:,})")
     return value

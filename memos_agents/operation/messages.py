@@ -22,14 +22,23 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from memos_agents.errors import InvalidInputError, VersionConflictError
 from memos_agents.flow import Compute, Flow
-from memos_agents.plaintext.documents import Document, DocumentWrite, Namespace, check_namespace
-from memos_agents.schema import Label, check_document, validate_id
+from memos_agents.plaintext.documents import (
+    Document,
+    DocumentWrite,
+    Namespace,
+    check_namespace,
+    namespace_cube_id,
+)
+from memos_agents.plaintext.stores import base
+from memos_agents.schema import Label, LifecycleState, MemoryItem, SearchFilters, check_document, validate_id
 
 if TYPE_CHECKING:
     from memos_agents.os import MemOS
 
 #: Cube id prefix of message log namespaces.
 PREFIX = "msg"
+#: Every lifecycle state: what the next position is counted over.
+_EVERY = SearchFilters(statuses=list(LifecycleState))
 #: Tries of an append whose positions concurrent appends keep taking.
 APPEND_ATTEMPTS = 32
 #: Most messages appended in one call.
@@ -99,7 +108,8 @@ class MessageLog:
     """Sessions' messages in order: ``MemOS.messages`` (see the module docstring).
 
     Every method runs as ``user_id``, on that user's own sessions only: the namespace names the
-    user, and its cube is theirs (created by their first append).
+    user, only that user may create it (``DocumentStore.OWNER_LABELS``), and every read and append
+    reads only a cube the user owns (``owned=True``), so nobody can plant messages in a session.
 
     Args:
         mos: The MemOS whose documents keep the log.
@@ -158,7 +168,7 @@ class MessageLog:
             return []
         docs = self._mos.documents
         for attempt in range(APPEND_ATTEMPTS):
-            start = yield from docs._count(ns, user_id, PREFIX)
+            start = yield from self._next(ns, user_id)
             writes = [
                 DocumentWrite(
                     ns,
@@ -170,8 +180,8 @@ class MessageLog:
                 for n, m in enumerate(incoming)
             ]
             try:
-                stored = yield from docs._write(writes, user_id, PREFIX, None)
-            except VersionConflictError:  # a concurrent append took these positions: count again
+                stored = yield from docs._write(writes, user_id, PREFIX, None, True)
+            except VersionConflictError:  # a concurrent append took these positions: look again
                 if attempt == APPEND_ATTEMPTS - 1:
                     raise
                 pause = random.uniform(0, 0.002 * (attempt + 1))
@@ -179,6 +189,19 @@ class MessageLog:
                 continue
             return [_logged(cast(Document, d)) for d in stored]
         raise VersionConflictError(f"session {session_id!r}: concurrent appends kept taking the next position")
+
+    def _next(self, ns: Namespace, user_id: str) -> Flow[int]:
+        """Return the next free position: one past the last message ever stored (deleted, archived or not)."""
+        cube = namespace_cube_id(ns, PREFIX)
+        headers = yield from self._mos.documents._readable({cube: ns}, user_id, PREFIX, True)
+        if cube not in headers:
+            return 0
+        (n,) = yield [base.CountOp(cube, _EVERY)]
+        if not n:
+            return 0
+        (last,) = yield [base.ListOp(cube, _EVERY, limit=1, offset=cast(int, n) - 1)]
+        items = cast(builtins.list[MemoryItem], last)
+        return int(items[0].key or "0") + 1 if items else cast(int, n)
 
     def list(self, session_id: str, *, user_id: str, limit: int | None = None) -> builtins.list[LoggedMessage]:
         """Return a session's messages, oldest first (``limit``: only the last ``limit``).
@@ -200,9 +223,9 @@ class MessageLog:
         docs = self._mos.documents
         offset = 0
         if limit is not None:
-            total = yield from docs._count(ns, user_id, PREFIX)
+            total = yield from docs._count(ns, user_id, PREFIX, True)
             offset = max(0, total - limit)
-        found = yield from docs._list(ns, user_id, PREFIX, limit, offset)
+        found = yield from docs._list(ns, user_id, PREFIX, limit, offset, True)
         return sorted((_logged(d) for d in found), key=lambda m: m.seq)
 
     def clear(self, session_id: str, *, user_id: str) -> int:
@@ -221,6 +244,6 @@ class MessageLog:
     def _clear(self, session_id: str, user_id: str) -> Flow[int]:
         ns = session_namespace(user_id, session_id)
         docs = self._mos.documents
-        n = yield from docs._count(ns, user_id, PREFIX)
-        yield from docs._delete_namespace(ns, user_id, PREFIX)
+        n = yield from docs._count(ns, user_id, PREFIX, True)
+        yield from docs._delete_namespace(ns, user_id, PREFIX, True)
         return n

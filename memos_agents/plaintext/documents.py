@@ -40,7 +40,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -49,8 +49,8 @@ from memos_agents.api import MAX_COUNT
 from memos_agents.cube import CubeHeader, Permission, StorageProfile
 from memos_agents.errors import (
     CubeExistsError,
-    CubeNotFoundError,
     InvalidInputError,
+    ItemExistsError,
     MemoryNotFoundError,
     PermissionDeniedError,
     VersionConflictError,
@@ -147,9 +147,25 @@ def namespace_cube_id(namespace: Namespace, prefix: str = DEFAULT_PREFIX) -> str
     makes it unique. The cube's header records the exact path, which every read compares.
     """
     ns = check_namespace(namespace)
-    slug = ".".join(s for s in (_SLUG.sub("-", label).strip("-") for label in ns) if s)[:48].strip(".-")
+    slug = namespace_slug(ns)
     digest = _digest(json.dumps(list(ns), ensure_ascii=False), 24)
-    return f"{check_prefix(prefix)}.{slug}.{digest}" if slug else f"{prefix}.{digest}"
+    return f"{check_prefix(prefix)}.{slug}.{digest}" if slug else f"{check_prefix(prefix)}.{digest}"
+
+
+def namespace_slug(namespace: Namespace) -> str:
+    """Return the readable part of a namespace cube's id (see :func:`namespace_cube_id`).
+
+    The slug of a namespace starts with the slug of each of its prefixes, so the cube ids of a
+    namespace's subtree share the id prefix ``<prefix>.<slug>`` (a superset: other namespaces may
+    share it too; their headers tell them apart).
+    """
+    return ".".join(s for s in (_SLUG.sub("-", label).strip("-") for label in namespace) if s)[:48].strip(".-")
+
+
+def subtree_id_prefix(under: Namespace, prefix: str) -> str:
+    """Return the cube id prefix every namespace cube at or below ``under`` starts with."""
+    slug = namespace_slug(under) if under else ""
+    return f"{check_prefix(prefix)}.{slug}" if slug else f"{check_prefix(prefix)}."
 
 
 def document_id(key: str) -> str:
@@ -261,13 +277,22 @@ class DocumentStore:
     """Namespaced JSON documents on namespace cubes: ``MemOS.documents`` (see the module docstring).
 
     Every method runs as ``user_id`` (the acting principal): the store checks read (get, list,
-    search) or write (put, delete; creating a namespace cube needs nothing more than being a
-    known user) on each namespace cube inside the transaction, and audits it.
+    search) or write (put, delete) on each namespace cube inside the transaction, and audits it.
+    A namespace the caller may not read reads as absent (no document, not listed); a write to it
+    is refused. With ``owned=True`` only namespaces the caller owns are read or written: another
+    owner's namespace reads as absent and a write to it is refused, whatever its ACL says (what an
+    agent's own store and the message log use, so that nobody can plant documents in them).
+
+    Namespaces under a prefix of :data:`OWNER_LABELS` name their owner: only that user may create
+    them (the message log's ``("messages", user_id, session_id)``).
 
     Args:
         mos: The MemOS whose store, embedder and clock are used.
 
     """
+
+    #: Cube id prefix -> position of the namespace label that must be the creating user.
+    OWNER_LABELS: ClassVar[dict[str, int]] = {"msg": 1}
 
     def __init__(self, mos: MemOS) -> None:
         self._mos = mos
@@ -280,12 +305,14 @@ class DocumentStore:
         user_id: str,
         prefix: str = DEFAULT_PREFIX,
         embedding_model: tuple[str, int] | None = None,
+        owned: bool = False,
     ) -> builtins.list[Document | None]:
         """Apply puts and deletes, all in one transaction: all of them are stored, or none.
 
         Puts upsert by (namespace, key): a new key is added; an existing one is replaced (its
-        ``created_at`` kept, its version incremented). The last write of a (namespace, key) in
-        ``writes`` wins. A namespace cube is created, owned by the caller, by its first put.
+        ``created_at`` kept, its version incremented; a put without a vector leaves the document
+        unindexed for dense search). The last write of a (namespace, key) in ``writes`` wins. A
+        namespace cube is created, owned by the caller, by its first put (never by a delete).
 
         Args:
             writes: Up to :data:`MAX_BATCH_DOCUMENTS` puts and deletes.
@@ -293,18 +320,21 @@ class DocumentStore:
             prefix: Cube id prefix of the namespace cubes (default ``ns``).
             embedding_model: ``(name, dimension)`` recorded in new namespace cubes' storage profile
                 when the writes carry their own vectors (None: the MemOS embedder's).
+            owned: Refuse to write a namespace another user owns, whatever its ACL.
 
         Returns:
             Per write, the stored :class:`Document` (puts) or None (deletes).
 
         Raises:
             InvalidInputError: A malformed namespace, key, value, text, TTL or subject.
-            PermissionDeniedError: The caller may not write a namespace cube.
+            PermissionDeniedError: The caller may not write a namespace cube (or, ``owned``, does
+                not own it; or the namespace names another owner, see :data:`OWNER_LABELS`).
             EmbeddingDimensionError: A vector of another dimension than the cube's.
             SensitiveDataError: A value holds what the cube's redaction policy refuses.
+            VersionConflictError: An ``exclusive`` write found its key taken.
 
         """
-        return self._mos._run(self._write(writes, user_id, prefix, embedding_model), user_id)
+        return self._mos._run(self._write(writes, user_id, prefix, embedding_model, owned), user_id)
 
     async def awrite(
         self,
@@ -313,9 +343,10 @@ class DocumentStore:
         user_id: str,
         prefix: str = DEFAULT_PREFIX,
         embedding_model: tuple[str, int] | None = None,
+        owned: bool = False,
     ) -> builtins.list[Document | None]:
         """Async twin of :meth:`write` (embedding in a worker thread)."""
-        return await self._mos._arun(self._write(writes, user_id, prefix, embedding_model), user_id)
+        return await self._mos._arun(self._write(writes, user_id, prefix, embedding_model, owned), user_id)
 
     def _header(self, namespace: Namespace, owner: str, prefix: str, model: tuple[str, int] | None) -> CubeHeader:
         name, dim = model if model is not None else (self._mos.embedder.model_name, self._mos.embedder.dim)
@@ -337,6 +368,7 @@ class DocumentStore:
         user_id: str,
         prefix: str,
         model: tuple[str, int] | None,
+        owned: bool,
     ) -> Flow[builtins.list[Document | None]]:
         validate_id(user_id, "user_id")
         check_prefix(prefix)
@@ -353,6 +385,7 @@ class DocumentStore:
                 cube = namespace_cube_id(w.namespace, prefix)
                 by_cube.setdefault(cube, []).append((n, w))
                 spaces[cube] = w.namespace
+        creating = {c for c, ws in by_cube.items() if any(w.value is not None for _, w in ws)}
         to_embed = [n for n, w in enumerate(checked) if w.embed and w.embedding is None and w.value is not None]
         vectors: dict[int, builtins.list[float]] = {}
         if to_embed:
@@ -360,15 +393,14 @@ class DocumentStore:
             embedded = yield Compute(lambda: self._mos.embedder.embed(texts))
             vectors = {n: np.asarray(v, dtype=np.float32).tolist() for n, v in zip(to_embed, embedded, strict=True)}
         for attempt in range(WRITE_ATTEMPTS):
-            headers = yield from self._headers(builtins.list(by_cube), spaces, user_id, prefix, model, create=True)
-            reads: builtins.list[base.Op] = [
-                base.GetOp(c, [document_id(w.key) for _, w in by_cube[c]]) for c in by_cube
-            ]
+            headers = yield from self._write_headers(by_cube, creating, spaces, user_id, prefix, model, owned)
+            cubes = builtins.list(headers)
+            reads: builtins.list[base.Op] = [base.GetOp(c, [document_id(w.key) for _, w in by_cube[c]]) for c in cubes]
             stored_lists = (yield reads) if reads else []
             ops: builtins.list[Any] = []
             out: builtins.list[Document | None] = [None] * len(checked)
             now = self._mos.clock()
-            for cube, stored in zip(by_cube, stored_lists, strict=True):
+            for cube, stored in zip(cubes, stored_lists, strict=True):
                 have = {i.id: i for i in cast(builtins.list[MemoryItem], stored)}
                 batch = base.WriteBatch()
                 deletes: builtins.list[str] = []
@@ -382,8 +414,13 @@ class DocumentStore:
                     if w.exclusive and old is not None:
                         raise VersionConflictError(f"document {w.key!r} of namespace {w.namespace!r} exists")
                     item = self._item(w, item_id, user_id, now, old, vectors.get(n))
-                    (batch.update if old is not None else batch.add).append(item)
-                    out[n] = as_document(item.model_copy(update={"cube_id": cube}), headers[cube].namespace or ())
+                    if old is None:
+                        batch.add.append(item)
+                    else:
+                        batch.update.append(item)
+                        if item.embedding is None:  # no vector now: the stored one goes too
+                            batch.clear_embeddings.append(item_id)
+                    out[n] = as_document(item.model_copy(update={"cube_id": cube}), spaces[cube])
                 if batch.add or batch.update:
                     ops.append(base.WriteOp(cube, batch))
                 if deletes:
@@ -392,25 +429,80 @@ class DocumentStore:
                 return self._fill(out, checked, last)
             try:
                 results = yield ops
-            except (VersionConflictError, MemoryNotFoundError, InvalidInputError) as exc:
+            except (VersionConflictError, MemoryNotFoundError, ItemExistsError) as exc:
                 # a concurrent put or delete of the same key (its version moved, it was added or
-                # deleted meanwhile): read again and plan again
-                retry = not isinstance(exc, InvalidInputError) or "already exist" in str(exc)
-                if attempt == WRITE_ATTEMPTS - 1 or not retry:
-                    raise
-                if any(w.exclusive for w in checked):  # an exclusive key was taken meanwhile
+                # deleted meanwhile): read again and plan again; an exclusive key taken is final
+                if any(w.exclusive for w in checked):
                     raise VersionConflictError(f"a document of this write was written concurrently: {exc}") from exc
+                if attempt == WRITE_ATTEMPTS - 1:
+                    raise
                 pause = random.uniform(0, 0.002 * (attempt + 1))
                 yield Compute(functools.partial(time.sleep, pause))
                 continue
-            stored_now = {i.id: i for r in results if isinstance(r, base.WriteResult) for i in r.updated}
+            stored_now = {
+                (r_cube, i.id): i
+                for r_cube, r in zip(self._op_cubes(ops), results, strict=True)
+                if isinstance(r, base.WriteResult)
+                for i in r.updated
+            }
             for n, doc in enumerate(out):
                 if doc is not None:
-                    fresh = stored_now.get(document_id(doc.key))
-                    if fresh is not None and fresh.cube_id == doc.cube_id:
+                    fresh = stored_now.get((doc.cube_id, document_id(doc.key)))
+                    if fresh is not None:
                         out[n] = as_document(fresh, doc.namespace)
             return self._fill(out, checked, last)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _op_cubes(ops: Sequence[Any]) -> builtins.list[str]:
+        return [op.cube_id for op in ops]
+
+    def _write_headers(
+        self,
+        by_cube: dict[str, builtins.list[tuple[int, DocumentWrite]]],
+        creating: set[str],
+        spaces: dict[str, Namespace],
+        user_id: str,
+        prefix: str,
+        model: tuple[str, int] | None,
+        owned: bool,
+    ) -> Flow[dict[str, CubeHeader]]:
+        """Return the headers of the cubes written (creating those with puts that do not exist yet)."""
+        found = yield from self._read_headers(builtins.list(by_cube), spaces, prefix)
+        for cube in by_cube:
+            if cube in found or cube not in creating:
+                continue
+            self._check_owner_label(spaces[cube], prefix, user_id)
+            header = self._header(spaces[cube], user_id, prefix, model)
+            try:
+                yield [base.CreateCubeOp(header)]
+            except CubeExistsError:  # created meanwhile, or there but not readable by the caller
+                (header,) = yield [base.GetCubeOp(cube)]
+                header = cast(CubeHeader, header)
+                self._check_namespace_of(header, spaces[cube])
+            found[cube] = header
+        if owned:
+            for cube, header in found.items():
+                if header.owner_id != user_id:
+                    raise PermissionDeniedError(
+                        f"namespace {spaces[cube]!r} belongs to {header.owner_id!r}, not to {user_id!r}"
+                    )
+        return {c: found[c] for c in by_cube if c in found}
+
+    def _check_owner_label(self, namespace: Namespace, prefix: str, user_id: str) -> None:
+        at = self.OWNER_LABELS.get(prefix)
+        if at is not None and (len(namespace) <= at or namespace[at] != user_id):
+            raise PermissionDeniedError(
+                f"namespace {namespace!r} under {prefix!r} names its owner at label {at}: "
+                f"only that user may create it, not {user_id!r}"
+            )
+
+    @staticmethod
+    def _check_namespace_of(header: CubeHeader, namespace: Namespace) -> None:
+        if header.namespace != namespace:
+            raise InvalidInputError(
+                f"cube {header.cube_id!r} does not hold namespace {namespace!r} (it holds {header.namespace!r})"
+            )
 
     @staticmethod
     def _fill(
@@ -466,39 +558,29 @@ class DocumentStore:
         }
         try:
             return MemoryItem(**fields)
-        except ValidationError as exc:
-            raise InvalidInputError(f"invalid document {w.key!r}: {exc.errors()[0]['msg']}") from exc
+        except (ValidationError, TypeError, ValueError) as exc:
+            raise InvalidInputError(f"invalid document {w.key!r}: {exc}") from exc
 
-    def _headers(
-        self,
-        cubes: builtins.list[str],
-        spaces: dict[str, Namespace],
-        user_id: str,
-        prefix: str,
-        model: tuple[str, int] | None,
-        *,
-        create: bool,
+    def _read_headers(
+        self, cubes: builtins.list[str], spaces: dict[str, Namespace], prefix: str
     ) -> Flow[dict[str, CubeHeader]]:
-        """Read the namespace cubes' headers (creating missing ones when ``create``); check their paths."""
+        """Return the headers of the existing cubes among ``cubes`` that the caller may read (one batch)."""
+        if not cubes:
+            return {}
+        listed = yield [base.ListCubesOp(id_prefix=c) for c in cubes]
         found: dict[str, CubeHeader] = {}
-        for cube in cubes:
-            try:
-                (header,) = yield [base.GetCubeOp(cube)]
-            except CubeNotFoundError:
-                if not create:
-                    continue
-                header = self._header(spaces[cube], user_id, prefix, model)
-                try:
-                    yield [base.CreateCubeOp(header)]
-                except CubeExistsError:  # created meanwhile by someone else
-                    (header,) = yield [base.GetCubeOp(cube)]
-            header = cast(CubeHeader, header)
-            if header.namespace != spaces[cube]:
-                raise InvalidInputError(
-                    f"cube {cube!r} does not hold namespace {spaces[cube]!r} (it holds {header.namespace!r})"
-                )
-            found[cube] = header
+        for cube, headers in zip(cubes, listed, strict=True):
+            for header in cast(builtins.list[CubeHeader], headers):
+                if header.cube_id == cube:
+                    self._check_namespace_of(header, spaces[cube])
+                    found[cube] = header
         return found
+
+    def _readable(
+        self, spaces: dict[str, Namespace], user_id: str, prefix: str, owned: bool
+    ) -> Flow[dict[str, CubeHeader]]:
+        found = yield from self._read_headers(builtins.list(spaces), spaces, prefix)
+        return {c: h for c, h in found.items() if not owned or h.owner_id == user_id}
 
     # -- reads -------------------------------------------------------------------------------------
     def get(
@@ -508,23 +590,26 @@ class DocumentStore:
         user_id: str,
         prefix: str = DEFAULT_PREFIX,
         refresh_ttl: bool = False,
+        owned: bool = False,
     ) -> builtins.list[Document | None]:
-        """Return the documents ``(namespace, key)`` (None where there is none, or it expired).
+        """Return the documents ``(namespace, key)``: None where there is none or it expired.
+
+        A namespace the caller may not read reads as absent (None for its keys).
 
         Args:
             refs: Up to :data:`MAX_BATCH_DOCUMENTS` ``(namespace, key)`` pairs.
-            user_id: The caller (read permission on each namespace cube that exists).
+            user_id: The caller.
             prefix: Cube id prefix of the namespace cubes.
             refresh_ttl: Push the expiry of each document read that has a TTL to ``ttl_s`` from
                 now (a versioned write, needing write permission).
+            owned: Read only namespaces the caller owns.
 
         Raises:
-            InvalidInputError: A malformed namespace or key.
-            PermissionDeniedError: The caller may not read an existing namespace cube (or, with
-                ``refresh_ttl``, write it).
+            InvalidInputError: A malformed ref, namespace or key.
+            PermissionDeniedError: With ``refresh_ttl``, the caller may not write a namespace read.
 
         """
-        return self._mos._run(self._get(refs, user_id, prefix, refresh_ttl), user_id)
+        return self._mos._run(self._get(refs, user_id, prefix, refresh_ttl, owned), user_id)
 
     async def aget(
         self,
@@ -533,19 +618,25 @@ class DocumentStore:
         user_id: str,
         prefix: str = DEFAULT_PREFIX,
         refresh_ttl: bool = False,
+        owned: bool = False,
     ) -> builtins.list[Document | None]:
         """Async twin of :meth:`get`."""
-        return await self._mos._arun(self._get(refs, user_id, prefix, refresh_ttl), user_id)
+        return await self._mos._arun(self._get(refs, user_id, prefix, refresh_ttl, owned), user_id)
 
     def _get(
-        self, refs: Sequence[tuple[Namespace, str]], user_id: str, prefix: str, refresh: bool
+        self, refs: Sequence[tuple[Namespace, str]], user_id: str, prefix: str, refresh: bool, owned: bool
     ) -> Flow[builtins.list[Document | None]]:
         validate_id(user_id, "user_id")
+        check_prefix(prefix)
         if isinstance(refs, str | bytes) or not isinstance(refs, Sequence) or len(refs) > MAX_BATCH_DOCUMENTS:
             raise InvalidInputError(f"refs must be a list of at most {MAX_BATCH_DOCUMENTS:,} (namespace, key) pairs")
-        checked = [(check_namespace(ns), check_key(key)) for ns, key in refs]
+        checked: builtins.list[tuple[Namespace, str]] = []
+        for ref in refs:
+            if not isinstance(ref, tuple | builtins.list) or len(ref) != 2:
+                raise InvalidInputError(f"a ref must be a (namespace, key) pair, not {ref!r}"[:200])
+            checked.append((check_namespace(ref[0]), check_key(ref[1])))
         spaces = {namespace_cube_id(ns, prefix): ns for ns, _ in checked}
-        headers = yield from self._headers(builtins.list(spaces), spaces, user_id, prefix, None, create=False)
+        headers = yield from self._readable(spaces, user_id, prefix, owned)
         cubes = builtins.list(headers)
         wanted: dict[str, builtins.list[str]] = {c: [] for c in cubes}
         for ns, key in checked:
@@ -581,7 +672,7 @@ class DocumentStore:
             return items
         try:
             results = yield [base.WriteOp(c, b) for c, b in batches.items()]
-        except VersionConflictError:  # written meanwhile: that write set its own expiry
+        except (VersionConflictError, MemoryNotFoundError):  # written or deleted meanwhile: that write decides
             return items
         out = dict(items)
         for cube, result in zip(batches, results, strict=True):
@@ -596,6 +687,7 @@ class DocumentStore:
         prefix: str = DEFAULT_PREFIX,
         under: Namespace | None = None,
         live: bool = True,
+        owned: bool = False,
     ) -> builtins.list[Namespace]:
         """Return the namespaces the caller may read, sorted.
 
@@ -604,16 +696,17 @@ class DocumentStore:
             prefix: Cube id prefix of the namespace cubes.
             under: Only this namespace and those below it (None: all).
             live: Only namespaces holding at least one live document (default); False: every
-                namespace cube, emptied ones too (what a search needs, at the cost of the headers only).
+                namespace cube, emptied ones too (what a search needs: the headers only).
+            owned: Only namespaces the caller owns.
 
-        Cost: one cube header per cube the caller may read; with ``live``, one count per
-        namespace (and a scan of those whose documents all expired).
+        Cost: the cube headers under ``<prefix>.<slug of under>`` (an index range on SQLite);
+        with ``live``, one count per namespace (and a scan of those whose documents all expired).
 
         Raises:
             InvalidInputError: A malformed user id, prefix or ``under``.
 
         """
-        return self._mos._run(self._namespaces(user_id, prefix, under, live), user_id)
+        return self._mos._run(self._namespaces(user_id, prefix, under, live, owned), user_id)
 
     async def alist_namespaces(
         self,
@@ -622,25 +715,31 @@ class DocumentStore:
         prefix: str = DEFAULT_PREFIX,
         under: Namespace | None = None,
         live: bool = True,
+        owned: bool = False,
     ) -> builtins.list[Namespace]:
         """Async twin of :meth:`list_namespaces`."""
-        return await self._mos._arun(self._namespaces(user_id, prefix, under, live), user_id)
+        return await self._mos._arun(self._namespaces(user_id, prefix, under, live, owned), user_id)
 
-    def _namespaces(
-        self, user_id: str, prefix: str, under: Namespace | None, live: bool
-    ) -> Flow[builtins.list[Namespace]]:
+    def _namespace_headers(
+        self, user_id: str, prefix: str, under: Namespace | None, owned: bool
+    ) -> Flow[builtins.list[CubeHeader]]:
         validate_id(user_id, "user_id")
         check_prefix(prefix)
         top: tuple[str, ...] = () if under is None or len(under) == 0 else check_namespace(under)
-        (headers,) = yield [base.ListCubesOp()]
-        mine = [
+        (headers,) = yield [
+            base.ListCubesOp(owner_id=user_id if owned else None, id_prefix=subtree_id_prefix(top, prefix))
+        ]
+        return [
             h
             for h in cast(builtins.list[CubeHeader], headers)
             if h.namespace is not None and h.cube_id.startswith(prefix + ".") and h.namespace[: len(top)] == top
         ]
-        if not mine:
-            return []
-        if not live:
+
+    def _namespaces(
+        self, user_id: str, prefix: str, under: Namespace | None, live: bool, owned: bool
+    ) -> Flow[builtins.list[Namespace]]:
+        mine = yield from self._namespace_headers(user_id, prefix, under, owned)
+        if not mine or not live:
             return sorted(cast(Namespace, h.namespace) for h in mine)
         # a cube whose documents are all deleted or expired holds no namespace any more
         now = self._mos.clock()
@@ -670,22 +769,25 @@ class DocumentStore:
         prefix: str = DEFAULT_PREFIX,
         limit: int | None = None,
         offset: int = 0,
+        owned: bool = False,
     ) -> builtins.list[Document]:
         """Return the live documents of one namespace in the order they were first written.
 
         Args:
             namespace: The namespace.
-            user_id: The caller (read permission).
+            user_id: The caller (a namespace it may not read lists nothing).
             prefix: Cube id prefix of the namespace cubes.
             limit: At most this many (None: all).
-            offset: Skip this many live documents first.
+            offset: Skip this many activated documents first. Expired documents that no sweep
+                (:meth:`purge_expired`, MemLifecycle) has moved yet count here, though they are
+                not returned: the offset is served by the store's index, not by a scan.
+            owned: Only a namespace the caller owns.
 
         Raises:
             InvalidInputError: A malformed namespace, a negative limit or offset.
-            PermissionDeniedError: The caller may not read the namespace cube.
 
         """
-        return self._mos._run(self._list(namespace, user_id, prefix, limit, offset), user_id)
+        return self._mos._run(self._list(namespace, user_id, prefix, limit, offset, owned), user_id)
 
     async def alist(
         self,
@@ -695,60 +797,115 @@ class DocumentStore:
         prefix: str = DEFAULT_PREFIX,
         limit: int | None = None,
         offset: int = 0,
+        owned: bool = False,
     ) -> builtins.list[Document]:
         """Async twin of :meth:`list`."""
-        return await self._mos._arun(self._list(namespace, user_id, prefix, limit, offset), user_id)
+        return await self._mos._arun(self._list(namespace, user_id, prefix, limit, offset, owned), user_id)
 
     def _list(
-        self, namespace: Namespace, user_id: str, prefix: str, limit: int | None, offset: int
+        self, namespace: Namespace, user_id: str, prefix: str, limit: int | None, offset: int, owned: bool
     ) -> Flow[builtins.list[Document]]:
         validate_id(user_id, "user_id")
+        check_prefix(prefix)
         ns = check_namespace(namespace)
         for name, value in (("limit", limit), ("offset", offset)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise InvalidInputError(f"{name} must be a non-negative integer, not {value!r}")
         cube = namespace_cube_id(ns, prefix)
-        headers = yield from self._headers([cube], {cube: ns}, user_id, prefix, None, create=False)
+        headers = yield from self._readable({cube: ns}, user_id, prefix, owned)
         if cube not in headers:
             return []
         now = self._mos.clock()
         out: builtins.list[Document] = []
-        skipped, at = 0, 0
+        at = offset
         while limit is None or len(out) < limit:
-            (page,) = yield [base.ListOp(cube, _FILTERS, limit=PAGE, offset=at)]
+            want = PAGE if limit is None else min(PAGE, limit - len(out))
+            (page,) = yield [base.ListOp(cube, _FILTERS, limit=want, offset=at)]
             items = cast(builtins.list[MemoryItem], page)
-            for item in items:
-                if not _live(item, now):
-                    continue
-                if skipped < offset:
-                    skipped += 1
-                    continue
-                out.append(as_document(item, ns))
-                if limit is not None and len(out) >= limit:
-                    break
-            if len(items) < PAGE:
+            out.extend(as_document(i, ns) for i in items if _live(i, now))
+            if len(items) < want:
                 break
-            at += PAGE
+            at += len(items)
         return out
 
-    def count(self, namespace: Namespace, *, user_id: str, prefix: str = DEFAULT_PREFIX) -> int:
+    def page(
+        self,
+        namespace: Namespace,
+        *,
+        user_id: str,
+        offset: int,
+        limit: int = PAGE,
+        prefix: str = DEFAULT_PREFIX,
+        owned: bool = False,
+    ) -> tuple[builtins.list[Document], int]:
+        """Read one page of a namespace: ``limit`` activated items from ``offset``, in insertion order.
+
+        For callers that page through a namespace themselves (a filtered listing): the next page
+        starts at ``offset`` plus the count returned, whatever number of live documents came back.
+
+        Returns:
+            ``(live documents of the page, activated items the page covered)``; fewer items than
+            ``limit`` means the namespace ended.
+
+        Raises:
+            InvalidInputError: A malformed namespace, offset or limit.
+
+        """
+        return self._mos._run(self._page(namespace, user_id, offset, limit, prefix, owned), user_id)
+
+    async def apage(
+        self,
+        namespace: Namespace,
+        *,
+        user_id: str,
+        offset: int,
+        limit: int = PAGE,
+        prefix: str = DEFAULT_PREFIX,
+        owned: bool = False,
+    ) -> tuple[builtins.list[Document], int]:
+        """Async twin of :meth:`page`."""
+        return await self._mos._arun(self._page(namespace, user_id, offset, limit, prefix, owned), user_id)
+
+    def _page(
+        self, namespace: Namespace, user_id: str, offset: int, limit: int, prefix: str, owned: bool
+    ) -> Flow[tuple[builtins.list[Document], int]]:
+        validate_id(user_id, "user_id")
+        check_prefix(prefix)
+        ns = check_namespace(namespace)
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise InvalidInputError(f"offset must be a non-negative integer, not {offset!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_BATCH_DOCUMENTS:
+            raise InvalidInputError(f"limit must be an integer from 1 to {MAX_BATCH_DOCUMENTS:,}, not {limit!r}")
+        cube = namespace_cube_id(ns, prefix)
+        headers = yield from self._readable({cube: ns}, user_id, prefix, owned)
+        if cube not in headers:
+            return [], 0
+        (page,) = yield [base.ListOp(cube, _FILTERS, limit=limit, offset=offset)]
+        items = cast(builtins.list[MemoryItem], page)
+        now = self._mos.clock()
+        return [as_document(i, ns) for i in items if _live(i, now)], len(items)
+
+    def count(self, namespace: Namespace, *, user_id: str, prefix: str = DEFAULT_PREFIX, owned: bool = False) -> int:
         """Return how many activated documents a namespace holds (expired ones not yet moved included).
 
         Raises:
-            InvalidInputError / PermissionDeniedError: As :meth:`list`.
+            InvalidInputError: A malformed namespace.
 
         """
-        return self._mos._run(self._count(namespace, user_id, prefix), user_id)
+        return self._mos._run(self._count(namespace, user_id, prefix, owned), user_id)
 
-    async def acount(self, namespace: Namespace, *, user_id: str, prefix: str = DEFAULT_PREFIX) -> int:
+    async def acount(
+        self, namespace: Namespace, *, user_id: str, prefix: str = DEFAULT_PREFIX, owned: bool = False
+    ) -> int:
         """Async twin of :meth:`count`."""
-        return await self._mos._arun(self._count(namespace, user_id, prefix), user_id)
+        return await self._mos._arun(self._count(namespace, user_id, prefix, owned), user_id)
 
-    def _count(self, namespace: Namespace, user_id: str, prefix: str) -> Flow[int]:
+    def _count(self, namespace: Namespace, user_id: str, prefix: str, owned: bool) -> Flow[int]:
         validate_id(user_id, "user_id")
+        check_prefix(prefix)
         ns = check_namespace(namespace)
         cube = namespace_cube_id(ns, prefix)
-        headers = yield from self._headers([cube], {cube: ns}, user_id, prefix, None, create=False)
+        headers = yield from self._readable({cube: ns}, user_id, prefix, owned)
         if cube not in headers:
             return 0
         (n,) = yield [base.CountOp(cube, _FILTERS)]
@@ -763,28 +920,31 @@ class DocumentStore:
         query_embedding: Sequence[float] | None = None,
         prefix: str = DEFAULT_PREFIX,
         limit: int = 10,
+        owned: bool = False,
     ) -> builtins.list[Document]:
         """Rank the live documents of ``namespaces`` for a query, best first, each with its score.
 
         Two modes: with ``query_embedding`` (documents carrying their own vectors), exact cosine
-        over each namespace's vectors (the store's ``VectorSearchOp``), scores merged; otherwise
-        MemOS hybrid retrieval (dense with the MemOS embedder + BM25 + graph expansion, the
-        fused score) over the namespace cubes, with no token budget.
+        over each namespace's vectors (the store's ``VectorSearchOp``, widened past expired
+        documents until ``limit`` live ones are found), scores merged; otherwise MemOS hybrid
+        retrieval (dense with the MemOS embedder + BM25 + graph expansion, the fused score) over
+        the namespace cubes, with no token budget. Namespaces that do not exist, that the caller
+        may not read, or whose vectors have another dimension than the query's are skipped.
 
         Args:
-            namespaces: The namespaces searched (those that do not exist are skipped).
-            user_id: The caller (read permission on each).
+            namespaces: The namespaces searched.
+            user_id: The caller.
             query: The query text (needed without ``query_embedding``).
-            query_embedding: A query vector of the namespace cubes' dimension.
+            query_embedding: A query vector.
             prefix: Cube id prefix of the namespace cubes.
             limit: At most this many documents (1-10,000).
+            owned: Only namespaces the caller owns.
 
         Raises:
             InvalidInputError: A malformed namespace, no query, a bad limit.
-            PermissionDeniedError: The caller may not read a namespace cube.
 
         """
-        flow = self._search(namespaces, user_id, query, query_embedding, prefix, limit)
+        flow = self._search(namespaces, user_id, query, query_embedding, prefix, limit, owned)
         return self._mos._run(flow, user_id)
 
     async def asearch(
@@ -796,9 +956,10 @@ class DocumentStore:
         query_embedding: Sequence[float] | None = None,
         prefix: str = DEFAULT_PREFIX,
         limit: int = 10,
+        owned: bool = False,
     ) -> builtins.list[Document]:
         """Async twin of :meth:`search`."""
-        flow = self._search(namespaces, user_id, query, query_embedding, prefix, limit)
+        flow = self._search(namespaces, user_id, query, query_embedding, prefix, limit, owned)
         return await self._mos._arun(flow, user_id)
 
     def _search(
@@ -809,24 +970,55 @@ class DocumentStore:
         query_embedding: Sequence[float] | None,
         prefix: str,
         limit: int,
+        owned: bool,
     ) -> Flow[builtins.list[Document]]:
         validate_id(user_id, "user_id")
+        check_prefix(prefix)
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_BATCH_DOCUMENTS:
             raise InvalidInputError(f"limit must be an integer from 1 to {MAX_BATCH_DOCUMENTS:,}, not {limit!r}")
+        if isinstance(namespaces, str | bytes) or not isinstance(namespaces, Sequence):
+            raise InvalidInputError("namespaces must be a list of namespaces")
+        if query is None and query_embedding is None:
+            raise InvalidInputError("search needs a query or a query embedding")
         spaces = {namespace_cube_id(ns, prefix): check_namespace(ns) for ns in namespaces}
-        headers = yield from self._headers(builtins.list(spaces), spaces, user_id, prefix, None, create=False)
-        cubes = builtins.list(headers)
-        if not cubes:
-            return []
+        headers = yield from self._readable(spaces, user_id, prefix, owned)
         now = self._mos.clock()
-        want = limit + 16  # room for expired documents not yet moved by MemLifecycle
         if query_embedding is not None:
             vector = np.asarray(query_embedding, dtype=np.float32)
-            hits = yield [base.VectorSearchOp(c, vector, want, _FILTERS) for c in cubes]
+            if vector.ndim != 1 or not np.all(np.isfinite(vector)):
+                raise InvalidInputError("the query embedding must be a finite vector")
+            cubes = [c for c, h in headers.items() if h.storage.embedding_dim in (None, len(vector))]
+            return (yield from self._vector_search(cubes, spaces, vector, limit, now))
+        dim = self._mos.embedder.dim
+        cubes = [c for c, h in headers.items() if h.storage.embedding_dim in (None, dim)]
+        if not cubes:
+            return []
+        want = limit + 16  # room for expired documents not yet moved by MemLifecycle
+        while True:
+            request = self._mos._search_request(cast(str, query), user_id, cubes, want, None, MAX_COUNT, as_of=None)
+            results = yield from self._mos._search(request)
+            live = [r for r in results if r.item.cube_id in spaces and _live(r.item, now)]
+            if len(live) >= limit or len(results) < want or want >= MAX_BATCH_DOCUMENTS:
+                return [as_document(r.item, spaces[r.item.cube_id], r.score) for r in live[:limit]]
+            want = min(want * 4, MAX_BATCH_DOCUMENTS)
+
+    def _vector_search(
+        self,
+        cubes: builtins.list[str],
+        spaces: dict[str, Namespace],
+        vector: np.ndarray,
+        limit: int,
+        now: datetime,
+    ) -> Flow[builtins.list[Document]]:
+        if not cubes:
+            return []
+        k = limit + 16
+        while True:
+            hits = yield [base.VectorSearchOp(c, vector, k, _FILTERS) for c in cubes]
             scored = sorted(
                 ((float(s), c, i) for c, pairs in zip(cubes, hits, strict=True) for i, s in pairs),
                 key=lambda t: (-t[0], t[1], t[2]),
-            )[:want]
+            )
             found = yield [base.GetOp(c, [i for _, cc, i in scored if cc == c]) for c in cubes]
             by_id = {(c, i.id): i for c, items in zip(cubes, found, strict=True) for i in items}
             out = []
@@ -834,24 +1026,19 @@ class DocumentStore:
                 item = by_id.get((cube, item_id))
                 if item is not None and _live(item, now):
                     out.append(as_document(item, spaces[cube], score))
-            return out[:limit]
-        if query is None:
-            raise InvalidInputError("search needs a query or a query embedding")
-        results = yield from self._mos._search(
-            self._mos._search_request(query, user_id, cubes, want, None, MAX_COUNT, as_of=None)
-        )
-        return [
-            as_document(r.item, spaces[r.item.cube_id], r.score)
-            for r in results
-            if r.item.cube_id in spaces and _live(r.item, now)
-        ][:limit]
+            exhausted = all(len(pairs) < k for pairs in hits)
+            if len(out) >= limit or exhausted or k >= MAX_BATCH_DOCUMENTS:
+                return out[:limit]
+            k = min(k * 4, MAX_BATCH_DOCUMENTS)
 
     # -- expiry ------------------------------------------------------------------------------------
-    def purge_expired(self, *, user_id: str, prefix: str = DEFAULT_PREFIX, limit: int = 10_000) -> int:
-        """Delete documents whose time to live has passed, in the namespaces the caller may write.
+    def purge_expired(
+        self, *, user_id: str, prefix: str = DEFAULT_PREFIX, limit: int = 10_000, owned: bool = False
+    ) -> int:
+        """Delete documents whose time to live has passed, in the namespaces the caller may delete from.
 
         Reads each namespace cube's expiring items through the store's expiry index (cost: the
-        documents deleted), at most ``limit`` per namespace per call.
+        namespace headers, and the documents deleted), at most ``limit`` per namespace per call.
 
         Returns:
             How many documents were deleted.
@@ -860,22 +1047,20 @@ class DocumentStore:
             InvalidInputError: A malformed user id, prefix or limit.
 
         """
-        return self._mos._run(self._purge(user_id, prefix, limit), user_id)
+        return self._mos._run(self._purge(user_id, prefix, limit, owned), user_id)
 
-    async def apurge_expired(self, *, user_id: str, prefix: str = DEFAULT_PREFIX, limit: int = 10_000) -> int:
+    async def apurge_expired(
+        self, *, user_id: str, prefix: str = DEFAULT_PREFIX, limit: int = 10_000, owned: bool = False
+    ) -> int:
         """Async twin of :meth:`purge_expired`."""
-        return await self._mos._arun(self._purge(user_id, prefix, limit), user_id)
+        return await self._mos._arun(self._purge(user_id, prefix, limit, owned), user_id)
 
-    def _purge(self, user_id: str, prefix: str, limit: int) -> Flow[int]:
-        validate_id(user_id, "user_id")
-        check_prefix(prefix)
-        (headers,) = yield [base.ListCubesOp()]
+    def _purge(self, user_id: str, prefix: str, limit: int, owned: bool) -> Flow[int]:
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100_000:
+            raise InvalidInputError(f"limit must be an integer from 1 to 100,000, not {limit!r}")
+        headers = yield from self._namespace_headers(user_id, prefix, None, owned)
         ctx = base.CallContext.of(user_id)
-        cubes = [
-            h.cube_id
-            for h in cast(builtins.list[CubeHeader], headers)
-            if h.namespace is not None and h.cube_id.startswith(prefix + ".") and _may(h, ctx, Permission.DELETE)
-        ]
+        cubes = [h.cube_id for h in headers if _may(h, ctx, Permission.DELETE)]
         if not cubes:
             return 0
         now = self._mos.clock()
@@ -895,28 +1080,33 @@ class DocumentStore:
         return sum(cast(builtins.list[int], deleted))
 
     # -- namespaces --------------------------------------------------------------------------------
-    def delete_namespace(self, namespace: Namespace, *, user_id: str, prefix: str = DEFAULT_PREFIX) -> bool:
+    def delete_namespace(
+        self, namespace: Namespace, *, user_id: str, prefix: str = DEFAULT_PREFIX, owned: bool = False
+    ) -> bool:
         """Delete a namespace with all its documents (its cube; needs admin on it).
 
         Returns:
-            Whether it existed.
+            Whether it existed (for the caller: one it may not read does not).
 
         Raises:
             InvalidInputError: A malformed namespace.
-            PermissionDeniedError: The caller may not delete the namespace cube.
+            PermissionDeniedError: The caller may read but not delete the namespace cube.
 
         """
-        return self._mos._run(self._delete_namespace(namespace, user_id, prefix), user_id)
+        return self._mos._run(self._delete_namespace(namespace, user_id, prefix, owned), user_id)
 
-    async def adelete_namespace(self, namespace: Namespace, *, user_id: str, prefix: str = DEFAULT_PREFIX) -> bool:
+    async def adelete_namespace(
+        self, namespace: Namespace, *, user_id: str, prefix: str = DEFAULT_PREFIX, owned: bool = False
+    ) -> bool:
         """Async twin of :meth:`delete_namespace`."""
-        return await self._mos._arun(self._delete_namespace(namespace, user_id, prefix), user_id)
+        return await self._mos._arun(self._delete_namespace(namespace, user_id, prefix, owned), user_id)
 
-    def _delete_namespace(self, namespace: Namespace, user_id: str, prefix: str) -> Flow[bool]:
+    def _delete_namespace(self, namespace: Namespace, user_id: str, prefix: str, owned: bool) -> Flow[bool]:
         validate_id(user_id, "user_id")
+        check_prefix(prefix)
         ns = check_namespace(namespace)
         cube = namespace_cube_id(ns, prefix)
-        headers = yield from self._headers([cube], {cube: ns}, user_id, prefix, None, create=False)
+        headers = yield from self._readable({cube: ns}, user_id, prefix, owned)
         if cube not in headers:
             return False
         yield [base.DeleteCubeOp(cube)]

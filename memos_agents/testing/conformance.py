@@ -34,6 +34,7 @@ from memos_agents.errors import (
     EmbeddingDimensionError,
     InvalidEmbeddingError,
     InvalidInputError,
+    ItemExistsError,
     MemoryNotFoundError,
     PermissionDeniedError,
     VersionConflictError,
@@ -53,6 +54,7 @@ from memos_agents.plaintext.stores.base import (
     GetCubeOp,
     GetOp,
     HistoryOp,
+    ListCubesOp,
     ListExpiringOp,
     ListIdleOp,
     ListOp,
@@ -181,6 +183,17 @@ class StoreConformanceTests(AdversarialTests, UserTests, RegistryTests):
         (history,) = store.batch([HistoryOp(cube, original.id)])
         (old,) = [v for v in history if v.item.version == 1]
         assert old.item.document == doc  # MemVault keeps the document of every version
+
+    def test_list_cubes_by_id_prefix(self, store: BaseMemoryStore) -> None:
+        for cube_id in ("pfx.a", "pfx.a.b", "pfx.b", "pfy.a", "pf"):
+            store.create_cube(CubeHeader(cube_id=cube_id, owner_id="alice"))
+        (found,) = store.batch([ListCubesOp(id_prefix="pfx.a")])
+        assert [h.cube_id for h in found] == ["pfx.a", "pfx.a.b"]
+        (mine,) = store.batch([ListCubesOp(owner_id="bob", id_prefix="pfx.")])
+        assert mine == []
+        with pytest.raises(ItemExistsError):  # a typed refusal a writer can retry on
+            store.add("pfx.a", [MemoryItem(id="x", text="one")])
+            store.add("pfx.a", [MemoryItem(id="x", text="two")])
 
     def test_list_expiring_uses_expiry_state_and_read_scope(self, store: BaseMemoryStore, cube: str) -> None:
         now = datetime.now(UTC)

@@ -31,8 +31,9 @@ def test_documents_messages_and_memos_store_on_neo4j(neo4j_store: Neo4jMemorySto
     (got,) = docs.get([(ns, "k")], user_id="agent")
     assert got is not None and got.value == {"content": "Alice likes green tea"}
     assert docs.search([ns], user_id="agent", query="green tea")[0].key == "k"
+    assert docs.get([(ns, "k")], user_id="eve") == [None]  # not hers: reads as absent
     with pytest.raises(PermissionDeniedError):
-        docs.get([(ns, "k")], user_id="eve")
+        docs.write([DocumentWrite(ns, "k", {"x": 1})], user_id="eve")
 
     mos.messages.append(
         "s1", [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}], user_id="alice"

@@ -5,8 +5,11 @@ Mapping (the translation; the storage, governance, expiry and retrieval are MemO
 
 * **Namespace → cube.** Each LangGraph namespace is one MemCube, ``lg.<slug>.<hash>`` (prefix
   ``cube_prefix``), created by the first put, owned by the store's ``user_id`` and governed like
-  any cube: a store acting as another user reads and writes it only as its ACL allows, and a
-  refusal is a :class:`~memos_agents.errors.PermissionDeniedError`. Labels are validated as
+  any cube. A store reads and writes only its own user's namespaces (another user's reads as
+  empty, a write to it is a :class:`~memos_agents.errors.PermissionDeniedError`), unless built
+  with ``shared=True``: then other users' namespaces as their ACLs allow. A namespace belongs to
+  whoever writes it first: give each tenant its own ``cube_prefix`` where several principals
+  write through one MemOS home. Labels are validated as
   LangGraph does (non-empty strings without ``.``; root label not ``langgraph`` for puts) and as
   MemOS does (at most 16 labels of at most 256 characters).
 * **Namespace → subject.** With ``subject_label=i`` the ``i``-th label of a namespace (such as
@@ -75,7 +78,14 @@ from langgraph.store.base import (
 
 from memos_agents import MemOS
 from memos_agents.errors import InvalidInputError
-from memos_agents.plaintext.documents import MAX_NAMESPACE_DEPTH, Document, DocumentWrite, Namespace, check_prefix
+from memos_agents.plaintext.documents import (
+    MAX_NAMESPACE_DEPTH,
+    PAGE,
+    Document,
+    DocumentWrite,
+    Namespace,
+    check_prefix,
+)
 from memos_agents.schema import MAX_LABEL_CHARS, validate_id
 
 __all__ = ["MemOSStore"]
@@ -200,6 +210,9 @@ class MemOSStore(BaseStore):
             ``sweep_interval_minutes``).
         cube_prefix: Cube id prefix of the namespace cubes (default ``lg``; 1-32 of ``[A-Za-z0-9_-]``).
         subject_label: Position of the namespace label naming the items' subject (None: ``user_id``).
+        shared: Also read and write namespaces other users own, as their ACLs allow (default False:
+            only this user's own namespaces; another's reads as empty and a write to it is refused,
+            so nobody can plant items in what an agent reads back).
 
     Raises:
         InvalidInputError: A malformed ``user_id``, ``cube_prefix`` or ``subject_label``, an
@@ -218,8 +231,10 @@ class MemOSStore(BaseStore):
         ttl: TTLConfig | dict[str, Any] | None = None,
         cube_prefix: str = "lg",
         subject_label: int | None = None,
+        shared: bool = False,
     ) -> None:
         self.mos = mos
+        self.shared = bool(shared)
         self.user_id = validate_id(user_id, "user_id")
         self.cube_prefix = check_prefix(cube_prefix)
         if subject_label is not None and (isinstance(subject_label, bool) or not isinstance(subject_label, int)):
@@ -238,6 +253,8 @@ class MemOSStore(BaseStore):
             self.index_config = config
             self.embeddings = ensure_embeddings(config["embed"])
             self._fields = [(p, tokenize_path(p) if p != "$" else p) for p in (config.get("fields") or ["$"])]
+        #: The scope of every documents call: this user, these cubes, its own namespaces unless shared.
+        self._scope: dict[str, Any] = {"user_id": self.user_id, "prefix": self.cube_prefix, "owned": not self.shared}
         self._sweeper: threading.Thread | None = None
         self._sweep_stop = threading.Event()
 
@@ -363,21 +380,20 @@ class MemOSStore(BaseStore):
             if chosen:
                 docs = self.mos.documents.get(
                     [(tuple(op.namespace), op.key) for _, op in chosen],
-                    user_id=self.user_id,
-                    prefix=self.cube_prefix,
                     refresh_ttl=refresh,
+                    **self._scope,
                 )
                 for (n, _), doc in zip(chosen, docs, strict=True):
                     results[n] = None if doc is None else self._item(doc)
         for n, op in enumerate(listed):
             if isinstance(op, SearchOp):
                 searched = self.mos.documents.list_namespaces(
-                    user_id=self.user_id, prefix=self.cube_prefix, under=tuple(op.namespace_prefix), live=False
+                    **self._scope, under=tuple(op.namespace_prefix), live=False
                 )
                 results[n] = self._search_sync(op, searched)
             elif isinstance(op, ListNamespacesOp):
                 if namespaces is None:
-                    namespaces = self.mos.documents.list_namespaces(user_id=self.user_id, prefix=self.cube_prefix)
+                    namespaces = self.mos.documents.list_namespaces(**self._scope)
                 results[n] = self._list_namespaces(op, namespaces)
         if puts:
             jobs = self._to_embed(listed, puts)
@@ -387,9 +403,7 @@ class MemOSStore(BaseStore):
                 embedded = self.embeddings.embed_documents([t for _, t in jobs])
                 vectors = {n: list(v) for (n, _), v in zip(jobs, embedded, strict=True)}
             writes = [self._write(self._put(listed[n]), vectors.get(n)) for n in sorted(puts.values())]
-            self.mos.documents.write(
-                writes, user_id=self.user_id, prefix=self.cube_prefix, embedding_model=self._embedding_model
-            )
+            self.mos.documents.write(writes, **self._scope, embedding_model=self._embedding_model)
         return results
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
@@ -403,23 +417,20 @@ class MemOSStore(BaseStore):
             if chosen:
                 docs = await self.mos.documents.aget(
                     [(tuple(op.namespace), op.key) for _, op in chosen],
-                    user_id=self.user_id,
-                    prefix=self.cube_prefix,
                     refresh_ttl=refresh,
+                    **self._scope,
                 )
                 for (n, _), doc in zip(chosen, docs, strict=True):
                     results[n] = None if doc is None else self._item(doc)
         for n, op in enumerate(listed):
             if isinstance(op, SearchOp):
                 searched = await self.mos.documents.alist_namespaces(
-                    user_id=self.user_id, prefix=self.cube_prefix, under=tuple(op.namespace_prefix), live=False
+                    **self._scope, under=tuple(op.namespace_prefix), live=False
                 )
                 results[n] = await self._search_async(op, searched)
             elif isinstance(op, ListNamespacesOp):
                 if namespaces is None:
-                    namespaces = await self.mos.documents.alist_namespaces(
-                        user_id=self.user_id, prefix=self.cube_prefix
-                    )
+                    namespaces = await self.mos.documents.alist_namespaces(**self._scope)
                 results[n] = self._list_namespaces(op, namespaces)
         if puts:
             jobs = self._to_embed(listed, puts)
@@ -429,9 +440,7 @@ class MemOSStore(BaseStore):
                 embedded = await self.embeddings.aembed_documents([t for _, t in jobs])
                 vectors = {n: list(v) for (n, _), v in zip(jobs, embedded, strict=True)}
             writes = [self._write(self._put(listed[n]), vectors.get(n)) for n in sorted(puts.values())]
-            await self.mos.documents.awrite(
-                writes, user_id=self.user_id, prefix=self.cube_prefix, embedding_model=self._embedding_model
-            )
+            await self.mos.documents.awrite(writes, **self._scope, embedding_model=self._embedding_model)
         return results
 
     def _refreshes(self, asked: bool) -> bool:
@@ -483,9 +492,11 @@ class MemOSStore(BaseStore):
 
     # -- search: one generator of steps, driven sync or async ----------------------------------------
     def _search_steps(self, op: SearchOp, namespaces: Sequence[Namespace], query_vector: list[float] | None) -> Any:
-        """Yield ``("list"|"rank"|"refresh", args)`` steps; sent their results; return the SearchItems."""
+        """Yield ``("page"|"rank"|"refresh", args)`` steps; sent their results; return the SearchItems."""
         if op.limit < 0 or op.offset < 0:
             raise InvalidInputError("search limit and offset must not be negative")
+        if op.filter is not None and not isinstance(op.filter, dict):
+            raise InvalidInputError(f"a search filter must be a dict, not {type(op.filter).__name__}")
         searched = self._searched(op, namespaces)
         want = op.offset + op.limit
         if not searched or op.limit == 0:
@@ -505,29 +516,39 @@ class MemOSStore(BaseStore):
                 seen = {(d.namespace, d.key) for d in ranked}
                 scoreless = 0
                 for ns in searched:
-                    docs: list[Document] = yield ("list", ns)
-                    for d in docs:
-                        if (d.namespace, d.key) in seen or not matches_filter(d.value, op.filter):
-                            continue
-                        if len(hits) + scoreless >= op.offset:
-                            kept.append((d, None))
-                        scoreless += 1
-                        if len(kept) >= op.limit:
+                    at = 0
+                    while len(kept) < op.limit:
+                        docs, covered = yield ("page", (ns, at))
+                        for d in docs:
+                            if (d.namespace, d.key) in seen or not matches_filter(d.value, op.filter):
+                                continue
+                            if len(hits) + scoreless >= op.offset:
+                                kept.append((d, None))
+                            scoreless += 1
+                            if len(kept) >= op.limit:
+                                break
+                        if covered < PAGE:
                             break
+                        at += covered
                     if len(kept) >= op.limit:
                         break
         else:
             seen_n = 0
             for ns in searched:
-                docs = yield ("list", ns)
-                for d in docs:
-                    if not matches_filter(d.value, op.filter):
-                        continue
-                    if seen_n >= op.offset:
-                        kept.append((d, None))
-                    seen_n += 1
-                    if len(kept) >= op.limit:
+                at = 0
+                while len(kept) < op.limit:
+                    docs, covered = yield ("page", (ns, at))
+                    for d in docs:
+                        if not matches_filter(d.value, op.filter):
+                            continue
+                        if seen_n >= op.offset:
+                            kept.append((d, None))
+                        seen_n += 1
+                        if len(kept) >= op.limit:
+                            break
+                    if covered < PAGE:
                         break
+                    at += covered
                 if len(kept) >= op.limit:
                     break
         if self._refreshes(op.refresh_ttl) and any(d.expires_at is not None for d, _ in kept):
@@ -547,13 +568,11 @@ class MemOSStore(BaseStore):
                 kind, args = step
                 if kind == "rank":
                     spaces, query, qv, k = args
-                    result: Any = docs.search(
-                        spaces, user_id=self.user_id, query=query, query_embedding=qv, prefix=self.cube_prefix, limit=k
-                    )
-                elif kind == "list":
-                    result = docs.list(args, user_id=self.user_id, prefix=self.cube_prefix)
+                    result: Any = docs.search(spaces, query=query, query_embedding=qv, limit=k, **self._scope)
+                elif kind == "page":
+                    result = docs.page(args[0], offset=args[1], limit=PAGE, **self._scope)
                 else:
-                    result = docs.get(args, user_id=self.user_id, prefix=self.cube_prefix, refresh_ttl=True)
+                    result = docs.get(args, **self._scope, refresh_ttl=True)
                 step = steps.send(result)
         except StopIteration as stop:
             return list(stop.value)
@@ -570,13 +589,11 @@ class MemOSStore(BaseStore):
                 kind, args = step
                 if kind == "rank":
                     spaces, query, qv, k = args
-                    result: Any = await docs.asearch(
-                        spaces, user_id=self.user_id, query=query, query_embedding=qv, prefix=self.cube_prefix, limit=k
-                    )
-                elif kind == "list":
-                    result = await docs.alist(args, user_id=self.user_id, prefix=self.cube_prefix)
+                    result: Any = await docs.asearch(spaces, query=query, query_embedding=qv, limit=k, **self._scope)
+                elif kind == "page":
+                    result = await docs.apage(args[0], offset=args[1], limit=PAGE, **self._scope)
                 else:
-                    result = await docs.aget(args, user_id=self.user_id, prefix=self.cube_prefix, refresh_ttl=True)
+                    result = await docs.aget(args, **self._scope, refresh_ttl=True)
                 step = steps.send(result)
         except StopIteration as stop:
             return list(stop.value)
@@ -596,18 +613,18 @@ class MemOSStore(BaseStore):
         """
         prefix = self._namespace_prefix(namespace)
         docs = self.mos.documents
-        found = docs.list_namespaces(user_id=self.user_id, prefix=self.cube_prefix)
+        found = docs.list_namespaces(under=prefix, live=False, **self._scope)
         doomed = [ns for ns in found if ns[: len(prefix)] == prefix]
-        return sum(docs.delete_namespace(ns, user_id=self.user_id, prefix=self.cube_prefix) for ns in doomed)
+        return sum(docs.delete_namespace(ns, **self._scope) for ns in doomed)
 
     async def adelete_namespace(self, namespace: tuple[str, ...]) -> int:
         """Async twin of :meth:`delete_namespace`."""
         prefix = self._namespace_prefix(namespace)
         docs = self.mos.documents
-        found = await docs.alist_namespaces(user_id=self.user_id, prefix=self.cube_prefix)
+        found = await docs.alist_namespaces(under=prefix, live=False, **self._scope)
         deleted = 0
         for ns in (ns for ns in found if ns[: len(prefix)] == prefix):
-            deleted += await docs.adelete_namespace(ns, user_id=self.user_id, prefix=self.cube_prefix)
+            deleted += await docs.adelete_namespace(ns, **self._scope)
         return deleted
 
     @staticmethod
@@ -625,11 +642,11 @@ class MemOSStore(BaseStore):
             How many items were deleted.
 
         """
-        return self.mos.documents.purge_expired(user_id=self.user_id, prefix=self.cube_prefix)
+        return self.mos.documents.purge_expired(**self._scope)
 
     async def asweep_ttl(self) -> int:
         """Async twin of :meth:`sweep_ttl`."""
-        return await self.mos.documents.apurge_expired(user_id=self.user_id, prefix=self.cube_prefix)
+        return await self.mos.documents.apurge_expired(**self._scope)
 
     def start_ttl_sweeper(self, sweep_interval_minutes: float | None = None) -> Future[None]:
         """Sweep expired items periodically in a daemon thread.

@@ -48,6 +48,7 @@ from memos_agents.errors import (
     EmbeddingDimensionError,
     InvalidEmbeddingError,
     InvalidInputError,
+    ItemExistsError,
     MemoryNotFoundError,
     PermissionDeniedError,
     SensitiveDataError,
@@ -407,12 +408,15 @@ class WriteBatch(BaseModel):
         update: Replacements of stored items, each carrying the version it was based on.
         edges: Edges added or replaced (keyed by source, target and type).
         follows: FOLLOWS edges resolved in the transaction (see :class:`FollowLink`).
+        clear_embeddings: Ids of updated items whose stored embedding goes (an update without an
+            embedding otherwise keeps the stored one): a replaced document that is no longer indexed.
 
     """
 
     add: list[MemoryItem] = Field(default_factory=list)
     ensure: list[MemoryItem] = Field(default_factory=list)
     update: list[MemoryItem] = Field(default_factory=list)
+    clear_embeddings: list[str] = Field(default_factory=list)
     edges: list[Edge] = Field(default_factory=list)
     follows: list[FollowLink] = Field(default_factory=list)
 
@@ -497,9 +501,14 @@ class GetCubeOp:
 
 @dataclass(frozen=True, slots=True)
 class ListCubesOp:
-    """Return the headers of the cubes the caller may read, ordered by id (``owner_id``: only theirs)."""
+    """Return the headers of the cubes the caller may read, ordered by id (read).
+
+    ``owner_id``: only that user's. ``id_prefix``: only cubes whose id starts with it (served by
+    the cube id's index where the backend has one: the cost is the cubes under the prefix).
+    """
 
     owner_id: str | None = None
+    id_prefix: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -1605,19 +1614,27 @@ class StoredItem:
     last_accessed_at: datetime | None = None
 
 
-def content_key(search_text: str, metadata_json: str) -> str:
-    """Return a fingerprint of an item's checked content: its text, key and tags (``search_text``) and metadata JSON."""
+def content_key(search_text: str, metadata_json: str, document_json: str | None = None) -> str:
+    """Return a fingerprint of an item's checked content: text, key and tags (``search_text``), metadata and document.
+
+    Args:
+        search_text: The stored ``search_text``.
+        metadata_json: The stored metadata JSON.
+        document_json: The stored document JSON (None: no document).
+
+    """
     import hashlib
 
-    return hashlib.sha256(f"{search_text}\0{metadata_json}".encode("utf-8", "surrogatepass")).hexdigest()
+    doc = "" if document_json is None else f"\0{document_json}"
+    return hashlib.sha256(f"{search_text}\0{metadata_json}{doc}".encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def item_content_key(item: MemoryItem) -> str:
     """Return :func:`content_key` of ``item`` as the codec stores it."""
     from memos_agents.plaintext.stores.codec import search_text
 
-    extra = item.metadata if item.document is None else {"metadata": item.metadata, "document": item.document}
-    return content_key(search_text(item), json.dumps(extra))
+    document = None if item.document is None else json.dumps(item.document, ensure_ascii=False)
+    return content_key(search_text(item), json.dumps(item.metadata), document)
 
 
 @dataclass(frozen=True, slots=True)
@@ -1684,6 +1701,8 @@ def document_strings(document: dict[str, Any]) -> list[tuple[str, str]]:
             stack.extend((v, f"{path}[{n}]") for n, v in enumerate(node))
         elif isinstance(node, str):
             out.append((path, node))
+        elif isinstance(node, int | float) and not isinstance(node, bool):  # a card number stored as a number
+            out.append((path, str(node)))
     return out
 
 
@@ -1828,20 +1847,20 @@ def plan_write(
         raise InvalidInputError("duplicate item ids in one write")
     taken = [i for i in new_ids if i in existing]
     if taken:
-        raise InvalidInputError(f"item ids already exist in cube {cube_id!r}: {sorted(taken)[:5]}")
+        raise ItemExistsError(f"item ids already exist in cube {cube_id!r}: {sorted(taken)[:5]}")
     insert = [own(i) for i in batch.add]
     inserted_ensured = [own(i) for i in batch.ensure if i.id not in existing]
     new_dim = check_embedding_dim([*insert, *inserted_ensured, *batch.update], dim)
     replace: list[MemoryItem] = []
+    clear = set(batch.clear_embeddings)
     for item in batch.update:
         row = stored.get(item.id)
         if row is not None and not (
             ctx.unrestricted or row.visibility != Visibility.PRIVATE.value or row.author_id == ctx.principal
         ):
             row = None  # another author's private item: as if it did not exist
-        new = next_version(
-            item, cube_id, None if row is None else row.version, None if row is None else row.embedding, now
-        )
+        kept = None if row is None or item.id in clear else row.embedding
+        new = next_version(item, cube_id, None if row is None else row.version, kept, now)
         assert row is not None  # next_version raised otherwise
         if row.node_kind != item.node_kind.value:
             raise InvalidInputError(f"memory {item.id!r}: the node kind of a stored item cannot change")

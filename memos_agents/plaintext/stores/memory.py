@@ -397,8 +397,9 @@ class InMemoryStore(base.BaseMemoryStore):
     def _list_cubes(self, op: base.ListCubesOp, tx: _Tx) -> list[CubeHeader]:
         return [
             cube.header.model_copy(deep=True)
-            for _, cube in sorted(self._cubes.items())
+            for cube_id, cube in sorted(self._cubes.items())
             if (op.owner_id is None or cube.header.owner_id == op.owner_id)
+            and (not op.id_prefix or cube_id.startswith(op.id_prefix))
             and (tx.ctx.unrestricted or cube.header.allows(tx.ctx.principal, Permission.READ))
         ]
 

@@ -1086,8 +1086,9 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
     @base.handles(base.ListCubesOp)
     def _list_cubes(self, op: base.ListCubesOp, state: _Batch) -> Body[list[CubeHeader]]:
         rows = yield (
-            "MATCH (c:Cube {tenant: $tenant}) RETURN c.header AS header ORDER BY c.cube_id",
-            {"tenant": self.tenant},
+            "MATCH (c:Cube {tenant: $tenant}) WHERE $prefix IS NULL OR c.cube_id STARTS WITH $prefix "
+            "RETURN c.header AS header ORDER BY c.cube_id",
+            {"tenant": self.tenant, "prefix": op.id_prefix or None},
         )
         ctx = state.ctx
         headers = [CubeHeader.model_validate_json(r["header"]) for r in rows]
@@ -1305,7 +1306,7 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
                 f"{_EACH_ITEM} RETURN m.id AS id, m.version AS version, m.node_kind AS node_kind, "
                 "m.embedding AS embedding, m.author_id AS author_id, m.seq AS seq, m.visibility AS visibility, "
                 "m.search_text AS search_text, m.metadata AS metadata, m.access_count AS access_count, "
-                "m.touched_at AS touched_at",
+                "m.touched_at AS touched_at, m.document AS document",
                 {**params, "ids": probe.updated},
             )
             for r in rows:
@@ -1315,7 +1316,7 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
                     GRAPH_CODEC.embedding(r["embedding"]),
                     r.get("author_id"),
                     r.get("visibility") or Visibility.CUBE.value,
-                    base.content_key(r.get("search_text") or "", r.get("metadata") or "{}"),
+                    base.content_key(r.get("search_text") or "", r.get("metadata") or "{}", r.get("document")),
                     *access_tracking(r),
                 )
                 seqs[r["id"]] = int(r["seq"])

@@ -1160,7 +1160,13 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
 
     @base.handles(base.ListCubesOp)
     def _list_cubes(self, op: base.ListCubesOp, tx: _Tx) -> list[CubeHeader]:
-        rows = tx.cur.execute("SELECT header FROM cubes WHERE state = 'ready' ORDER BY cube_id").fetchall()
+        if op.id_prefix:  # a range over the primary key: the cubes under the prefix only
+            rows = tx.cur.execute(
+                "SELECT header FROM cubes WHERE state = 'ready' AND cube_id >= ? AND cube_id < ? ORDER BY cube_id",
+                (op.id_prefix, op.id_prefix + "\U0010ffff"),
+            ).fetchall()
+        else:
+            rows = tx.cur.execute("SELECT header FROM cubes WHERE state = 'ready' ORDER BY cube_id").fetchall()
         headers = [CubeHeader.model_validate_json(r[0]) for r in rows]
         return [
             h
@@ -1263,10 +1269,10 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
             marks = ",".join("?" * len(chunk))
             for r in cur.execute(
                 "SELECT id, version, node_kind, embedding, author_id, rowid, visibility, search_text, metadata, "
-                f"access_count, touched_at FROM items WHERE cube_id = ? AND id IN ({marks})",
+                f"access_count, touched_at, document FROM items WHERE cube_id = ? AND id IN ({marks})",
                 (cube_id, *chunk),
             ):
-                content = base.content_key(r[7], r[8] or "{}")
+                content = base.content_key(r[7], r[8] or "{}", r[11])
                 stored[r[0]] = base.StoredItem(
                     int(r[1]),
                     r[2],
