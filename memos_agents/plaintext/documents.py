@@ -582,6 +582,15 @@ class DocumentStore:
         found = yield from self._read_headers(builtins.list(spaces), spaces, prefix)
         return {c: h for c, h in found.items() if not owned or h.owner_id == user_id}
 
+    def _one(self, namespace: Namespace, user_id: str, prefix: str, owned: bool) -> Flow[tuple[Namespace, str | None]]:
+        """Check the arguments of a one-namespace call; return the namespace and its cube (None: none readable)."""
+        validate_id(user_id, "user_id")
+        check_prefix(prefix)
+        ns = check_namespace(namespace)
+        cube = namespace_cube_id(ns, prefix)
+        headers = yield from self._readable({cube: ns}, user_id, prefix, owned)
+        return ns, cube if cube in headers else None
+
     # -- reads -------------------------------------------------------------------------------------
     def get(
         self,
@@ -805,15 +814,11 @@ class DocumentStore:
     def _list(
         self, namespace: Namespace, user_id: str, prefix: str, limit: int | None, offset: int, owned: bool
     ) -> Flow[builtins.list[Document]]:
-        validate_id(user_id, "user_id")
-        check_prefix(prefix)
-        ns = check_namespace(namespace)
         for name, value in (("limit", limit), ("offset", offset)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise InvalidInputError(f"{name} must be a non-negative integer, not {value!r}")
-        cube = namespace_cube_id(ns, prefix)
-        headers = yield from self._readable({cube: ns}, user_id, prefix, owned)
-        if cube not in headers:
+        ns, cube = yield from self._one(namespace, user_id, prefix, owned)
+        if cube is None:
             return []
         now = self._mos.clock()
         out: builtins.list[Document] = []
@@ -869,16 +874,12 @@ class DocumentStore:
     def _page(
         self, namespace: Namespace, user_id: str, offset: int, limit: int, prefix: str, owned: bool
     ) -> Flow[tuple[builtins.list[Document], int]]:
-        validate_id(user_id, "user_id")
-        check_prefix(prefix)
-        ns = check_namespace(namespace)
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise InvalidInputError(f"offset must be a non-negative integer, not {offset!r}")
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_BATCH_DOCUMENTS:
             raise InvalidInputError(f"limit must be an integer from 1 to {MAX_BATCH_DOCUMENTS:,}, not {limit!r}")
-        cube = namespace_cube_id(ns, prefix)
-        headers = yield from self._readable({cube: ns}, user_id, prefix, owned)
-        if cube not in headers:
+        ns, cube = yield from self._one(namespace, user_id, prefix, owned)
+        if cube is None:
             return [], 0
         (page,) = yield [base.ListOp(cube, _FILTERS, limit=limit, offset=offset)]
         items = cast(builtins.list[MemoryItem], page)
@@ -901,12 +902,8 @@ class DocumentStore:
         return await self._mos._arun(self._count(namespace, user_id, prefix, owned), user_id)
 
     def _count(self, namespace: Namespace, user_id: str, prefix: str, owned: bool) -> Flow[int]:
-        validate_id(user_id, "user_id")
-        check_prefix(prefix)
-        ns = check_namespace(namespace)
-        cube = namespace_cube_id(ns, prefix)
-        headers = yield from self._readable({cube: ns}, user_id, prefix, owned)
-        if cube not in headers:
+        _, cube = yield from self._one(namespace, user_id, prefix, owned)
+        if cube is None:
             return 0
         (n,) = yield [base.CountOp(cube, _FILTERS)]
         return cast(int, n)
@@ -993,7 +990,7 @@ class DocumentStore:
         cubes = [c for c, h in headers.items() if h.storage.embedding_dim in (None, dim)]
         if not cubes:
             return []
-        want = limit + 16  # room for expired documents not yet moved by MemLifecycle
+        want = limit  # widened below when expired documents not yet swept took places
         while True:
             request = self._mos._search_request(cast(str, query), user_id, cubes, want, None, MAX_COUNT, as_of=None)
             results = yield from self._mos._search(request)
@@ -1012,7 +1009,7 @@ class DocumentStore:
     ) -> Flow[builtins.list[Document]]:
         if not cubes:
             return []
-        k = limit + 16
+        k = limit  # widened below when expired documents not yet swept took places
         while True:
             hits = yield [base.VectorSearchOp(c, vector, k, _FILTERS) for c in cubes]
             scored = sorted(
@@ -1102,12 +1099,8 @@ class DocumentStore:
         return await self._mos._arun(self._delete_namespace(namespace, user_id, prefix, owned), user_id)
 
     def _delete_namespace(self, namespace: Namespace, user_id: str, prefix: str, owned: bool) -> Flow[bool]:
-        validate_id(user_id, "user_id")
-        check_prefix(prefix)
-        ns = check_namespace(namespace)
-        cube = namespace_cube_id(ns, prefix)
-        headers = yield from self._readable({cube: ns}, user_id, prefix, owned)
-        if cube not in headers:
+        _, cube = yield from self._one(namespace, user_id, prefix, owned)
+        if cube is None:
             return False
         yield [base.DeleteCubeOp(cube)]
         return True

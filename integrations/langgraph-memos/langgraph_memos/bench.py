@@ -149,6 +149,16 @@ def _machine(mos: MemOS) -> dict[str, Any]:
             cwd=Path(__file__).resolve().parent,
             timeout=10,
         ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parent,
+            timeout=10,
+        ).stdout.strip()
+        if dirty:  # the run's code is not exactly the commit's
+            commit += " with uncommitted changes"
     except (OSError, subprocess.SubprocessError):
         commit = None
     from importlib.metadata import PackageNotFoundError, version

@@ -28,7 +28,9 @@ Mapping (the translation; the storage, governance, expiry and retrieval are MemO
   indexed is the value's strings (or the ``index`` fields'), at most the MemOS text limit.
 * **Filters**: exact match on top-level or nested values (``{"a": {"b": 1}}`` or ``"a.b"``), and
   ``$eq``, ``$ne``, ``$gt``, ``$gte``, ``$lt``, ``$lte``; a missing or non-numeric value never
-  matches a range.
+  matches a range (strings compare as text). Filters are matched on the stored values after
+  ranking (with a query: over the best 10,000 items at most; a filter whose matches all rank
+  lower finds fewer) or while paging through the namespaces (without one).
 * **TTL** (``supports_ttl``): an item's time to live (minutes) becomes the item's MemLifecycle
   expiry; expired items are never returned (``omit_expired`` is always on) and
   :meth:`sweep_ttl` deletes them; a read refreshes the TTL when the store's
@@ -51,7 +53,7 @@ Choices where LangGraph's own stores disagree (tested in ``tests/test_lg_store.p
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -371,43 +373,46 @@ class MemOSStore(BaseStore):
             MemOSError: A typed MemOS error (``PermissionDeniedError``, ``InvalidInputError``, ...).
 
         """
-        listed, puts = self._plan(ops)
-        results: list[Result] = [None] * len(listed)
-        namespaces: list[Namespace] | None = None
-        gets = [(n, op) for n, op in enumerate(listed) if isinstance(op, GetOp)]
-        for refresh in (False, True):
-            chosen = [(n, op) for n, op in gets if self._refreshes(op.refresh_ttl) is refresh]
-            if chosen:
-                docs = self.mos.documents.get(
-                    [(tuple(op.namespace), op.key) for _, op in chosen],
-                    refresh_ttl=refresh,
-                    **self._scope,
-                )
-                for (n, _), doc in zip(chosen, docs, strict=True):
-                    results[n] = None if doc is None else self._item(doc)
-        for n, op in enumerate(listed):
-            if isinstance(op, SearchOp):
-                searched = self.mos.documents.list_namespaces(
-                    **self._scope, under=tuple(op.namespace_prefix), live=False
-                )
-                results[n] = self._search_sync(op, searched)
-            elif isinstance(op, ListNamespacesOp):
-                if namespaces is None:
-                    namespaces = self.mos.documents.list_namespaces(**self._scope)
-                results[n] = self._list_namespaces(op, namespaces)
-        if puts:
-            jobs = self._to_embed(listed, puts)
-            vectors: dict[int, list[float]] = {}
-            if jobs:
-                assert self.embeddings is not None
-                embedded = self.embeddings.embed_documents([t for _, t in jobs])
-                vectors = {n: list(v) for (n, _), v in zip(jobs, embedded, strict=True)}
-            writes = [self._write(self._put(listed[n]), vectors.get(n)) for n in sorted(puts.values())]
-            self.mos.documents.write(writes, **self._scope, embedding_model=self._embedding_model)
-        return results
+        return self._drive(self._batch_steps(ops))
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
         """Async twin of :meth:`batch` (MemOS's native async path; embeddings with ``aembed_*``)."""
+        return await self._adrive(self._batch_steps(ops))
+
+    # -- one generator of steps per batch, driven sync or async ------------------------------------
+    # A step is ("docs", method, args, kwargs): a ``mos.documents`` method (its ``a``-twin when
+    # async), or ("embed_documents" | "embed_query", texts): the index's embeddings.
+    def _drive(self, steps: Generator[Any, Any, Any]) -> Any:
+        docs = self.mos.documents
+        try:
+            step = next(steps)
+            while True:
+                if step[0] == "docs":
+                    result = getattr(docs, step[1])(*step[2], **step[3])
+                else:
+                    result = getattr(self.embeddings, step[0])(step[1])
+                step = steps.send(result)
+        except StopIteration as stop:
+            return stop.value
+
+    async def _adrive(self, steps: Generator[Any, Any, Any]) -> Any:
+        docs = self.mos.documents
+        try:
+            step = next(steps)
+            while True:
+                if step[0] == "docs":
+                    result = await getattr(docs, "a" + step[1])(*step[2], **step[3])
+                else:
+                    result = await getattr(self.embeddings, "a" + step[0])(step[1])
+                step = steps.send(result)
+        except StopIteration as stop:
+            return stop.value
+
+    def _docs(self, method: str, *args: Any, **kwargs: Any) -> tuple[str, str, tuple[Any, ...], dict[str, Any]]:
+        """Return a step calling ``mos.documents.<method>`` in the store's scope."""
+        return ("docs", method, args, {**self._scope, **kwargs})
+
+    def _batch_steps(self, ops: Iterable[Op]) -> Generator[Any, Any, list[Result]]:
         listed, puts = self._plan(ops)
         results: list[Result] = [None] * len(listed)
         namespaces: list[Namespace] | None = None
@@ -415,32 +420,26 @@ class MemOSStore(BaseStore):
         for refresh in (False, True):
             chosen = [(n, op) for n, op in gets if self._refreshes(op.refresh_ttl) is refresh]
             if chosen:
-                docs = await self.mos.documents.aget(
-                    [(tuple(op.namespace), op.key) for _, op in chosen],
-                    refresh_ttl=refresh,
-                    **self._scope,
-                )
+                refs = [(tuple(op.namespace), op.key) for _, op in chosen]
+                docs = yield self._docs("get", refs, refresh_ttl=refresh)
                 for (n, _), doc in zip(chosen, docs, strict=True):
                     results[n] = None if doc is None else self._item(doc)
         for n, op in enumerate(listed):
             if isinstance(op, SearchOp):
-                searched = await self.mos.documents.alist_namespaces(
-                    **self._scope, under=tuple(op.namespace_prefix), live=False
-                )
-                results[n] = await self._search_async(op, searched)
+                searched = yield self._docs("list_namespaces", under=tuple(op.namespace_prefix), live=False)
+                results[n] = yield from self._search_steps(op, searched)
             elif isinstance(op, ListNamespacesOp):
                 if namespaces is None:
-                    namespaces = await self.mos.documents.alist_namespaces(**self._scope)
+                    namespaces = yield self._docs("list_namespaces")
                 results[n] = self._list_namespaces(op, namespaces)
         if puts:
             jobs = self._to_embed(listed, puts)
             vectors: dict[int, list[float]] = {}
             if jobs:
-                assert self.embeddings is not None
-                embedded = await self.embeddings.aembed_documents([t for _, t in jobs])
+                embedded = yield ("embed_documents", [t for _, t in jobs])
                 vectors = {n: list(v) for (n, _), v in zip(jobs, embedded, strict=True)}
             writes = [self._write(self._put(listed[n]), vectors.get(n)) for n in sorted(puts.values())]
-            await self.mos.documents.awrite(writes, **self._scope, embedding_model=self._embedding_model)
+            yield self._docs("write", writes, embedding_model=self._embedding_model)
         return results
 
     def _refreshes(self, asked: bool) -> bool:
@@ -490,9 +489,8 @@ class MemOSStore(BaseStore):
         prefix = tuple(op.namespace_prefix)
         return [ns for ns in namespaces if ns[: len(prefix)] == prefix]
 
-    # -- search: one generator of steps, driven sync or async ----------------------------------------
-    def _search_steps(self, op: SearchOp, namespaces: Sequence[Namespace], query_vector: list[float] | None) -> Any:
-        """Yield ``("page"|"rank"|"refresh", args)`` steps; sent their results; return the SearchItems."""
+    def _search_steps(self, op: SearchOp, namespaces: Sequence[Namespace]) -> Generator[Any, Any, list[SearchItem]]:
+        """Yield the steps of one search (see :meth:`_batch_steps`); return its SearchItems."""
         if op.limit < 0 or op.offset < 0:
             raise InvalidInputError("search limit and offset must not be negative")
         if op.filter is not None and not isinstance(op.filter, dict):
@@ -501,11 +499,16 @@ class MemOSStore(BaseStore):
         want = op.offset + op.limit
         if not searched or op.limit == 0:
             return []
+        query_vector = None
+        if op.query and self.embeddings is not None:
+            query_vector = list((yield ("embed_query", op.query)))
         kept: list[tuple[Document, float | None]] = []
         if op.query and (query_vector is not None or self.index_config is None):
             k = max(want, 10)
             while True:
-                ranked: list[Document] = yield ("rank", (searched, op.query, query_vector, min(k, 10_000)))
+                ranked: list[Document] = yield self._docs(
+                    "search", searched, query=op.query, query_embedding=query_vector, limit=min(k, 10_000)
+                )
                 hits = [d for d in ranked if matches_filter(d.value, op.filter)]
                 if len(hits) >= want or len(ranked) < min(k, 10_000) or k >= 10_000:
                     break
@@ -518,7 +521,7 @@ class MemOSStore(BaseStore):
                 for ns in searched:
                     at = 0
                     while len(kept) < op.limit:
-                        docs, covered = yield ("page", (ns, at))
+                        docs, covered = yield self._docs("page", ns, offset=at, limit=PAGE)
                         for d in docs:
                             if (d.namespace, d.key) in seen or not matches_filter(d.value, op.filter):
                                 continue
@@ -537,7 +540,7 @@ class MemOSStore(BaseStore):
             for ns in searched:
                 at = 0
                 while len(kept) < op.limit:
-                    docs, covered = yield ("page", (ns, at))
+                    docs, covered = yield self._docs("page", ns, offset=at, limit=PAGE)
                     for d in docs:
                         if not matches_filter(d.value, op.filter):
                             continue
@@ -552,51 +555,10 @@ class MemOSStore(BaseStore):
                 if len(kept) >= op.limit:
                     break
         if self._refreshes(op.refresh_ttl) and any(d.expires_at is not None for d, _ in kept):
-            refreshed: list[Document | None] = yield ("refresh", [(d.namespace, d.key) for d, _ in kept])
+            refs = [(d.namespace, d.key) for d, _ in kept]
+            refreshed: list[Document | None] = yield self._docs("get", refs, refresh_ttl=True)
             kept = [(r or d, s) for (d, s), r in zip(kept, refreshed, strict=True)]
         return [self._search_item(d, s) for d, s in kept]
-
-    def _search_sync(self, op: SearchOp, namespaces: Sequence[Namespace]) -> list[SearchItem]:
-        vector = None
-        if op.query and self.embeddings is not None:
-            vector = list(self.embeddings.embed_query(op.query))
-        steps = self._search_steps(op, namespaces, vector)
-        docs = self.mos.documents
-        try:
-            step = next(steps)
-            while True:
-                kind, args = step
-                if kind == "rank":
-                    spaces, query, qv, k = args
-                    result: Any = docs.search(spaces, query=query, query_embedding=qv, limit=k, **self._scope)
-                elif kind == "page":
-                    result = docs.page(args[0], offset=args[1], limit=PAGE, **self._scope)
-                else:
-                    result = docs.get(args, **self._scope, refresh_ttl=True)
-                step = steps.send(result)
-        except StopIteration as stop:
-            return list(stop.value)
-
-    async def _search_async(self, op: SearchOp, namespaces: Sequence[Namespace]) -> list[SearchItem]:
-        vector = None
-        if op.query and self.embeddings is not None:
-            vector = list(await self.embeddings.aembed_query(op.query))
-        steps = self._search_steps(op, namespaces, vector)
-        docs = self.mos.documents
-        try:
-            step = next(steps)
-            while True:
-                kind, args = step
-                if kind == "rank":
-                    spaces, query, qv, k = args
-                    result: Any = await docs.asearch(spaces, query=query, query_embedding=qv, limit=k, **self._scope)
-                elif kind == "page":
-                    result = await docs.apage(args[0], offset=args[1], limit=PAGE, **self._scope)
-                else:
-                    result = await docs.aget(args, **self._scope, refresh_ttl=True)
-                step = steps.send(result)
-        except StopIteration as stop:
-            return list(stop.value)
 
     # -- beyond BaseStore ----------------------------------------------------------------------------
     def delete_namespace(self, namespace: tuple[str, ...]) -> int:
