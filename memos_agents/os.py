@@ -1118,7 +1118,7 @@ class MemOS:
     ) -> Flow[list[LifecycleReport]]:
         chosen = _lifecycle_policy(policy)
         if cube_ids is None:  # the caller's own cubes, whatever their embedder
-            (owned,) = yield [base.ListCubesOp(owner_id=validate_id(user_id, "user_id"))]
+            (owned,) = yield [base.ListCubesOp(owner_id=validate_id(user_id, "user_id"), namespaced=False)]
             # snapshots do not age; document namespaces (LangGraph stores, message logs) expire by their
             # own TTLs (DocumentStore.purge_expired) and are passed only when named
             cubes = [h.cube_id for h in cast(list[CubeHeader], owned) if not h.read_only and h.namespace is None]
@@ -1411,7 +1411,7 @@ class MemOS:
         return self._run(self._default_cubes(user_id), user_id)
 
     def _default_cubes(self, user_id: str) -> Flow[list[CubeHeader]]:
-        (owned,) = yield [base.ListCubesOp(owner_id=user_id)]
+        (owned,) = yield [base.ListCubesOp(owner_id=user_id, namespaced=False)]
         return self._searchable(owned)
 
     def _searchable(self, headers: Sequence[CubeHeader]) -> list[CubeHeader]:
@@ -1860,7 +1860,7 @@ class MemOS:
         their labels (None here) are read with the retrieval's first batch.
         """
         if req.cube_ids is None:
-            owned, subs = yield [base.ListCubesOp(owner_id=req.user_id), base.ListSubscriptionsOp()]
+            owned, subs = yield [base.ListCubesOp(owner_id=req.user_id, namespaced=False), base.ListSubscriptionsOp()]
             cubes = [h.cube_id for h in self._searchable(owned) if h.published_as is None]
             labels = self._labels(subs)
             return cubes + [c for c in labels if c not in cubes], labels

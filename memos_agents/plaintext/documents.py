@@ -736,7 +736,9 @@ class DocumentStore:
         check_prefix(prefix)
         top: tuple[str, ...] = () if under is None or len(under) == 0 else check_namespace(under)
         (headers,) = yield [
-            base.ListCubesOp(owner_id=user_id if owned else None, id_prefix=subtree_id_prefix(top, prefix))
+            base.ListCubesOp(
+                owner_id=user_id if owned else None, id_prefix=subtree_id_prefix(top, prefix), namespaced=True
+            )
         ]
         return [
             h

@@ -191,6 +191,16 @@ class StoreConformanceTests(AdversarialTests, UserTests, RegistryTests):
         assert [h.cube_id for h in found] == ["pfx.a", "pfx.a.b"]
         (mine,) = store.batch([ListCubesOp(owner_id="bob", id_prefix="pfx.")])
         assert mine == []
+        store.create_cube(CubeHeader(cube_id="pfx.ns", owner_id="alice", namespace=("memories", "alice")))
+        spaces, plain = store.batch(
+            [ListCubesOp(owner_id="alice", namespaced=True), ListCubesOp(owner_id="alice", namespaced=False)]
+        )
+        assert [h.cube_id for h in spaces] == ["pfx.ns"] and spaces[0].namespace == ("memories", "alice")
+        assert [h.cube_id for h in plain] == ["pf", "pfx.a", "pfx.a.b", "pfx.b", "pfy.a"]
+        header = store.get_cube("pfx.a")
+        store.update_cube(header.model_copy(update={"owner_id": "carol"}))  # a handover moves the owner index
+        (carols,) = store.batch([ListCubesOp(owner_id="carol")])
+        assert [h.cube_id for h in carols] == ["pfx.a"]
         with pytest.raises(ItemExistsError):  # a typed refusal a writer can retry on
             store.add("pfx.a", [MemoryItem(id="x", text="one")])
             store.add("pfx.a", [MemoryItem(id="x", text="two")])

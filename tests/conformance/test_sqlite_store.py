@@ -106,6 +106,10 @@ def test_schema_1_database_is_migrated_with_its_terms(tmp_path: Path) -> None:
     versions = [r[0] for r in store.conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
     assert versions == list(range(1, SCHEMA_VERSION + 1))
     assert store.conn.execute("SELECT doc_len FROM items").fetchone()[0] == 4
+    from memos_agents.plaintext.stores.base import ListCubesOp
+
+    (owned,) = store.batch([ListCubesOp(owner_id="u", namespaced=False)])  # migration 14 filled the owner
+    assert [h.cube_id for h in owned] == ["c"]
     store.delete("c", ["a"])
     assert store.conn.execute("SELECT count(*) FROM item_terms").fetchone()[0] == 0  # cascaded
     store.close()

@@ -505,10 +505,14 @@ class ListCubesOp:
 
     ``owner_id``: only that user's. ``id_prefix``: only cubes whose id starts with it (served by
     the cube id's index where the backend has one: the cost is the cubes under the prefix).
+    ``namespaced``: only document namespace cubes (True), only the others (False), or both (None);
+    with ``owner_id``, served by an index on (owner, namespaced) where the backend has one, so a
+    user's default searches do not read the headers of their chat logs.
     """
 
     owner_id: str | None = None
     id_prefix: str | None = None
+    namespaced: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -400,6 +400,7 @@ class InMemoryStore(base.BaseMemoryStore):
             for cube_id, cube in sorted(self._cubes.items())
             if (op.owner_id is None or cube.header.owner_id == op.owner_id)
             and (not op.id_prefix or cube_id.startswith(op.id_prefix))
+            and (op.namespaced is None or (cube.header.namespace is not None) == op.namespaced)
             and (tx.ctx.unrestricted or cube.header.allows(tx.ctx.principal, Permission.READ))
         ]
 

@@ -1096,6 +1096,7 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
             h
             for h in headers
             if (op.owner_id is None or h.owner_id == op.owner_id)
+            and (op.namespaced is None or (h.namespace is not None) == op.namespaced)
             and (ctx.unrestricted or h.allows(ctx.principal, Permission.READ))
         ]
 

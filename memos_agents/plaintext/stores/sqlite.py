@@ -114,6 +114,17 @@ def _fill_statistics(cur: sqlite3.Cursor) -> None:
 
 
 #: Versioned migrations: (version, SQL script, optional data step run after it in the same transaction).
+def _fill_cube_owners(cur: sqlite3.Cursor) -> None:
+    """Migration 14's data step: copy each cube's owner and whether it holds a namespace out of its header."""
+    rows = cur.execute("SELECT cube_id, header FROM cubes").fetchall()
+    for cube_id, header in rows:
+        h = CubeHeader.model_validate_json(header)
+        cur.execute(
+            "UPDATE cubes SET owner_id = ?, namespaced = ? WHERE cube_id = ?",
+            (h.owner_id, int(h.namespace is not None), cube_id),
+        )
+
+
 _MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Cursor], None] | None]] = [
     (
         1,
@@ -350,6 +361,15 @@ _MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Cursor], None] | None]] = [
         ALTER TABLE items ADD COLUMN ttl_s REAL;
         """,
         None,
+    ),
+    (
+        14,
+        """
+        ALTER TABLE cubes ADD COLUMN owner_id TEXT;
+        ALTER TABLE cubes ADD COLUMN namespaced INTEGER NOT NULL DEFAULT 0;
+        CREATE INDEX cubes_by_owner ON cubes(owner_id, namespaced, cube_id);
+        """,
+        _fill_cube_owners,
     ),
 ]
 _EDGE_COLUMNS = ("source_id", "target_id", "type", "weight", "created_at")
@@ -972,8 +992,8 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
         if row is not None:
             raise CubeExistsError(f"cube {header.cube_id!r} already exists")
         cur.execute(
-            "INSERT INTO cubes (cube_id, header, embedding_dim, state, state_since, generation) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO cubes (cube_id, header, embedding_dim, state, state_since, generation, owner_id, namespaced) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 header.cube_id,
                 header.model_dump_json(),
@@ -981,6 +1001,8 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
                 state,
                 utcnow().isoformat(),
                 generation,
+                header.owner_id,
+                int(header.namespace is not None),
             ),
         )
         return generation
@@ -1144,8 +1166,8 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
         self._check_grants(tx, current, new)
         stored = new.model_copy(update={"version": current.version + 1, "updated_at": utcnow()})
         tx.cur.execute(
-            "UPDATE cubes SET header = ?, embedding_dim = COALESCE(embedding_dim, ?) WHERE cube_id = ?",
-            (stored.model_dump_json(), stored.storage.embedding_dim, stored.cube_id),
+            "UPDATE cubes SET header = ?, embedding_dim = COALESCE(embedding_dim, ?), owner_id = ? WHERE cube_id = ?",
+            (stored.model_dump_json(), stored.storage.embedding_dim, stored.owner_id, stored.cube_id),
         )
         tx.cubes.pop(stored.cube_id, None)
         return stored
@@ -1160,18 +1182,26 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
 
     @base.handles(base.ListCubesOp)
     def _list_cubes(self, op: base.ListCubesOp, tx: _Tx) -> list[CubeHeader]:
+        where: list[str] = ["state = 'ready'"]
+        params: list[object] = []
         if op.id_prefix:  # a range over the primary key: the cubes under the prefix only
-            rows = tx.cur.execute(
-                "SELECT header FROM cubes WHERE state = 'ready' AND cube_id >= ? AND cube_id < ? ORDER BY cube_id",
-                (op.id_prefix, op.id_prefix + "\U0010ffff"),
-            ).fetchall()
-        else:
-            rows = tx.cur.execute("SELECT header FROM cubes WHERE state = 'ready' ORDER BY cube_id").fetchall()
+            where.append("cube_id >= ? AND cube_id < ?")
+            params += [op.id_prefix, op.id_prefix + "\U0010ffff"]
+        if op.owner_id is not None:  # the (owner, namespaced) index
+            where.append("owner_id = ?")
+            params.append(op.owner_id)
+        if op.namespaced is not None:
+            where.append("namespaced = ?")
+            params.append(int(op.namespaced))
+        rows = tx.cur.execute(
+            f"SELECT header FROM cubes WHERE {' AND '.join(where)} ORDER BY cube_id", params
+        ).fetchall()
         headers = [CubeHeader.model_validate_json(r[0]) for r in rows]
         return [
             h
             for h in headers
             if (op.owner_id is None or h.owner_id == op.owner_id)
+            and (op.namespaced is None or (h.namespace is not None) == op.namespaced)
             and (tx.ctx.unrestricted or h.allows(tx.ctx.principal, Permission.READ))
         ]
 
