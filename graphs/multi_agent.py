@@ -12,7 +12,12 @@
 Every write goes through MemOS as the agent that makes it, so each is checked against that
 agent's role on the cube. The principals, cubes and entry name come from the run's context
 (:class:`TeamContext`), never from a model's output; each agent's subgraph is invoked with its
-own context (``user_id``, ``cube_id``, ``cube_ids``).
+own context (``user_id``, ``cube_id``, ``cube_ids``). The registry entry the writer reads must be
+the researcher's own research cube (:func:`check_entry`): a name someone else published first is
+refused. Served by a LangGraph server, the run's context comes from the HTTP client: with the
+server's authentication on, the memory nodes accept only the authenticated user as a principal
+(so one user cannot run the team as two others); without it, whoever may call the server
+chooses the principals, as with any unauthenticated MemOS deployment.
 
 The models are scripted by default (deterministic; tests and the offline run): the researcher's
 returns fixed findings, the writer's drafts from the memories in its prompt. ``build_graph``
@@ -44,6 +49,7 @@ from langgraph.store.base import BaseStore
 from langgraph_memos.nodes import MemLifecycleNode, MemoryState, MemReaderNode, MemSchedulerNode, resolve_mos
 
 from memos_agents.errors import MemOSError, PermissionDeniedError, RegistryEntryNotFoundError
+from memos_agents.infra.registry import RegistryEntry, Subscription
 from memos_agents.os import MemOS
 from memos_agents.schema import ScoredMemory
 
@@ -249,6 +255,36 @@ def supervise(state: TeamState) -> str:
     return END
 
 
+def check_entry(entry: RegistryEntry, team: dict[str, str]) -> None:
+    """Refuse a registry entry of the team's name that is not the researcher's live research cube.
+
+    Registry names belong to their first publisher: if someone else took the team's entry name
+    first, the writer must not read that publisher's cube as research.
+
+    Raises:
+        PermissionDeniedError: The entry was published by someone else, or serves another cube.
+
+    """
+    if entry.publisher != team["researcher_id"] or entry.cube_id != team["research_cube"]:
+        raise PermissionDeniedError(
+            f"registry entry {entry.name}@{entry.version} is {entry.publisher!r}'s cube {entry.cube_id!r}, "
+            f"not {team['researcher_id']!r}'s {team['research_cube']!r}: choose another entry name"
+        )
+
+
+def check_subscription(sub: Subscription, team: dict[str, str]) -> None:
+    """Refuse a subscription that does not read the researcher's research cube (see :func:`check_entry`).
+
+    Raises:
+        PermissionDeniedError: The subscribed entry serves another cube.
+
+    """
+    if sub.cube_id != team["research_cube"]:
+        raise PermissionDeniedError(
+            f"subscription to {sub.name} reads cube {sub.cube_id!r}, not the research cube {team['research_cube']!r}"
+        )
+
+
 def build_graph(
     mos: MemOS | None = None,
     *,
@@ -279,19 +315,21 @@ def build_graph(
 
     def publish_sync(m: MemOS, team: dict[str, str]) -> None:
         try:  # published once: a live entry serves the cube as it changes
-            m.registry.get(team["entry"], team["researcher_id"], version=entry_version)
+            entry = m.registry.get(team["entry"], team["researcher_id"], version=entry_version)
         except RegistryEntryNotFoundError:
-            m.registry.publish(
+            entry = m.registry.publish(
                 team["research_cube"], team["researcher_id"], name=team["entry"], version=entry_version, kind="live"
             )
+        check_entry(entry, team)
 
     async def publish_async(m: MemOS, team: dict[str, str]) -> None:
         try:
-            await m.registry.aget(team["entry"], team["researcher_id"], version=entry_version)
+            entry = await m.registry.aget(team["entry"], team["researcher_id"], version=entry_version)
         except RegistryEntryNotFoundError:
-            await m.registry.apublish(
+            entry = await m.registry.apublish(
                 team["research_cube"], team["researcher_id"], name=team["entry"], version=entry_version, kind="live"
             )
+        check_entry(entry, team)
 
     def researcher_input(state: TeamState) -> dict[str, Any]:
         return {"messages": [HumanMessage(f"Research this topic: {state.get('topic') or DEFAULT_TOPIC}")]}
@@ -343,7 +381,8 @@ def build_graph(
     def write(state: TeamState) -> dict[str, Any]:
         m, team = setup(get_runtime())
         m.create_cube(team["writer_cube"], owner_id=team["writer_id"], exist_ok=True)
-        sub = m.registry.subscribe(team["entry"], team["writer_id"])
+        sub = m.registry.subscribe(team["entry"], team["writer_id"], version=entry_version)
+        check_subscription(sub, team)
         context = {
             "mos": m,
             "user_id": team["writer_id"],
@@ -361,7 +400,8 @@ def build_graph(
     async def awrite(state: TeamState) -> dict[str, Any]:
         m, team = setup(get_runtime())
         await m.acreate_cube(team["writer_cube"], owner_id=team["writer_id"], exist_ok=True)
-        sub = await m.registry.asubscribe(team["entry"], team["writer_id"])
+        sub = await m.registry.asubscribe(team["entry"], team["writer_id"], version=entry_version)
+        check_subscription(sub, team)
         context = {
             "mos": m,
             "user_id": team["writer_id"],

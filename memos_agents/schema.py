@@ -429,6 +429,29 @@ class Edge(BaseModel):
         return as_utc(value) or utcnow()
 
 
+#: Frameworks' message types and roles -> the OpenAI-style role MemOS records (LangChain's ``human``
+#: and ``ai``, OpenAI's ``developer`` and legacy ``function``); see :func:`normalize_role`.
+ROLE_ALIASES: dict[str, str] = {
+    "human": "user",
+    "ai": "assistant",
+    "developer": "system",
+    "function": "tool",
+    "chatbot": "assistant",
+    "model": "assistant",
+}
+
+
+def normalize_role(role: str) -> str:
+    """Return the OpenAI-style role (``user``, ``assistant``, ``system``, ``tool``) of a framework's role name.
+
+    Known aliases (:data:`ROLE_ALIASES`, any case) map onto the four; any other role is returned as
+    given, so a custom role keeps its name.
+    """
+    return ROLE_ALIASES.get(
+        role.lower(), role.lower() if role.lower() in ("user", "assistant", "system", "tool") else role
+    )
+
+
 class Message(BaseModel):
     """One chat message given to ``MemOS.add``.
 

@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, SkipValidation
 
 from langchain_memos.retrievers import memory_to_document
 from memos_agents import MemOS
-from memos_agents.errors import ConfigError, InvalidInputError
+from memos_agents.errors import ConfigError, InvalidInputError, PermissionDeniedError
 from memos_agents.operation.reader import ReadMode
 
 __all__ = [
@@ -48,6 +48,8 @@ __all__ = [
     "MemoryScope",
     "SearchMemoryTool",
     "UpdateMemoryTool",
+    "authenticated_user_id",
+    "check_authenticated",
     "create_memory_tools",
     "resolve_scope",
 ]
@@ -81,6 +83,37 @@ def _lookup(source: Any, key: str) -> Any:
     return getattr(source, key, None)
 
 
+def authenticated_user_id(*configs: RunnableConfig | None) -> str | None:
+    """Return the identity of the user a LangGraph server authenticated for this run, if any.
+
+    LangGraph Server puts the authenticated user in ``config["configurable"]["langgraph_auth_user"]``
+    (an object with ``identity``, or a mapping with an ``"identity"`` key); the first config that
+    holds one wins. None: the run is not authenticated (a local run, or a server without auth).
+    """
+    for config in configs:
+        user = ((config or {}).get("configurable") or {}).get("langgraph_auth_user")
+        if user is None:
+            continue
+        identity = user.get("identity") if isinstance(user, dict) else getattr(user, "identity", None)
+        if identity is not None:
+            return str(identity)
+    return None
+
+
+def check_authenticated(user_id: str | None, identity: str | None) -> str | None:
+    """Return the caller of an authenticated run: its identity, which a named ``user_id`` must equal.
+
+    Raises:
+        PermissionDeniedError: The run is authenticated as one user and names another.
+
+    """
+    if identity is None:
+        return user_id
+    if user_id is not None and user_id != identity:
+        raise PermissionDeniedError(f"the run is authenticated as {identity!r}: it may not act on {user_id!r}'s memory")
+    return identity
+
+
 def resolve_scope(
     runtime: Any,
     config: RunnableConfig | None,
@@ -93,7 +126,9 @@ def resolve_scope(
 
     Each of ``user_id`` and ``cube_id`` is taken from the first source that has it:
     ``runtime.context`` (attribute or key), ``runtime.config["configurable"]``,
-    ``config["configurable"]``, then the default.
+    ``config["configurable"]``, then the default. On a LangGraph server with authentication,
+    the caller is the authenticated user (``langgraph_auth_user``): a ``user_id`` from any source
+    must be that user, since the context and configurable come from the HTTP client.
 
     Args:
         runtime: The :class:`~langchain.tools.ToolRuntime` injected by ``ToolNode``, or None.
@@ -109,6 +144,7 @@ def resolve_scope(
         InvalidInputError: ``runtime`` is neither None nor a ``ToolRuntime`` (e.g. a model
             tried to send one as JSON), or a scope value is not a string.
         ConfigError: No ``user_id`` (or, with ``need_cube``, no ``cube_id``) in any source.
+        PermissionDeniedError: An authenticated run names another ``user_id``.
 
     """
     if runtime is not None and not isinstance(runtime, ToolRuntime):
@@ -126,7 +162,8 @@ def resolve_scope(
         if value is not None and not isinstance(value, str):
             raise InvalidInputError(f"scope {key} must be a string, not {type(value).__name__}")
         found[key] = value
-    user_id, cube_id = found["user_id"], found["cube_id"]
+    identity = authenticated_user_id(None if runtime is None else runtime.config, config)
+    user_id, cube_id = check_authenticated(found["user_id"], identity), found["cube_id"]
     missing = [
         k for k, v in (("user_id", user_id), ("cube_id", cube_id)) if v is None and (k == "user_id" or need_cube)
     ]

@@ -43,13 +43,14 @@ from typing import Annotated, Any, TypedDict, cast
 
 from langchain_core.messages import AnyMessage, BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_memos.tools import authenticated_user_id, check_authenticated
 from langgraph.graph.message import add_messages
 from langgraph.runtime import Runtime, get_runtime
 
 from memos_agents.errors import ConfigError, CubeNotFoundError, InvalidInputError
 from memos_agents.operation.lifecycle import LifecyclePolicy, LifecycleReport
 from memos_agents.os import MemOS
-from memos_agents.schema import ID_PATTERN, MemoryQuery, ScoredMemory
+from memos_agents.schema import ID_PATTERN, MemoryQuery, ScoredMemory, normalize_role
 
 __all__ = [
     "MEMORY_STATE_TYPES",
@@ -62,22 +63,9 @@ __all__ = [
     "resolve_run_scope",
 ]
 
-#: LangChain message types and OpenAI roles -> the roles ``MemOS.add`` records.
-_ROLES = {
-    "human": "user",
-    "user": "user",
-    "ai": "assistant",
-    "assistant": "assistant",
-    "system": "system",
-    "developer": "system",
-    "tool": "tool",
-    "function": "tool",
-}
-
-
 #: Types the nodes put in the graph state beyond LangChain messages, as ``(module, name)``: give them to
 #: a checkpointer's serializer (``JsonPlusSerializer(allowed_msgpack_modules=MEMORY_STATE_TYPES)``)
-#: when the state schema does not declare them (with ``MemoryState`` LangGraph's strict mode allows them).
+#: (the default ``InMemorySaver`` otherwise logs "Deserializing unregistered type MemoryQuery" on each read).
 MEMORY_STATE_TYPES: tuple[tuple[str, str], ...] = (("memos_agents.schema", "MemoryQuery"),)
 
 
@@ -91,7 +79,8 @@ class MemoryState(TypedDict, total=False):
         memory_cursor: Which messages are already in memory: the id of the last one written (or,
             for messages without ids, how many were seen).
         memory_written: Ids of the memories the last MemReaderNode step stored.
-        memory_context: The memories MemSchedulerNode chose, rendered one per line for a prompt.
+        memory_context: The memories MemSchedulerNode chose, rendered for a prompt in rank order
+            (a memory may span several lines).
         memory_ids: Ids of those memories, in rank order.
         lifecycle: MemLifecycleNode's summary of its pass (counts per step, see
             :meth:`MemLifecycleNode.summary`).
@@ -214,9 +203,14 @@ def resolve_run_scope(config: RunnableConfig | None, runtime: Runtime[Any] | Non
     Returns:
         The scope (ids are checked by MemOS when used).
 
+    On a LangGraph server with authentication, the caller is the authenticated user
+    (``Runtime.server_info.user``, ``configurable["langgraph_auth_user"]``): the context and
+    configurable come from the HTTP client, so a ``user_id`` there must be that user.
+
     Raises:
         InvalidInputError: No ``user_id`` in either source, a scope value that is not a string, or
             ``cube_ids`` given as a single string.
+        PermissionDeniedError: An authenticated run names another ``user_id``.
 
     """
     context = runtime.context if runtime is not None else None
@@ -226,7 +220,10 @@ def resolve_run_scope(config: RunnableConfig | None, runtime: Runtime[Any] | Non
         value = _field(context, name)
         return value if value is not None else configurable.get(name)
 
-    user_id = pick("user_id")
+    identity = authenticated_user_id(config)
+    if identity is None and runtime is not None and runtime.server_info is not None and runtime.server_info.user:
+        identity = str(runtime.server_info.user.identity)
+    user_id = check_authenticated(pick("user_id"), identity)
     if user_id is None:
         raise InvalidInputError(
             f"{node} needs the caller: set user_id in the run's context "
@@ -257,15 +254,15 @@ def _message_parts(message: object) -> tuple[str, str, str | None, str | None]:
     """
     if isinstance(message, BaseMessage):
         kind = message.type
-        return _ROLES.get(kind, kind), str(message.text), message.name, message.id
+        return normalize_role(kind), str(message.text), message.name, message.id
     if isinstance(message, Mapping):
         kind = str(message.get("role") or message.get("type") or "user")
         content = message.get("content")
         text = content if isinstance(content, str) else _blocks_text(content)
-        return _ROLES.get(kind, kind), text, message.get("name"), message.get("id")
+        return normalize_role(kind), text, message.get("name"), message.get("id")
     if isinstance(message, tuple | list) and len(message) == 2 and isinstance(message[1], str):
         kind = str(message[0])
-        return _ROLES.get(kind, kind), message[1], None, None
+        return normalize_role(kind), message[1], None, None
     raise InvalidInputError(f"cannot read a message of type {type(message).__name__}")
 
 
@@ -402,7 +399,6 @@ class MemReaderNode(_MemOSNode):
         self.write = write
         self.roles = frozenset(roles)
         self.create_cube = create_cube
-        self._ensured: set[tuple[MemOS, str, str | None]] = set()  # (MemOS, caller, cube) known to exist
         self.cursor_key = cursor_key
         self.written_key = written_key
 
@@ -434,9 +430,8 @@ class MemReaderNode(_MemOSNode):
     def _sync(self, state: Any, config: RunnableConfig) -> dict[str, Any]:
         mos, scope = self._resolve(config)
         batch, update = self._plan(state)
-        if self.create_cube and (mos, scope.user_id, scope.cube_id) not in self._ensured:
+        if self.create_cube:  # every turn (one header read): the cube may have been deleted since
             mos.create_cube(scope.require_cube(self.node_name), owner_id=scope.user_id, exist_ok=True)
-            self._ensured.add((mos, scope.user_id, scope.cube_id))
         if batch:
             cube = scope.require_cube(self.node_name)
             try:
@@ -452,9 +447,8 @@ class MemReaderNode(_MemOSNode):
     async def _async(self, state: Any, config: RunnableConfig) -> dict[str, Any]:
         mos, scope = self._resolve(config)
         batch, update = self._plan(state)
-        if self.create_cube and (mos, scope.user_id, scope.cube_id) not in self._ensured:
+        if self.create_cube:  # every turn (one header read): the cube may have been deleted since
             await mos.acreate_cube(scope.require_cube(self.node_name), owner_id=scope.user_id, exist_ok=True)
-            self._ensured.add((mos, scope.user_id, scope.cube_id))
         if batch:
             cube = scope.require_cube(self.node_name)
             try:
@@ -490,7 +484,8 @@ class MemSchedulerNode(_MemOSNode):
     Searches the run's cubes (``cube_ids`` of the run, else its ``cube_id``, else the caller's own
     cubes and subscriptions) with ``state[query_key]``, keeps the best ``top_k`` that fit in
     ``token_budget`` tokens (as ``MemOS.search`` does: a result that does not fit is skipped,
-    smaller later ones may still be taken) and writes them rendered, one per line, in rank order.
+    smaller later ones may still be taken) and writes them rendered in rank order (a memory may
+    span several lines; ``memory_ids`` gives their ids in the same order).
 
     Args:
         mos: The MemOS (None: from the run's context or a ``MemOSStore``).
