@@ -358,3 +358,17 @@ def test_numbers_and_keys_are_checked_too(mos: MemOS) -> None:
 def test_a_delete_creates_no_namespace(mos: MemOS) -> None:
     mos.documents.write([DocumentWrite(("never", "written"), "k", None)], user_id="carol")
     assert mos.documents.list_namespaces(user_id="carol", live=False) == []
+
+
+def test_framework_roles_map_onto_openai_roles() -> None:
+    from memos_agents.schema import normalize_role
+
+    assert [normalize_role(r) for r in ["human", "AI", "developer", "function", "user", "Tool", "critic"]] == [
+        "user",
+        "assistant",
+        "system",
+        "tool",
+        "user",
+        "tool",
+        "critic",
+    ]

@@ -6,9 +6,12 @@ Typical use::
     history.add_messages([HumanMessage("I moved to Lisbon."), AIMessage("Noted!")])
     history.messages          # [HumanMessage(...), AIMessage(...)], exactly as added
 
-Each LangChain message is logged with its role, text and ``message_to_dict`` form (with JSON
-values), so every message type (tool calls, tool results, additional kwargs, ids) comes back as
-it was added.
+Each LangChain message is logged with its role (OpenAI-style, ``normalize_role``), text and
+``message_to_dict`` form (with JSON values) under the ``"langchain"`` key of the log's ``data``, so
+every message type (tool calls, tool results, additional kwargs, ids) comes back as it was added.
+Messages logged by other surfaces (any JSON object as ``data``) and by earlier versions (the
+``message_to_dict`` form as ``data`` itself) are read too; one LangChain cannot rebuild is rebuilt
+from its role and text, so one foreign message never makes the history unreadable.
 
 langchain-core 1.6.4 deprecated ``BaseChatMessageHistory`` (direct instances warn; subclasses do
 not) in favour of LangGraph's short-term memory; it remains the interface of
@@ -34,22 +37,29 @@ from pydantic_core import PydanticSerializationError
 from memos_agents import MemOS
 from memos_agents.errors import InvalidInputError
 from memos_agents.operation.messages import LoggedMessage
+from memos_agents.schema import normalize_role, validate_id
 
 __all__ = ["MemOSChatMessageHistory", "message_role"]
 
-#: The role each LangChain message type is logged (and read into memory) under.
-_ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool", "function": "function"}
+#: Key of the log's ``data`` under which this history keeps a message's ``message_to_dict`` form.
+DATA_KEY = "langchain"
+
+_CHUNK = "MessageChunk"
 
 
 def message_role(message: BaseMessage) -> str:
-    """Return the OpenAI-style role of a LangChain message.
+    """Return the OpenAI-style role of a LangChain message (:func:`~memos_agents.schema.normalize_role`).
 
-    ``human`` → ``user``, ``ai`` → ``assistant``, ``system``, ``tool`` and ``function`` as they are,
-    a ``ChatMessage`` its own ``role``; any other type its LangChain ``type``.
+    ``human`` → ``user``, ``ai`` → ``assistant``, ``system``, ``tool`` and ``function`` → ``tool``;
+    a ``ChatMessage`` its own ``role`` (normalised the same way); a chunk (``AIMessageChunk``, ...)
+    the role of its message type; any other type its LangChain ``type``.
     """
     if isinstance(message, ChatMessage):
-        return message.role
-    return _ROLES.get(message.type, message.type)
+        return normalize_role(message.role)
+    kind = message.type
+    if kind.endswith(_CHUNK) and len(kind) > len(_CHUNK):
+        kind = kind[: -len(_CHUNK)].lower()
+    return normalize_role(kind)
 
 
 def _to_dict(message: BaseMessage, pos: int) -> dict[str, Any]:
@@ -66,25 +76,58 @@ def _to_dict(message: BaseMessage, pos: int) -> dict[str, Any]:
         raise InvalidInputError(f"message {pos} cannot be logged as JSON: {exc}") from exc
 
 
+def _valid_id(value: str) -> bool:
+    """Whether ``value`` is a well-formed MemOS id (:func:`~memos_agents.schema.validate_id`)."""
+    try:
+        validate_id(value)
+    except InvalidInputError:
+        return False
+    return True
+
+
+def _is_message_dict(value: object) -> bool:
+    """Whether ``value`` has the shape of a ``message_to_dict`` form: ``{"type": str, "data": {...}}``."""
+    return isinstance(value, Mapping) and isinstance(value.get("type"), str) and isinstance(value.get("data"), Mapping)
+
+
+def _langchain_form(data: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """Return the ``message_to_dict`` form a logged message's ``data`` holds, if it holds one.
+
+    This history writes it under :data:`DATA_KEY`; earlier versions wrote it as ``data`` itself.
+    """
+    if not isinstance(data, Mapping):
+        return None
+    tagged = data.get(DATA_KEY)
+    if _is_message_dict(tagged):
+        return tagged
+    return data if _is_message_dict(data) else None
+
+
 def _from_log(logged: LoggedMessage) -> BaseMessage:
     """Rebuild a LangChain message from one logged message.
 
-    The ``message_to_dict`` form in ``data`` is used when present; a message logged by another
-    surface (no such form) becomes a Human, AI or System message by its role, else a ``ChatMessage``.
+    The ``message_to_dict`` form in ``data`` is used when present and LangChain accepts it. Any
+    other message (logged by another surface, or whose ``data`` only looks like that form, e.g.
+    ``{"type": "event", "data": {...}}``) becomes a Human, AI or System message by its role
+    (normalised: ``human`` is ``user``, ...), else a ``ChatMessage`` of its logged role.
     """
-    data = logged.data
-    if isinstance(data, Mapping) and isinstance(data.get("type"), str) and isinstance(data.get("data"), Mapping):
-        return messages_from_dict([dict(data)])[0]
+    form = _langchain_form(logged.data)
+    if form is not None:
+        try:
+            return messages_from_dict([dict(form)])[0]
+        except (ValueError, KeyError, TypeError):  # pydantic's ValidationError is a ValueError
+            pass  # not LangChain's after all: rebuilt from role and text below
     fields: dict[str, Any] = {"content": logged.content or ""}
     if logged.name:
         fields["name"] = logged.name
     if logged.id:
         fields["id"] = logged.id
-    if logged.role == "user":
+    role = normalize_role(logged.role)
+    if role == "user":
         return HumanMessage(**fields)
-    if logged.role == "assistant":
+    if role == "assistant":
         return AIMessage(**fields)
-    if logged.role == "system":
+    if role == "system":
         return SystemMessage(**fields)
     return ChatMessage(role=logged.role, **fields)
 
@@ -153,7 +196,7 @@ class MemOSChatMessageHistory(BaseChatMessageHistory):
         for pos, m in enumerate(messages):
             if not isinstance(m, BaseMessage):
                 raise InvalidInputError(f"message {pos} must be a LangChain BaseMessage, not {type(m).__name__}")
-            entry: dict[str, Any] = {"role": message_role(m), "content": m.text, "data": _to_dict(m, pos)}
+            entry: dict[str, Any] = {"role": message_role(m), "content": m.text, "data": {DATA_KEY: _to_dict(m, pos)}}
             if m.name is not None:
                 entry["name"] = m.name
             if m.id is not None:
@@ -162,11 +205,19 @@ class MemOSChatMessageHistory(BaseChatMessageHistory):
         return entries
 
     def _reader_messages(self, messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
+        """Return the ``mos.add`` messages of those of ``reader_types`` with text.
+
+        Each keeps its role (normalised), text, name and, when it is a well-formed MemOS id, its id
+        (recorded as the memory's provenance); an id MemOS would refuse is left out.
+        """
         out = []
         for m in messages:
             if m.type not in self.reader_types or not m.text.strip():
                 continue
-            out.append({"role": message_role(m), "content": m.text, "name": m.name})
+            entry: dict[str, Any] = {"role": message_role(m), "content": m.text, "name": m.name}
+            if m.id is not None and _valid_id(m.id):
+                entry["id"] = m.id
+            out.append(entry)
         return out
 
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:

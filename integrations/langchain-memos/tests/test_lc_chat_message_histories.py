@@ -3,13 +3,17 @@ from __future__ import annotations
 import pytest
 from langchain_core.messages import (
     AIMessage,
+    AIMessageChunk,
     BaseMessage,
     ChatMessage,
+    FunctionMessage,
     HumanMessage,
     SystemMessage,
     ToolMessage,
+    message_to_dict,
 )
 from langchain_memos import MemOSChatMessageHistory
+from langchain_memos.chat_message_histories import message_role
 
 from memos_agents import MemOS
 from memos_agents.errors import InvalidInputError, PermissionDeniedError
@@ -180,3 +184,88 @@ def test_bad_input_is_refused(mos: MemOS) -> None:
     assert history.messages == []
     history.add_messages([])  # nothing to do
     assert history.messages == []
+
+
+def test_foreign_data_shaped_like_a_message_dict_is_read_by_role(mos: MemOS) -> None:
+    # the core message log takes any JSON object as data; one that only looks like LangChain's form
+    # must not make the whole history unreadable (it raised "Got unexpected message type: event")
+    mos.messages.append(
+        "s1",
+        [
+            {"role": "user", "content": "hi", "data": {"type": "event", "data": {"kind": "click"}}},
+            {"role": "assistant", "content": "ok", "data": {"type": "ai", "data": {"content": ["not", 1]}}},
+            {"role": "human", "content": "tagged", "data": {"langchain": {"type": "nope", "data": {}}}},
+            {"role": "developer", "content": "rules", "data": {"langchain": "not a message"}},
+        ],
+        user_id="alice",
+    )
+    history = MemOSChatMessageHistory(mos, "s1", "alice")
+    history.add_messages([AIMessage(content="still mine", id="a-9")])
+    expected = [
+        HumanMessage(content="hi"),
+        AIMessage(content="ok"),
+        HumanMessage(content="tagged"),
+        SystemMessage(content="rules"),
+        AIMessage(content="still mine", id="a-9"),
+    ]
+    assert history.messages == expected
+
+
+@pytest.mark.asyncio
+async def test_foreign_data_async(mos: MemOS) -> None:
+    await mos.messages.aappend(
+        "s1",
+        [{"role": "user", "content": "hi", "data": {"type": "event", "data": {"kind": "click"}}}],
+        user_id="alice",
+    )
+    assert await MemOSChatMessageHistory(mos, "s1", "alice").aget_messages() == [HumanMessage(content="hi")]
+
+
+def test_own_messages_are_tagged_and_the_untagged_form_is_still_read(mos: MemOS) -> None:
+    history = MemOSChatMessageHistory(mos, "s1", "alice")
+    call = AIMessage(content="", id="a-1", tool_calls=[{"name": "lookup", "args": {"q": "x"}, "id": "call_1"}])
+    history.add_messages([call])
+    (logged,) = mos.messages.list("s1", user_id="alice")
+    assert logged.data == {"langchain": message_to_dict(call)}
+    # what earlier versions wrote: the message_to_dict form as data itself
+    legacy = ToolMessage(content="42", tool_call_id="call_1", name="lookup")
+    mos.messages.append("s1", [{"role": "tool", "content": "42", "data": message_to_dict(legacy)}], user_id="alice")
+    assert history.messages == [call, legacy]
+    assert isinstance(history.messages[1], ToolMessage)
+
+
+def test_roles_are_normalised(mos: MemOS) -> None:
+    history = MemOSChatMessageHistory(mos, "s1", "alice")
+    history.add_messages(
+        [
+            FunctionMessage(content="42", name="lookup"),
+            ChatMessage(role="Human", content="hello"),
+            ChatMessage(role="developer", content="be brief"),
+            AIMessageChunk(content="chunk"),
+            ChatMessage(role="critic", content="short!"),
+        ]
+    )
+    assert [m.role for m in mos.messages.list("s1", user_id="alice")] == [
+        "tool",
+        "user",
+        "system",
+        "assistant",
+        "critic",
+    ]
+    assert [message_role(m) for m in history.messages] == ["tool", "user", "system", "assistant", "critic"]
+    mos.messages.append("s2", [{"role": "human", "content": "hi"}, {"role": "ai", "content": "yo"}], user_id="alice")
+    assert MemOSChatMessageHistory(mos, "s2", "alice").messages == [HumanMessage("hi"), AIMessage("yo")]
+
+
+def test_reader_keeps_valid_message_ids_and_skips_others(mos: MemOS) -> None:
+    history = MemOSChatMessageHistory(mos, "s1", "alice", reader_cube_id="c1", reader_mode="facts")
+    history.add_messages(
+        [
+            HumanMessage(content="I keep bees on the roof.", id="h-1"),
+            AIMessage(content="Bees are wonderful.", id="not a memos id"),
+        ]
+    )
+    hits = mos.search("bees roof wonderful", user_id="alice", cube_ids=["c1"], top_k=10)
+    by_text = {h.item.text: h.item.sources.message_ids for h in hits}
+    assert by_text == {"I keep bees on the roof.": ["h-1"], "Bees are wonderful.": []}
+    assert [m.id for m in history.messages] == ["h-1", "not a memos id"]  # the log keeps both

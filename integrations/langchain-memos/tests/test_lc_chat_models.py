@@ -107,3 +107,61 @@ def test_in_an_agent_without_tools() -> None:
     assert llm.calls[0].messages == [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi"}]
     with pytest.raises(NotImplementedError, match="no tool calling"):
         create_agent(ChatMemOS(llm=llm), tools=[lookup]).invoke({"messages": [HumanMessage("Hi")]})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"max_tokens": -5}, "max_tokens"),
+        ({"max_tokens": 2.5}, "max_tokens"),
+        ({"max_tokens": True}, "max_tokens"),
+        ({"max_tokens": "64"}, "max_tokens"),
+        ({"temperature": -0.1}, "temperature"),
+        ({"temperature": float("nan")}, "temperature"),
+        ({"temperature": float("inf")}, "temperature"),
+        ({"temperature": "hot"}, "temperature"),
+        ({"temperature": False}, "temperature"),
+    ],
+)
+def test_per_call_settings_are_checked(kwargs: dict[str, object], match: str) -> None:
+    llm = ScriptedLLM(["never"])
+    model = ChatMemOS(llm=llm)
+    with pytest.raises(InvalidInputError, match=match):
+        model.invoke("hi", **kwargs)
+    assert llm.calls == []  # refused before the LLM was called
+
+
+@pytest.mark.asyncio
+async def test_per_call_settings_are_checked_async() -> None:
+    llm = ScriptedLLM(["never", "ok"])
+    model = ChatMemOS(llm=llm)
+    with pytest.raises(InvalidInputError, match="max_tokens"):
+        await model.ainvoke("hi", max_tokens=0)
+    assert (await model.ainvoke("hi", max_tokens=1, temperature=0)).content == "never"
+    assert (llm.calls[0].max_tokens, llm.calls[0].temperature) == (1, 0.0)
+
+
+def test_field_temperature_must_be_finite() -> None:
+    with pytest.raises(ValueError, match="temperature"):
+        ChatMemOS(llm=ScriptedLLM([]), temperature=float("inf"))
+
+
+@pytest.mark.parametrize("role", ["tool", "function", "Tool", "FUNCTION"])
+def test_chat_messages_of_tool_roles_are_refused(role: str) -> None:
+    llm = ScriptedLLM(["never"])
+    with pytest.raises(InvalidInputError, match="no tool calling"):
+        ChatMemOS(llm=llm).invoke([HumanMessage("hi"), ChatMessage(role=role, content="42")])
+    assert llm.calls == []
+
+
+def test_chat_message_roles_are_normalised() -> None:
+    llm = ScriptedLLM(["ok"])
+    ChatMemOS(llm=llm).invoke(
+        [
+            ChatMessage(role="developer", content="Be brief."),
+            ChatMessage(role="Human", content="Hi"),
+            ChatMessage(role="ai", content="Hello"),
+        ]
+    )
+    assert [m["role"] for m in llm.calls[0].messages] == ["system", "user", "assistant"]

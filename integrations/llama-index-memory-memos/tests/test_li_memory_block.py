@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Callable
 
 import pytest
@@ -10,6 +11,7 @@ from llama_index.core.base.llms.types import ChatMessage, MessageRole, TextBlock
 from llama_index.core.memory import Memory
 from llama_index.core.utils import get_tokenizer
 from llama_index.memory.memos import MemOSMemoryBlock
+from llama_index.memory.memos._common import check_id, memos_session_id
 
 from memos_agents import MemOS
 from memos_agents.errors import InvalidInputError, PermissionDeniedError
@@ -231,3 +233,38 @@ def test_not_a_memos_is_refused() -> None:
     """Something else than a MemOS is refused with InvalidInputError."""
     with pytest.raises(InvalidInputError, match="MemOS"):
         MemOSMemoryBlock(mos=object(), user_id="alice", cube_id="c1")  # type: ignore[arg-type]
+
+
+def test_memos_session_id_maps_malformed_ids_deterministically() -> None:
+    """A well-formed session id stays; any other becomes "li-" + 32 hex digits of its SHA-256."""
+    assert memos_session_id(None) is None
+    assert memos_session_id("chat-1") == "chat-1"
+    mapped = memos_session_id("chat 1")
+    assert mapped == "li-" + hashlib.sha256(b"chat 1").hexdigest()[:32]
+    assert mapped == memos_session_id("chat 1") != memos_session_id("chat 2")
+    for odd in ("", "a/b", "x" * 129, "-lead", "trailing\n", "caf\u00e9", "\ud800", 42):
+        assert check_id(memos_session_id(odd), "session_id")  # always a MemOS id
+
+
+def test_memory_with_a_malformed_session_id_keeps_flushed_messages(
+    mos: MemOS, stored: Callable[..., list[MemoryItem]]
+) -> None:
+    """A Memory session id MemOS refuses ("chat 1") is mapped, so flushes are written, not lost."""
+    block = MemOSMemoryBlock(mos=mos, user_id="alice", cube_id="c1")
+    memory = Memory.from_defaults(session_id="chat 1", memory_blocks=[block], token_limit=60)
+
+    async def run() -> None:
+        for n in range(8):
+            await memory.aput(user(f"Fact number {n}: I moved to Lisbon in May and live near the river."))
+
+    asyncio.run(run())  # raised InvalidInputError on every flush, after Memory had moved the messages
+    items = stored()
+    assert items, "Memory flushed its oldest messages into the block"
+    mapped = "li-" + hashlib.sha256(b"chat 1").hexdigest()[:32]
+    assert all(i.sources.session_ids == [mapped] for i in items)
+    flushed = [line for i in items for line in i.text.split("\n")]
+    assert flushed[0] == "user: Fact number 0: I moved to Lisbon in May and live near the river."
+    # every message is either in MemOS or still in Memory's active queue: none was lost
+    active = [m.content for m in memory.get_all()]
+    texts = {line.removeprefix("user: ") for line in flushed} | set(active)
+    assert {f"Fact number {n}: I moved to Lisbon in May and live near the river." for n in range(8)} <= texts

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Callable
 
 import pytest
@@ -190,3 +191,21 @@ def test_bad_arguments_raise_invalid_input(mos: MemOS, kwargs: dict[str, object]
         MemOSMemory.from_defaults(**args)  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="MemOS"):
         MemOSMemory.from_defaults(mos=None, user_id="alice", cube_id="c1")  # type: ignore[arg-type]
+
+
+def test_primary_memory_with_a_malformed_session_id_is_mapped(
+    mos: MemOS, stored: Callable[..., list[MemoryItem]]
+) -> None:
+    """A primary Memory whose session id MemOS refuses ("chat 1") writes under a mapped MemOS session."""
+    primary = Memory.from_defaults(session_id="chat 1")
+    memory = MemOSMemory.from_defaults(mos=mos, user_id="alice", cube_id="c1", primary_memory=primary)
+    mapped = "li-" + hashlib.sha256(b"chat 1").hexdigest()[:32]
+    assert memory.session_id == mapped
+    memory.put(user("I moved to Lisbon in May."))
+    assert [i.sources.session_ids for i in stored()] == [[mapped]]
+    assert [m.content for m in memory.get_all()] == ["I moved to Lisbon in May."]
+    # a well-formed one is kept as it is
+    kept = MemOSMemory.from_defaults(
+        mos=mos, user_id="alice", cube_id="c1", primary_memory=Memory.from_defaults(session_id="chat-2")
+    )
+    assert kept.session_id == "chat-2"

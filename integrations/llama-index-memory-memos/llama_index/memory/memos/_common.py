@@ -13,6 +13,7 @@ indented by two spaces, so the entries can be told apart again from the text alo
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
@@ -39,6 +40,39 @@ def check_id(value: object, what: str) -> str:
     """
     validate_id(cast(str, value), what)
     return cast(str, value)
+
+
+#: Prefix of the MemOS session id :func:`memos_session_id` derives from a malformed LlamaIndex one.
+SESSION_PREFIX = "li-"
+
+
+def memos_session_id(value: object) -> str | None:
+    """Return the MemOS session id of a LlamaIndex session id (e.g. ``Memory.session_id``).
+
+    LlamaIndex takes any string as a session id; MemOS only 1-128 characters of
+    ``[A-Za-z0-9_.:@-]``. A well-formed id is returned unchanged; any other value is mapped,
+    deterministically (the same LlamaIndex session is always the same MemOS session), to
+    ``"li-"`` and the first 32 hex digits of the SHA-256 of its text, so a ``Memory`` whose session
+    id is ``"chat 1"`` can still write to MemOS instead of failing after it has moved its messages
+    out of its queue. Used wherever a session id LlamaIndex chose reaches MemOS; session ids given
+    to this package's constructors are checked instead (:func:`check_id`).
+
+    Args:
+        value: The LlamaIndex session id (None: no session).
+
+    Returns:
+        A well-formed MemOS id, or None for None.
+
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            return validate_id(value)
+        except InvalidInputError:
+            pass
+    digest = hashlib.sha256(str(value).encode("utf-8", "surrogatepass")).hexdigest()
+    return SESSION_PREFIX + digest[:32]
 
 
 def check_cube_ids(value: object, what: str = "cube_ids") -> list[str] | None:

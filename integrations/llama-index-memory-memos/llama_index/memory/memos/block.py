@@ -17,6 +17,7 @@ from llama_index.memory.memos._common import (
     check_id,
     check_positive,
     check_roles,
+    memos_session_id,
     query_text,
     render_memories,
     to_memos_messages,
@@ -50,7 +51,9 @@ class MemOSMemoryBlock(BaseMemoryBlock[str]):
             searched); recorded as each memory's author.
         cube_id: The cube flushed messages are written to.
         session_id: MemOS session of the written messages (default: the session id ``Memory``
-            stamps on the messages it flushes, i.e. ``Memory.session_id``).
+            stamps on the messages it flushes, i.e. ``Memory.session_id``; one that is not a
+            MemOS id, such as ``"chat 1"``, becomes ``"li-"`` and 32 hex digits of its SHA-256,
+            always the same for the same session).
         cube_ids: The cubes searched (default: ``[cube_id]``).
         top_k: Most memories returned (default: MemOS's ``retrieval.top_k``).
         token_budget: Most tokens of the memories returned, counted by MemOS (default: MemOS's
@@ -159,17 +162,16 @@ class MemOSMemoryBlock(BaseMemoryBlock[str]):
 
         Raises:
             CubeNotFoundError / PermissionDeniedError: ``cube_id`` is missing or ``user_id`` may not write it.
-            InvalidInputError: A message longer than MemOS's ``max_text_chars`` (``TextTooLongError``),
-                or a ``Memory`` session id that is not a MemOS id (give ``session_id`` then).
+            InvalidInputError: A message longer than MemOS's ``max_text_chars`` (``TextTooLongError``).
 
         """
         payload = to_memos_messages(messages, self.roles)
         if not payload:
             return
         session = self.session_id
-        if session is None:
-            session = next(
-                (m.additional_kwargs["session_id"] for m in messages if "session_id" in m.additional_kwargs), None
+        if session is None:  # Memory's, which LlamaIndex does not restrict: mapped onto a MemOS id
+            session = memos_session_id(
+                next((m.additional_kwargs["session_id"] for m in messages if "session_id" in m.additional_kwargs), None)
             )
         await self.mos.aadd(payload, self.user_id, self.cube_id, session_id=session)
 

@@ -16,6 +16,7 @@ from llama_index.memory.memos._common import (
     check_id,
     check_positive,
     check_roles,
+    memos_session_id,
     message_text,
     query_text,
     render_memories,
@@ -144,7 +145,10 @@ class MemOSMemory(BaseMemory):
             user_id: The caller (see the class).
             cube_id: The cube messages are written to.
             session_id: The conversation's id: the ``Memory``'s chat-store key and the MemOS session
-                of its messages (default: a new UUID, one MemOS session per conversation).
+                of its messages (default: the ``primary_memory``'s ``session_id`` when it is a
+                ``Memory``, else a new UUID: one MemOS session per conversation). A ``Memory``'s
+                session id that is not a MemOS id (e.g. ``"chat 1"``) becomes ``"li-"`` and 32 hex
+                digits of its SHA-256 for MemOS; one given here must be a MemOS id.
             primary_memory: The chat history to use instead of a new ``Memory``.
             **kwargs: Other constructor arguments (``cube_ids``, ``top_k``, ``token_budget``,
                 ``filters``, ``query_messages``, ``roles``, ``memory_header``).
@@ -161,7 +165,8 @@ class MemOSMemory(BaseMemory):
         if primary_memory is None:
             primary_memory = Memory.from_defaults(session_id=session_id)
         if session_id is None and isinstance(primary_memory, Memory):
-            session_id = primary_memory.session_id
+            # LlamaIndex takes any string as a session id: a malformed one is mapped onto a MemOS id
+            session_id = memos_session_id(primary_memory.session_id)
         return cls(
             primary_memory=primary_memory, mos=mos, user_id=user_id, cube_id=cube_id, session_id=session_id, **kwargs
         )
