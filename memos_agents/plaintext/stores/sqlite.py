@@ -113,7 +113,6 @@ def _fill_statistics(cur: sqlite3.Cursor) -> None:
     cur.execute("INSERT INTO store_meta VALUES ('store_id', ?), ('change_seq', 0)", (uuid.uuid4().hex,))
 
 
-#: Versioned migrations: (version, SQL script, optional data step run after it in the same transaction).
 def _fill_cube_owners(cur: sqlite3.Cursor) -> None:
     """Migration 14's data step: copy each cube's owner and whether it holds a namespace out of its header."""
     rows = cur.execute("SELECT cube_id, header FROM cubes").fetchall()
@@ -125,6 +124,7 @@ def _fill_cube_owners(cur: sqlite3.Cursor) -> None:
         )
 
 
+#: Versioned migrations: (version, SQL script, optional data step run after it in the same transaction).
 _MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Cursor], None] | None]] = [
     (
         1,
