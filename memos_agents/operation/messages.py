@@ -174,7 +174,7 @@ class MessageLog:
                     ns,
                     _key(start + n),
                     {k: v for k, v in m.model_dump().items() if v is not None},
-                    text=m.content or m.role,
+                    text=(m.content or m.role)[: self._mos.config.max_text_chars],  # what BM25 indexes
                     exclusive=True,
                 )
                 for n, m in enumerate(incoming)
@@ -191,7 +191,10 @@ class MessageLog:
         raise VersionConflictError(f"session {session_id!r}: concurrent appends kept taking the next position")
 
     def _next(self, ns: Namespace, user_id: str) -> Flow[int]:
-        """Return the next free position: one past the last message ever stored (deleted, archived or not)."""
+        """Return the next free position: one past the last message stored (archived ones included).
+
+        A deleted message in the middle keeps its position free; a deleted last one's is taken again.
+        """
         cube = namespace_cube_id(ns, PREFIX)
         headers = yield from self._mos.documents._readable({cube: ns}, user_id, PREFIX, True)
         if cube not in headers:

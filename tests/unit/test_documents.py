@@ -372,3 +372,9 @@ def test_framework_roles_map_onto_openai_roles() -> None:
         "tool",
         "critic",
     ]
+
+
+def test_a_long_message_is_logged_whole(mos: MemOS) -> None:
+    long = "word " * 5_000  # 25,000 characters: beyond what is indexed (max_text_chars)
+    (logged,) = mos.messages.append("s1", [{"role": "tool", "content": long}], user_id="alice")
+    assert mos.messages.list("s1", user_id="alice")[0].content == long and logged.seq == 0
