@@ -76,8 +76,8 @@ class MemoryState(TypedDict, total=False):
         messages: The conversation (LangChain messages, merged by ``add_messages``).
         memory_query: The :class:`~memos_agents.schema.MemoryQuery` MemReaderNode derived from
             the last user message (None when there is none).
-        memory_cursor: Which messages are already in memory: the id of the last one written (or,
-            for messages without ids, how many were seen).
+        memory_cursor: Which messages are already in memory: the ids of the latest ones read (at
+            most 64), or, for messages without ids, how many were seen.
         memory_written: Ids of the memories the last MemReaderNode step stored.
         memory_context: The memories MemSchedulerNode chose, rendered for a prompt in rank order
             (a memory may span several lines).
@@ -89,7 +89,7 @@ class MemoryState(TypedDict, total=False):
 
     messages: Annotated[list[AnyMessage], add_messages]
     memory_query: MemoryQuery | None
-    memory_cursor: str | int | None
+    memory_cursor: list[str] | str | int | None
     memory_written: list[str]
     memory_context: str
     memory_ids: list[str]
@@ -274,23 +274,36 @@ def _blocks_text(content: object) -> str:
     return "".join(p for p in parts if isinstance(p, str))
 
 
+#: How many of the latest message ids a cursor keeps (see ``MemoryState.memory_cursor``).
+CURSOR_IDS = 64
+
+
 def _unwritten(messages: Sequence[object], cursor: object) -> Sequence[object]:
-    """Return the messages after the cursor (see ``MemoryState.memory_cursor``)."""
-    if isinstance(cursor, str):
+    """Return the messages after the cursor (see ``MemoryState.memory_cursor``).
+
+    A cursor of ids: the messages after the latest one whose id it holds, less those it holds (so a
+    removed message, e.g. an answer regenerated with ``RemoveMessage``, does not make the whole
+    conversation look new). A count (messages without ids): the messages past it.
+    """
+    if isinstance(cursor, str):  # a cursor written before cursors held several ids
+        cursor = [cursor]
+    if isinstance(cursor, list | tuple) and cursor:
+        seen = {c for c in cursor if isinstance(c, str)}
         for pos in range(len(messages) - 1, -1, -1):
-            if _message_parts(messages[pos])[3] == cursor:
-                return messages[pos + 1 :]
-        return messages  # the last written message was removed from the state: read what is left
+            if _message_parts(messages[pos])[3] in seen:
+                return [m for m in messages[pos + 1 :] if _message_parts(m)[3] not in seen]
+        return [m for m in messages if _message_parts(m)[3] not in seen]
     if isinstance(cursor, int) and not isinstance(cursor, bool) and 0 <= cursor <= len(messages):
         return messages[cursor:]
     return messages
 
 
-def _cursor(messages: Sequence[object]) -> str | int | None:
+def _cursor(messages: Sequence[object]) -> list[str] | int | None:
+    """Return the cursor after reading ``messages``: the ids of the latest ones, else their count."""
     if not messages:
         return None
-    last_id = _message_parts(messages[-1])[3]
-    return last_id if isinstance(last_id, str) and last_id else len(messages)
+    ids = [i for i in (_message_parts(m)[3] for m in messages[-CURSOR_IDS:]) if isinstance(i, str) and i]
+    return ids if ids and _message_parts(messages[-1])[3] else len(messages)
 
 
 class _MemOSNode(Runnable[Any, dict[str, Any]]):

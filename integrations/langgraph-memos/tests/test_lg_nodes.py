@@ -134,7 +134,7 @@ def test_reader_writes_new_messages_with_roles_and_sets_query(mos: MemOS, monkey
         "assistant: Noted, Lisbon since May.",
         "user: What's my dog's name again?",
     ]
-    assert out["memory_cursor"] == out["messages"][-1].id
+    assert out["memory_cursor"] == [m.id for m in out["messages"]]  # the ids of the messages read
 
 
 @pytest.mark.asyncio
@@ -539,7 +539,7 @@ def test_nodes_read_a_pydantic_state(mos: MemOS) -> None:
     class State(BaseModel):
         messages: Annotated[list[AnyMessage], add_messages] = []
         memory_query: MemoryQuery | None = None
-        memory_cursor: str | int | None = None
+        memory_cursor: list[str] | str | int | None = None
         memory_written: list[str] = []
         memory_context: str = ""
         memory_ids: list[str] = []
@@ -589,3 +589,23 @@ def test_memory_agent_recreates_a_deleted_cube(mos: MemOS) -> None:
     mos.delete_cube("alice-notes", "alice")
     out = agent.invoke({"messages": [HumanMessage("Remember coffee.")]}, context=ALICE)
     assert texts(mos, "alice", "alice-notes", out["memory_written"]) == ["user: Remember coffee.\nassistant: ok again"]
+
+
+def test_reader_does_not_rewrite_the_conversation_when_its_last_message_is_removed(mos: MemOS) -> None:
+    """Regenerating an answer (RemoveMessage on it) leaves the cursor's earlier ids: only new turns are written."""
+    from langchain_core.messages import RemoveMessage
+
+    graph = one_node(
+        MemReaderNode(),
+        checkpointer=InMemorySaver(serde=JsonPlusSerializer(allowed_msgpack_modules=MEMORY_STATE_TYPES)),
+    )
+    run = {"configurable": {"thread_id": "t2"}}
+    context = {"mos": mos, **ALICE}
+    first = graph.invoke(
+        {"messages": [HumanMessage("My dog is Pixel.", id="h1"), AIMessage("Cute!", id="a1")]}, run, context=context
+    )
+    assert len(first["memory_written"]) == 1
+    second = graph.invoke(
+        {"messages": [RemoveMessage(id="a1"), HumanMessage("I play cello.", id="h2")]}, run, context=context
+    )
+    assert texts(mos, "alice", "alice-notes", second["memory_written"]) == ["user: I play cello."]
