@@ -18,6 +18,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from memos_agents.errors import InvalidInputError
 from memos_agents.infra.users import UserRecord
 from memos_agents.operation.reader import ReadMode
+from memos_agents.operation.scheduler import SchedulePlan
 from memos_agents.schema import (
     Id,
     Label,
@@ -160,6 +161,10 @@ class ChatResult(BaseModel):
     memories: list[ScoredMemory]
     search_ms: float
     generate_ms: float
+    #: How the memories entered the model (None: activation memory off, all as prompt text).
+    plan: SchedulePlan | None = None
+    #: Prompt tokens served by an injected KV cache (0: none).
+    cached_tokens: int = 0
 
 
 class GetRequest(_Request):

@@ -256,6 +256,55 @@ def default_home() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".memos"
 
 
+class ActivationConfig(BaseModel):
+    """Activation memory (KV caches of hot memories) and how the scheduler uses it.
+
+    Off by default. On, ``MemOS.activation`` builds KV-cache MemCubes of memories used often
+    (with ``llm.provider = hf``; the lifecycle pass promotes them) and ``chat`` injects them;
+    with an OpenAI-compatible endpoint the same memories go first in the prompt, in a fixed
+    order, so that the server's prefix cache (vLLM's, llama.cpp's) can hit. See :mod:`memos_agents.activation`.
+
+    Attributes:
+        enabled: Turn it on (default False).
+        codec: How caches are stored: ``native`` (the model's dtype, lossless; default),
+            ``bfloat16``, ``float16``, ``float32``, or ``int8`` (about half of bf16; lossy).
+        max_tokens: The most tokens one KV cache covers (default 6,144).
+        max_memories: The most memories one activation cube covers (default 256).
+        dtype: The dtype the local model serves in once activation memory is on, recorded in every
+            cache's fingerprint: ``float32`` (default), ``bfloat16``, or ``model`` (as loaded). Chosen
+            by measurement (``memos bench kv`` reports both): on the 2-core AMD EPYC CI machines,
+            which lack AVX512-BF16 and AMX, SmolLM2's bf16 prefill of 500 tokens took 5.8x as long
+            as float32's; on CPUs with AMX bf16 decodes faster (about 14 vs 11 tokens/s).
+        attention: The attention implementation: ``sdpa`` (default) or ``eager``. Eager attention
+            computes each token's row the same whether the prefix comes from a cache or not
+            (bit-identical logits); with SDPA the cached and uncached prefills round differently
+            (float32: about 5e-5 in the logits, greedy outputs identical in every measurement;
+            bfloat16: up to 0.56, outputs diverge), so ``bfloat16`` with ``sdpa`` is refused.
+
+    Which memories are promoted, and when they are demoted, is a lifecycle policy
+    (``LifecyclePolicy.activation_min_uses`` and ``activation_idle_days``).
+
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    codec: Literal["native", "bfloat16", "float16", "float32", "int8"] = "native"
+    max_tokens: int = Field(default=6_144, ge=16, le=131_072)
+    max_memories: int = Field(default=256, ge=1, le=65_536)
+    dtype: Literal["float32", "bfloat16", "model"] = "float32"
+    attention: Literal["sdpa", "eager"] = "sdpa"
+
+    @model_validator(mode="after")
+    def _exact(self) -> ActivationConfig:
+        if self.dtype == "bfloat16" and self.attention == "sdpa":
+            raise ValueError(
+                "activation.dtype bfloat16 needs activation.attention eager: with SDPA a cached prefix and the same "
+                "text in the prompt round differently and greedy outputs diverge"
+            )
+        return self
+
+
 class RegistryConfig(BaseModel):
     """MemStore registry settings (see :mod:`memos_agents.infra.registry`).
 
@@ -309,6 +358,7 @@ class MemOSConfig(BaseModel):
         access_flush_s: Seconds between two recordings of buffered uses (2.0).
         registry: Where the MemStore registry keeps its bundles and publisher keys
             (:class:`RegistryConfig`).
+        activation: KV-cache memory and the scheduler's use of it (:class:`ActivationConfig`; off by default).
 
     """
 
@@ -328,6 +378,7 @@ class MemOSConfig(BaseModel):
     track_access: bool = True
     access_flush_s: float = Field(default=2.0, gt=0.0, le=3600.0)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    activation: ActivationConfig = Field(default_factory=ActivationConfig)
 
     @model_validator(mode="after")
     def _expand_home(self) -> MemOSConfig:

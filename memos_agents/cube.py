@@ -6,9 +6,10 @@ The payload is one of:
 
 * :class:`PlaintextPayload` — a tree/graph of :class:`~memos_agents.schema.MemoryItem` kept in a
   plaintext store (embedded SQLite by default).
-* :class:`ActivationPayload` — a KV cache of a Hugging Face model (declared here; the worker that
-  builds and injects it arrives with the activation-memory issue).
-* :class:`ParametricPayload` — a LoRA adapter trained with peft (declared here likewise).
+* :class:`ActivationPayload` — a KV cache of a Hugging Face model over plaintext memories
+  (:mod:`memos_agents.activation`).
+* :class:`ParametricPayload` — a LoRA adapter trained with peft on plaintext memories
+  (:mod:`memos_agents.parametric`).
 
 Archives: :func:`write_archive` / :func:`read_archive` store a cube in one zip file holding
 ``manifest.json`` (format name and version, header, counts, SHA-256 of the header and of each
@@ -49,6 +50,7 @@ from memos_agents.errors import (
     NewerFormatError,
 )
 from memos_agents.infra.redaction import RedactionPolicy
+from memos_agents.models.fingerprint import ModelFingerprint
 from memos_agents.schema import Edge, Label, LifecycleState, MemoryItem, as_utc, check_text, utcnow, validate_id
 
 #: Name written into every archive manifest.
@@ -215,8 +217,42 @@ class PlaintextPayload(BaseModel):
     type: Literal["plaintext"] = "plaintext"
 
 
+#: Most source memories one derived cube (KV cache, LoRA adapter) records.
+MAX_DERIVED_SOURCES = 65_536
+
+
+class DerivedSource(BaseModel):
+    """A plaintext memory a derived cube was built from, at the version it had (DERIVED_FROM provenance).
+
+    A derived cube is stale as soon as one of its sources is at another version, no longer
+    ``activated``, deleted or unreadable by the caller; it is then rebuilt, never used.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cube_id: Label
+    item_id: Label
+    version: int = Field(ge=1)
+
+
 class ActivationPayload(BaseModel):
-    """Activation memory: a KV cache of a Hugging Face model (declared type; no worker yet)."""
+    """Activation memory: a KV cache of a Hugging Face model over a set of plaintext memories.
+
+    See :mod:`memos_agents.activation`. The tensors live in a safetensors file beside the store
+    (``<home>/activation/``); the header records what the file must be.
+
+    Attributes:
+        model_name_or_path: The model that computed the cache.
+        cache_path: The file, relative to the activation directory (None: not built, or invalidated).
+        num_tokens: Tokens the cache covers.
+        fingerprint: The model's fingerprint (weights, dtype, tokenizer, chat template, shapes).
+        derived_from: The source memories with their versions, in prompt order.
+        codec: How the tensors are stored (``native``, ``bfloat16``, ``float16``, ``float32``, ``int8``).
+        file_sha256: SHA-256 of the file's bytes (checked on load).
+        size_bytes: The file's size.
+        prefix_sha256: SHA-256 of the rendered prompt prefix the cache covers.
+
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -224,10 +260,32 @@ class ActivationPayload(BaseModel):
     model_name_or_path: str = Field(max_length=MAX_PATH_CHARS)
     cache_path: str | None = Field(default=None, max_length=MAX_PATH_CHARS)
     num_tokens: int | None = Field(default=None, ge=0, le=2**31)
+    fingerprint: ModelFingerprint | None = None
+    derived_from: list[DerivedSource] = Field(default_factory=list, max_length=MAX_DERIVED_SOURCES)
+    codec: str = Field(default="native", max_length=16)
+    file_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    size_bytes: int | None = Field(default=None, ge=0)
+    prefix_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
 
 class ParametricPayload(BaseModel):
-    """Parametric memory: a peft LoRA adapter (declared type; no trainer yet)."""
+    """Parametric memory: a peft LoRA adapter trained on a set of plaintext memories.
+
+    See :mod:`memos_agents.parametric`. The adapter lives in a directory beside the store
+    (``<home>/parametric/``).
+
+    Attributes:
+        base_model: The base model it was trained on.
+        adapter_path: The adapter directory, relative to the parametric directory (None: not trained or invalidated).
+        rank: LoRA rank.
+        fingerprint: The base model's fingerprint.
+        derived_from: The training memories with their versions.
+        hyperparameters: The training configuration.
+        metrics: Training figures (loss, steps, seconds, examples).
+        file_sha256: SHA-256 of the adapter weights file.
+        size_bytes: Its size.
+
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -235,6 +293,12 @@ class ParametricPayload(BaseModel):
     base_model: str = Field(max_length=MAX_PATH_CHARS)
     adapter_path: str | None = Field(default=None, max_length=MAX_PATH_CHARS)
     rank: int | None = Field(default=None, ge=1, le=65_536)
+    fingerprint: ModelFingerprint | None = None
+    derived_from: list[DerivedSource] = Field(default_factory=list, max_length=MAX_DERIVED_SOURCES)
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    file_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    size_bytes: int | None = Field(default=None, ge=0)
 
 
 Payload = Annotated[PlaintextPayload | ActivationPayload | ParametricPayload, Field(discriminator="type")]

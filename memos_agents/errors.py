@@ -128,6 +128,31 @@ class ModelError(MemOSError):
     """A model (embedder, LLM, tokenizer) could not be loaded or failed to run."""
 
 
+class FingerprintMismatchError(ModelError):
+    """A KV cache or LoRA adapter was made for another model than the one it is given to.
+
+    Attributes:
+        fields: The fingerprint fields that differ (e.g. ``("weights_sha256", "dtype")``).
+
+    """
+
+    def __init__(self, message: str, fields: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.fields = fields
+
+
+class PrefixMismatchError(ModelError):
+    """A prompt does not start with the tokens a KV cache covers, so the cache cannot be injected."""
+
+
+class StaleMemoryError(MemOSError):
+    """A derived memory (KV cache, LoRA adapter) no longer matches its source items.
+
+    A source item changed (its version moved), was deleted or forgotten, or can no longer be read
+    by the caller; the derived memory is never used stale: it is rebuilt or refused.
+    """
+
+
 class ArchiveIOError(MemOSError, OSError):
     """A cube archive could not be read or written on disk (missing file, a directory, no permission)."""
 

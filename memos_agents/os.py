@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
@@ -36,6 +37,7 @@ from typing import Any, TypeVar, cast
 
 from pydantic import ValidationError
 
+from memos_agents.activation.memory import KV_CUBE_PREFIX, ActivationMemory, UsableKV, kv_cube_id
 from memos_agents.api import (
     MAX_COUNT,
     MAX_HISTORY,
@@ -55,6 +57,7 @@ from memos_agents.api import (
 from memos_agents.config import EmbedderProvider, LLMProvider, MemOSConfig, StoreBackend
 from memos_agents.cube import (
     AclEntry,
+    ActivationPayload,
     CubeHeader,
     MemCube,
     Permission,
@@ -66,9 +69,11 @@ from memos_agents.cube import (
 from memos_agents.errors import (
     ConfigError,
     CubeExistsError,
+    CubeNotFoundError,
     EmbeddingDimensionError,
     InvalidInputError,
     MemoryNotFoundError,
+    PrefixMismatchError,
     SensitiveDataError,
     TextTooLongError,
     VersionConflictError,
@@ -328,6 +333,9 @@ class MemOS:
         self.documents = DocumentStore(self)
         #: Sessions' chat messages in order, with roles (:class:`MessageLog`; chat histories).
         self.messages = MessageLog(self)
+        #: KV-cache memory (:class:`~memos_agents.activation.memory.ActivationMemory`), when
+        #: ``config.activation.enabled``; None otherwise. No model is loaded until a build or a chat needs it.
+        self.activation: ActivationMemory | None = self._activation()
 
     @classmethod
     def from_path(cls, home: str | Path, **kwargs: Any) -> MemOS:
@@ -354,6 +362,22 @@ class MemOS:
         except ValidationError as exc:
             raise ConfigError(f"invalid MemOS configuration: {exc}") from exc
         return cls(config, **parts)
+
+    def _activation(self) -> ActivationMemory | None:
+        cfg = self.config.activation
+        if not cfg.enabled:
+            return None
+        from memos_agents.activation.memory import ActivationMemory
+
+        return ActivationMemory(
+            self,
+            self.llm if isinstance(self.llm, HFLocalLLM) else None,
+            codec=cfg.codec,
+            max_tokens=cfg.max_tokens,
+            max_memories=cfg.max_memories,
+            dtype=cfg.dtype,
+            attention=cfg.attention,
+        )
 
     def _tracker(self) -> AccessTracker | None:
         if not self.config.track_access:
@@ -382,13 +406,17 @@ class MemOS:
             self.access = self._tracker()
 
     def close(self) -> None:
-        """Record buffered memory uses, then close the store."""
+        """Stop the activation worker (after its current build), record buffered memory uses, then close the store."""
+        if self.activation is not None:
+            self.activation.close()
         if self.access is not None:
             self.access.close()
         self.store.close()
 
     async def aclose(self) -> None:
         """Async twin of :meth:`close`."""
+        if self.activation is not None:
+            await asyncio.to_thread(self.activation.close)
         if self.access is not None:
             await self.access.aclose()
         await self.store.aclose()
@@ -1001,7 +1029,22 @@ class MemOS:
         if not cubes:
             return {}
         erased = yield [base.ForgetUserOp(cid, forgotten) for cid in cubes]
-        return {cid: list(ids) for cid, ids in zip(cubes, erased, strict=True)}
+        out = {cid: list(ids) for cid, ids in zip(cubes, erased, strict=True)}
+        yield from self._invalidate_derived({cid: set(ids) for cid, ids in out.items() if ids})
+        return out
+
+    def _invalidate_derived(self, sources: dict[str, set[str] | None]) -> Flow[None]:
+        """Drop the KV caches derived from ``sources`` (cube -> deleted item ids, None: the whole cube).
+
+        A cache holds the keys and values of its memories' text, so it goes with them: the file is
+        deleted and the activation cube's header loses it (as trusted code: whoever deleted the
+        memories, the derived copy must go). Costs nothing unless ``<home>/activation`` exists.
+        """
+        if not sources or not (Path(self.config.home) / "activation").is_dir():
+            return
+        from memos_agents.activation.memory import invalidate_derived
+
+        yield Compute(lambda: invalidate_derived(self, "system", sources, activation=self.activation))
 
     # -- MemLifecycle -------------------------------------------------------------------------------
     def transition(
@@ -1121,7 +1164,11 @@ class MemOS:
             (owned,) = yield [base.ListCubesOp(owner_id=validate_id(user_id, "user_id"), namespaced=False)]
             # snapshots do not age; document namespaces (LangGraph stores, message logs) expire by their
             # own TTLs (DocumentStore.purge_expired) and are passed only when named
-            cubes = [h.cube_id for h in cast(list[CubeHeader], owned) if not h.read_only and h.namespace is None]
+            cubes = [
+                h.cube_id
+                for h in cast(list[CubeHeader], owned)
+                if not h.read_only and h.namespace is None and h.payload.type == "plaintext"
+            ]
         elif isinstance(cube_ids, str | bytes):
             raise InvalidInputError("cube_ids must be a list of cube ids")
         else:
@@ -1129,8 +1176,52 @@ class MemOS:
         lifecycle = MemLifecycle(chosen, clock=self.clock, organizer=self.organizer, cursors=self._idle_cursors)
         reports = []
         for cube_id in cubes:
-            reports.append((yield from lifecycle.run_pass(cube_id)))
+            report = yield from lifecycle.run_pass(cube_id)
+            if report.purged:
+                yield from self._invalidate_derived({cube_id: set(report.purged)})
+            if self.activation is not None and chosen.activation_min_uses is not None:
+                report.derived.extend((yield from self._promote_kv(cube_id, user_id, chosen)))
+            reports.append(report)
         return reports
+
+    def _promote_kv(self, cube_id: str, user_id: str, policy: LifecyclePolicy) -> Flow[list[str]]:
+        """Plaintext → activation: keep ``kv.<cube>`` over the cube's hot memories, or demote it when none is hot."""
+        activation = self.activation
+        assert activation is not None and policy.activation_min_uses is not None
+        key = kv_cube_id(cube_id)
+        (hot,) = yield [base.ListHotOp(cube_id, policy.activation_min_uses, limit=activation.max_memories)]
+        hot = cast(list[MemoryItem], hot)
+        if policy.activation_idle_days is not None:
+            cut = self.clock() - timedelta(days=policy.activation_idle_days)
+            hot = [i for i in hot if (i.last_accessed_at or i.created_at) >= cut]
+        try:
+            (existing,) = yield [base.GetCubeOp(key)]
+        except CubeNotFoundError:
+            existing = None
+        current = (
+            list(existing.payload.derived_from)
+            if existing is not None and isinstance(existing.payload, ActivationPayload)
+            else []
+        )
+        if not hot:
+            if existing is None:
+                return []
+            yield from self._delete_cube(key)
+            return [f"{key}: demoted (no memory used {policy.activation_min_uses}+ times recently); deleted"]
+        by_id = {i.id: i for i in hot}
+        order = [s.item_id for s in current if s.item_id in by_id]
+        order += [i.id for i in hot if i.id not in set(order)]
+        wanted = [(i, by_id[i].version) for i in order]
+        have = [(s.item_id, s.version) for s in current]
+        built = (
+            existing is not None
+            and isinstance(existing.payload, ActivationPayload)
+            and (existing.payload.cache_path is not None or activation.llm is None)
+        )
+        if wanted == have and built:
+            return []
+        activation.request(cube_id, user_id, order)
+        return [f"{key}: build requested over {len(order)} hot memories"]
 
     # -- users (MemGovernance) ----------------------------------------------------------------------
     def create_user(
@@ -1415,15 +1506,28 @@ class MemOS:
         return self._searchable(owned)
 
     def _searchable(self, headers: Sequence[CubeHeader]) -> list[CubeHeader]:
-        return [h for h in headers if h.storage.embedding_dim in (None, self.embedder.dim) and h.namespace is None]
+        return [
+            h
+            for h in headers
+            if h.storage.embedding_dim in (None, self.embedder.dim)
+            and h.namespace is None
+            and h.payload.type == "plaintext"
+        ]
 
     def delete_cube(self, cube_id: str, user_id: str) -> None:
-        """Delete a cube and everything in it (needs admin permission)."""
-        self._run(self._ops([base.DeleteCubeOp(validate_id(cube_id, "cube_id"))]), user_id)
+        """Delete a cube and everything in it (needs admin permission); KV caches derived from it are dropped."""
+        self._run(self._delete_cube(validate_id(cube_id, "cube_id")), user_id)
 
     async def adelete_cube(self, cube_id: str, user_id: str) -> None:
         """Async twin of :meth:`delete_cube`."""
-        await self._arun(self._ops([base.DeleteCubeOp(validate_id(cube_id, "cube_id"))]), user_id)
+        await self._arun(self._delete_cube(validate_id(cube_id, "cube_id")), user_id)
+
+    def _delete_cube(self, cube_id: str) -> Flow[None]:
+        yield [base.DeleteCubeOp(cube_id)]
+        yield from self._invalidate_derived({cube_id: None})
+        folder = Path(self.config.home) / "activation" / cube_id
+        if cube_id.startswith(KV_CUBE_PREFIX) and folder.is_dir():  # an activation cube: its files go too
+            yield Compute(lambda: shutil.rmtree(folder, ignore_errors=True))
 
     def stats(self, cube_id: str, user_id: str) -> CubeStats:
         """Return how many nodes, active and archived memories, topics and edges a cube holds (read).
@@ -1765,6 +1869,8 @@ class MemOS:
             raise InvalidInputError("memory_ids must be a list of ids")
         req = parse(DeleteRequest, {"memory_ids": list(memory_ids), "user_id": user_id, "cube_id": cube_id})
         (deleted,) = yield [base.DeleteOp(req.cube_id, req.memory_ids)]
+        if deleted:
+            yield from self._invalidate_derived({req.cube_id: set(req.memory_ids)})
         return cast(int, deleted)
 
     # -- reads -------------------------------------------------------------------------------------
@@ -2007,17 +2113,69 @@ class MemOS:
         limit = self.config.llm.max_tokens if req.max_tokens is None else req.max_tokens
         t0 = time.perf_counter()
         memories = yield from self._search(req)
-        t1 = time.perf_counter()
-        messages = answer_prompt.build_messages(
-            req.query, self.scheduler.render_context(memories), [m.model_dump() for m in req.history]
-        )
-        answer = yield Compute(
-            lambda: call_llm(
-                llm, messages, max_tokens=limit, temperature=self.config.llm.temperature, stop=answer_prompt.STOP
+        history = [m.model_dump() for m in req.history]
+        if self.activation is None:
+            t1 = time.perf_counter()
+            messages = answer_prompt.build_messages(req.query, self.scheduler.render_context(memories), history)
+            answer = yield Compute(
+                lambda: call_llm(
+                    llm, messages, max_tokens=limit, temperature=self.config.llm.temperature, stop=answer_prompt.STOP
+                )
             )
+            t2 = time.perf_counter()
+            return ChatResult(
+                answer=answer, memories=memories, search_ms=(t1 - t0) * 1000, generate_ms=(t2 - t1) * 1000
+            )
+        activation = self.activation
+        cubes, _ = yield from self._search_cubes(req)
+        usable = yield from activation.usable(cubes, req.user_id)
+        plan = self.scheduler.plan(memories, usable, kv_budget=activation.max_tokens)
+        chosen = next((u for u in usable if plan.kv_memory_ids and [i.id for i in u.items] == plan.kv_memory_ids), None)
+        stable = chosen.lines if chosen is not None else ""
+        messages = answer_prompt.build_scheduled_messages(
+            req.query, stable, self.scheduler.render_context(plan.text), history
         )
+        t1 = time.perf_counter()
+        cached = 0
+        if chosen is not None and chosen.cache is not None:
+            gen = yield Compute(lambda: self._generate_with_kv(activation, messages, chosen, limit, plan))
+            answer, cached = gen.text, gen.cached_tokens
+        else:
+            answer = yield Compute(
+                lambda: call_llm(
+                    llm, messages, max_tokens=limit, temperature=self.config.llm.temperature, stop=answer_prompt.STOP
+                )
+            )
         t2 = time.perf_counter()
-        return ChatResult(answer=answer, memories=memories, search_ms=(t1 - t0) * 1000, generate_ms=(t2 - t1) * 1000)
+        return ChatResult(
+            answer=answer,
+            memories=memories,
+            search_ms=(t1 - t0) * 1000,
+            generate_ms=(t2 - t1) * 1000,
+            plan=plan,
+            cached_tokens=cached,
+        )
+
+    def _generate_with_kv(
+        self, activation: ActivationMemory, messages: list[dict[str, str]], chosen: UsableKV, limit: int, plan: Any
+    ) -> Any:
+        """Generate with ``chosen``'s KV cache injected (without it if the prompt does not start with its tokens)."""
+        from memos_agents.activation.kv import generate
+
+        model, tokenizer, fp = activation.model()
+        assert isinstance(self.llm, HFLocalLLM)
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": limit,
+            "stop": answer_prompt.STOP,
+            "temperature": self.config.llm.temperature,
+        }
+        with self.llm.threads():
+            try:
+                return generate(model, tokenizer, messages, kv=chosen.cache, fingerprint=fp, **kwargs)
+            except PrefixMismatchError as exc:
+                plan.notes.append(f"KV cache not injected ({exc}); its memories went as prompt text")
+                plan.kv_cube_id, plan.kv_tokens = None, 0
+                return generate(model, tokenizer, messages, **kwargs)
 
     # -- archives ----------------------------------------------------------------------------------
     def export_cube(self, cube_id: str, user_id: str, path: str | Path) -> Path:

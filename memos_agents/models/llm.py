@@ -16,12 +16,13 @@ returned), set per instance or per :meth:`generate` call; a one-line answer need
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import shutil
 import tempfile
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -193,6 +194,22 @@ class HFLocalLLM(BaseLLM):
         self._tokenizer: Any = None
         self._lock = threading.Lock()
 
+    @classmethod
+    def from_loaded(cls, model: Any, tokenizer: Any, name: str, **kwargs: Any) -> HFLocalLLM:
+        """Wrap a model and tokenizer already in memory (e.g. one you fine-tuned, or a test model).
+
+        Args:
+            model: A transformers causal LM (put in eval mode here).
+            tokenizer: Its tokenizer, with a chat template.
+            name: The model's name (:attr:`model_name`).
+            **kwargs: Other constructor arguments (``num_threads``, ``stop``).
+
+        """
+        llm = cls(model_path=name, **kwargs)
+        llm.model_name = name
+        llm._model, llm._tokenizer = model.eval(), tokenizer
+        return llm
+
     def load(self) -> tuple[Any, Any]:
         """Load (once) and return ``(model, tokenizer)``.
 
@@ -250,6 +267,21 @@ class HFLocalLLM(BaseLLM):
             shutil.rmtree(tmp, ignore_errors=True)
         return plain
 
+    @contextlib.contextmanager
+    def threads(self) -> Iterator[int]:
+        """Run the block with this model's torch thread count (see the class docstring); yield the count."""
+        import torch
+
+        previous = torch.get_num_threads()
+        threads = previous if self.num_threads == 0 else self.num_threads or max(1, previous - 1)
+        if threads != previous:
+            torch.set_num_threads(threads)
+        try:
+            yield threads
+        finally:
+            if threads != previous:
+                torch.set_num_threads(previous)
+
     def generate(
         self,
         messages: Sequence[ChatMessage],
@@ -287,16 +319,8 @@ class HFLocalLLM(BaseLLM):
                 kwargs.update(do_sample=False)
             if stops:
                 kwargs["stopping_criteria"] = _stop_criteria(tokenizer, prompt_len, stops)
-            previous = torch.get_num_threads()
-            threads = previous if self.num_threads == 0 else self.num_threads or max(1, previous - 1)
-            if threads != previous:
-                torch.set_num_threads(threads)
-            try:
-                with torch.inference_mode():
-                    out = model.generate(**inputs, **kwargs)
-            finally:
-                if threads != previous:
-                    torch.set_num_threads(previous)
+            with self.threads(), torch.inference_mode():
+                out = model.generate(**inputs, **kwargs)
         except (RuntimeError, ValueError) as exc:
             raise ModelError(f"generation failed: {exc}") from exc
         text = str(tokenizer.decode(out[0][prompt_len:], skip_special_tokens=True)).lstrip()

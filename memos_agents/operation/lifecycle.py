@@ -162,6 +162,14 @@ class LifecyclePolicy(BaseModel):
             used for about 38 days; each use lifts it (see :mod:`memos_agents.plaintext.decay`).
         decay_rate: ACT-R's decay ``d`` for that step (0.5).
         max_items: The most items one step moves (decay: reads) in one cube per pass (default 10,000).
+        activation_min_uses: Transformation plaintext → activation (needs ``MemOS.activation``,
+            i.e. ``activation.enabled``): the cube's ``activated`` memories used at least this
+            many times (most used first, up to ``activation.max_memories``; store index on the
+            use count) get a KV-cache MemCube, built in the background; it is rebuilt when that set
+            or a member's version changes (None, the default: off).
+        activation_idle_days: A memory unused for this long is cold and leaves the KV cache;
+            when no memory is hot any more the activation cube is deleted (demotion: the
+            memories stay plaintext) (default 7; None: memories never go cold).
 
     """
 
@@ -174,6 +182,8 @@ class LifecyclePolicy(BaseModel):
     archive_below_activation: float | None = Field(default=None, ge=-100, le=100)
     decay_rate: float = Field(default=DEFAULT_DECAY, gt=0, lt=1)
     max_items: int = Field(default=10_000, ge=1, le=100_000)
+    activation_min_uses: int | None = Field(default=None, ge=1, le=1_000_000)
+    activation_idle_days: float | None = Field(default=7.0, gt=0, le=36_500)
 
     @classmethod
     def from_file(cls, path: str | Path) -> LifecyclePolicy:
@@ -227,6 +237,7 @@ class LifecycleReport(BaseModel):
         consolidated: Merged memories made from near-duplicates (their originals archived).
         archived: Memories archived by decay.
         skipped: Items whose move the store refused (id -> the error), retried by the next pass.
+        derived: What the pass did to derived memories, in words (KV caches requested, demoted, invalidated).
         more: Whether a step stopped at ``max_items`` (the next pass goes on).
 
     """
@@ -240,6 +251,7 @@ class LifecycleReport(BaseModel):
     consolidated: list[str] = Field(default_factory=list)
     archived: list[str] = Field(default_factory=list)
     skipped: dict[str, str] = Field(default_factory=dict)
+    derived: list[str] = Field(default_factory=list)
     more: bool = False
 
 

@@ -56,6 +56,7 @@ from memos_agents.plaintext.stores.base import (
     HistoryOp,
     ListCubesOp,
     ListExpiringOp,
+    ListHotOp,
     ListIdleOp,
     ListOp,
     Op,
@@ -313,6 +314,43 @@ class StoreConformanceTests(AdversarialTests, UserTests, RegistryTests):
             store.batch([ListIdleOp(cube, cut)], ctx=CallContext.of("mallory"))
         with pytest.raises(InvalidInputError):
             ListIdleOp(cube, cut, limit=0)
+
+    def test_list_hot_returns_most_used_activated_memories(self, store: BaseMemoryStore, cube: str) -> None:
+        now = datetime.now(UTC)
+        a, b, c, d, e = (item(f"used {n}", i, id=f"hot-{n}") for i, n in enumerate("abcde"))
+        frozen = item("pinned", 1, id="hot-frozen", status=LifecycleState.FROZEN)
+        archived = item("archived", 2, id="hot-archived", status=LifecycleState.ARCHIVED)
+        expired = item("expired", 3, id="hot-expired", status=LifecycleState.EXPIRED)
+        topic = item("a topic", 0, id="hot-topic", node_kind=NodeKind.TOPIC)
+        secret = item("bob's private note", 4, id="hot-secret", visibility=Visibility.PRIVATE)
+        store.add(cube, [e, d, c, b, a, frozen, archived, expired, topic])  # ids out of storage order
+        acl = [AclEntry(principal="bob", role=Role.WRITER), AclEntry(principal="rita", role=Role.READER)]
+        store.update_cube(store.get_cube(cube).model_copy(update={"acl": acl}))
+        store.add(cube, [secret], ctx=CallContext.of("bob"))
+        counts = {a.id: 5, b.id: 3, c.id: 3, d.id: 1, frozen.id: 9, archived.id: 9, expired.id: 9, topic.id: 9}
+        store.record_access(cube, {**counts, secret.id: 7}, now)
+        rita = CallContext.of("rita")
+
+        def hot(op: ListHotOp, ctx: CallContext = rita) -> list[str]:
+            (found,) = store.batch([op], ctx=ctx)
+            assert all(i.embedding is None for i in found)
+            return [i.id for i in found]
+
+        assert hot(ListHotOp(cube)) == [a.id, b.id, c.id, d.id]  # most used first, ties by id; never used: not hot
+        assert hot(ListHotOp(cube, min_uses=3)) == [a.id, b.id, c.id]
+        assert hot(ListHotOp(cube, min_uses=6)) == []
+        assert hot(ListHotOp(cube, limit=2)) == [a.id, b.id]
+        assert hot(ListHotOp(cube, min_uses=3), CallContext.of("bob")) == [secret.id, a.id, b.id, c.id]
+        (found,) = store.batch([ListHotOp(cube, min_uses=5)], ctx=rita)
+        assert [(i.id, i.access_count) for i in found] == [(a.id, 5)]
+        with pytest.raises(PermissionDeniedError):
+            store.batch([ListHotOp(cube)], ctx=CallContext.of("mallory"))
+        bad_values: list[dict[str, object]] = [{"min_uses": n} for n in (0, -1, True, 2**62 + 1, 1.5)]
+        bad_values += [{"limit": n} for n in (0, 100_001, True, "5")]
+        for bad in bad_values:
+            with pytest.raises(InvalidInputError):
+                ListHotOp(cube, **bad)  # type: ignore[arg-type]
+        assert ListHotOp(cube, min_uses=2**62, limit=100_000).limit == 100_000
 
     def test_get_keeps_order_and_skips_missing(self, store: BaseMemoryStore, cube: str) -> None:
         a, b = item("a"), item("b")

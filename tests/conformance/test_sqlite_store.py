@@ -110,6 +110,16 @@ def test_schema_1_database_is_migrated_with_its_terms(tmp_path: Path) -> None:
 
     (owned,) = store.batch([ListCubesOp(owner_id="u", namespaced=False)])  # migration 14 filled the owner
     assert [h.cube_id for h in owned] == ["c"]
+    from memos_agents.plaintext.stores.base import ListHotOp
+
+    store.record_access("c", {"a": 2}, store.get("c", ["a"])[0].created_at)
+    (hot,) = store.batch([ListHotOp("c", min_uses=2)])  # migration 15: the items_hot index
+    assert [(i.id, i.access_count) for i in hot] == [("a", 2)]
+    plan = store.conn.execute(
+        "EXPLAIN QUERY PLAN SELECT id FROM items WHERE cube_id = 'c' AND status = 'activated' AND access_count >= 1 "
+        "AND node_kind = 'memory' ORDER BY access_count DESC, id LIMIT 10"
+    ).fetchall()
+    assert "items_hot" in str(plan) and "TEMP B-TREE" not in str(plan)
     store.delete("c", ["a"])
     assert store.conn.execute("SELECT count(*) FROM item_terms").fetchone()[0] == 0  # cascaded
     store.close()

@@ -932,6 +932,28 @@ class ListIdleOp:
             raise InvalidInputError("limit must be an integer from 1 to 100,000")
 
 
+@dataclass(frozen=True, slots=True)
+class ListHotOp:
+    """Return up to ``limit`` ``activated`` memories used at least ``min_uses`` times (read).
+
+    Most used first (``access_count`` descending), ties by id ascending; for MemLifecycle's
+    promotion of often-used memories (plaintext to KV cache). Served by an index on ``(cube,
+    status, access_count)`` where the backend has one (cost: the items returned); without
+    embeddings, in the caller's read scope (like :class:`ListIdleOp`: items private to another
+    author are not returned to the caller).
+    """
+
+    cube_id: str
+    min_uses: int = 1
+    limit: int = 1000
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.min_uses, int) or isinstance(self.min_uses, bool) or not 1 <= self.min_uses <= 2**62:
+            raise InvalidInputError("min_uses must be an integer from 1 to 2**62")
+        if not isinstance(self.limit, int) or isinstance(self.limit, bool) or not 1 <= self.limit <= 100_000:
+            raise InvalidInputError("limit must be an integer from 1 to 100,000")
+
+
 def access_record(op: RecordAccessOp, ctx: CallContext) -> tuple[datetime, Mapping[str, int]]:
     """Return the ``(time, counts)`` a store records for ``op`` run by ``ctx``.
 
@@ -1195,6 +1217,7 @@ Op = (
     | ListExpiringOp
     | RecordAccessOp
     | ListIdleOp
+    | ListHotOp
     | CreateUserOp
     | GetUserOp
     | ListUsersOp
@@ -1239,6 +1262,7 @@ OP_PERMISSION: dict[type, Permission | None] = {
     ListExpiringOp: Permission.READ,
     RecordAccessOp: Permission.READ,  # using what one may read; counts only items in the caller's read scope
     ListIdleOp: Permission.READ,
+    ListHotOp: Permission.READ,
     CreateUserOp: None,  # authorize_users: system-wide admins and trusted code
     GetUserOp: None,
     ListUsersOp: None,
@@ -1325,6 +1349,7 @@ AUDIT_ACTIONS: dict[type, str] = {
     ListExpiringOp: "lifecycle.expiring",
     RecordAccessOp: "lifecycle.access",
     ListIdleOp: "lifecycle.idle",
+    ListHotOp: "lifecycle.hot",
     CreateUserOp: "user.create",
     GetUserOp: "user.get",
     ListUsersOp: "user.list",
@@ -1386,7 +1411,7 @@ def _touched_ids(op: Any, result: Any) -> tuple[str, ...]:
         return tuple(op.ids)
     if isinstance(op, ImportCubeOp):
         return tuple(item.id for item in op.items)
-    if isinstance(op, GetOp | ListOp | ListExpiringOp | ListIdleOp) and isinstance(result, list):
+    if isinstance(op, GetOp | ListOp | ListExpiringOp | ListIdleOp | ListHotOp) and isinstance(result, list):
         return tuple(item.id for item in result)
     if isinstance(op, VectorSearchOp | TextSearchOp) and isinstance(result, list):
         return tuple(hit[0] for hit in result)

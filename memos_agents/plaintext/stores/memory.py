@@ -468,6 +468,20 @@ class InMemoryStore(base.BaseMemoryStore):
         idle.sort(key=lambda i: (touched(i), i.id))
         return [i.model_copy(update={"embedding": None}, deep=True) for i in idle[: op.limit]]
 
+    @base.handles(base.ListHotOp)
+    def _list_hot(self, op: base.ListHotOp, tx: _Tx) -> list[MemoryItem]:
+        cube, scope = self._read(tx, op.cube_id)
+        hot = [
+            r.item
+            for r in cube.items.values()
+            if r.item.status is LifecycleState.ACTIVATED
+            and r.item.node_kind is NodeKind.MEMORY
+            and r.item.access_count >= op.min_uses
+            and matches(scope, r.item)
+        ]
+        hot.sort(key=lambda i: (-i.access_count, i.id))
+        return [i.model_copy(update={"embedding": None}, deep=True) for i in hot[: op.limit]]
+
     # -- the MemStore registry (bodies in memos_agents.infra.registry) ------------------------------
     @base.handles(*base.REGISTRY_OPS)
     def _registry_op(self, op: Any, tx: _Tx) -> Any:

@@ -279,6 +279,16 @@ _MIGRATIONS: list[tuple[int, list[tuple[str, bool]]]] = [
             ),
         ],
     ),
+    (
+        7,
+        [  # ListHotOp: the most used activated memories of a cube
+            (
+                "CREATE INDEX memos_memory_hot IF NOT EXISTS "
+                "FOR (m:Memory) ON (m.tenant, m.cube_id, m.status, m.access_count)",
+                False,
+            ),
+        ],
+    ),
 ]
 _AUDIT_FIELDS = (
     "seq",
@@ -313,6 +323,7 @@ _READS_CUBE_FIRST: tuple[type, ...] = (
     base.ListExpiringOp,
     base.RecordAccessOp,
     base.ListIdleOp,
+    base.ListHotOp,
 )
 #: Schema version this code writes.
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
@@ -1629,6 +1640,18 @@ class Neo4jMemoryStore(base.BaseMemoryStore):
             f"AND m.touched_at < $before AND m.node_kind = 'memory'{where} "
             f"WITH m ORDER BY m.touched_at, m.id LIMIT $limit RETURN {_PROJECTION} AS m",
             self._params(op.cube_id, before=op.before.astimezone(UTC).isoformat(), limit=op.limit, **fparams, **page),
+        )
+        return [GRAPH_CODEC.decode(r["m"]) for r in rows]
+
+    @base.handles(base.ListHotOp)
+    def _list_hot(self, op: base.ListHotOp, state: _Batch) -> Body[list[MemoryItem]]:
+        _, _, scope = yield from self._read(state, op.cube_id)
+        where, fparams = cypher_filter(scope)
+        rows = yield (
+            "MATCH (m:Memory) WHERE m.tenant = $tenant AND m.cube_id = $cube_id AND m.status = 'activated' "
+            f"AND m.access_count >= $min_uses AND m.node_kind = 'memory'{where} "
+            f"WITH m ORDER BY m.access_count DESC, m.id LIMIT $limit RETURN {_PROJECTION} AS m",
+            self._params(op.cube_id, min_uses=op.min_uses, limit=op.limit, **fparams),
         )
         return [GRAPH_CODEC.decode(r["m"]) for r in rows]
 

@@ -371,6 +371,13 @@ _MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Cursor], None] | None]] = [
         """,
         _fill_cube_owners,
     ),
+    (
+        15,
+        """
+        CREATE INDEX items_hot ON items(cube_id, status, access_count DESC, id);
+        """,
+        None,
+    ),
 ]
 _EDGE_COLUMNS = ("source_id", "target_id", "type", "weight", "created_at")
 _VERSION_COLUMNS = ("item_id", "version", "item", "edges", "change", "changed_at", "changed_by", "request_id")
@@ -1685,6 +1692,18 @@ class SQLiteMemoryStore(base.BaseMemoryStore):
             [op.cube_id, op.before.astimezone(UTC).isoformat(), *params, *page, op.limit],
             False,
             "ORDER BY touched_at, id LIMIT ?",
+        )
+
+    @base.handles(base.ListHotOp)
+    def _list_hot(self, op: base.ListHotOp, tx: _Tx) -> list[MemoryItem]:
+        _, _, scope = self._read(tx, op.cube_id)
+        where, params = _sql_filter(scope)
+        return self._select(  # the items_hot index: (cube_id, status) then access_count descending
+            tx.cur,
+            f"cube_id = ? AND status = 'activated' AND access_count >= ? AND node_kind = 'memory'{where}",
+            [op.cube_id, op.min_uses, *params, op.limit],
+            False,
+            "ORDER BY access_count DESC, id LIMIT ?",
         )
 
     @base.handles(base.CountOp)
