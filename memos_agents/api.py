@@ -167,6 +167,25 @@ class ChatResult(BaseModel):
     cached_tokens: int = 0
 
 
+class ScheduledContext(BaseModel):
+    """What ``MemOS.schedule`` decided for one query: the memories and how each enters the model.
+
+    Attributes:
+        memories: The search results (fitted to the token budget), in rank order.
+        plan: The MemScheduler's plan (None: activation memory off; every memory is prompt text).
+        stable: The stable memories' text, one line each, in their fixed order: the start of the
+            system message (``prompts.answer.stable_system``), which a KV cache or a server's prefix
+            cache covers ("" : none).
+        context: The other memories rendered for the prompt, one per line, in rank order.
+
+    """
+
+    memories: list[ScoredMemory]
+    plan: SchedulePlan | None = None
+    stable: str = ""
+    context: str = ""
+
+
 class GetRequest(_Request):
     """Read one memory (``MemOS.get``)."""
 

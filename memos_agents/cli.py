@@ -1111,6 +1111,82 @@ def bench_lifecycle(
     _run(go)
 
 
+@bench_app.command("lora")
+def bench_lora(
+    out: Annotated[Path, typer.Option(help="Output directory (results.json, results.md, lora.png).")],
+    memories: Annotated[int, typer.Option(min=4, max=2000, help="Generated facts to train on.")] = 100,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Passes over the examples (default 8).")] = None,
+    max_steps: Annotated[int | None, typer.Option(min=1, help="Step budget (default: the epochs' steps).")] = None,
+    max_seconds: Annotated[float | None, typer.Option(min=1.0, help="Training time budget (default 900 s).")] = None,
+    rank: Annotated[int | None, typer.Option(min=1, max=256, help="LoRA rank (default 16; alpha is 2x).")] = None,
+    learning_rate: Annotated[float | None, typer.Option(min=1e-6, max=0.1, help="AdamW lr (default 1e-3).")] = None,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="Torch threads (default: one fewer than torch's, at least 1).")
+    ] = None,
+    dtype: Annotated[
+        str, typer.Option(help="Run SmolLM2 in float32 (default; bfloat16 matmuls are far slower on CPU) or bfloat16.")
+    ] = "float32",
+    exchanges: Annotated[
+        str,
+        typer.Option(
+            help="text+qa: each memory's text and its question answered by the value (two exchanges per memory); "
+            "qa: its question answered by the memory's text (one)."
+        ),
+    ] = "text+qa",
+    seed: Annotated[int, typer.Option(help="Seed of the generated facts.")] = 7,
+) -> None:
+    """LoRA parametric memory on SmolLM2: training time, adapter size, recall with and without it, collateral loss."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from memos_agents.bench.lora import default_config, run_lora_bench, write_results
+    from memos_agents.config import MemOSConfig
+    from memos_agents.models.llm import HFLocalLLM
+
+    def go() -> None:
+        if dtype not in ("float32", "bfloat16"):
+            raise InvalidInputError(f"--dtype must be float32 or bfloat16, not {dtype!r}")
+        import torch
+
+        n_threads = threads or max(1, torch.get_num_threads() - 1)
+        torch.set_num_threads(n_threads)
+        config = default_config(
+            epochs=epochs,
+            max_steps=max_steps,
+            max_seconds=max_seconds,
+            rank=rank,
+            alpha=2 * rank if rank else None,
+            learning_rate=learning_rate,
+            num_threads=n_threads,
+        )
+        llm = HFLocalLLM(cache_dir=MemOSConfig().model_cache / "smollm2-135m-instruct")
+        model, tokenizer = llm.load()
+        model = model.to(getattr(torch, dtype)).eval()
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+        ) as progress:
+            tasks: dict[str, Any] = {}
+
+            def report(phase: str, done: int, total: int) -> None:
+                if phase not in tasks:
+                    tasks[phase] = progress.add_task(phase, total=total)
+                progress.update(tasks[phase], completed=done)
+
+            results = run_lora_bench(
+                model,
+                tokenizer,
+                memories=memories,
+                config=config,
+                seed=seed,
+                exchanges=exchanges,
+                progress=report,
+                model_id=llm.model_name,
+            )
+        paths = write_results(results, out)
+        _show_results(out / "results.md", paths)
+
+    _run(go)
+
+
 @bench_app.command("audit")
 def bench_audit(
     out: Annotated[Path, typer.Option(help="Output directory (results.json, results.md, audit.png).")],
@@ -1162,6 +1238,60 @@ def bench_audit(
 
                 console.print(f"{name} ...")
                 results[name] = run_audit_bench(factory, per_batch=per_batch, sizes=_ints(sizes, "--sizes"))
+        paths = write_results(results, out)
+        _show_results(out / "results.md", paths)
+
+    _run(go)
+
+
+@bench_app.command("kv")
+def bench_kv(
+    out: Annotated[Path, typer.Option(help="Output directory (results.json, results.md, kv.png).")],
+    data: Annotated[Path, typer.Option(help="LoCoMo JSON file: the memories and questions.")] = Path(
+        "../shared/data/locomo/locomo_dev7.json"
+    ),
+    sizes: Annotated[str, typer.Option(help="Memory-context sizes in tokens, comma-separated.")] = "500,2000,6000",
+    repeats: Annotated[int, typer.Option(help="Timed runs per variant (the median is reported).")] = 5,
+    model: Annotated[
+        Path | None, typer.Option(help="A local HF causal LM directory (default: SmolLM2-135M-Instruct).")
+    ] = None,
+    dtype_probe: Annotated[bool, typer.Option(help="Also measure bf16 prefill speed (a second copy).")] = True,
+    serve_dtype: Annotated[
+        str, typer.Option(help="Dtype the model serves in: float32 (activation memory's default) or bfloat16.")
+    ] = "float32",
+) -> None:
+    """TTFT with an injected KV cache vs the same memories as prompt text (warm, cold, bare-forward limit)."""
+    from memos_agents.bench.kv import run_kv_bench, write_results
+    from memos_agents.config import MemOSConfig
+    from memos_agents.models.llm import HFLocalLLM
+
+    def go() -> None:
+        if repeats < 1:
+            raise InvalidInputError("--repeats must be at least 1")
+        if serve_dtype not in ("float32", "bfloat16"):
+            raise InvalidInputError("--serve-dtype must be float32 or bfloat16")
+        import torch
+
+        cache = None if model is not None else MemOSConfig().model_cache / "smollm2-135m-instruct"
+        llm = HFLocalLLM(model, cache_dir=cache)
+        lm, tok = llm.load()
+        other = None
+        if dtype_probe:
+            import copy
+
+            other = copy.deepcopy(lm).eval()  # as loaded (bf16), for the dtype measurement
+        lm.to(getattr(torch, serve_dtype))  # as activation memory serves it (ActivationConfig.dtype)
+        if serve_dtype == "bfloat16":  # bf16 is exact only with eager attention (see ActivationConfig)
+            lm.set_attn_implementation("eager")
+        results = run_kv_bench(
+            lm,
+            tok,
+            data,
+            model_id=llm.model_name,
+            sizes=_ints(sizes, "--sizes"),
+            repeats=repeats,
+            other_model=other,
+        )
         paths = write_results(results, out)
         _show_results(out / "results.md", paths)
 

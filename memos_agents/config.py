@@ -305,6 +305,29 @@ class ActivationConfig(BaseModel):
         return self
 
 
+class ParametricConfig(BaseModel):
+    """Parametric memory (LoRA adapters trained on stable memories) and the scheduler's use of it.
+
+    Off by default. On (with ``llm.provider = hf``), ``MemOS.parametric`` trains LoRA adapters on
+    a cube's memories in the background (the lifecycle pass promotes stable ones:
+    ``LifecyclePolicy.parametric_min_uses`` / ``parametric_stable_days``) and ``chat`` activates a
+    fresh adapter of a searched cube when no KV cache is injected. See :mod:`memos_agents.parametric`.
+
+    Attributes:
+        enabled: Turn it on (default False).
+        lora: Hyperparameters and budgets of the training (fields of
+            :class:`~memos_agents.parametric.lora.LoRAConfig`; default: its defaults).
+        max_memories: The most memories one adapter is trained on (default 1,024).
+
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    lora: dict[str, Any] = Field(default_factory=dict)
+    max_memories: int = Field(default=1_024, ge=1, le=100_000)
+
+
 class RegistryConfig(BaseModel):
     """MemStore registry settings (see :mod:`memos_agents.infra.registry`).
 
@@ -359,6 +382,7 @@ class MemOSConfig(BaseModel):
         registry: Where the MemStore registry keeps its bundles and publisher keys
             (:class:`RegistryConfig`).
         activation: KV-cache memory and the scheduler's use of it (:class:`ActivationConfig`; off by default).
+        parametric: LoRA-adapter memory and the scheduler's use of it (:class:`ParametricConfig`; off by default).
 
     """
 
@@ -379,6 +403,7 @@ class MemOSConfig(BaseModel):
     access_flush_s: float = Field(default=2.0, gt=0.0, le=3600.0)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     activation: ActivationConfig = Field(default_factory=ActivationConfig)
+    parametric: ParametricConfig = Field(default_factory=ParametricConfig)
 
     @model_validator(mode="after")
     def _expand_home(self) -> MemOSConfig:

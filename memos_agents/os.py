@@ -49,6 +49,7 @@ from memos_agents.api import (
     CubeStats,
     DeleteRequest,
     GetRequest,
+    ScheduledContext,
     SearchRequest,
     UpdateRequest,
     UserRemoval,
@@ -60,6 +61,7 @@ from memos_agents.cube import (
     ActivationPayload,
     CubeHeader,
     MemCube,
+    ParametricPayload,
     Permission,
     Role,
     StorageProfile,
@@ -99,6 +101,7 @@ from memos_agents.operation.lifecycle import (
 from memos_agents.operation.messages import MessageLog
 from memos_agents.operation.reader import MemReader, ReadMode, call_llm
 from memos_agents.operation.scheduler import MemScheduler
+from memos_agents.parametric.memory import LORA_CUBE_PREFIX, ParametricMemory, UsableAdapter, lora_cube_id
 from memos_agents.plaintext.documents import DocumentStore
 from memos_agents.plaintext.retrieval import HybridRetriever
 from memos_agents.plaintext.stores import base
@@ -125,6 +128,11 @@ from memos_agents.schema import (
 )
 
 log = logging.getLogger(__name__)
+
+
+def _rmtree(path: Path) -> Callable[[], None]:
+    return lambda: shutil.rmtree(path, ignore_errors=True)
+
 
 MessageLike = Message | dict[str, Any]
 T = TypeVar("T")
@@ -336,6 +344,9 @@ class MemOS:
         #: KV-cache memory (:class:`~memos_agents.activation.memory.ActivationMemory`), when
         #: ``config.activation.enabled``; None otherwise. No model is loaded until a build or a chat needs it.
         self.activation: ActivationMemory | None = self._activation()
+        #: LoRA-adapter memory (:class:`~memos_agents.parametric.memory.ParametricMemory`), when
+        #: ``config.parametric.enabled``; None otherwise.
+        self.parametric: ParametricMemory | None = self._parametric()
 
     @classmethod
     def from_path(cls, home: str | Path, **kwargs: Any) -> MemOS:
@@ -379,6 +390,38 @@ class MemOS:
             attention=cfg.attention,
         )
 
+    def _parametric(self) -> ParametricMemory | None:
+        cfg = self.config.parametric
+        if not cfg.enabled:
+            return None
+        if not isinstance(self.llm, HFLocalLLM):
+            raise ConfigError("parametric memory needs a local Hugging Face LLM (llm.provider = hf)")
+        from memos_agents.parametric.lora import LoRAConfig
+
+        try:
+            lora = LoRAConfig.model_validate(cfg.lora)
+        except ValidationError as exc:
+            raise ConfigError(f"invalid parametric.lora: {exc}") from exc
+        return ParametricMemory(self, self.llm, config=lora)
+
+    def local_model(self) -> tuple[Any, Any]:
+        """Return the local HF model and tokenizer that activation and parametric memory serve with.
+
+        With activation memory on, the model is first put in its configured dtype and attention
+        implementation (once; every cache and adapter fingerprint records them).
+
+        Raises:
+            ConfigError: The LLM is not a local Hugging Face model.
+            ModelError / MissingDependencyError: Loading failed.
+
+        """
+        if self.activation is not None and self.activation.llm is not None:
+            model, tokenizer, _ = self.activation.model()
+            return model, tokenizer
+        if not isinstance(self.llm, HFLocalLLM):
+            raise ConfigError("a local model is needed here (llm.provider = hf)")
+        return self.llm.load()
+
     def _tracker(self) -> AccessTracker | None:
         if not self.config.track_access:
             return None
@@ -409,6 +452,8 @@ class MemOS:
         """Stop the activation worker (after its current build), record buffered memory uses, then close the store."""
         if self.activation is not None:
             self.activation.close()
+        if self.parametric is not None:
+            self.parametric.close()
         if self.access is not None:
             self.access.close()
         self.store.close()
@@ -417,6 +462,8 @@ class MemOS:
         """Async twin of :meth:`close`."""
         if self.activation is not None:
             await asyncio.to_thread(self.activation.close)
+        if self.parametric is not None:
+            await asyncio.to_thread(self.parametric.close)
         if self.access is not None:
             await self.access.aclose()
         await self.store.aclose()
@@ -1040,11 +1087,15 @@ class MemOS:
         deleted and the activation cube's header loses it (as trusted code: whoever deleted the
         memories, the derived copy must go). Costs nothing unless ``<home>/activation`` exists.
         """
-        if not sources or not (Path(self.config.home) / "activation").is_dir():
-            return
-        from memos_agents.activation.memory import invalidate_derived
+        home = Path(self.config.home)
+        if sources and (home / "activation").is_dir():
+            from memos_agents.activation.memory import invalidate_derived
 
-        yield Compute(lambda: invalidate_derived(self, "system", sources, activation=self.activation))
+            yield Compute(lambda: invalidate_derived(self, "system", sources, activation=self.activation))
+        if sources and (home / "parametric").is_dir():
+            from memos_agents.parametric.memory import invalidate_adapters
+
+            yield Compute(lambda: invalidate_adapters(self, sources, parametric=self.parametric))
 
     # -- MemLifecycle -------------------------------------------------------------------------------
     def transition(
@@ -1181,8 +1232,39 @@ class MemOS:
                 yield from self._invalidate_derived({cube_id: set(report.purged)})
             if self.activation is not None and chosen.activation_min_uses is not None:
                 report.derived.extend((yield from self._promote_kv(cube_id, user_id, chosen)))
+            if self.parametric is not None and chosen.parametric_min_uses is not None:
+                report.derived.extend((yield from self._promote_lora(cube_id, user_id, chosen)))
             reports.append(report)
         return reports
+
+    def _promote_lora(self, cube_id: str, user_id: str, policy: LifecyclePolicy) -> Flow[list[str]]:
+        """Plaintext → parametric: train ``lora.<cube>`` on the cube's stable memories, or demote it when none is."""
+        parametric = self.parametric
+        assert parametric is not None and policy.parametric_min_uses is not None
+        key = lora_cube_id(cube_id)
+        limit = self.config.parametric.max_memories
+        (hot,) = yield [base.ListHotOp(cube_id, policy.parametric_min_uses, limit=limit)]
+        cut = self.clock() - timedelta(days=policy.parametric_stable_days)
+        stable = [i for i in cast(list[MemoryItem], hot) if i.updated_at <= cut]
+        try:
+            (existing,) = yield [base.GetCubeOp(key)]
+        except CubeNotFoundError:
+            existing = None
+        payload = existing.payload if existing is not None else None
+        current = list(payload.derived_from) if isinstance(payload, ParametricPayload) else []
+        if not stable:
+            if existing is None:
+                return []
+            yield from self._delete_cube(key)
+            return [f"{key}: demoted (no stable memory used {policy.parametric_min_uses}+ times); deleted"]
+        wanted = sorted((i.id, i.version) for i in stable)
+        have = sorted((s.item_id, s.version) for s in current)
+        trained = isinstance(payload, ParametricPayload) and payload.adapter_path is not None
+        if (wanted == have and trained) or parametric.training(cube_id):
+            return []
+        ids = [i.id for i in stable]
+        yield Compute(lambda: parametric.request(cube_id, user_id, ids))
+        return [f"{key}: training requested on {len(ids)} stable memories"]
 
     def _promote_kv(self, cube_id: str, user_id: str, policy: LifecyclePolicy) -> Flow[list[str]]:
         """Plaintext → activation: keep ``kv.<cube>`` over the cube's hot memories, or demote it when none is hot."""
@@ -1525,9 +1607,11 @@ class MemOS:
     def _delete_cube(self, cube_id: str) -> Flow[None]:
         yield [base.DeleteCubeOp(cube_id)]
         yield from self._invalidate_derived({cube_id: None})
-        folder = Path(self.config.home) / "activation" / cube_id
-        if cube_id.startswith(KV_CUBE_PREFIX) and folder.is_dir():  # an activation cube: its files go too
-            yield Compute(lambda: shutil.rmtree(folder, ignore_errors=True))
+        home = Path(self.config.home)
+        for prefix, folder in ((KV_CUBE_PREFIX, home / "activation"), (LORA_CUBE_PREFIX, home / "parametric")):
+            target = folder / cube_id
+            if cube_id.startswith(prefix) and target.is_dir():  # a derived cube: its files go too
+                yield Compute(_rmtree(target))
 
     def stats(self, cube_id: str, user_id: str) -> CubeStats:
         """Return how many nodes, active and archived memories, topics and edges a cube holds (read).
@@ -2114,7 +2198,7 @@ class MemOS:
         t0 = time.perf_counter()
         memories = yield from self._search(req)
         history = [m.model_dump() for m in req.history]
-        if self.activation is None:
+        if self.activation is None and self.parametric is None:
             t1 = time.perf_counter()
             messages = answer_prompt.build_messages(req.query, self.scheduler.render_context(memories), history)
             answer = yield Compute(
@@ -2127,19 +2211,25 @@ class MemOS:
                 answer=answer, memories=memories, search_ms=(t1 - t0) * 1000, generate_ms=(t2 - t1) * 1000
             )
         activation = self.activation
-        cubes, _ = yield from self._search_cubes(req)
-        usable = yield from activation.usable(cubes, req.user_id)
-        plan = self.scheduler.plan(memories, usable, kv_budget=activation.max_tokens)
-        chosen = next((u for u in usable if plan.kv_memory_ids and [i.id for i in u.items] == plan.kv_memory_ids), None)
-        stable = chosen.lines if chosen is not None else ""
-        messages = answer_prompt.build_scheduled_messages(
-            req.query, stable, self.scheduler.render_context(plan.text), history
-        )
+        scheduled, chosen, adapter = yield from self._plan(req, memories)
+        plan = scheduled.plan
+        messages = answer_prompt.build_scheduled_messages(req.query, scheduled.stable, scheduled.context, history)
         t1 = time.perf_counter()
         cached = 0
-        if chosen is not None and chosen.cache is not None:
+        if chosen is not None and chosen.cache is not None and activation is not None:
             gen = yield Compute(lambda: self._generate_with_kv(activation, messages, chosen, limit, plan))
             answer, cached = gen.text, gen.cached_tokens
+        elif adapter is not None and self.parametric is not None:
+            parametric = self.parametric
+            kwargs: dict[str, Any] = {
+                "max_new_tokens": limit,
+                "stop": answer_prompt.STOP,
+                "temperature": self.config.llm.temperature,
+            }
+            assert isinstance(llm, HFLocalLLM)
+            with llm.threads():
+                gen = yield Compute(lambda: parametric.generate(adapter, messages, **kwargs))
+            answer = gen.text
         else:
             answer = yield Compute(
                 lambda: call_llm(
@@ -2155,6 +2245,79 @@ class MemOS:
             plan=plan,
             cached_tokens=cached,
         )
+
+    def schedule(
+        self,
+        query: str,
+        user_id: str,
+        cube_ids: Sequence[str] | None = None,
+        *,
+        top_k: int | None = None,
+        token_budget: int | None = 1000,
+    ) -> ScheduledContext:
+        """Search, then decide how each memory enters the model (MemScheduler), as ``chat`` does before generating.
+
+        With activation memory off, every memory is prompt text (``plan`` None). On, the plan says
+        which memories a fresh KV cache covers (``stable`` is their text: the start of the system
+        message, which the cache covers or, with an OpenAI-compatible endpoint, a server's prefix
+        cache can reuse) and which go as text (``context``); see
+        :mod:`memos_agents.operation.scheduler`. Frameworks that call their own LLM (LangGraph's
+        MemSchedulerNode) use this to lay out their prompt as ``chat`` does.
+
+        Raises:
+            InvalidInputError / CubeNotFoundError / PermissionDeniedError: As :meth:`search`.
+
+        """
+        req = self._search_request(query, user_id, cube_ids, top_k, None, token_budget)
+        return self._run(self._schedule(req), user_id)
+
+    async def aschedule(
+        self,
+        query: str,
+        user_id: str,
+        cube_ids: Sequence[str] | None = None,
+        *,
+        top_k: int | None = None,
+        token_budget: int | None = 1000,
+    ) -> ScheduledContext:
+        """Async twin of :meth:`schedule`."""
+        req = self._search_request(query, user_id, cube_ids, top_k, None, token_budget)
+        return await self._arun(self._schedule(req), user_id)
+
+    def _schedule(self, req: SearchRequest) -> Flow[ScheduledContext]:
+        memories = yield from self._search(req)
+        if self.activation is None and self.parametric is None:
+            return ScheduledContext(memories=memories, context=self.scheduler.render_context(memories))
+        scheduled, _, _ = yield from self._plan(req, memories)
+        return scheduled
+
+    def _plan(
+        self, req: SearchRequest, memories: list[ScoredMemory]
+    ) -> Flow[tuple[ScheduledContext, UsableKV | None, UsableAdapter | None]]:
+        activation, parametric = self.activation, self.parametric
+        cubes, _ = yield from self._search_cubes(req)
+        usable = (yield from activation.usable(cubes, req.user_id)) if activation is not None else []
+        adapters: list[UsableAdapter] = []
+        if parametric is not None:
+            yield Compute(parametric.finalize)
+            adapters = yield from parametric.usable(cubes, req.user_id)
+        # the adapter of the cube whose memories rank highest
+        rank = {r.item.cube_id: n for n, r in reversed(list(enumerate(memories)))}
+        adapter = min(adapters, key=lambda a: rank.get(cast(str, a.header.source), len(rank)), default=None)
+        plan = self.scheduler.plan(
+            memories,
+            usable,
+            adapter.cube_id if adapter is not None else None,
+            kv_budget=activation.max_tokens if activation is not None else None,
+        )
+        chosen = next((u for u in usable if plan.kv_memory_ids and [i.id for i in u.items] == plan.kv_memory_ids), None)
+        scheduled = ScheduledContext(
+            memories=memories,
+            plan=plan,
+            stable=chosen.lines if chosen is not None else "",
+            context=self.scheduler.render_context(plan.text),
+        )
+        return scheduled, chosen, adapter if plan.adapter_cube_id is not None else None
 
     def _generate_with_kv(
         self, activation: ActivationMemory, messages: list[dict[str, str]], chosen: UsableKV, limit: int, plan: Any

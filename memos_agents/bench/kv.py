@@ -16,8 +16,8 @@ TTFT is the time from the call to the first generated token (greedy), median of 
 runs with the variants interleaved. The greedy outputs (``check_tokens`` tokens) with and without
 the cache are compared token for token. Cache size on disk per token is given for the model's
 dtype and for int8. The model dtype is chosen by measurement: bf16 and float32 prefill speed of
-the same prompt are measured and reported; caches are built in the dtype the model runs in
-(``HFLocalLLM`` loads bf16), which their fingerprint records.
+the same prompt are measured and reported; caches are built in the dtype activation memory serves
+(``ActivationConfig.dtype``, float32 by default), which their fingerprint records.
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ QUERY_TOKENS = 100
 
 def _lines(data: Path) -> tuple[list[str], list[str]]:
     """Return LoCoMo turns rendered as memory lines, and the questions, in file order."""
-    lines, questions = [], []
+    lines: list[str] = []
+    questions: list[str] = []
     for conv in load_locomo(data):
         for session in conv.sessions:
             when = f"[{session.time:%-d %B %Y}] " if session.time else ""
@@ -102,7 +103,7 @@ def run_kv_bench(
     repeats: int = 5,
     check_tokens: int = 32,
     workdir: Path | None = None,
-    float32_model: Any | None = None,
+    other_model: Any | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark (see the module docstring) and return its results.
 
@@ -115,7 +116,7 @@ def run_kv_bench(
         repeats: Timed runs per variant (median reported; default 5).
         check_tokens: Greedy tokens compared with and without the cache (default 32).
         workdir: Where cache files are written (default: a temporary directory).
-        float32_model: The same model in float32, for the dtype measurement (None: skipped).
+        other_model: The same model in another dtype, for the dtype measurement (None: skipped).
 
     """
     import torch
@@ -186,10 +187,11 @@ def run_kv_bench(
                 }
             )
         dtype: dict[str, Any] = {"serving": fp.dtype}
-        if float32_model is not None:
+        if other_model is not None:
             probe, _ = _take(tokenizer, lines, 0, 2000, system=False)
             ids = list(tokenizer(probe, add_special_tokens=False)["input_ids"])
-            for name, m in (("bfloat16", model), ("float32", float32_model)):
+            for m in (model, other_model):
+                name = str(next(iter(m.parameters())).dtype).removeprefix("torch.")
                 ms = _forward_ms(m, ids, None, 3)
                 dtype[f"prefill_{name}_tokens_per_s"] = round(len(ids) / (ms / 1000), 1)
     finally:
@@ -198,6 +200,7 @@ def run_kv_bench(
         "setup": {
             "model": model_id,
             "dtype": fp.dtype,
+            "attention": fp.attention,
             "layers": fp.num_layers,
             "kv_heads": fp.num_kv_heads,
             "head_dim": fp.head_dim,
@@ -219,12 +222,13 @@ def write_results(results: dict[str, Any], out: str | Path) -> list[Path]:
     lines = [
         "# KV-cache injection: time to first token (memos bench kv)",
         "",
-        f"{s['model']} ({s['dtype']}, {s['layers']} layers, {s['kv_heads']} KV heads x {s['head_dim']}) on CPU, "
+        f"{s['model']} ({s['dtype']}, {s['attention']} attention, {s['layers']} layers, "
+        f"{s['kv_heads']} KV heads x {s['head_dim']}) on CPU, "
         f"{s['threads']} threads, median of {s['repeats']} runs; memories are LoCoMo turns, queries about "
         f"{QUERY_TOKENS} tokens.",
         "",
         "| memory tokens | prompt tokens | TTFT text (ms) | TTFT warm (ms) | TTFT cold (ms) | reduction warm | "
-        "reduction cold | limit (bare forward) | identical greedy output | disk B/token (bf16 / int8) |",
+        "reduction cold | limit (bare forward) | identical greedy output | disk B/token (model dtype / int8) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["runs"]:
@@ -236,7 +240,7 @@ def write_results(results: dict[str, Any], out: str | Path) -> list[Path]:
             f"{r['file_bytes_per_token_int8']:,} |"
         )
     d = results.get("dtype_choice", {})
-    if "prefill_float32_tokens_per_s" in d:
+    if "prefill_float32_tokens_per_s" in d and "prefill_bfloat16_tokens_per_s" in d:
         lines += [
             "",
             f"Dtype: prefill of 2,000 tokens at {d['prefill_bfloat16_tokens_per_s']} tokens/s in bfloat16 vs "

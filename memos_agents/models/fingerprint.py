@@ -7,8 +7,11 @@ trained on (its deltas are added to them) and the same tokenizer; the dtype and 
 may differ. :class:`ModelFingerprint` records all of it; :meth:`ModelFingerprint.check` raises
 :class:`~memos_agents.errors.FingerprintMismatchError` naming the fields that differ.
 
-The weights hash is the SHA-256 of every parameter and buffer (name, dtype, shape, bytes, in name
-order): about 0.3 s for SmolLM2-135M on these CPUs, computed once per loaded model object. A
+The weights hash is the SHA-256 of every parameter and buffer (name, shape and bytes, floating
+tensors as float32, in name order), so it names the weights' values whatever dtype they are held
+in: a bf16 model and its exact float32 copy hash alike (an adapter trained on one loads on the
+other), while the separate ``dtype`` field still ties a KV cache to one dtype. About a second for
+SmolLM2-135M on these CPUs, computed once per loaded model object and dtype. A
 model id or a Hub revision alone is not enough: two copies of "the same" model quantised or
 converted differently compute different caches.
 """
@@ -50,7 +53,7 @@ class ModelFingerprint(BaseModel):
     Attributes:
         model_id: The model's name or local path (informative; never compared).
         revision: The Hub commit of the loaded files when known (informative).
-        weights_sha256: SHA-256 over the base model's parameters and buffers (see the module docstring);
+        weights_sha256: SHA-256 over the base model's parameters and buffers, as float32 (see the module docstring);
             LoRA layers a peft wrapper added are left out, so a model with adapters loaded keeps its
             base fingerprint.
         dtype: Torch dtype of the weights, e.g. ``"bfloat16"``.
@@ -138,7 +141,10 @@ def weights_sha256(model: Any) -> str:
     try:
         with torch.no_grad():
             for name, tensor in _base_tensors(model):
-                t = tensor.detach().to("cpu").contiguous()
+                t = tensor.detach().to("cpu")
+                if t.is_floating_point():  # canonical float32: a bf16 model and its float32 copy hash alike
+                    t = t.to(torch.float32)
+                t = t.contiguous()
                 h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
                 h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     except (RuntimeError, TypeError) as exc:

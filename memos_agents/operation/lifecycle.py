@@ -170,6 +170,13 @@ class LifecyclePolicy(BaseModel):
         activation_idle_days: A memory unused for this long is cold and leaves the KV cache;
             when no memory is hot any more the activation cube is deleted (demotion: the
             memories stay plaintext) (default 7; None: memories never go cold).
+        parametric_min_uses: Transformation plaintext → parametric (needs ``MemOS.parametric``,
+            i.e. ``parametric.enabled``): the cube's *stable* memories, ``activated``, used at least
+            this many times and unchanged for ``parametric_stable_days``, get a LoRA adapter
+            trained on them in the background; it is retrained when that set or a member's version
+            changes, and the parametric cube is deleted when no memory is stable any more
+            (demotion) (None, the default: off).
+        parametric_stable_days: How long a memory must be unchanged to count as stable (default 7).
 
     """
 
@@ -184,6 +191,8 @@ class LifecyclePolicy(BaseModel):
     max_items: int = Field(default=10_000, ge=1, le=100_000)
     activation_min_uses: int | None = Field(default=None, ge=1, le=1_000_000)
     activation_idle_days: float | None = Field(default=7.0, gt=0, le=36_500)
+    parametric_min_uses: int | None = Field(default=None, ge=1, le=1_000_000)
+    parametric_stable_days: float = Field(default=7.0, ge=0, le=36_500)
 
     @classmethod
     def from_file(cls, path: str | Path) -> LifecyclePolicy:

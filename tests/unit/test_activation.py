@@ -541,3 +541,13 @@ def test_bfloat16_with_sdpa_is_refused_by_the_config(tmp_path):
 
     with pytest.raises(ConfigError, match="eager"):
         MemOS.from_path(tmp_path, embedder={"provider": "hashing"}, activation={"enabled": True, "dtype": "bfloat16"})
+
+
+def test_weights_hash_names_values_not_the_dtype_they_are_held_in():
+    model, tok = tiny_llama(layers=2, dtype="bfloat16")
+    bf16 = fingerprint(model, tok)
+    model.to(torch.float32)  # an exact copy of the bf16 values
+    f32 = fingerprint(model, tok)
+    assert bf16.weights_sha256 == f32.weights_sha256 and bf16.dtype != f32.dtype
+    assert bf16.differences(f32, "lora") == ()  # an adapter of one loads on the other
+    assert bf16.differences(f32, "kv") == ("dtype",)  # a KV cache does not

@@ -47,10 +47,11 @@ from langchain_memos.tools import authenticated_user_id, check_authenticated
 from langgraph.graph.message import add_messages
 from langgraph.runtime import Runtime, get_runtime
 
+from memos_agents.api import ScheduledContext
 from memos_agents.errors import ConfigError, CubeNotFoundError, InvalidInputError
 from memos_agents.operation.lifecycle import LifecyclePolicy, LifecycleReport
 from memos_agents.os import MemOS
-from memos_agents.schema import ID_PATTERN, MemoryQuery, ScoredMemory, normalize_role
+from memos_agents.schema import ID_PATTERN, MemoryQuery, normalize_role
 
 __all__ = [
     "MEMORY_STATE_TYPES",
@@ -81,7 +82,11 @@ class MemoryState(TypedDict, total=False):
         memory_written: Ids of the memories the last MemReaderNode step stored.
         memory_context: The memories MemSchedulerNode chose, rendered for a prompt in rank order
             (a memory may span several lines).
-        memory_ids: Ids of those memories, in rank order.
+        memory_ids: Ids of those memories, in rank order (with activation memory on: the stable
+            ones first).
+        memory_stable: The stable memories' text (with activation memory on): the start of the
+            system message, which a KV cache or a server's prefix cache covers ("" : none).
+        memory_plan: The MemScheduler's plan as a dict (None: activation memory off).
         lifecycle: MemLifecycleNode's summary of its pass (counts per step, see
             :meth:`MemLifecycleNode.summary`).
 
@@ -93,6 +98,8 @@ class MemoryState(TypedDict, total=False):
     memory_written: list[str]
     memory_context: str
     memory_ids: list[str]
+    memory_stable: str
+    memory_plan: dict[str, Any] | None
     lifecycle: dict[str, Any]
 
 
@@ -508,6 +515,15 @@ class MemSchedulerNode(_MemOSNode):
         ids_key: State key of the chosen memories' ids (default ``"memory_ids"``).
         results_key: State key for the chosen :class:`~memos_agents.schema.ScoredMemory` results
             themselves (default None: not written).
+        plan_key: State key of the MemScheduler's plan (``MemOS.schedule``; default ``"memory_plan"``):
+            with activation memory on, which memories a fresh KV cache covers (or, with an
+            OpenAI-compatible endpoint, which go first for the server's prefix cache) and which go
+            as text, as a dict of :class:`~memos_agents.operation.scheduler.SchedulePlan`; None when
+            activation memory is off. None: not written.
+        stable_key: State key of the stable memories' text (default ``"memory_stable"``): put it at the
+            start of the system message, before anything that varies, and ``context_key``'s text
+            after it, as ``MemOS.chat`` does (``prompts.answer.build_scheduled_messages``); "" when
+            there are none. ``ids_key`` lists the stable memories first, then the others.
         token_budget: Most tokens of the rendered context (default 1000).
         top_k: Most memories (default 10).
 
@@ -529,6 +545,8 @@ class MemSchedulerNode(_MemOSNode):
         context_key: str = "memory_context",
         ids_key: str = "memory_ids",
         results_key: str | None = None,
+        plan_key: str | None = "memory_plan",
+        stable_key: str = "memory_stable",
         token_budget: int = 1000,
         top_k: int = 10,
     ) -> None:
@@ -540,37 +558,48 @@ class MemSchedulerNode(_MemOSNode):
         self.context_key = context_key
         self.ids_key = ids_key
         self.results_key = results_key
+        self.plan_key = plan_key
+        self.stable_key = stable_key
         self.token_budget = token_budget
         self.top_k = top_k
 
-    def _update(self, mos: MemOS, results: Sequence[ScoredMemory]) -> dict[str, Any]:
+    def _update(self, scheduled: ScheduledContext | None) -> dict[str, Any]:
+        if scheduled is None:
+            scheduled = ScheduledContext(memories=[])
+        plan = scheduled.plan
+        ids = [r.item.id for r in scheduled.memories]
+        if plan is not None:
+            ids = [*plan.kv_memory_ids, *(r.item.id for r in plan.text)]
         update: dict[str, Any] = {
-            self.context_key: mos.scheduler.render_context(results),
-            self.ids_key: [r.item.id for r in results],
+            self.context_key: scheduled.context,
+            self.ids_key: ids,
+            self.stable_key: scheduled.stable,
         }
         if self.results_key is not None:
-            update[self.results_key] = list(results)
+            update[self.results_key] = list(scheduled.memories)
+        if self.plan_key is not None:
+            update[self.plan_key] = None if plan is None else plan.model_dump(mode="json", exclude={"text"})
         return update
 
     def _sync(self, state: Any, config: RunnableConfig) -> dict[str, Any]:
         mos, scope = self._resolve(config)
         query = _query_text(_field(state, self.query_key))
         if query is None:
-            return self._update(mos, [])
-        results = mos.search(
+            return self._update(None)
+        scheduled = mos.schedule(
             query, scope.user_id, scope.search_cubes(), top_k=self.top_k, token_budget=self.token_budget
         )
-        return self._update(mos, results)
+        return self._update(scheduled)
 
     async def _async(self, state: Any, config: RunnableConfig) -> dict[str, Any]:
         mos, scope = self._resolve(config)
         query = _query_text(_field(state, self.query_key))
         if query is None:
-            return self._update(mos, [])
-        results = await mos.asearch(
+            return self._update(None)
+        scheduled = await mos.aschedule(
             query, scope.user_id, scope.search_cubes(), top_k=self.top_k, token_budget=self.token_budget
         )
-        return self._update(mos, results)
+        return self._update(scheduled)
 
 
 class MemLifecycleNode(_MemOSNode):

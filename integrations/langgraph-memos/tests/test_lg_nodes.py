@@ -234,8 +234,8 @@ def test_scheduler_fits_the_token_budget_and_renders_in_rank_order(seeded: MemOS
 
 @pytest.mark.asyncio
 async def test_scheduler_async_path_uses_asearch(seeded: MemOS, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``ainvoke`` searches with ``asearch`` only, keeping ``top_k``."""
-    search, asearch = Spy(monkeypatch, seeded, "search"), Spy(monkeypatch, seeded, "asearch")
+    """``ainvoke`` schedules with ``aschedule`` only, keeping ``top_k``."""
+    search, asearch = Spy(monkeypatch, seeded, "schedule"), Spy(monkeypatch, seeded, "aschedule")
     out = await one_node(MemSchedulerNode(top_k=2)).ainvoke(
         {"memory_query": "What does Alice drink?"}, context={"mos": seeded, **ALICE}
     )
@@ -246,9 +246,10 @@ async def test_scheduler_async_path_uses_asearch(seeded: MemOS, monkeypatch: pyt
 
 def test_scheduler_without_a_query_searches_nothing(seeded: MemOS, monkeypatch: pytest.MonkeyPatch) -> None:
     """No query: an empty context and no search."""
-    search = Spy(monkeypatch, seeded, "search")
+    search = Spy(monkeypatch, seeded, "schedule")
     out = one_node(MemSchedulerNode()).invoke({"memory_query": None}, context={"mos": seeded, **ALICE})
     assert out["memory_context"] == "" and out["memory_ids"] == [] and not search.calls
+    assert out["memory_plan"] is None and out["memory_stable"] == ""
 
 
 def test_scheduler_reads_the_cubes_the_run_names(seeded: MemOS) -> None:
@@ -609,3 +610,25 @@ def test_reader_does_not_rewrite_the_conversation_when_its_last_message_is_remov
         {"messages": [RemoveMessage(id="a1"), HumanMessage("I play cello.", id="h2")]}, run, context=context
     )
     assert texts(mos, "alice", "alice-notes", second["memory_written"]) == ["user: I play cello."]
+
+
+def test_scheduler_node_exposes_the_plan_of_activation_memory(tmp_path: Path) -> None:
+    """With activation memory on, the node writes MemOS.schedule's plan: stable memories first, the rest as text."""
+    from memos_agents.testing import ScriptedLLM
+
+    llm = ScriptedLLM(lambda call: "ok")  # an endpoint without a local model: the stable-prefix mode
+    config = {**PRESET_OFFLINE, "llm": llm, "activation": {"enabled": True}}
+    with MemOS.from_path(tmp_path / "home", **config) as m:
+        m.create_cube("alice-notes", "alice")
+        ids = m.add([{"role": "user", "content": f} for f in ALICE_FACTS], "alice", "alice-notes", mode="facts").ids
+        m.activation.request("alice-notes", "alice", ids[:2])
+        assert m.activation.wait("alice-notes", 30).state == "ready"
+        out = one_node(MemSchedulerNode(top_k=3)).invoke(
+            {"memory_query": "What does Alice drink?"}, context={"mos": m, **ALICE}
+        )
+    plan = out["memory_plan"]
+    assert plan["stable_prefix"] and plan["kv_memory_ids"] == ids[:2] and "text" not in plan
+    assert out["memory_stable"].splitlines() == ALICE_FACTS[:2]
+    assert out["memory_ids"][:2] == ids[:2]
+    assert "Alice drinks green tea every morning." in out["memory_context"].splitlines()
+    assert not set(out["memory_context"].splitlines()) & set(ALICE_FACTS[:2])
