@@ -235,6 +235,20 @@ class DerivedSource(BaseModel):
     version: int = Field(ge=1)
 
 
+def derived_from_any(derived_from: list[DerivedSource], sources: dict[str, set[str] | None] | None) -> bool:
+    """Return True if any of ``derived_from`` is among ``sources`` (cube id -> item ids; None: the whole cube).
+
+    ``sources`` None matches everything (used to drop every derived cube).
+    """
+    if sources is None:
+        return True
+    for s in derived_from:
+        ids = sources.get(s.cube_id, set())
+        if ids is None or s.item_id in ids:
+            return True
+    return False
+
+
 class ActivationPayload(BaseModel):
     """Activation memory: a KV cache of a Hugging Face model over a set of plaintext memories.
 

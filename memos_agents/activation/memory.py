@@ -42,7 +42,7 @@ from memos_agents.activation.kv import (
     render_prefix,
 )
 from memos_agents.activation.worker import BuildWorker, JobState, JobStatus
-from memos_agents.cube import ActivationPayload, CubeHeader, DerivedSource, StorageProfile
+from memos_agents.cube import ActivationPayload, CubeHeader, DerivedSource, StorageProfile, derived_from_any
 from memos_agents.errors import (
     ArchiveIOError,
     ConfigError,
@@ -491,10 +491,7 @@ def invalidate_derived(
         p = h.payload
         if not isinstance(p, ActivationPayload) or not p.cache_path:
             continue
-        if sources is not None and not any(
-            s.cube_id in sources and (sources[s.cube_id] is None or s.item_id in cast(set[str], sources[s.cube_id]))
-            for s in p.derived_from
-        ):
+        if not derived_from_any(p.derived_from, sources):
             continue
         name = p.cache_path
         stale = h.model_copy(update={"payload": p.model_copy(update={"cache_path": None, "file_sha256": None})})

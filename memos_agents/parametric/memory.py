@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from memos_agents.cube import CubeHeader, DerivedSource, ParametricPayload, StorageProfile
+from memos_agents.cube import CubeHeader, DerivedSource, ParametricPayload, StorageProfile, derived_from_any
 from memos_agents.errors import (
     ConfigError,
     CubeExistsError,
@@ -355,10 +355,7 @@ def invalidate_adapters(
         p = h.payload
         if not isinstance(p, ParametricPayload) or not p.adapter_path:
             continue
-        if sources is not None and not any(
-            s.cube_id in sources and (sources[s.cube_id] is None or s.item_id in cast(set[str], sources[s.cube_id]))
-            for s in p.derived_from
-        ):
+        if not derived_from_any(p.derived_from, sources):
             continue
         if parametric is not None and parametric._runtime is not None:
             for a in parametric._runtime.loaded():
