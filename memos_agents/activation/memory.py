@@ -361,26 +361,13 @@ class ActivationMemory:
         ]
         if not ready:
             return []
-        ops: list[Any] = []
-        for h in ready:
-            p = cast(ActivationPayload, h.payload)
-            ops.append(base.GetOp(keys[h.cube_id], [s.item_id for s in p.derived_from]))
-        try:
-            results = yield ops
-        except (PermissionDeniedError, CubeNotFoundError):
-            results = None
-        if results is None:  # some source cube is gone or unreadable: check one by one
-            results = []
-            for op in ops:
-                try:
-                    (got,) = yield [op]
-                except (PermissionDeniedError, CubeNotFoundError):
-                    got = None
-                results.append(got)
+        sources = yield from read_sources(ready, keys)
         fp = None if prefix_mode else self.model()[2]
         out: list[UsableKV] = []
-        for h, items in zip(ready, results, strict=True):
+        for h, (source, items) in zip(ready, sources, strict=True):
             p = cast(ActivationPayload, h.payload)
+            if source is not None and not trusted_derived(h, source, user_id):
+                continue  # someone else's cube under this name: never injected
             reason = _stale_reason(p, items)
             if reason is not None:
                 self.worker.mark(h.cube_id, JobState.STALE, reason)
@@ -508,6 +495,48 @@ def invalidate_derived(
                 activation._loaded.pop(p.file_sha256 or "", None)
         done.append(h.cube_id)
     return done
+
+
+def trusted_derived(header: CubeHeader, source: CubeHeader, user_id: str) -> bool:
+    """Whether a derived cube (KV cache, adapter) may enter ``user_id``'s model: the caller's or the source owner's.
+
+    Anyone may create a cube named ``kv.<cube>``; its tensors go into the model unseen, so a cube
+    made by a third party (a reader of the source, or someone who took the name first) is never
+    used for anyone else, whatever its ACL says. Every recorded source must be of the source cube.
+    """
+    if header.owner_id not in (user_id, source.owner_id):
+        return False
+    payload = header.payload
+    derived = getattr(payload, "derived_from", [])
+    return all(s.cube_id == source.cube_id for s in derived)
+
+
+def read_sources(
+    headers: Sequence[CubeHeader], keys: dict[str, str]
+) -> Flow[list[tuple[CubeHeader | None, list[MemoryItem] | None]]]:
+    """Read, as the caller, each derived cube's source cube header and source memories (one batch if all readable).
+
+    A source cube that is gone or unreadable gives ``(None, None)`` for that derived cube.
+    """
+    ops: list[Any] = []
+    for h in headers:
+        src = keys[h.cube_id]
+        ops += [base.GetCubeOp(src), base.GetOp(src, [s.item_id for s in getattr(h.payload, "derived_from", [])])]
+    try:
+        results = yield ops
+    except (PermissionDeniedError, CubeNotFoundError):
+        results = None
+    out: list[tuple[CubeHeader | None, list[MemoryItem] | None]] = []
+    for n in range(len(headers)):
+        if results is not None:
+            out.append((results[2 * n], results[2 * n + 1]))
+            continue
+        try:  # some source cube is gone or unreadable: check one by one
+            header, items = yield ops[2 * n : 2 * n + 2]
+        except (PermissionDeniedError, CubeNotFoundError):
+            header, items = None, None
+        out.append((header, items))
+    return out
 
 
 def _stale_reason(p: ActivationPayload, items: list[MemoryItem] | None) -> str | None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from memos_agents.activation.memory import read_sources, trusted_derived
 from memos_agents.cube import CubeHeader, DerivedSource, ParametricPayload, StorageProfile, derived_from_any
 from memos_agents.errors import (
     ConfigError,
@@ -34,7 +35,6 @@ from memos_agents.errors import (
     CubeNotFoundError,
     InvalidInputError,
     MemOSError,
-    PermissionDeniedError,
 )
 from memos_agents.flow import Flow
 from memos_agents.models.llm import HFLocalLLM
@@ -273,13 +273,12 @@ class ParametricMemory:
             if h.cube_id in keys and isinstance(h.payload, ParametricPayload) and h.payload.adapter_path
         ]
         out = []
-        for h in ready:
+        sources = yield from read_sources(ready, keys)
+        for h, (source, items) in zip(ready, sources, strict=True):
             p = cast(ParametricPayload, h.payload)
-            try:
-                (items,) = yield [base.GetOp(keys[h.cube_id], [s.item_id for s in p.derived_from])]
-            except (PermissionDeniedError, CubeNotFoundError):
+            if source is None or items is None or not trusted_derived(h, source, user_id):
                 continue
-            by_id = {i.id: i for i in cast(list[MemoryItem], items)}
+            by_id = {i.id: i for i in items}
             if all(
                 (i := by_id.get(s.item_id)) is not None
                 and i.version == s.version

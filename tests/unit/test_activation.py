@@ -551,3 +551,16 @@ def test_weights_hash_names_values_not_the_dtype_they_are_held_in():
     assert bf16.weights_sha256 == f32.weights_sha256 and bf16.dtype != f32.dtype
     assert bf16.differences(f32, "lora") == ()  # an adapter of one loads on the other
     assert bf16.differences(f32, "kv") == ("dtype",)  # a KV cache does not
+
+
+def test_a_cache_someone_else_built_under_the_name_is_never_injected_for_the_owner(mem):
+    ids = _add(mem, ["Caroline moved to Lisbon in May 2023."])
+    mem.grant("alice.mem", "alice", "bob", role="reader")
+    header = _build(mem, ids, user="bob")  # a reader took the name kv.alice.mem first
+    assert header.owner_id == "bob"
+    mem.grant(kv_cube_id("alice.mem"), "bob", "*", role="reader")  # and made it readable by everyone
+    assert mem._run(mem.activation.usable(["alice.mem"], "alice"), "alice") == []
+    assert mem.chat("Where did Caroline move?", "alice", max_tokens=4).plan.kv_cube_id is None
+    assert [u.cube_id for u in mem._run(mem.activation.usable(["alice.mem"], "bob"), "bob")] == [
+        kv_cube_id("alice.mem")
+    ]
