@@ -217,6 +217,25 @@ class PlaintextPayload(BaseModel):
     type: Literal["plaintext"] = "plaintext"
 
 
+#: Cube id prefixes of derived cubes (activation ``kv.<cube>``, parametric ``lora.<cube>``): only
+#: memos-agents creates cubes under them, for the source cube's owner.
+RESERVED_CUBE_PREFIXES = ("kv.", "lora.")
+
+
+def check_user_cube_id(cube_id: str) -> str:
+    """Return ``cube_id`` if a caller may create a cube under it (not a derived cube's reserved prefix).
+
+    Raises:
+        InvalidInputError: The id starts with ``kv.`` or ``lora.``.
+
+    """
+    if cube_id.startswith(RESERVED_CUBE_PREFIXES):
+        raise InvalidInputError(
+            f"cube ids starting with {' or '.join(RESERVED_CUBE_PREFIXES)} are reserved for derived (KV, LoRA) cubes"
+        )
+    return cube_id
+
+
 #: Most source memories one derived cube (KV cache, LoRA adapter) records.
 MAX_DERIVED_SOURCES = 65_536
 
@@ -265,6 +284,8 @@ class ActivationPayload(BaseModel):
         file_sha256: SHA-256 of the file's bytes (checked on load).
         size_bytes: The file's size.
         prefix_sha256: SHA-256 of the rendered prompt prefix the cache covers.
+        request_sha256: SHA-256 of the memory list the build was asked for (ids and versions, in
+            order; the build may keep fewer to fit the token cap): an unchanged request is not rebuilt.
 
     """
 
@@ -280,6 +301,7 @@ class ActivationPayload(BaseModel):
     file_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     size_bytes: int | None = Field(default=None, ge=0)
     prefix_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    request_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
 
 class ParametricPayload(BaseModel):
@@ -814,6 +836,8 @@ def _read_cube(zf: zipfile.ZipFile, budget: _Budget, limits: tuple[int, int]) ->
         raise CubeFormatError(f"{source}: invalid header ({exc})") from exc
     if _non_finite(header):
         raise CubeFormatError(f"{source}: the header holds a non-finite number")
+    if header.payload.type != "plaintext":  # derived cubes are made here from their sources, never imported
+        raise CubeFormatError(f"{source}: archives hold plaintext cubes; this one is {header.payload.type}")
     n_items, n_edges = _count(counts, "items", source), _count(counts, "edges", source)
     items, items_sha, items_error = _read_records(
         zf, members["items.jsonl"], MemoryItem, n_items, budget, max_member_bytes

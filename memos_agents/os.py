@@ -37,7 +37,14 @@ from typing import Any, TypeVar, cast
 
 from pydantic import ValidationError
 
-from memos_agents.activation.memory import KV_CUBE_PREFIX, ActivationMemory, UsableKV, kv_cube_id
+from memos_agents.activation.memory import (
+    KV_CUBE_PREFIX,
+    ActivationMemory,
+    UsableKV,
+    derived_headers,
+    kv_cube_id,
+    request_sha256,
+)
 from memos_agents.api import (
     MAX_COUNT,
     MAX_HISTORY,
@@ -57,6 +64,7 @@ from memos_agents.api import (
 )
 from memos_agents.config import EmbedderProvider, LLMProvider, MemOSConfig, StoreBackend
 from memos_agents.cube import (
+    RESERVED_CUBE_PREFIXES,
     AclEntry,
     ActivationPayload,
     CubeHeader,
@@ -65,6 +73,7 @@ from memos_agents.cube import (
     Permission,
     Role,
     StorageProfile,
+    check_user_cube_id,
     read_archive,
     write_archive,
 )
@@ -75,6 +84,7 @@ from memos_agents.errors import (
     EmbeddingDimensionError,
     InvalidInputError,
     MemoryNotFoundError,
+    MemOSError,
     PrefixMismatchError,
     SensitiveDataError,
     TextTooLongError,
@@ -573,7 +583,7 @@ class MemOS:
         exist_ok: bool,
         redaction: RedactionPolicy | dict[str, Any] | str | None,
     ) -> Flow[CubeHeader]:
-        validate_id(cube_id, "cube_id")
+        check_user_cube_id(validate_id(cube_id, "cube_id"))
         validate_id(owner_id, "owner_id")
         policy = _redaction_policy(redaction)
         try:
@@ -999,6 +1009,8 @@ class MemOS:
                 if attempt + 1 == self.WRITE_ATTEMPTS or isinstance(exc, SensitiveDataError):
                     raise
                 continue
+            if delete:
+                yield from self._invalidate_derived({cube_id: set(delete)})
             return CubeRollback(updated=[u.id for u in update], restored=readd, deleted=delete)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -1091,7 +1103,7 @@ class MemOS:
         if sources and (home / "activation").is_dir():
             from memos_agents.activation.memory import invalidate_derived
 
-            yield Compute(lambda: invalidate_derived(self, "system", sources, activation=self.activation))
+            yield Compute(lambda: invalidate_derived(self, sources, activation=self.activation))
         if sources and (home / "parametric").is_dir():
             from memos_agents.parametric.memory import invalidate_adapters
 
@@ -1237,19 +1249,30 @@ class MemOS:
             reports.append(report)
         return reports
 
+    def _drop_derived_cubes(self, cube_ids: list[str]) -> None:
+        """Delete derived cubes and their directories as trusted code (their source cube is gone)."""
+        home = Path(self.config.home)
+        for cid in cube_ids:
+            try:
+                self.store.batch([base.DeleteCubeOp(cid)], ctx=base.SYSTEM)
+            except CubeNotFoundError:
+                pass
+            for folder in (home / "activation" / cid, home / "parametric" / cid):
+                shutil.rmtree(folder, ignore_errors=True)
+
     def _promote_lora(self, cube_id: str, user_id: str, policy: LifecyclePolicy) -> Flow[list[str]]:
         """Plaintext → parametric: train ``lora.<cube>`` on the cube's stable memories, or demote it when none is."""
         parametric = self.parametric
         assert parametric is not None and policy.parametric_min_uses is not None
         key = lora_cube_id(cube_id)
         limit = self.config.parametric.max_memories
-        (hot,) = yield [base.ListHotOp(cube_id, policy.parametric_min_uses, limit=limit)]
+        source, hot = yield [base.GetCubeOp(cube_id), base.ListHotOp(cube_id, policy.parametric_min_uses, limit=limit)]
+        if cast(CubeHeader, source).owner_id != user_id:
+            return []  # only a cube's owner keeps its derived cubes
         cut = self.clock() - timedelta(days=policy.parametric_stable_days)
         stable = [i for i in cast(list[MemoryItem], hot) if i.updated_at <= cut]
-        try:
-            (existing,) = yield [base.GetCubeOp(key)]
-        except CubeNotFoundError:
-            existing = None
+        found = yield from derived_headers({key: cube_id})
+        existing = found[0] if found else None
         payload = existing.payload if existing is not None else None
         current = list(payload.derived_from) if isinstance(payload, ParametricPayload) else []
         if not stable:
@@ -1271,15 +1294,18 @@ class MemOS:
         activation = self.activation
         assert activation is not None and policy.activation_min_uses is not None
         key = kv_cube_id(cube_id)
-        (hot,) = yield [base.ListHotOp(cube_id, policy.activation_min_uses, limit=activation.max_memories)]
+        source, hot = yield [
+            base.GetCubeOp(cube_id),
+            base.ListHotOp(cube_id, policy.activation_min_uses, limit=activation.max_memories),
+        ]
+        if cast(CubeHeader, source).owner_id != user_id:
+            return []  # only a cube's owner keeps its derived cubes
         hot = cast(list[MemoryItem], hot)
         if policy.activation_idle_days is not None:
             cut = self.clock() - timedelta(days=policy.activation_idle_days)
             hot = [i for i in hot if (i.last_accessed_at or i.created_at) >= cut]
-        try:
-            (existing,) = yield [base.GetCubeOp(key)]
-        except CubeNotFoundError:
-            existing = None
+        found = yield from derived_headers({key: cube_id})
+        existing = found[0] if found else None
         current = (
             list(existing.payload.derived_from)
             if existing is not None and isinstance(existing.payload, ActivationPayload)
@@ -1293,14 +1319,10 @@ class MemOS:
         by_id = {i.id: i for i in hot}
         order = [s.item_id for s in current if s.item_id in by_id]
         order += [i.id for i in hot if i.id not in set(order)]
-        wanted = [(i, by_id[i].version) for i in order]
-        have = [(s.item_id, s.version) for s in current]
-        built = (
-            existing is not None
-            and isinstance(existing.payload, ActivationPayload)
-            and (existing.payload.cache_path is not None or activation.llm is None)
-        )
-        if wanted == have and built:
+        payload = existing.payload if existing is not None else None
+        built = isinstance(payload, ActivationPayload) and (payload.cache_path is not None or activation.llm is None)
+        # the build may keep fewer memories than asked (token cap): compare what was asked
+        if built and cast(ActivationPayload, payload).request_sha256 == request_sha256([by_id[i] for i in order]):
             return []
         activation.request(cube_id, user_id, order)
         return [f"{key}: build requested over {len(order)} hot memories"]
@@ -1607,6 +1629,9 @@ class MemOS:
     def _delete_cube(self, cube_id: str) -> Flow[None]:
         yield [base.DeleteCubeOp(cube_id)]
         yield from self._invalidate_derived({cube_id: None})
+        if not cube_id.startswith(RESERVED_CUBE_PREFIXES):  # its derived cubes go with it (trusted: whoever deleted it)
+            derived = [kv_cube_id(cube_id), lora_cube_id(cube_id)]
+            yield Compute(lambda: self._drop_derived_cubes(derived))
         home = Path(self.config.home)
         for prefix, folder in ((KV_CUBE_PREFIX, home / "activation"), (LORA_CUBE_PREFIX, home / "parametric")):
             target = folder / cube_id
@@ -2216,7 +2241,7 @@ class MemOS:
         messages = answer_prompt.build_scheduled_messages(req.query, scheduled.stable, scheduled.context, history)
         t1 = time.perf_counter()
         cached = 0
-        if chosen is not None and chosen.cache is not None and activation is not None:
+        if chosen is not None and not chosen.prefix_only and activation is not None:
             gen = yield Compute(lambda: self._generate_with_kv(activation, messages, chosen, limit, plan))
             answer, cached = gen.text, gen.cached_tokens
         elif adapter is not None and self.parametric is not None:
@@ -2226,9 +2251,7 @@ class MemOS:
                 "stop": answer_prompt.STOP,
                 "temperature": self.config.llm.temperature,
             }
-            assert isinstance(llm, HFLocalLLM)
-            with llm.threads():
-                gen = yield Compute(lambda: parametric.generate(adapter, messages, **kwargs))
+            gen = yield Compute(lambda: parametric.generate(adapter, messages, **kwargs))
             answer = gen.text
         else:
             answer = yield Compute(
@@ -2332,13 +2355,20 @@ class MemOS:
             "stop": answer_prompt.STOP,
             "temperature": self.config.llm.temperature,
         }
-        with self.llm.threads():
-            try:
-                return generate(model, tokenizer, messages, kv=chosen.cache, fingerprint=fp, **kwargs)
-            except PrefixMismatchError as exc:
-                plan.notes.append(f"KV cache not injected ({exc}); its memories went as prompt text")
-                plan.kv_cube_id, plan.kv_tokens = None, 0
-                return generate(model, tokenizer, messages, **kwargs)
+        try:
+            cache = activation.load_cache(chosen)
+        except MemOSError as exc:  # another model, a damaged or missing file: the same prompt without it
+            cache = None
+            plan.notes.append(f"KV cache not injected ({type(exc).__name__}: {exc}); its memories went as prompt text")
+            plan.kv_cube_id, plan.kv_tokens = None, 0
+        with self.llm.threads(), self.llm.busy:
+            if cache is not None:
+                try:
+                    return generate(model, tokenizer, messages, kv=cache, fingerprint=fp, **kwargs)
+                except PrefixMismatchError as exc:
+                    plan.notes.append(f"KV cache not injected ({exc}); its memories went as prompt text")
+                    plan.kv_cube_id, plan.kv_tokens = None, 0
+            return generate(model, tokenizer, messages, **kwargs)
 
     # -- archives ----------------------------------------------------------------------------------
     def export_cube(self, cube_id: str, user_id: str, path: str | Path) -> Path:
@@ -2391,7 +2421,7 @@ class MemOS:
         if cube_id is not None:
             validate_id(cube_id, "cube_id")
         cube = read_archive(path)
-        target = cube_id or cube.header.cube_id
+        target = check_user_cube_id(cube_id or cube.header.cube_id)
         header = cube.header.model_copy(
             update={
                 "cube_id": target,

@@ -26,6 +26,7 @@ keys and values (:mod:`memos_agents.activation.kv`).
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -65,6 +66,8 @@ from memos_agents.schema import LifecycleState, MemoryItem, validate_id
 if TYPE_CHECKING:
     from memos_agents.os import MemOS
 
+log = logging.getLogger(__name__)
+
 #: Prefix of activation cube ids: ``kv.<source cube id>``.
 KV_CUBE_PREFIX = "kv."
 #: Default cap on the tokens of one KV cache (SmolLM2's context is 8,192; room is left for the prompt).
@@ -76,6 +79,11 @@ def kv_cube_id(source_cube_id: str) -> str:
     validate_id(source_cube_id, "cube_id")
     cid = KV_CUBE_PREFIX + source_cube_id
     return cid if len(cid) <= 128 else KV_CUBE_PREFIX + hashlib.sha256(source_cube_id.encode()).hexdigest()[:48]
+
+
+def request_sha256(items: Sequence[MemoryItem]) -> str:
+    """SHA-256 of a requested memory list (ids and versions, in order): what a rebuild request is compared by."""
+    return hashlib.sha256("|".join(f"{i.id}@{i.version}" for i in items).encode()).hexdigest()
 
 
 def memory_lines(items: Sequence[MemoryItem]) -> str:
@@ -90,7 +98,7 @@ def system_text(lines: str) -> str:
     return answer_prompt.stable_system(lines)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class UsableKV:
     """A fresh activation cube the scheduler may use: its loaded KV cache and the memories it covers, in prompt order.
 
@@ -99,9 +107,20 @@ class UsableKV:
     """
 
     cube_id: str
-    cache: KVCache | None
+    payload: ActivationPayload
     items: list[MemoryItem]
     lines: str
+    cache: KVCache | None = None
+
+    @property
+    def tokens(self) -> int:
+        """Tokens the cache (or, in prompt-prefix mode, the stable memories) covers."""
+        return self.payload.num_tokens or 0
+
+    @property
+    def prefix_only(self) -> bool:
+        """True in prompt-prefix mode: no cache to inject, the memories go first as text."""
+        return self.payload.cache_path is None
 
 
 class ActivationMemory:
@@ -153,7 +172,7 @@ class ActivationMemory:
         self.dtype = dtype
         self.attention = attention
         self.worker = BuildWorker("memos-kv-worker")
-        self._loaded: OrderedDict[str, KVCache] = OrderedDict()  # file sha256 -> cache
+        self._loaded: OrderedDict[tuple[str, str], KVCache] = OrderedDict()  # (file, sha256) -> cache
         self._lock = threading.Lock()
         self._fp: ModelFingerprint | None = None
 
@@ -182,6 +201,12 @@ class ActivationMemory:
                 model.set_attn_implementation(self.attention)
             except (AttributeError, ValueError) as exc:
                 raise ConfigError(f"the model cannot use {self.attention!r} attention: {exc}") from exc
+        attention = getattr(model.config, "_attn_implementation", None)
+        if next(iter(model.parameters())).dtype == torch.bfloat16 and attention != "eager":
+            raise ConfigError(
+                "a bfloat16 model serves KV caches exactly only with eager attention (activation.attention = eager); "
+                "with SDPA the cached and uncached prefills round differently and outputs diverge"
+            )
 
     # -- requests ------------------------------------------------------------------------------------
     def request(self, cube_id: str, user_id: str, memory_ids: Sequence[str]) -> JobStatus:
@@ -219,17 +244,25 @@ class ActivationMemory:
     # -- the build (worker thread) ---------------------------------------------------------------------
     def _build(self, key: str, cube_id: str, user_id: str, ids: list[str]) -> None:
         source, items, existing = self.mem._run(self._read_sources(key, cube_id, ids), user_id)
+        if source.owner_id != user_id:
+            raise PermissionDeniedError(f"only the owner of {cube_id!r} may build its KV cache")
         items = [i for i in items if i.status == LifecycleState.ACTIVATED]
         if not items:
             raise InvalidInputError(f"none of the memories asked for is an activated memory of {cube_id!r}")
+        requested = request_sha256(items)
         items = items[: self.max_memories]
         if self.llm is None:  # prompt-prefix mode (an OpenAI-compatible endpoint): the memory list only
+            counter = self.mem.scheduler.counter
+            while len(items) > 1 and counter.count(system_text(memory_lines(items))) > self.max_tokens:
+                items = items[:-1]
             sources = [DerivedSource(cube_id=cube_id, item_id=i.id, version=i.version) for i in items]
             lines = memory_lines(items)
             payload = ActivationPayload(
                 model_name_or_path="prompt-prefix",
+                num_tokens=counter.count(system_text(lines)),
                 derived_from=sources,
                 prefix_sha256=hashlib.sha256(lines.encode()).hexdigest(),
+                request_sha256=requested,
             )
             self.mem._run(self._write_header(key, source, existing, payload, user_id), user_id)
             return
@@ -238,17 +271,42 @@ class ActivationMemory:
         prefix = render_prefix(tokenizer, system_text(lines))
         n_tokens = len(tokenizer(prefix, add_special_tokens=False)["input_ids"])
         while n_tokens > self.max_tokens and len(items) > 1:  # drop the last memories until it fits
-            items = items[: max(1, len(items) * self.max_tokens // n_tokens)]
+            items = items[: max(1, min(len(items) - 1, len(items) * self.max_tokens // n_tokens))]
             lines = memory_lines(items)
             prefix = render_prefix(tokenizer, system_text(lines))
             n_tokens = len(tokenizer(prefix, add_special_tokens=False)["input_ids"])
         sources = [DerivedSource(cube_id=cube_id, item_id=i.id, version=i.version) for i in items]
-        cache = self._reuse(existing, tokenizer, fp, items, sources)
-        if cache is None:
-            cache = build_kv_cache(model, tokenizer, prefix, fp, sources)
+        with self.llm.busy:  # one forward pass at a time on the shared model (an adapter may be switched on)
+            cache = self._reuse(existing, tokenizer, fp, items, sources)
+            if cache is None:
+                cache = build_kv_cache(model, tokenizer, prefix, fp, sources)
         name = f"{key}/{cache.meta.prefix_sha256[:32]}.{self.codec}.safetensors"
         path = self.root / name
         size = cache.save(path, self.codec)
+        try:
+            self._record(key, cube_id, user_id, source, existing, cache, fp, sources, name, size, requested)
+        except BaseException:
+            old = existing.payload.cache_path if existing and isinstance(existing.payload, ActivationPayload) else None
+            if old != name:
+                self._unlink(name)  # a file no header names would never be found by an invalidation
+            raise
+
+    def _record(
+        self,
+        key: str,
+        cube_id: str,
+        user_id: str,
+        source: CubeHeader,
+        existing: CubeHeader | None,
+        cache: KVCache,
+        fp: ModelFingerprint,
+        sources: list[DerivedSource],
+        name: str,
+        size: int,
+        requested: str,
+    ) -> None:
+        """Write the header of a saved cache, then check that no source was deleted or changed meanwhile."""
+        path = self.root / name
         digest = _file_sha256(path)
         payload = ActivationPayload(
             model_name_or_path=fp.model_id,
@@ -260,6 +318,7 @@ class ActivationMemory:
             file_sha256=digest,
             size_bytes=size,
             prefix_sha256=cache.meta.prefix_sha256,
+            request_sha256=requested,
         )
         old = (
             existing.payload.cache_path
@@ -267,9 +326,16 @@ class ActivationMemory:
             else None
         )
         self.mem._run(self._write_header(key, source, existing, payload, user_id), user_id)
+        # a delete that ran while the cache was built found no file to drop: look again now
+        (now,) = self.mem._run(self.mem._ops_all([base.GetOp(cube_id, [s.item_id for s in sources])]), user_id)
+        reason = _stale_reason(payload, now)
+        if reason is not None:
+            invalidate_derived(self.mem, {cube_id: {s.item_id for s in sources}}, self.root, self)
+            raise StaleMemoryError(f"a source changed while the cache was built: {reason}")
         if self.codec == "native":  # the tensors in memory are the file's: keep them warm
             with self._lock:
-                self._loaded[digest] = KVCache(cache.meta.model_copy(update={"codec": "native"}), cache.layers())
+                warm = KVCache(cache.meta.model_copy(update={"codec": "native"}), cache.layers())
+                self._loaded[(name, digest)] = warm
         if old and old != name:
             self._unlink(old)
 
@@ -301,7 +367,7 @@ class ActivationMemory:
         if p.fingerprint.differences(fp, "kv"):
             return None
         try:
-            base_cache = self._load(p)
+            base_cache = self._load(existing.cube_id, p)
         except MemOSError:
             return None
         base_text = render_prefix(tokenizer, system_text(memory_lines(items[:n])))
@@ -337,60 +403,68 @@ class ActivationMemory:
 
     # -- use -----------------------------------------------------------------------------------------
     def usable(self, cube_ids: Sequence[str], user_id: str, *, queue_rebuild: bool = True) -> Flow[list[UsableKV]]:
-        """Return the ready, fresh caches of ``cube_ids``' activation cubes the caller may use (a flow).
+        """Return the built, fresh activation cubes of ``cube_ids`` the caller may use (a flow; no model, no file).
 
-        One store batch reads the activation headers (read permission); a second the source
-        memories as the caller. A cache whose sources are not all current, activated and readable
-        is left out, marked ``stale`` and (``queue_rebuild``) rebuilt in the background; one
-        built by another model (fingerprint) or whose file is missing or corrupt is left out and
-        marked ``failed``. Nothing here waits on a model but the first load of the fingerprint.
+        One store batch reads the activation headers by id (read permission), a second the source
+        cube headers and memories as the caller. A cube whose sources are not all current,
+        activated and readable is left out, marked ``stale`` and (``queue_rebuild``, for the
+        source's owner) rebuilt in the background. A cube not owned by the source cube's owner is
+        never used (:func:`trusted_derived`). The cache itself is loaded by :meth:`load_cache`,
+        for the one the scheduler picks.
         """
         keys = {kv_cube_id(c): c for c in dict.fromkeys(cube_ids)}
-        if not keys:
-            return []
-        (headers,) = yield [base.ListCubesOp(id_prefix=KV_CUBE_PREFIX)]
-        found = [
-            h for h in cast(list[CubeHeader], headers) if h.cube_id in keys and isinstance(h.payload, ActivationPayload)
-        ]
+        found = yield from derived_headers(keys)
         prefix_mode = self.llm is None
         ready = [
             h
             for h in found
-            if (cast(ActivationPayload, h.payload).cache_path and not prefix_mode)
-            or (prefix_mode and cast(ActivationPayload, h.payload).derived_from)
+            if isinstance(h.payload, ActivationPayload)
+            and h.payload.derived_from
+            and (h.payload.cache_path is not None) != prefix_mode
         ]
         if not ready:
             return []
         sources = yield from read_sources(ready, keys)
-        fp = None if prefix_mode else self.model()[2]
         out: list[UsableKV] = []
         for h, (source, items) in zip(ready, sources, strict=True):
             p = cast(ActivationPayload, h.payload)
-            if source is not None and not trusted_derived(h, source, user_id):
-                continue  # someone else's cube under this name: never injected
+            if source is None or not trusted_derived(h, source, user_id):
+                continue  # a cube under this name that the source's owner did not make: never injected
             reason = _stale_reason(p, items)
             if reason is not None:
                 self.worker.mark(h.cube_id, JobState.STALE, reason)
-                if queue_rebuild and items and h.owner_id == user_id:  # only its owner may rewrite it
+                if queue_rebuild and items and source.owner_id == user_id:  # only its owner rebuilds it
                     live = [i.id for i in items if i.status == LifecycleState.ACTIVATED]
                     if live:
                         self._resubmit(h.cube_id, keys[h.cube_id], user_id, live)
                 continue
-            cache = None
-            if fp is not None:
-                if p.fingerprint is None or p.fingerprint.differences(fp, "kv"):
-                    self.worker.mark(h.cube_id, JobState.FAILED, "built by another model (fingerprint differs)")
-                    continue
-                try:
-                    cache = self._load(p)
-                except MemOSError as exc:
-                    self.worker.mark(h.cube_id, JobState.FAILED, f"{type(exc).__name__}: {exc}")
-                    continue
-            self.worker.mark(h.cube_id, JobState.READY)
+            if not prefix_mode and p.fingerprint is None:
+                continue
             by_id = {i.id: i for i in items or []}
             ordered = [by_id[s.item_id] for s in p.derived_from]
-            out.append(UsableKV(h.cube_id, cache, ordered, memory_lines(ordered)))
+            out.append(UsableKV(h.cube_id, p, ordered, memory_lines(ordered)))
         return out
+
+    def load_cache(self, chosen: UsableKV) -> KVCache:
+        """Load ``chosen``'s cache (blocking: run it off the event loop) after checking it fits the served model.
+
+        Raises:
+            FingerprintMismatchError: Built by another model, dtype, attention, tokenizer or template.
+            CubeFormatError / ArchiveIOError: The file is missing, altered or does not match its header.
+
+        """
+        _, _, fp = self.model()
+        p = chosen.payload
+        assert p.fingerprint is not None
+        try:
+            p.fingerprint.check(fp, "kv", f"the KV cache of {chosen.cube_id}")
+            cache = self._load(chosen.cube_id, p)
+        except MemOSError as exc:
+            self.worker.mark(chosen.cube_id, JobState.FAILED, f"{type(exc).__name__}: {exc}")
+            raise
+        self.worker.mark(chosen.cube_id, JobState.READY)
+        chosen.cache = cache
+        return cache
 
     def _resubmit(self, key: str, cube_id: str, user_id: str, ids: list[str]) -> None:
         self.worker.submit(key, lambda: self._build(key, cube_id, user_id, ids))
@@ -406,6 +480,8 @@ class ActivationMemory:
         """
         got = self.mem._run(self.usable([cube_id], user_id), user_id)
         if got:
+            if not got[0].prefix_only:
+                self.load_cache(got[0])
             return got[0]
         status = self.status(cube_id)
         if status is None:
@@ -414,12 +490,16 @@ class ActivationMemory:
             raise FingerprintMismatchError(f"the KV cache of {cube_id!r} was {status.reason}")
         raise StaleMemoryError(f"the KV cache of {cube_id!r} is {status.state}: {status.reason or 'not ready'}")
 
-    def _load(self, p: ActivationPayload) -> KVCache:
-        assert p.cache_path and p.file_sha256
+    def _load(self, cube_id: str, p: ActivationPayload) -> KVCache:
+        if not p.cache_path or not p.file_sha256 or not p.cache_path.startswith(cube_id + "/"):
+            raise CubeFormatError(f"the header of {cube_id!r} names no KV cache file of its own")
+        slot = (p.cache_path, p.file_sha256)
         with self._lock:
-            cached = self._loaded.get(p.file_sha256)
+            cached = self._loaded.get(slot)
             if cached is not None:
-                self._loaded.move_to_end(p.file_sha256)
+                if cached.meta.prefix_sha256 != p.prefix_sha256 or cached.meta.sources != p.derived_from:
+                    raise CubeFormatError(f"the KV cache of {cube_id!r} does not match its cube header")
+                self._loaded.move_to_end(slot)
                 return cached
         path = self._path(p.cache_path)
         if _file_sha256(path) != p.file_sha256:
@@ -428,7 +508,7 @@ class ActivationMemory:
         if cache.meta.prefix_sha256 != p.prefix_sha256 or cache.meta.sources != p.derived_from:
             raise CubeFormatError(f"KV cache file {path} does not match its cube header")
         with self._lock:
-            self._loaded[p.file_sha256] = cache
+            self._loaded[slot] = cache
             while len(self._loaded) > self.max_loaded:
                 self._loaded.popitem(last=False)
         return cache
@@ -445,34 +525,32 @@ class ActivationMemory:
         except (OSError, CubeFormatError):
             pass
 
-    # -- invalidation --------------------------------------------------------------------------------
-    def invalidate(self, user_id: str, sources: dict[str, set[str] | None] | None = None) -> list[str]:
-        """Delete the files of activation cubes derived from any of ``sources`` (cube id -> item ids, None: all).
-
-        Called after a delete or a forget: the cache holds the deleted text's keys and values, so
-        it must not outlive it. The header stays, with no file (``cache_path`` None), marked
-        ``stale``. None: every activation cube the caller may read. Returns the cube ids invalidated.
-        """
-        return invalidate_derived(self.mem, user_id, sources, self.root, self)
-
 
 def invalidate_derived(
     mem: MemOS,
-    user_id: str,
     sources: dict[str, set[str] | None] | None,
     root: Path | None = None,
     activation: ActivationMemory | None = None,
 ) -> list[str]:
-    """Drop the KV files derived from ``sources`` (see :meth:`ActivationMemory.invalidate`).
+    """Drop the KV files derived from ``sources`` (cube id -> deleted item ids, None: the whole cube).
 
-    Works without an :class:`ActivationMemory` (no model is loaded): ``MemOS.delete`` and
-    ``MemOS.forget_user`` call it whenever the activation directory exists. Headers the caller
-    may not change are handed to the store's trusted path (the data must go whoever deleted it).
+    Trusted code, never a caller's request: ``MemOS.delete``, ``forget_user``, ``delete_cube``,
+    ``rollback_cube`` and the lifecycle purge call it (through ``MemOS._invalidate_derived``)
+    after they deleted memories, as the store's trusted principal, since a cache holds the deleted
+    text's keys and values and must go whoever deleted it. The header stays, with no file
+    (``cache_path`` None). Only the activation cubes of the named source cubes are read (by id);
+    ``sources`` None reads every one (an operator's clean-up). A file that cannot be removed is
+    logged and the others are still handled. Returns the cube ids invalidated.
     """
     root = root or Path(mem.config.home) / "activation"
     if not root.is_dir():
         return []
-    headers = mem.store.batch([base.ListCubesOp(id_prefix=KV_CUBE_PREFIX)], ctx=base.SYSTEM)[0]
+    if sources is None:
+        headers = mem.store.batch([base.ListCubesOp(id_prefix=KV_CUBE_PREFIX)], ctx=base.SYSTEM)[0]
+    else:
+        keys = {kv_cube_id(c): c for c in sources}
+        lists = mem.store.batch([base.ListCubesOp(id_prefix=k) for k in keys], ctx=base.SYSTEM)
+        headers = [h for hs in lists for h in hs if h.cube_id in keys]
     done = []
     for h in cast(list[CubeHeader], headers):
         p = h.payload
@@ -485,30 +563,39 @@ def invalidate_derived(
         mem.store.batch([base.UpdateCubeOp(stale)], ctx=base.SYSTEM)
         try:
             path = (root / name).resolve()
-            if root.resolve() in path.parents:
+            if root.resolve() in path.parents and path.is_file():
                 path.unlink(missing_ok=True)
         except OSError as exc:
-            raise ArchiveIOError(f"cannot delete KV cache file {name}: {exc}") from exc
+            log.warning("cannot delete KV cache file %s: %s", name, exc)
         if activation is not None:
             activation.worker.mark(h.cube_id, JobState.STALE, "a source memory was deleted")
             with activation._lock:
-                activation._loaded.pop(p.file_sha256 or "", None)
+                for slot in [k for k in activation._loaded if k[0] == name]:
+                    activation._loaded.pop(slot, None)
         done.append(h.cube_id)
     return done
 
 
-def trusted_derived(header: CubeHeader, source: CubeHeader, user_id: str) -> bool:
-    """Whether a derived cube (KV cache, adapter) may enter ``user_id``'s model: the caller's or the source owner's.
+def derived_headers(keys: dict[str, str]) -> Flow[list[CubeHeader]]:
+    """Read the derived cubes named ``keys`` that exist and the caller may read (one batch of id-prefix reads)."""
+    if not keys:
+        return []
+    lists = yield [base.ListCubesOp(id_prefix=k) for k in keys]
+    return [h for hs in lists for h in cast(list[CubeHeader], hs) if h.cube_id in keys]
 
-    Anyone may create a cube named ``kv.<cube>``; its tensors go into the model unseen, so a cube
-    made by a third party (a reader of the source, or someone who took the name first) is never
-    used for anyone else, whatever its ACL says. Every recorded source must be of the source cube.
+
+def trusted_derived(header: CubeHeader, source: CubeHeader, user_id: str) -> bool:
+    """Whether a derived cube (KV cache, adapter) may enter ``user_id``'s model: it is the source owner's.
+
+    Only a source cube's owner builds its derived cubes (``request`` refuses others; ``create_cube``
+    and ``import_cube`` refuse the ``kv.``/``lora.`` names and derived payloads), and their tensors
+    go into the model unseen, so a cube of another owner under the name is never used, whatever
+    its ACL says. It must record at least one source, all of the source cube.
     """
-    if header.owner_id not in (user_id, source.owner_id):
+    if header.owner_id != source.owner_id:
         return False
-    payload = header.payload
-    derived = getattr(payload, "derived_from", [])
-    return all(s.cube_id == source.cube_id for s in derived)
+    derived = getattr(header.payload, "derived_from", [])
+    return bool(derived) and all(s.cube_id == source.cube_id for s in derived)
 
 
 def read_sources(

@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import ValidationError
 
-from memos_agents.cube import CubeHeader, MemCube, archive_members, content_checksum, read_archive_parts
+from memos_agents.cube import (
+    CubeHeader,
+    MemCube,
+    archive_members,
+    check_user_cube_id,
+    content_checksum,
+    read_archive_parts,
+)
 from memos_agents.errors import (
     ArchiveIOError,
     ChecksumMismatchError,
@@ -514,7 +521,7 @@ class MemStore:
             raise IncompatibleBundleError(
                 f"the bundle holds {dim}-d embeddings; this MemOS embeds with {self._mos.embedder.dim}-d"
             )
-        target = cube_id or (entry.key if entry is not None else cube.header.cube_id)
+        target = check_user_cube_id(cube_id or (entry.key if entry is not None else cube.header.cube_id))
         try:
             header = CubeHeader.model_validate(
                 {

@@ -193,6 +193,10 @@ class HFLocalLLM(BaseLLM):
         self._model: Any = None
         self._tokenizer: Any = None
         self._lock = threading.Lock()
+        #: Held around every forward pass and generation on the model, and around switching a LoRA
+        #: adapter on and off (parametric memory changes the model in place): one user's adapter
+        #: never answers another's request, and a KV cache is never built with an adapter on.
+        self.busy = threading.RLock()
 
     @classmethod
     def from_loaded(cls, model: Any, tokenizer: Any, name: str, **kwargs: Any) -> HFLocalLLM:
@@ -319,7 +323,7 @@ class HFLocalLLM(BaseLLM):
                 kwargs.update(do_sample=False)
             if stops:
                 kwargs["stopping_criteria"] = _stop_criteria(tokenizer, prompt_len, stops)
-            with self.threads(), torch.inference_mode():
+            with self.busy, self.threads(), torch.inference_mode():
                 out = model.generate(**inputs, **kwargs)
         except (RuntimeError, ValueError) as exc:
             raise ModelError(f"generation failed: {exc}") from exc

@@ -7,7 +7,8 @@ memory enters the model as prompt text (plaintext injection), through an injecte
 for ``MemOS.chat`` and returns it as a :class:`SchedulePlan`:
 
 * **KV cache.** Of the fresh activation cubes of the cubes searched, the one whose memories cover
-  most of the search results (ties: more tokens) is injected, if it fits ``kv_budget`` tokens.
+  most of the search results (ties: more tokens; at least one) is injected, if it fits
+  ``kv_budget`` tokens.
   Its memories go into the system message in their fixed order (the cache covers exactly that
   text) and leave the text block; the other results stay prompt text within ``token_budget``.
   Several caches are never composed per request: composing means prefilling the later groups,
@@ -166,11 +167,14 @@ def _plan_kv(
     wanted = {r.item.id for r in results}
     best, best_key = None, (-1, -1)
     for c in candidates:
-        tokens = c.cache.num_tokens if c.cache is not None else 0
+        tokens = c.tokens
         if kv_budget is not None and tokens > kv_budget:
             notes.append(f"{c.cube_id}: {tokens} tokens exceed the KV budget of {kv_budget}")
             continue
         key = (len(wanted & {i.id for i in c.items}), tokens)
+        if key[0] == 0:
+            notes.append(f"{c.cube_id}: none of its memories is among the results; not used")
+            continue
         if key > best_key:
             best, best_key = c, key
     return best, notes
@@ -188,7 +192,7 @@ def make_plan(
     Args:
         results: The search results fitted to the text token budget, in rank order.
         candidates: Fresh activation cubes (``memos_agents.activation.memory.UsableKV``: ``cube_id``,
-            ``cache`` (None in prompt-prefix mode), ``items``).
+            ``tokens``, ``prefix_only``, ``items``); one that covers none of ``results`` is not used.
         adapter_cube_id: A fresh parametric cube of the searched cubes (None: none).
         kv_budget: The most tokens an injected cache may cover (None: no limit).
 
@@ -202,9 +206,9 @@ def make_plan(
         covered = {i.id for i in chosen.items}
         out.text = [r for r in results if r.item.id not in covered]
         out.kv_memory_ids = [i.id for i in chosen.items]
-        if chosen.cache is not None:
+        if not chosen.prefix_only:
             out.kv_cube_id = chosen.cube_id
-            out.kv_tokens = chosen.cache.num_tokens
+            out.kv_tokens = chosen.tokens
             out.notes.append(
                 f"{len(covered)} memories through the KV cache of {chosen.cube_id} ({out.kv_tokens} tokens); "
                 f"{len(out.text)} as prompt text"

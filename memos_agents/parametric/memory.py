@@ -20,6 +20,8 @@ KV cache, see :mod:`memos_agents.operation.scheduler`) and unloads it from the m
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import shutil
 import threading
 from collections.abc import Sequence
@@ -27,14 +29,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from memos_agents.activation.memory import read_sources, trusted_derived
+from memos_agents.activation.memory import derived_headers, read_sources, trusted_derived
 from memos_agents.cube import CubeHeader, DerivedSource, ParametricPayload, StorageProfile, derived_from_any
 from memos_agents.errors import (
     ConfigError,
     CubeExistsError,
+    CubeFormatError,
     CubeNotFoundError,
     InvalidInputError,
     MemOSError,
+    PermissionDeniedError,
 )
 from memos_agents.flow import Flow
 from memos_agents.models.llm import HFLocalLLM
@@ -46,6 +50,8 @@ if TYPE_CHECKING:
     from memos_agents.parametric.lora import LoRAConfig
     from memos_agents.parametric.runtime import AdapterRuntime
     from memos_agents.parametric.trainer import JobStatus, LoRATrainer
+
+log = logging.getLogger(__name__)
 
 #: Prefix of parametric cube ids: ``lora.<source cube id>``.
 LORA_CUBE_PREFIX = "lora."
@@ -150,19 +156,40 @@ class ParametricMemory:
             raise InvalidInputError("memory_ids must be a non-empty list of memory ids")
         ids = [validate_id(i, "memory id") for i in dict.fromkeys(memory_ids)]
         source, items = self.mem._run(self._read(cube_id, ids), user_id)
+        if source.owner_id != user_id:
+            raise PermissionDeniedError(f"only the owner of {cube_id!r} may train its adapter")
         items = [i for i in items if i.status == LifecycleState.ACTIVATED]
         if not items:
             raise InvalidInputError(f"none of the memories asked for is an activated memory of {cube_id!r}")
         key = lora_cube_id(cube_id)
-        digest = hashlib.sha256("|".join(f"{i.id}@{i.version}" for i in items).encode()).hexdigest()[:32]
+        chosen = config or self.config
+        from memos_agents.parametric.lora import LoRAConfig
+
+        training = json.dumps((chosen or LoRAConfig()).training_key(), sort_keys=True, default=str)
+        data = "|".join(f"{i.id}@{i.version}" for i in items) + "|" + training  # a checkpoint resumes only its own run
+        digest = hashlib.sha256(data.encode()).hexdigest()[:32]
         output = self.root / key / digest
         trainer = self._trainer_for()
+        with self._lock:
+            previous = self._pending.pop(key, None)
+        if previous is not None:  # a newer request replaces it: its job and files go
+            self._drop(previous)
         job_id = trainer.submit(
-            items, config or self.config, checkpoint_dir=self.root / key / f"{digest}.checkpoint", output_dir=output
+            items, chosen, checkpoint_dir=self.root / key / f"{digest}.checkpoint", output_dir=output
         )
         with self._lock:
             self._pending[key] = _Pending(key, cube_id, user_id, job_id, items, source, output)
         return trainer.status(job_id)
+
+    def _drop(self, pending: _Pending) -> None:
+        """Cancel a job, wait for it to stop, and delete its output and checkpoint (they hold its memories)."""
+        trainer = self._trainer
+        if trainer is not None:
+            trainer.cancel(pending.job_id)
+            trainer.wait(pending.job_id, 60)
+        rel = str(pending.output.relative_to(self.root))
+        _remove(self.root, rel)
+        _remove(self.root, rel + ".checkpoint")
 
     def _read(self, cube_id: str, ids: list[str]) -> Flow[tuple[CubeHeader, list[MemoryItem]]]:
         source, items = yield [base.GetCubeOp(cube_id), base.GetOp(cube_id, ids)]
@@ -208,12 +235,21 @@ class ParametricMemory:
             if not status.finished:
                 continue
             with self._lock:
-                self._pending.pop(p.key, None)
+                if self._pending.get(p.key) is p:
+                    self._pending.pop(p.key)
+            rel = str(p.output.relative_to(self.root))
             if status.state != "done" or not p.output.is_dir():
+                _remove(self.root, rel)  # cancelled or failed: nothing of its memories stays
+                _remove(self.root, rel + ".checkpoint")
                 continue
-            self.mem._run(self._record(p), p.user_id)
-            _remove(self.root, f"{p.output.relative_to(self.root)}.checkpoint")  # the adapter is final
-            done.append(p.key)
+            try:
+                self.mem._run(self._record(p), p.user_id)
+            except MemOSError as exc:  # one job's failure never fails the caller's chat
+                log.warning("cannot record the adapter of %s: %s", p.key, exc)
+                _remove(self.root, rel)
+            else:
+                done.append(p.key)
+            _remove(self.root, rel + ".checkpoint")  # the adapter is final
         return done
 
     def _record(self, p: _Pending) -> Flow[None]:
@@ -264,13 +300,14 @@ class ParametricMemory:
     def usable(self, cube_ids: Sequence[str], user_id: str) -> Flow[list[UsableAdapter]]:
         """Return the parametric cubes of ``cube_ids`` with a fresh adapter the caller may use (a flow)."""
         keys = {lora_cube_id(c): c for c in dict.fromkeys(cube_ids)}
-        if not keys:
-            return []
-        (headers,) = yield [base.ListCubesOp(id_prefix=LORA_CUBE_PREFIX)]
+        headers = yield from derived_headers(keys)
         ready = [
             h
-            for h in cast(list[CubeHeader], headers)
-            if h.cube_id in keys and isinstance(h.payload, ParametricPayload) and h.payload.adapter_path
+            for h in headers
+            if isinstance(h.payload, ParametricPayload)
+            and h.payload.adapter_path
+            and h.payload.adapter_path.startswith(h.cube_id + "/")
+            and h.payload.derived_from
         ]
         out = []
         sources = yield from read_sources(ready, keys)
@@ -297,6 +334,7 @@ class ParametricMemory:
 
         """
         from memos_agents.activation.kv import generate
+        from memos_agents.parametric.lora import AdapterArtifact
 
         p = cast(ParametricPayload, adapter.header.payload)
         assert p.adapter_path is not None
@@ -306,17 +344,19 @@ class ParametricMemory:
             if name not in {a.name for a in runtime.loaded()}:
                 for stale in [a.name for a in runtime.loaded() if a.name.startswith(adapter.cube_id + ".")]:
                     runtime.unload(stale)
-                runtime.load(_checked(self.root, p.adapter_path), name, activate=False)
+                artifact = AdapterArtifact.load(_checked(self.root, p.adapter_path))
+                sources = [(s.cube_id, s.item_id, s.version) for s in artifact.manifest.sources]
+                if artifact.manifest.weights_sha256 != p.file_sha256 or sources != [
+                    (s.cube_id, s.item_id, s.version) for s in p.derived_from
+                ]:
+                    raise CubeFormatError(f"the adapter of {adapter.cube_id!r} does not match its cube header")
+                runtime.load(artifact, name, activate=False)
+        with self.llm.busy, self.llm.threads():  # nobody else runs the model while the adapter is on
             runtime.activate(name)
             try:
                 return generate(runtime.model, runtime.tokenizer, messages, **kwargs)
             finally:
                 runtime.activate(None)
-
-    # -- invalidation --------------------------------------------------------------------------------
-    def invalidate(self, sources: dict[str, set[str] | None]) -> list[str]:
-        """Delete the adapters derived from ``sources`` (see :func:`invalidate_adapters`)."""
-        return invalidate_adapters(self.mem, sources, self.root, self)
 
 
 def _checked(root: Path, name: str) -> Path:
@@ -339,30 +379,54 @@ def invalidate_adapters(
     root: Path | None = None,
     parametric: ParametricMemory | None = None,
 ) -> list[str]:
-    """Delete the adapter directories derived from ``sources`` (cube id -> deleted item ids, None: all).
+    """Delete the adapters derived from ``sources`` (cube id -> deleted item ids, None: the whole cube).
 
-    An adapter's weights were trained on its memories' text, so they go with them. The header stays
-    with no adapter (``adapter_path`` None). Runs as trusted code (the data must go whoever deleted
-    the memories); costs nothing unless ``<home>/parametric`` exists.
+    Trusted code, called by ``MemOS`` after it deleted memories (see
+    ``memos_agents.activation.memory.invalidate_derived``): an adapter's weights were trained on its
+    memories' text, so they go with them, whoever deleted them. Training jobs of this process on
+    a deleted memory are cancelled and their files deleted; adapters loaded on the model are
+    unloaded. The header stays with no adapter (``adapter_path`` None). Only the parametric cubes
+    of the named source cubes are read (by id). Returns the cube ids invalidated.
     """
     root = root or Path(mem.config.home) / "parametric"
+    if parametric is not None:
+        with parametric._lock:
+            doomed = [
+                p
+                for p in parametric._pending.values()
+                if sources is None
+                or (
+                    p.cube_id in sources
+                    and (sources[p.cube_id] is None or {i.id for i in p.items} & (sources[p.cube_id] or set()))
+                )
+            ]
+            for p in doomed:
+                parametric._pending.pop(p.key, None)
+        for p in doomed:
+            parametric._drop(p)
     if not root.is_dir():
         return []
-    (headers,) = mem.store.batch([base.ListCubesOp(id_prefix=LORA_CUBE_PREFIX)], ctx=base.SYSTEM)
+    if sources is None:
+        headers = mem.store.batch([base.ListCubesOp(id_prefix=LORA_CUBE_PREFIX)], ctx=base.SYSTEM)[0]
+    else:
+        keys = {lora_cube_id(c): c for c in sources}
+        lists = mem.store.batch([base.ListCubesOp(id_prefix=k) for k in keys], ctx=base.SYSTEM)
+        headers = [h for hs in lists for h in hs if h.cube_id in keys]
     done = []
     for h in cast(list[CubeHeader], headers):
-        p = h.payload
-        if not isinstance(p, ParametricPayload) or not p.adapter_path:
+        pl = h.payload
+        if not isinstance(pl, ParametricPayload) or not pl.adapter_path:
             continue
-        if not derived_from_any(p.derived_from, sources):
+        if not derived_from_any(pl.derived_from, sources):
             continue
         if parametric is not None and parametric._runtime is not None:
-            for a in parametric._runtime.loaded():
-                if a.name.startswith(h.cube_id + "."):
-                    parametric._runtime.unload(a.name)
-        _remove(root, p.adapter_path)
-        _remove(root, p.adapter_path + ".checkpoint")
-        cleared = h.model_copy(update={"payload": p.model_copy(update={"adapter_path": None, "file_sha256": None})})
+            with parametric.llm.busy:
+                for a in parametric._runtime.loaded():
+                    if a.name.startswith(h.cube_id + "."):
+                        parametric._runtime.unload(a.name)
+        _remove(root, pl.adapter_path)
+        _remove(root, pl.adapter_path + ".checkpoint")
+        cleared = h.model_copy(update={"payload": pl.model_copy(update={"adapter_path": None, "file_sha256": None})})
         mem.store.batch([base.UpdateCubeOp(cleared)], ctx=base.SYSTEM)
         done.append(h.cube_id)
     return done

@@ -388,11 +388,13 @@ def test_deleting_the_cubes_removes_the_files(mem):
     ids = _add(mem, ["Caroline moved to Lisbon in May 2023."])
     header = _build(mem, ids)
     path = mem.activation.root / header.payload.cache_path
-    mem.delete_cube("alice.mem", "alice")
+    mem.delete_cube(kv_cube_id("alice.mem"), "alice")  # the derived cube alone: its folder goes
+    assert not path.exists() and not (mem.activation.root / kv_cube_id("alice.mem")).exists()
+    header = _build(mem, ids)
+    path = mem.activation.root / header.payload.cache_path
+    mem.delete_cube("alice.mem", "alice")  # the source: its derived cubes go with it
     assert not path.exists()
-    header = mem.get_cube(kv_cube_id("alice.mem"), "alice")
-    mem.delete_cube(kv_cube_id("alice.mem"), "alice")
-    assert not (mem.activation.root / kv_cube_id("alice.mem")).exists()
+    assert kv_cube_id("alice.mem") not in [h.cube_id for h in mem.list_cubes("alice")]
 
 
 def test_a_reader_without_access_to_the_sources_never_gets_the_cache(mem):
@@ -455,7 +457,8 @@ def test_openai_endpoint_gets_the_stable_memories_first_in_a_fixed_order(tmp_pat
         m.create_cube("alice.mem", "alice")
         ids = _add(m, ["Caroline moved to Lisbon in May 2023.", "Melanie paints landscapes on weekends."])
         _build(m, ids)
-        assert m.get_cube(kv_cube_id("alice.mem"), "alice").payload.cache_path is None  # no file: no local model
+        header = m.get_cube(kv_cube_id("alice.mem"), "alice")
+        assert header.payload.cache_path is None and header.payload.num_tokens > 0  # no file: no local model
         a = m.chat("Where did Caroline move?", "alice")
         b = m.chat("What does Melanie paint?", "alice")
         assert b.plan.stable_prefix
@@ -553,14 +556,96 @@ def test_weights_hash_names_values_not_the_dtype_they_are_held_in():
     assert bf16.differences(f32, "kv") == ("dtype",)  # a KV cache does not
 
 
-def test_a_cache_someone_else_built_under_the_name_is_never_injected_for_the_owner(mem):
+def test_nobody_but_the_owner_makes_or_plants_a_cube_under_the_kv_name(mem, tmp_path):
+    from memos_agents.errors import InvalidInputError
+    from memos_agents.plaintext.stores import base
+
     ids = _add(mem, ["Caroline moved to Lisbon in May 2023."])
     mem.grant("alice.mem", "alice", "bob", role="reader")
-    header = _build(mem, ids, user="bob")  # a reader took the name kv.alice.mem first
-    assert header.owner_id == "bob"
-    mem.grant(kv_cube_id("alice.mem"), "bob", "*", role="reader")  # and made it readable by everyone
-    assert mem._run(mem.activation.usable(["alice.mem"], "alice"), "alice") == []
-    assert mem.chat("Where did Caroline move?", "alice", max_tokens=4).plan.kv_cube_id is None
-    assert [u.cube_id for u in mem._run(mem.activation.usable(["alice.mem"], "bob"), "bob")] == [
-        kv_cube_id("alice.mem")
-    ]
+    mem.activation.request("alice.mem", "bob", ids)  # a reader may not build it
+    status = mem.activation.wait("alice.mem", 30)
+    assert status.state == JobState.FAILED and "PermissionDeniedError" in status.reason
+    with pytest.raises(InvalidInputError, match="reserved"):
+        mem.create_cube(kv_cube_id("alice.mem"), "bob")
+    header = _build(mem, ids)
+    mem.export_cube("alice.mem", "alice", tmp_path / "a.memcube")
+    with pytest.raises(InvalidInputError, match="reserved"):
+        mem.import_cube(tmp_path / "a.memcube", "bob", cube_id="lora.alice.mem")
+    # a header planted straight in the store under another name, pointing at alice's file
+    planted = header.model_copy(update={"cube_id": kv_cube_id("bob.mem"), "owner_id": "bob", "acl": []})
+    mem.create_cube("bob.mem", "bob")
+    mem.store.batch([base.CreateCubeOp(planted)], ctx=base.CallContext.of("bob"))
+    assert mem._run(mem.activation.usable(["bob.mem"], "bob"), "bob") == []  # sources are not bob.mem's
+
+
+def test_archives_of_derived_cubes_are_refused(mem, tmp_path):
+    import zipfile
+
+    from memos_agents.errors import CubeFormatError
+
+    ids = _add(mem, ["Caroline moved to Lisbon in May 2023."])
+    _build(mem, ids)
+    mem.export_cube(kv_cube_id("alice.mem"), "alice", tmp_path / "kv.memcube")
+    assert zipfile.is_zipfile(tmp_path / "kv.memcube")
+    with pytest.raises(CubeFormatError, match="plaintext"):
+        mem.import_cube(tmp_path / "kv.memcube", "alice", cube_id="copy")
+
+
+def test_a_trimmed_cache_is_not_rebuilt_by_every_lifecycle_pass(tmp_path, lm):
+    from memos_agents.plaintext.stores import base
+    from memos_agents.schema import utcnow
+
+    model, tok, _ = lm
+    m = MemOS.from_path(
+        tmp_path / "home",
+        embedder={"provider": "hashing", "dim": 64},
+        llm=HFLocalLLM.from_loaded(model, tok, "tiny-llama", num_threads=0),
+        activation={"enabled": True, "max_tokens": 260},
+        track_access=False,
+    ).setup()
+    try:
+        m.create_cube("alice.mem", "alice")
+        ids = _add(m, [f"Fact number {n} about Caroline and Lisbon in May 2023." for n in range(6)])
+        m.store.batch([base.RecordAccessOp("alice.mem", dict.fromkeys(ids, 3), utcnow())], ctx=base.SYSTEM)
+        policy = {"activation_min_uses": 2}
+        (first,) = m.run_lifecycle("alice", policy=policy)
+        assert first.derived and m.activation.wait("alice.mem", 60).state == JobState.READY
+        header = m.get_cube(kv_cube_id("alice.mem"), "alice")
+        assert 0 < len(header.payload.derived_from) < len(ids) and header.payload.num_tokens <= 260  # trimmed
+        (second,) = m.run_lifecycle("alice", policy=policy)
+        assert second.derived == []
+    finally:
+        m.close()
+
+
+def test_rolling_a_cube_back_past_a_source_drops_the_cache(mem):
+    from memos_agents.schema import utcnow
+
+    before = utcnow()
+    ids = _add(mem, ["Caroline moved to Lisbon in May 2023."])
+    header = _build(mem, ids)
+    path = mem.activation.root / header.payload.cache_path
+    mem.rollback_cube("alice.mem", "alice", to=before)
+    assert not path.exists()
+
+
+def test_a_bf16_model_with_sdpa_is_refused_whatever_the_config_says(tmp_path):
+    model, tok = tiny_llama(layers=2, dtype="bfloat16")
+    m = MemOS.from_path(
+        tmp_path / "home",
+        embedder={"provider": "hashing", "dim": 64},
+        llm=HFLocalLLM.from_loaded(model, tok, "tiny-bf16", num_threads=0),
+        activation={"enabled": True, "dtype": "model"},
+        track_access=False,
+    ).setup()
+    try:
+        m.create_cube("alice.mem", "alice")
+        ids = _add(m, FACTS_FOR_BF16)
+        m.activation.request("alice.mem", "alice", ids)
+        status = m.activation.wait("alice.mem", 30)
+        assert status.state == JobState.FAILED and "eager" in status.reason
+    finally:
+        m.close()
+
+
+FACTS_FOR_BF16 = ["Caroline moved to Lisbon in May 2023."]
