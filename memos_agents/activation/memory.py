@@ -29,7 +29,7 @@ import hashlib
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -214,8 +214,9 @@ class ActivationMemory:
 
         The cache is the activation cube :func:`kv_cube_id` of ``cube_id``; a new request replaces
         the memories it covers. The build runs as ``user_id`` on the worker thread: it reads the
-        memories (read permission), creates the activation cube owned by ``user_id`` with the
-        source cube's ACL, or updates it (admin permission on it).
+        memories, refuses (status ``failed``: PermissionDeniedError) unless ``user_id`` owns
+        ``cube_id``, and creates the activation cube owned by them with the source cube's ACL, or
+        updates it. Memories past ``max_memories``, or past ``max_tokens`` once rendered, are left out.
 
         Raises:
             InvalidInputError: Malformed ids, or no memory ids.
@@ -545,14 +546,8 @@ def invalidate_derived(
     root = root or Path(mem.config.home) / "activation"
     if not root.is_dir():
         return []
-    if sources is None:
-        headers = mem.store.batch([base.ListCubesOp(id_prefix=KV_CUBE_PREFIX)], ctx=base.SYSTEM)[0]
-    else:
-        keys = {kv_cube_id(c): c for c in sources}
-        lists = mem.store.batch([base.ListCubesOp(id_prefix=k) for k in keys], ctx=base.SYSTEM)
-        headers = [h for hs in lists for h in hs if h.cube_id in keys]
     done = []
-    for h in cast(list[CubeHeader], headers):
+    for h in derived_of(mem, sources, KV_CUBE_PREFIX, kv_cube_id):
         p = h.payload
         if not isinstance(p, ActivationPayload) or not p.cache_path:
             continue
@@ -574,6 +569,20 @@ def invalidate_derived(
                     activation._loaded.pop(slot, None)
         done.append(h.cube_id)
     return done
+
+
+def derived_of(
+    mem: MemOS, sources: dict[str, set[str] | None] | None, prefix: str, name: Callable[[str], str]
+) -> list[CubeHeader]:
+    """Read, as trusted code, the derived cubes (``prefix``, ``name(source)``) of the source cubes in ``sources``.
+
+    By id: the cost is the source cubes named, not the store; ``sources`` None reads all of them.
+    """
+    if sources is None:
+        return cast(list[CubeHeader], mem.store.batch([base.ListCubesOp(id_prefix=prefix)], ctx=base.SYSTEM)[0])
+    keys = {name(c) for c in sources}
+    lists = mem.store.batch([base.ListCubesOp(id_prefix=k) for k in keys], ctx=base.SYSTEM)
+    return [h for hs in lists for h in cast(list[CubeHeader], hs) if h.cube_id in keys]
 
 
 def derived_headers(keys: dict[str, str]) -> Flow[list[CubeHeader]]:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from memos_agents.activation.memory import derived_headers, read_sources, trusted_derived
+from memos_agents.activation.memory import derived_headers, derived_of, read_sources, trusted_derived
 from memos_agents.cube import CubeHeader, DerivedSource, ParametricPayload, StorageProfile, derived_from_any
 from memos_agents.errors import (
     ConfigError,
@@ -406,14 +406,8 @@ def invalidate_adapters(
             parametric._drop(p)
     if not root.is_dir():
         return []
-    if sources is None:
-        headers = mem.store.batch([base.ListCubesOp(id_prefix=LORA_CUBE_PREFIX)], ctx=base.SYSTEM)[0]
-    else:
-        keys = {lora_cube_id(c): c for c in sources}
-        lists = mem.store.batch([base.ListCubesOp(id_prefix=k) for k in keys], ctx=base.SYSTEM)
-        headers = [h for hs in lists for h in hs if h.cube_id in keys]
     done = []
-    for h in cast(list[CubeHeader], headers):
+    for h in derived_of(mem, sources, LORA_CUBE_PREFIX, lora_cube_id):
         pl = h.payload
         if not isinstance(pl, ParametricPayload) or not pl.adapter_path:
             continue
