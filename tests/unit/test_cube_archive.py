@@ -11,6 +11,7 @@ from memos_agents.cube import (
     ActivationPayload,
     CubeHeader,
     MemCube,
+    ParametricPayload,
     read_archive,
     write_archive,
 )
@@ -95,12 +96,14 @@ def test_newer_unknown_and_corrupt_archives_are_refused(mos: MemOS, tmp_path: Pa
     assert [h.cube_id for h in mos.list_cubes("alice")] == ["src"]
 
 
-def test_declared_payload_types_roundtrip(tmp_path: Path) -> None:
-    header = CubeHeader(cube_id="kv", owner_id="alice", payload=ActivationPayload(model_name_or_path="smollm2"))
-    cube = MemCube(header=header, items=[MemoryItem(text="hot memory")])
-    back = read_archive(write_archive(tmp_path / "kv.zip", cube))
-    assert back.header.payload.type == "activation"
-    assert back.items[0].text == "hot memory"
+def test_archives_of_derived_payloads_are_refused(tmp_path: Path) -> None:
+    """KV-cache and LoRA cubes are made here from their sources by their owner, never imported."""
+    for payload in (ActivationPayload(model_name_or_path="smollm2"), ParametricPayload(base_model="smollm2")):
+        header = CubeHeader(cube_id="kv", owner_id="alice", payload=payload)
+        cube = MemCube(header=header, items=[MemoryItem(text="hot memory")])
+        path = write_archive(tmp_path / f"{payload.type}.zip", cube)
+        with pytest.raises(CubeFormatError, match="plaintext"):
+            read_archive(path)
 
 
 def test_header_tampering_and_bad_manifest_fields_are_refused(mos: MemOS, tmp_path: Path) -> None:
