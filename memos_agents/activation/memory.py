@@ -43,7 +43,14 @@ from memos_agents.activation.kv import (
     render_prefix,
 )
 from memos_agents.activation.worker import BuildWorker, JobState, JobStatus
-from memos_agents.cube import ActivationPayload, CubeHeader, DerivedSource, StorageProfile, derived_from_any
+from memos_agents.cube import (
+    ActivationPayload,
+    CubeHeader,
+    DerivedSource,
+    ParametricPayload,
+    StorageProfile,
+    derived_from_any,
+)
 from memos_agents.errors import (
     ArchiveIOError,
     ConfigError,
@@ -381,26 +388,8 @@ class ActivationMemory:
 
     def _write_header(
         self, key: str, source: CubeHeader, existing: CubeHeader | None, payload: ActivationPayload, user_id: str
-    ) -> Flow[None]:
-        if existing is None:
-            header = CubeHeader(
-                cube_id=key,
-                owner_id=user_id,
-                acl=list(source.acl),
-                description=f"KV cache of memories of {source.cube_id}",
-                source=source.cube_id,
-                storage=StorageProfile(backend="safetensors"),
-                payload=payload,
-            )
-            try:
-                yield [base.CreateCubeOp(header)]
-                return
-            except CubeExistsError:
-                (existing,) = yield [base.GetCubeOp(key)]
-        assert existing is not None
-        if not isinstance(existing.payload, ActivationPayload):
-            raise CubeExistsError(f"cube {key!r} exists and is not an activation cube")
-        yield [base.UpdateCubeOp(existing.model_copy(update={"payload": payload}))]
+    ) -> Flow[CubeHeader | None]:
+        return (yield from write_derived_header(key, source, existing, payload, user_id, "KV cache"))
 
     # -- use -----------------------------------------------------------------------------------------
     def usable(self, cube_ids: Sequence[str], user_id: str, *, queue_rebuild: bool = True) -> Flow[list[UsableKV]]:
@@ -569,6 +558,44 @@ def invalidate_derived(
                     activation._loaded.pop(slot, None)
         done.append(h.cube_id)
     return done
+
+
+def write_derived_header(
+    key: str,
+    source: CubeHeader,
+    existing: CubeHeader | None,
+    payload: ActivationPayload | ParametricPayload,
+    user_id: str,
+    what: str,
+) -> Flow[CubeHeader | None]:
+    """Create the derived cube ``key`` of ``source`` (owned by ``user_id``, the source's ACL) or replace its payload.
+
+    Returns the header it replaced (None: created). A concurrent creation is taken as existing.
+
+    Raises:
+        CubeExistsError: ``key`` exists with another payload type.
+
+    """
+    if existing is None:
+        header = CubeHeader(
+            cube_id=key,
+            owner_id=user_id,
+            acl=list(source.acl),
+            description=f"{what} of memories of {source.cube_id}",
+            source=source.cube_id,
+            storage=StorageProfile(backend="safetensors"),
+            payload=payload,
+        )
+        try:
+            yield [base.CreateCubeOp(header)]
+            return None
+        except CubeExistsError:
+            (existing,) = yield [base.GetCubeOp(key)]
+    assert existing is not None
+    if type(existing.payload) is not type(payload):
+        raise CubeExistsError(f"cube {key!r} exists as a {existing.payload.type} cube, not {payload.type}")
+    yield [base.UpdateCubeOp(existing.model_copy(update={"payload": payload}))]
+    return existing
 
 
 def derived_of(

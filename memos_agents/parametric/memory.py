@@ -29,11 +29,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from memos_agents.activation.memory import derived_headers, derived_of, read_sources, trusted_derived
-from memos_agents.cube import CubeHeader, DerivedSource, ParametricPayload, StorageProfile, derived_from_any
+from memos_agents.activation.memory import (
+    derived_headers,
+    derived_of,
+    read_sources,
+    trusted_derived,
+    write_derived_header,
+)
+from memos_agents.cube import CubeHeader, DerivedSource, ParametricPayload, derived_from_any
 from memos_agents.errors import (
     ConfigError,
-    CubeExistsError,
     CubeFormatError,
     CubeNotFoundError,
     InvalidInputError,
@@ -274,25 +279,8 @@ class ParametricMemory:
             (existing,) = yield [base.GetCubeOp(p.key)]
         except CubeNotFoundError:
             existing = None
-        if existing is None:
-            header = CubeHeader(
-                cube_id=p.key,
-                owner_id=p.user_id,
-                acl=list(p.source.acl),
-                description=f"LoRA adapter trained on memories of {p.cube_id}",
-                source=p.cube_id,
-                storage=StorageProfile(backend="safetensors"),
-                payload=payload,
-            )
-            try:
-                yield [base.CreateCubeOp(header)]
-                return
-            except CubeExistsError:
-                (existing,) = yield [base.GetCubeOp(p.key)]
-        if not isinstance(existing.payload, ParametricPayload):
-            raise CubeExistsError(f"cube {p.key!r} exists and is not a parametric cube")
-        old = existing.payload.adapter_path
-        yield [base.UpdateCubeOp(existing.model_copy(update={"payload": payload}))]
+        replaced = yield from write_derived_header(p.key, p.source, existing, payload, p.user_id, "LoRA adapter")
+        old = cast(ParametricPayload, replaced.payload).adapter_path if replaced is not None else None
         if old and old != payload.adapter_path:
             _remove(self.root, old)
 
