@@ -13,8 +13,9 @@ print one line and exit with 2; no traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -903,6 +904,24 @@ def _embedder_spec(spec: str, hashing_dim: int) -> dict[str, Any]:
     return config
 
 
+@contextlib.contextmanager
+def _phase_progress() -> Iterator[Callable[[str, int, int], None]]:
+    """Show one progress bar per phase of a benchmark; yield ``report(phase, done, total)``."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as progress:
+        tasks: dict[str, Any] = {}
+
+        def report(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = progress.add_task(phase, total=total)
+            progress.update(tasks[phase], completed=done)
+
+        yield report
+
+
 def _show_results(table: Path, paths: Sequence[Path]) -> None:
     """Print a benchmark's Markdown table and the files it wrote."""
     console.print(table.read_text())
@@ -1136,8 +1155,6 @@ def bench_lora(
     seed: Annotated[int, typer.Option(help="Seed of the generated facts.")] = 7,
 ) -> None:
     """LoRA parametric memory on SmolLM2: training time, adapter size, recall with and without it, collateral loss."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from memos_agents.bench.lora import default_config, run_lora_bench, write_results
     from memos_agents.config import MemOSConfig
     from memos_agents.models.llm import HFLocalLLM
@@ -1161,16 +1178,7 @@ def bench_lora(
         llm = HFLocalLLM(cache_dir=MemOSConfig().model_cache / "smollm2-135m-instruct")
         model, tokenizer = llm.load()
         model = model.to(getattr(torch, dtype)).eval()
-        with Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
-        ) as progress:
-            tasks: dict[str, Any] = {}
-
-            def report(phase: str, done: int, total: int) -> None:
-                if phase not in tasks:
-                    tasks[phase] = progress.add_task(phase, total=total)
-                progress.update(tasks[phase], completed=done)
-
+        with _phase_progress() as report:
             results = run_lora_bench(
                 model,
                 tokenizer,
@@ -1323,24 +1331,13 @@ def bench_scale(
     ] = None,
 ) -> None:
     """How the embedded store behaves as one cube grows: ingestion, add and search latency, memory, disk, recall."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from memos_agents.bench.scale import DEFAULT_EMBEDDER, parse_store_options, run_scale_bench, write_results
 
     def go() -> None:
         emb = _embedder_spec(embedder, hashing_dim=DEFAULT_EMBEDDER["dim"])
         cube_sizes = _ints(sizes, "--sizes")
         store = parse_store_options(store_option or [])
-        with Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
-        ) as progress:
-            tasks: dict[str, Any] = {}
-
-            def report(phase: str, done: int, total: int) -> None:
-                if phase not in tasks:
-                    tasks[phase] = progress.add_task(phase, total=total)
-                progress.update(tasks[phase], completed=done)
-
+        with _phase_progress() as report:
             results = run_scale_bench(
                 data,
                 sizes=cube_sizes,
